@@ -1,0 +1,63 @@
+"""The ``medcnn`` command.
+
+Each subcommand lives in its own module ``medcnn/cli/<name>.py`` exposing
+``register(subparsers)``, which adds a parser whose ``func`` default is the handler
+``func(args) -> int``. The CLI is the only place that reads ``argv`` and the environment.
+
+Errors: a :class:`medcnn.errors.MedcnnError` (bad input) becomes one line on stderr and
+exit code 2; Ctrl-C exits 130; an unexpected exception prints one line naming it and
+exits 1 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: Subcommand modules, in the order ``medcnn --help`` lists them.
+COMMANDS: tuple[str, ...] = ("info",)
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medcnn import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="medcnn",
+        description="3D CNN segmentation and measurement of CT/MRI volumes.",
+    )
+    parser.add_argument("--version", action="version", version=f"medcnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"medcnn.cli.{name.replace('-', '_')}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from medcnn.errors import MedcnnError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedcnnError as exc:
+        if args.debug:
+            raise
+        print(f"medcnn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"medcnn {args.command}: interrupted; no partial output files were left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - last line of defence for the CLI
+        if args.debug:
+            raise
+        print(f"medcnn {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL

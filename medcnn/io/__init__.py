@@ -1,0 +1,123 @@
+"""Reading and writing volumes: NIfTI, NRRD, MHA/MHD and DICOM series / cine folders.
+
+This package is the only place that knows file conventions: SimpleITK's LPS+ world and
+``(z, y, x)`` array order, DICOM's ImagePositionPatient / ImageOrientationPatient, and
+nibabel's RAS+ affine. Everything it returns is a :class:`medcnn.volume.Volume` in RAS+
+with ``(I, J, K)`` arrays (4D: ``(T, I, J, K)``).
+
+Writes are atomic: data goes to a temporary file beside the target, which is renamed into
+place only when complete, so an interrupted or failed write leaves no partial file.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+from medcnn.errors import DimensionError, UnsupportedFormatError
+from medcnn.io._common import ITK_SUFFIXES, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, as_label_array, check_exists, check_suffix
+from medcnn.volume import Volume, VolumeKind
+
+__all__ = [
+    "read_volume",
+    "write_volume",
+    "list_dicom_series",
+    "read_dicom_identifiers",
+    "as_label_array",
+    "SUPPORTED_SUFFIXES",
+]
+
+
+def read_volume(
+    path: str | PathLike[str],
+    *,
+    kind: VolumeKind = "intensity",
+    series: str | int | None = None,
+    require_3d: bool = False,
+    max_bytes: int | None = None,
+) -> Volume:
+    """Read a scan, label map or probability map.
+
+    Args:
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` file, or a
+            folder of DICOM files (one series, or a cine series read as 4D).
+        kind: ``"label"`` validates integer, non-negative, finite values and stores the
+            smallest unsigned dtype; ``"intensity"`` and ``"probability"`` keep the dtype.
+        series: for a DICOM folder holding several series: UID, index (see
+            :func:`list_dicom_series`) or unique SeriesDescription.
+        require_3d: refuse 4D (cine) data with a :class:`DimensionError`.
+        max_bytes: refuse headers claiming more voxel data than this (default 32 GiB).
+
+    Returns:
+        Volume with ``array`` of shape ``(I, J, K)`` or ``(T, I, J, K)``.
+
+    Raises:
+        InputFileNotFoundError, UnsupportedFormatError, CorruptFileError,
+        InvalidGeometryError, DimensionError, DicomSeriesError, InvalidLabelError.
+    """
+    p = Path(path)
+    check_exists(p)
+    if p.is_dir():
+        from medcnn.io._dicom import read_dicom_folder
+
+        vol = read_dicom_folder(p, series=series)
+    else:
+        sfx = check_suffix(p)
+        if sfx in NIFTI_SUFFIXES:
+            from medcnn.io._nifti import read_nifti
+
+            vol = read_nifti(p, max_bytes=max_bytes)
+        else:
+            from medcnn.io._itk import read_itk
+
+            vol = read_itk(p, max_bytes=max_bytes)
+    if require_3d and vol.leading_axis is not None:
+        raise DimensionError.expected("a 3D volume", f"a 4D volume with {vol.array.shape[0]} frames", path=p,
+                                      hint="select one frame (volume.frame(t)) or use the cine commands")
+    if kind == "label":
+        vol = vol.with_array(as_label_array(vol.array, str(p)), kind="label")
+    elif kind != "intensity":
+        vol = vol.with_array(vol.array, kind=kind)
+    return vol
+
+
+def write_volume(volume: Volume, path: str | PathLike[str]) -> Path:
+    """Write ``volume`` with its exact geometry; the format follows the file extension.
+
+    Label maps keep their integer dtype. The float64 affine is also stored in the header
+    (NIfTI extension / ITK metadata) so medcnn round trips are exact even where the format
+    itself stores float32.
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", "\\")):
+        raise UnsupportedFormatError.expected("a file name with an image extension", "a folder", path=p,
+                                              hint="writing DICOM is not supported; use .nii.gz, .nrrd or .mha")
+    sfx = check_suffix(p, for_writing=True)
+    if sfx in NIFTI_SUFFIXES:
+        from medcnn.io._nifti import write_nifti
+
+        write_nifti(volume, p)
+    else:
+        from medcnn.io._itk import write_itk
+
+        write_itk(volume, p)
+    return p
+
+
+def list_dicom_series(folder: str | PathLike[str]) -> list[dict]:
+    """Image series in a DICOM folder (``uid``, ``description``, ``modality``, ``n_files``)."""
+    from medcnn.io._dicom import list_dicom_series as _list
+
+    p = Path(folder)
+    check_exists(p)
+    return _list(p)
+
+
+def read_dicom_identifiers(folder: str | PathLike[str]) -> dict[str, str]:
+    """Patient name / ID / birth date of a DICOM folder; for explicit opt-in reports only."""
+    from medcnn.io._dicom import read_dicom_identifiers as _ids
+
+    return _ids(Path(folder))

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create a virtual environment and install medcnn with its dev dependencies.
+#
+# PyTorch: on a machine without an NVIDIA GPU we pin the CPU build (torch==2.13.0+cpu)
+# so that nothing downloads several GB of CUDA libraries. It is taken from a local wheel
+# directory when pip knows one (PIP_FIND_LINKS), else from the PyTorch CPU index.
+# With a GPU (nvidia-smi works), or when MEDCNN_TORCH is set (e.g. MEDCNN_TORCH=skip to
+# keep a torch you installed yourself), we do not touch your CUDA build.
+set -euo pipefail
+VENV="${1:-.venv}"
+PY="${PYTHON:-python3}"
+TORCH_CPU="torch==2.13.0+cpu"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+
+if [ "${MEDCNN_TORCH:-}" = "skip" ] || "$VPY" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: using the installed torch ($("$VPY" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none))"
+elif [ -n "${MEDCNN_TORCH:-}" ]; then
+  "$VPY" -m pip install -q "${MEDCNN_TORCH}"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "setup: NVIDIA GPU found; installing the default (CUDA) torch build from PyPI"
+  "$VPY" -m pip install -q "torch>=2.3"
+else
+  echo "setup: no NVIDIA GPU; installing the CPU build $TORCH_CPU"
+  "$VPY" -m pip install -q "$TORCH_CPU" 2>/dev/null \
+    || "$VPY" -m pip install -q "$TORCH_CPU" --extra-index-url https://download.pytorch.org/whl/cpu
+fi
+
+"$VPY" -m pip install -q -e ".[dev]"
+"$VPY" -c "import torch, monai, medcnn; print('setup: medcnn', medcnn.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"
