@@ -60,7 +60,8 @@ class MedcnnError(Exception):
     """
 
     def __init__(self, message: str, *, path: str | PathLike[str] | None = None) -> None:
-        super().__init__(message)
+        # one line, always: the CLI prints it as the whole error report
+        super().__init__(" ".join(str(message).split()))
         self.path = None if path is None else str(path)
 
     @classmethod

@@ -74,8 +74,8 @@ def read_itk(path: Path, *, max_bytes: int | None = None) -> Volume:
     if dim == 3:
         return Volume(np.ascontiguousarray(arr.transpose(2, 1, 0)), geometry, "intensity", None, None, meta)
     arr4 = np.ascontiguousarray(arr.transpose(0, 3, 2, 1))
-    dt = float(spacing[3])
-    times = tuple(i * dt for i in range(arr4.shape[0])) if dt > 0 else None
+    dt, t0 = float(spacing[3]), float(image.GetOrigin()[3])
+    times = tuple(t0 + i * dt for i in range(arr4.shape[0])) if dt > 0 else None
     return Volume(arr4, geometry, "intensity", "time", times, meta)
 
 
@@ -99,21 +99,24 @@ def write_itk(volume: Volume, path: Path) -> None:
         arr = arr.astype(np.uint8)
     if arr.dtype == np.float16:
         arr = arr.astype(np.float32)
+    origin, direction = ras_to_lps(volume.geometry)
+
+    def as_image(a3: np.ndarray):
+        img = sitk.GetImageFromArray(np.ascontiguousarray(a3.transpose(2, 1, 0)))
+        img.SetSpacing(volume.geometry.spacing)
+        img.SetOrigin(origin)
+        img.SetDirection(direction)
+        return img
+
     if volume.leading_axis is None:
-        image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
-        origin, direction = ras_to_lps(volume.geometry)
-        image.SetSpacing(volume.geometry.spacing)
-        image.SetOrigin(origin)
-        image.SetDirection(direction)
+        image = as_image(arr)
     else:
-        image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(0, 3, 2, 1)))
-        origin, direction = ras_to_lps(volume.geometry)
+        times = volume.frame_times_ms
+        t0 = float(times[0]) if times else 0.0
+        dt = float(np.median(np.diff(times))) if times and len(times) > 1 else 1.0
+        image = sitk.JoinSeries([as_image(a) for a in arr], t0, dt)
         d4 = np.eye(4)
         d4[:3, :3] = np.asarray(direction).reshape(3, 3)
-        times = volume.frame_times_ms
-        dt = float(np.median(np.diff(times))) if times and len(times) > 1 else 1.0
-        image.SetSpacing(tuple(volume.geometry.spacing) + (dt,))
-        image.SetOrigin(tuple(origin) + (0.0,))
         image.SetDirection(tuple(d4.ravel()))
     image.SetMetaData(_META_KEY, json.dumps(volume.geometry.affine.tolist()))
     sfx = suffix_of(path)

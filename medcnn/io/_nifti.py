@@ -35,6 +35,21 @@ def _float64_affine(img, header_affine: np.ndarray) -> np.ndarray:
     return header_affine
 
 
+def _raise_if_truncated_gzip(path: Path) -> None:
+    if not str(path).lower().endswith(".gz"):
+        return
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (EOFError, zlib.error, OSError) as exc:
+        raise CorruptFileError.expected("a complete gzip-compressed NIfTI file",
+                                        f"a truncated or damaged gzip stream ({type(exc).__name__}: {exc})", path=path,
+                                        hint="The file is truncated or corrupt; copy it again from the source") from None
+
+
 def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
     import nibabel as nib
 
@@ -43,6 +58,7 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
     except MedcnnError:
         raise
     except Exception as exc:  # nibabel raises many types for bad headers
+        _raise_if_truncated_gzip(path)
         raise CorruptFileError.expected("a readable NIfTI header", f"{type(exc).__name__}: {exc}", path=path) from None
 
     shape = tuple(int(s) for s in img.shape)
@@ -82,6 +98,7 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, OSError, ValueError) as exc:
+        _raise_if_truncated_gzip(path)
         raise CorruptFileError.expected(
             f"{np.prod(img.shape)} voxels of {img.get_data_dtype()} as the header declares",
             f"unreadable data ({type(exc).__name__}: {exc})", path=path,
@@ -95,7 +112,8 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
         unit = hdr.get_xyzt_units()[1] if hasattr(hdr, "get_xyzt_units") else "unknown"
         if dt > 0 and unit in _TIME_UNITS_TO_MS:
             dt_ms = dt * _TIME_UNITS_TO_MS[unit]
-            frame_times = tuple(i * dt_ms for i in range(shape[3]))
+            t0 = float(hdr["toffset"]) * _TIME_UNITS_TO_MS[unit] if "toffset" in hdr else 0.0
+            frame_times = tuple(t0 + i * dt_ms for i in range(shape[3]))
         return Volume(np.ascontiguousarray(data), geometry, "intensity", "time", frame_times, meta)
     return Volume(np.asarray(data), geometry, "intensity", None, None, meta)
 
@@ -121,6 +139,7 @@ def write_nifti(volume: Volume, path: Path) -> None:
         zooms = list(hdr.get_zooms())
         zooms[3] = float(np.median(np.diff(volume.frame_times_ms)))
         hdr.set_zooms(zooms)
+        hdr["toffset"] = float(volume.frame_times_ms[0])
     hdr["scl_slope"] = 1.0
     hdr["scl_inter"] = 0.0
     payload = json.dumps({_EXT_KEY: affine.tolist()}).encode("utf-8")
