@@ -1,0 +1,385 @@
+"""The invertible preprocessing pipeline: spec, preprocessor and its record."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
+from medcnn.preprocess._intensity import _normalise_array, check_finite, check_modality
+from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
+from medcnn.preprocess._resample import (
+    _check_order,
+    _check_spacing,
+    _resample_volume,
+    anisotropic_axis,
+    resampled_geometry,
+)
+from medcnn.volume import DEFAULT_ATOL_MM, Geometry, Volume
+
+__all__ = [
+    "PreprocessSpec",
+    "Preprocessor",
+    "PreprocessRecord",
+    "check_same_grid",
+    "foreground_box",
+    "CHANNEL_ATOL_MM",
+]
+
+#: Tolerance for "same grid" between input channels (float32 headers round to ~1e-5 mm).
+CHANNEL_ATOL_MM = 10 * DEFAULT_ATOL_MM
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What preprocessing a model expects; stored in model bundles (:meth:`to_dict`).
+
+    Attributes:
+        orientation: reorient by axis permutation/flip only (lossless), e.g. ``"RAS"``;
+            ``None`` keeps the input's array order.
+        target_spacing: spacing in mm along the (reoriented) array axes; ``None`` keeps it.
+        modalities: per input channel ``"CT"``, ``"MR"`` or ``"none"``.
+        ct_window: clip window in HU for CT channels (e.g. dataset 0.5/99.5 percentiles,
+            see :func:`medcnn.preprocess.ct_statistics`).
+        ct_mean, ct_std: dataset statistics for the CT z-score (after clipping); when
+            ``None`` each volume's own statistics are used.
+        crop_foreground: crop to the box of voxels that are non-zero in any channel
+            (undone by padding in :meth:`PreprocessRecord.to_input_grid`).
+        image_order: spline order for intensities (1 or 3 usually).
+        anisotropy_threshold: nnU-Net rule; above this max/min spacing ratio the coarse
+            axis is interpolated separately with ``anisotropic_order``.
+        anisotropic_order: spline order along the coarse axis (1 = linear, no overshoot).
+    """
+
+    orientation: str | None = "RAS"
+    target_spacing: tuple[float, float, float] | None = None
+    modalities: tuple[str, ...] = ("MR",)
+    ct_window: tuple[float, float] | None = None
+    ct_mean: float | None = None
+    ct_std: float | None = None
+    crop_foreground: bool = False
+    image_order: int = 3
+    anisotropy_threshold: float = 3.0
+    anisotropic_order: int = 1
+
+    def __post_init__(self) -> None:
+        if self.orientation is not None:
+            object.__setattr__(self, "orientation", check_orientation_code(self.orientation))
+        if self.target_spacing is not None:
+            object.__setattr__(self, "target_spacing", _check_spacing(self.target_spacing))
+        mods = (self.modalities,) if isinstance(self.modalities, str) else tuple(self.modalities)
+        if not mods:
+            raise ConfigError.expected("at least one modality", "none")
+        object.__setattr__(self, "modalities", tuple(check_modality(m) for m in mods))
+        if self.ct_window is not None:
+            w = tuple(float(v) for v in self.ct_window)
+            if len(w) != 2 or not w[0] < w[1]:
+                raise ConfigError.expected("ct_window (low, high) with low < high", repr(self.ct_window))
+            object.__setattr__(self, "ct_window", w)
+        if (self.ct_mean is None) != (self.ct_std is None):
+            raise ConfigError.expected("both ct_mean and ct_std, or neither", f"ct_mean={self.ct_mean}, ct_std={self.ct_std}")
+        if self.ct_std is not None and not float(self.ct_std) > 0:
+            raise ConfigError.expected("ct_std > 0", repr(self.ct_std))
+        for name in ("image_order", "anisotropic_order"):
+            try:
+                _check_order(getattr(self, name))
+            except ValueError:
+                raise ConfigError.expected(f"{name} between 0 and 5", repr(getattr(self, name))) from None
+        if not float(self.anisotropy_threshold) >= 1:
+            raise ConfigError.expected("anisotropy_threshold >= 1", repr(self.anisotropy_threshold))
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.modalities)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessSpec":
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError.expected(f"preprocessing keys among {sorted(known)}", f"unknown {unknown}")
+        kw = dict(d)
+        for k in ("target_spacing", "modalities", "ct_window"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+def check_same_grid(channels: Sequence[Volume], *, atol_mm: float = CHANNEL_ATOL_MM) -> Geometry:
+    """Check that all channels share one voxel grid and return it (the first one's).
+
+    Raises:
+        GeometryMismatchError: naming both files and what differs.
+        DimensionError: a channel is not 3D.
+    """
+    if not channels:
+        raise ValueError("expected at least one channel, got none")
+    for v in channels:
+        if v.leading_axis is not None:
+            raise DimensionError.expected(
+                "a 3D volume per channel", f"a 4D volume ({v.leading_axis}, {v.array.shape[0]})", path=v.source,
+                hint="preprocess each frame separately (volume.frame(t)) or pass channels as separate volumes")
+    first = channels[0].geometry
+    for v in channels[1:]:
+        first.check_matches(v.geometry, atol_mm=atol_mm, what="input channels")
+    return first
+
+
+def foreground_box(arrays: Sequence[np.ndarray]) -> tuple[tuple[int, int], ...] | None:
+    """``((start, stop), ...)`` per axis of the voxels non-zero in any array, or ``None``."""
+    any_nz = np.zeros(arrays[0].shape, dtype=bool)
+    for a in arrays:
+        any_nz |= a != 0
+    if not any_nz.any():
+        return None
+    box = []
+    for axis in range(any_nz.ndim):
+        other = tuple(a for a in range(any_nz.ndim) if a != axis)
+        idx = np.flatnonzero(any_nz.any(axis=other))
+        box.append((int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+def _crop_geometry(geometry: Geometry, box: Sequence[tuple[int, int]]) -> Geometry:
+    start = [b[0] for b in box]
+    return Geometry(tuple(b[1] - b[0] for b in box), geometry.spacing, tuple(geometry.index_to_world(start)[0]),
+                    geometry.direction, source=geometry.source)
+
+
+@dataclass
+class PreprocessRecord:
+    """Everything needed to bring model-grid outputs back to the input grid.
+
+    Attributes:
+        input_geometry: the grid of the input channels (outputs land exactly here).
+        model_geometry: the grid of the network input/output.
+        steps: JSON-able dicts, in the order applied (``"reorient"``, ``"crop"``,
+            ``"normalise"``, ``"resample"``); spatial steps carry ``geometry_before`` and
+            ``geometry_after``.
+    """
+
+    input_geometry: Geometry
+    model_geometry: Geometry
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_geometry": self.input_geometry.to_dict(), "model_geometry": self.model_geometry.to_dict(),
+                "steps": [dict(s) for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessRecord":
+        return cls(Geometry.from_dict(d["input_geometry"]), Geometry.from_dict(d["model_geometry"]),
+                   [dict(s) for s in d["steps"]])
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        """The first recorded step called ``name``, or ``None``."""
+        return next((s for s in self.steps if s["step"] == name), None)
+
+    # ------------------------------------------------------------------ back to the input grid
+    def to_input_grid(self, array: np.ndarray | Volume, *, kind: Literal["label", "probability"],
+                      fill: float | Sequence[float] | None = None) -> Volume:
+        """Bring a model-grid output back onto exactly :attr:`input_geometry`.
+
+        Args:
+            array: on :attr:`model_geometry`: labels ``(X, Y, Z)`` integer, or
+                probabilities ``(C, X, Y, Z)`` float (a Volume on the model grid is accepted).
+            kind: ``"label"`` (undo resampling with nearest neighbour) or
+                ``"probability"`` (linear per channel; argmax afterwards).
+            fill: value for voxels removed by the foreground crop: default 0 for labels
+                and, for probabilities, 1 in channel 0 (background) and 0 elsewhere; a
+                sequence gives one value per channel.
+
+        Returns:
+            Volume with exactly ``input_geometry`` (shape, spacing, origin, direction):
+            labels ``(I, J, K)`` keeping their dtype, probabilities ``(C, I, J, K)`` float32.
+        """
+        if isinstance(array, Volume):
+            self.model_geometry.check_matches(array.geometry, what="the network output and the model grid")
+            array = array.array
+        arr = np.asarray(array)
+        if kind == "label":
+            if arr.ndim != 3:
+                raise DimensionError.expected("a 3D label array (X, Y, Z)", f"shape {arr.shape}")
+            if arr.dtype.kind == "b":
+                arr = arr.astype(np.uint8)
+            if arr.dtype.kind not in "ui":
+                raise ValueError(f"expected an integer label array, got dtype {arr.dtype}")
+            lead = None
+            fills: list[float] = [0 if fill is None else fill]  # type: ignore[list-item]
+        elif kind == "probability":
+            if arr.ndim != 4:
+                raise DimensionError.expected("a 4D probability array (C, X, Y, Z)", f"shape {arr.shape}")
+            arr = arr.astype(np.float32, copy=False)
+            lead = "channel"
+            n = arr.shape[0]
+            if fill is None:
+                fills = [1.0] + [0.0] * (n - 1)
+            elif np.ndim(fill) == 0:
+                fills = [float(fill)] * n  # type: ignore[arg-type]
+            else:
+                fills = [float(f) for f in fill]  # type: ignore[union-attr]
+                if len(fills) != n:
+                    raise ValueError(f"expected {n} fill values (one per channel), got {len(fills)}")
+        else:
+            raise ValueError(f"expected kind 'label' or 'probability', got {kind!r}")
+        if tuple(arr.shape[-3:]) != self.model_geometry.shape:
+            raise DimensionError.expected(f"an array on the model grid {self.model_geometry.shape}", f"shape {arr.shape}")
+        for st in reversed(self.steps):
+            name = st["step"]
+            if name == "resample":
+                before = Geometry.from_dict(st["geometry_before"])
+                after = Geometry.from_dict(st["geometry_after"])
+                vol = Volume(arr, after, kind, lead)  # type: ignore[arg-type]
+                arr = _resample_volume(vol, before, order=0 if kind == "label" else 1, fill=None).array
+            elif name == "crop":
+                before = Geometry.from_dict(st["geometry_before"])
+                shape = (arr.shape[0],) + before.shape if lead else before.shape
+                out = np.empty(shape, dtype=arr.dtype)
+                if lead:
+                    for c in range(shape[0]):
+                        out[c] = fills[c]
+                else:
+                    out[...] = fills[0]
+                region = tuple(slice(a, b) for a, b in zip(st["start"], st["stop"]))
+                out[(Ellipsis,) + region] = arr
+                arr = out
+            elif name == "reorient":
+                arr = Reorient.from_dict(st).invert(arr)
+        if tuple(arr.shape[-3:]) != self.input_geometry.shape:  # pragma: no cover - internal consistency
+            raise RuntimeError(f"internal error: got shape {arr.shape} for input grid {self.input_geometry.shape}")
+        return Volume(np.ascontiguousarray(arr), self.input_geometry, kind, lead)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ onto the model grid
+    def to_model_grid(self, volume: Volume, *, order: int | None = None) -> Volume:
+        """Apply the spatial steps (reorient, crop, resample; no normalisation) to another
+        volume on the input grid, e.g. a training label map or a mask.
+
+        Labels use per-label linear interpolation by default (``order=0``: nearest).
+        """
+        self.input_geometry.check_matches(volume.geometry, atol_mm=CHANNEL_ATOL_MM,
+                                          what="the volume and the preprocessed image")
+        vol = Volume(volume.array, self.input_geometry, volume.kind, volume.leading_axis, volume.frame_times_ms,
+                     volume.meta)
+        for st in self.steps:
+            name = st["step"]
+            if name == "reorient":
+                vol = Reorient.from_dict(st).apply_volume(vol)
+            elif name == "crop":
+                region = tuple(slice(a, b) for a, b in zip(st["start"], st["stop"]))
+                vol = Volume(np.ascontiguousarray(vol.array[(Ellipsis,) + region]),
+                             Geometry.from_dict(st["geometry_after"]), vol.kind, vol.leading_axis,
+                             vol.frame_times_ms, vol.meta)
+            elif name == "resample":
+                after = Geometry.from_dict(st["geometry_after"])
+                o = order if order is not None else (st["order"] if vol.kind == "intensity" else None)
+                sep = st.get("separate_axis") if vol.kind == "intensity" else None
+                vol = _resample_volume(vol, after, order=o, fill=None, separate_axis=sep,
+                                       anisotropic_order=st.get("anisotropic_order", 1))
+        return Volume(vol.array, self.model_geometry, vol.kind, vol.leading_axis, vol.frame_times_ms, vol.meta)
+
+
+class Preprocessor:
+    """Applies a :class:`PreprocessSpec` and records how to undo it.
+
+    Steps, in order: check grids and finiteness → reorient → crop to foreground →
+    normalise each channel (on its original voxels) → resample to ``target_spacing``.
+    """
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        if not isinstance(spec, PreprocessSpec):
+            raise TypeError(f"expected a PreprocessSpec, got {type(spec).__name__}")
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"Preprocessor({self.spec!r})"
+
+    def forward(self, channels: Volume | Sequence[Volume]) -> tuple[np.ndarray, PreprocessRecord]:
+        """Preprocess one case.
+
+        Args:
+            channels: one 3D intensity Volume, or one per modality in ``spec.modalities``
+                order, all on the same grid (a 4D ``(C, I, J, K)`` channel Volume is also
+                accepted). Cine data: call once per frame.
+
+        Returns:
+            ``(array, record)``: float32 ``(C, X, Y, Z)`` on ``record.model_geometry``.
+
+        Raises:
+            GeometryMismatchError, DimensionError, InvalidIntensityError.
+        """
+        spec = self.spec
+        if isinstance(channels, Volume):
+            chans = channels.frames() if channels.leading_axis == "channel" else [channels]
+            if channels.leading_axis == "channel":
+                chans = [Volume(c.array, channels.geometry, "intensity") for c in chans]
+        else:
+            chans = list(channels)
+        if len(chans) != spec.n_channels:
+            raise DimensionError.expected(
+                f"{spec.n_channels} input channel(s) for modalities {list(spec.modalities)}", f"{len(chans)}",
+                path=chans[0].source if chans else None)
+        geometry = check_same_grid(chans)
+        for c in chans:
+            check_finite(c)
+        arrays = [np.asarray(c.array) for c in chans]
+        steps: list[dict[str, Any]] = []
+        geom = geometry
+        if spec.orientation is not None:
+            plan = plan_reorient(geometry, spec.orientation)
+            if not plan.is_identity:
+                arrays = [plan.apply(a) for a in arrays]
+                steps.append(plan.to_dict())
+                geom = plan.output_geometry
+        if spec.crop_foreground:
+            box = foreground_box(arrays)
+            if box is None:
+                raise InvalidIntensityError.expected(
+                    "some non-zero voxels to crop to", "an image that is zero everywhere", path=geometry.source)
+            if any(b != (0, s) for b, s in zip(box, geom.shape)):
+                cropped = _crop_geometry(geom, box)
+                region = tuple(slice(a, b) for a, b in box)
+                arrays = [np.ascontiguousarray(a[region]) for a in arrays]
+                steps.append({"step": "crop", "start": [b[0] for b in box], "stop": [b[1] for b in box],
+                              "geometry_before": geom.to_dict(), "geometry_after": cropped.to_dict()})
+                geom = cropped
+        normed = []
+        for i, (a, modality, src) in enumerate(zip(arrays, spec.modalities, chans)):
+            v = Volume(a, geom.with_source(src.source), "intensity")
+            out, info = _normalise_array(v, modality, window=spec.ct_window if modality == "CT" else None,
+                                         mean=spec.ct_mean if modality == "CT" else None,
+                                         std=spec.ct_std if modality == "CT" else None)
+            info["channel"] = i
+            steps.append(info)
+            normed.append(out)
+        if spec.target_spacing is not None and not np.allclose(spec.target_spacing, geom.spacing, rtol=0, atol=1e-6):
+            target = resampled_geometry(geom, spec.target_spacing)
+            sep = anisotropic_axis(geom.spacing, spec.target_spacing, threshold=spec.anisotropy_threshold)
+            separate = sep if (sep is not None and spec.image_order > spec.anisotropic_order) else None
+            out_arrays = []
+            for a in normed:
+                r = _resample_volume(Volume(a, geom, "intensity"), target, order=spec.image_order, fill=None,
+                                     separate_axis=separate, anisotropic_order=spec.anisotropic_order)
+                out_arrays.append(r.array)
+            normed = out_arrays
+            steps.append({"step": "resample", "order": spec.image_order, "separate_axis": separate,
+                          "anisotropic_order": spec.anisotropic_order if separate is not None else None,
+                          "geometry_before": geom.to_dict(), "geometry_after": target.to_dict()})
+            geom = target
+        data = np.stack(normed).astype(np.float32, copy=False)
+        if not np.all(np.isfinite(data)):  # pragma: no cover - guarded by the checks above
+            warnings.warn("non-finite values after preprocessing", RuntimeWarning, stacklevel=2)
+        return data, PreprocessRecord(geometry, geom.with_source(None), steps)
+
+    __call__ = forward
