@@ -1,0 +1,423 @@
+"""Cardiac function from short-axis label maps: volumes, EF, mass, output, and QC flags.
+
+Definitions (also in :data:`CARDIAC_COLUMNS`):
+
+* **EDV / ESV (mL)**: blood-pool voxel count x voxel volume (mm^3) / 1000 at end-diastole
+  / end-systole (Simpson's method of discs on the label map's own slices: each voxel is a
+  disc element). What counts as blood pool (e.g. papillary muscles) is whatever the label
+  map says.
+* **SV = EDV - ESV (mL)**, **EF = SV / EDV x 100 (%)**.
+* **LV myocardial mass (g)** = LV myocardium volume at ED (mL) x 1.05 g/mL, the usual
+  myocardial density (SCMR post-processing recommendations). Reported only when the ED
+  map contains the myocardium label.
+* **Cardiac output (L/min)** = SV (mL) x heart rate (beats/min) / 1000. The heart rate
+  comes from, in this order: the ``heart_rate_bpm`` argument; ``60000 / rr_interval_ms``;
+  for a cine series only, its frame times assuming the frames span exactly one cardiac
+  cycle evenly (RR = last frame time - first frame time + median frame interval), which is
+  how retrospectively gated cine is reconstructed. ``heart_rate_source`` says which.
+* **Cine**: ED is the frame with the largest LV blood-pool volume and ES the frame with
+  the smallest non-zero one (frames are not assumed to start at ED).
+
+Label meanings come from a :class:`CardiacLabels` object, never from constants in the
+arithmetic. The slice axis is the array axis with the coarsest spacing
+(:func:`medcnn.measure.slice_axis`).
+
+QC flags (:class:`QCFlag`, ``code`` + ``message``): ``LV_EMPTY``, ``LV_FEW_SLICES`` (LV on
+fewer than 3 slices), ``LV_SLICE_GAP`` (slices without LV between LV slices),
+``LV_ON_FIRST_SLICE`` / ``LV_ON_LAST_SLICE`` (LV touches an end of the stack: base or apex
+may be cut off), ``MYO_MISSING_ON_LV_SLICES`` (checked only when the myocardium label
+occurs somewhere in that map), ``ESV_GT_EDV``, ``RV_ESV_GT_EDV``, ``RV_EMPTY`` (RV labelled
+in one phase only), ``LV_EMPTY_FRAMES`` (cine), ``ED_ES_GRID_DIFFERS``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medcnn.errors import ConfigError
+from medcnn.measure._common import count_values, label_array, slice_axis
+from medcnn.volume import Volume
+
+__all__ = [
+    "CardiacLabels",
+    "QCFlag",
+    "CardiacFunction",
+    "CineFunction",
+    "cardiac_function",
+    "cine_function",
+    "slice_qc",
+    "MYOCARDIAL_DENSITY_G_PER_ML",
+    "MIN_LV_SLICES",
+    "CARDIAC_COLUMNS",
+]
+
+#: Density of myocardium used for LV mass (g/mL).
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+#: Fewer LV slices than this raises ``LV_FEW_SLICES``.
+MIN_LV_SLICES = 3
+
+CARDIAC_COLUMNS: dict[str, str] = {
+    "lv_edv_ml": "LV end-diastolic volume in mL: blood-pool voxel count x voxel volume (mm^3) / 1000 at ED",
+    "lv_esv_ml": "LV end-systolic volume in mL (same method, at ES)",
+    "lv_sv_ml": "LV stroke volume in mL = EDV - ESV",
+    "lv_ef_percent": "LV ejection fraction in % = (EDV - ESV) / EDV x 100",
+    "lv_myo_ed_ml": "LV myocardium volume at ED in mL",
+    "lv_myocardial_mass_g": f"LV myocardial mass in g = myocardium volume at ED (mL) x {MYOCARDIAL_DENSITY_G_PER_ML} g/mL",
+    "rv_edv_ml": "RV end-diastolic volume in mL (RV blood-pool label)",
+    "rv_esv_ml": "RV end-systolic volume in mL",
+    "rv_sv_ml": "RV stroke volume in mL",
+    "rv_ef_percent": "RV ejection fraction in %",
+    "heart_rate_bpm": "heart rate used for cardiac output, beats per minute",
+    "heart_rate_source": "where the heart rate came from",
+    "lv_cardiac_output_l_per_min": "LV cardiac output in L/min = LV SV (mL) x heart rate (bpm) / 1000",
+    "rv_cardiac_output_l_per_min": "RV cardiac output in L/min = RV SV (mL) x heart rate (bpm) / 1000",
+    "ed_frame": "cine only: ED frame index (largest LV volume), 0-based",
+    "es_frame": "cine only: ES frame index (smallest non-zero LV volume), 0-based",
+    "ed_time_ms": "cine only: trigger time of the ED frame in ms",
+    "es_time_ms": "cine only: trigger time of the ES frame in ms",
+    "qc_codes": "QC flag codes, ';'-separated (empty = no flag)",
+    "qc_messages": "QC flag messages, ';'-separated",
+}
+
+
+@dataclass(frozen=True)
+class CardiacLabels:
+    """Which label value means which cardiac structure (``None``: not labelled).
+
+    Defaults follow the ACDC/M&Ms-style convention ``1 = LV blood pool, 2 = LV myocardium,
+    3 = RV blood pool``; Sunnybrook uses 1 and 2 only (RV label absent -> RV not reported).
+    """
+
+    lv_blood: int = 1
+    lv_myo: int | None = 2
+    rv_blood: int | None = 3
+
+    def __post_init__(self) -> None:
+        values = [v for v in (self.lv_blood, self.lv_myo, self.rv_blood) if v is not None]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ConfigError.expected("positive integer label values (0 is background)", f"{v!r}")
+        if len(set(values)) != len(values):
+            raise ConfigError.expected("distinct label values for LV blood, LV myocardium and RV blood",
+                                       f"{self}")
+
+    def to_dict(self) -> dict[str, int | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QCFlag:
+    """One quality-control finding: a stable ``code`` and a human ``message``."""
+
+    code: str
+    message: str
+    phase: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass
+class CardiacFunction:
+    """Cardiac function of one patient (volumes mL, EF %, mass g, output L/min).
+
+    Numbers that cannot be computed are NaN (e.g. RV without an RV label, output without
+    a heart rate). ``qc_flags`` lists the findings of the QC checks.
+    """
+
+    lv_edv_ml: float
+    lv_esv_ml: float
+    lv_sv_ml: float
+    lv_ef_percent: float
+    lv_myo_ed_ml: float = math.nan
+    lv_myocardial_mass_g: float = math.nan
+    rv_edv_ml: float = math.nan
+    rv_esv_ml: float = math.nan
+    rv_sv_ml: float = math.nan
+    rv_ef_percent: float = math.nan
+    heart_rate_bpm: float = math.nan
+    heart_rate_source: str = "none (no heart rate, RR interval or frame times given)"
+    lv_cardiac_output_l_per_min: float = math.nan
+    rv_cardiac_output_l_per_min: float = math.nan
+    ed_frame: int | None = None
+    es_frame: int | None = None
+    ed_time_ms: float | None = None
+    es_time_ms: float | None = None
+    qc_flags: list[QCFlag] = field(default_factory=list)
+    labels: CardiacLabels = field(default_factory=CardiacLabels)
+
+    @property
+    def qc_codes(self) -> list[str]:
+        return [f.code for f in self.qc_flags]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict; ``qc_flags`` as a list of dicts, plus ``methods``."""
+        d = {k: getattr(self, k) for k in CARDIAC_COLUMNS if k not in ("qc_codes", "qc_messages")}
+        d["qc_flags"] = [f.to_dict() for f in self.qc_flags]
+        d["labels"] = self.labels.to_dict()
+        d["methods"] = dict(CARDIAC_COLUMNS)
+        return d
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat dict for one table row (QC flags joined with ';')."""
+        d = {k: getattr(self, k) for k in CARDIAC_COLUMNS if k not in ("qc_codes", "qc_messages")}
+        d["qc_codes"] = ";".join(self.qc_codes)
+        d["qc_messages"] = ";".join(f"{f.phase + ': ' if f.phase else ''}{f.message}" for f in self.qc_flags)
+        return d
+
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame([self.to_row()], columns=list(CARDIAC_COLUMNS))
+        df.attrs["columns"] = dict(CARDIAC_COLUMNS)
+        return df
+
+
+@dataclass
+class CineFunction:
+    """Result of :func:`cine_function`: the volume curve and the derived function.
+
+    Attributes:
+        curve: DataFrame with ``frame``, ``time_ms``, ``lv_volume_ml``,
+            ``lv_myo_volume_ml``, ``rv_volume_ml`` (NaN where not labelled).
+        function: :class:`CardiacFunction` at the detected ED/ES frames.
+    """
+
+    curve: pd.DataFrame
+    function: CardiacFunction
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.function.to_frame()
+
+
+# ---------------------------------------------------------------------- helpers
+def _volume_ml(counts: dict[int, int], label: int | None, voxel_ml: float) -> float:
+    if label is None:
+        return math.nan
+    return counts.get(int(label), 0) * voxel_ml
+
+
+def _counts(arr: np.ndarray) -> dict[int, int]:
+    values, counts = count_values(arr)
+    return dict(zip(values.tolist(), counts.tolist()))
+
+
+def _fmt_slices(idx: np.ndarray, limit: int = 12) -> str:
+    items = [str(int(i)) for i in idx[:limit]]
+    return ", ".join(items) + (", ..." if len(idx) > limit else "")
+
+
+def slice_qc(volume: Volume, *, labels: CardiacLabels = CardiacLabels(), phase: str | None = None) -> list[QCFlag]:
+    """Slice-coverage QC of one 3D cardiac label map (see the module docstring for codes).
+
+    Args:
+        volume: label map (I, J, K); the slice axis is the coarsest-spacing axis.
+        labels: label meanings.
+        phase: name used in the messages ("ED", "ES", "frame 3").
+    """
+    arr = label_array(volume)
+    return _slice_qc(arr, volume, labels, phase)
+
+
+def _slice_qc(arr: np.ndarray, volume: Volume, labels: CardiacLabels, phase: str | None) -> list[QCFlag]:
+    ax = slice_axis(volume.geometry)
+    other = tuple(a for a in range(3) if a != ax)
+    n_slices = arr.shape[ax]
+    where = f" at {phase}" if phase else ""
+    lv_on = np.any(arr == labels.lv_blood, axis=other)
+    flags: list[QCFlag] = []
+    if not lv_on.any():
+        return [QCFlag("LV_EMPTY", f"no LV blood-pool voxels (label {labels.lv_blood}){where}", phase)]
+    idx = np.flatnonzero(lv_on)
+    if len(idx) < MIN_LV_SLICES:
+        flags.append(QCFlag("LV_FEW_SLICES",
+                            f"LV present on {len(idx)} slice(s){where}, expected at least {MIN_LV_SLICES} "
+                            f"(slice axis {ax})", phase))
+    gaps = np.setdiff1d(np.arange(idx[0], idx[-1] + 1), idx)
+    if len(gaps):
+        flags.append(QCFlag("LV_SLICE_GAP", f"no LV on slice(s) {_fmt_slices(gaps)} between LV slices "
+                                            f"{idx[0]} and {idx[-1]}{where}", phase))
+    if idx[0] == 0:
+        flags.append(QCFlag("LV_ON_FIRST_SLICE", f"LV on the first slice (0) of {n_slices}{where}: base or apex "
+                                                 "may be cut off", phase))
+    if idx[-1] == n_slices - 1:
+        flags.append(QCFlag("LV_ON_LAST_SLICE", f"LV on the last slice ({n_slices - 1}) of {n_slices}{where}: base "
+                                                "or apex may be cut off", phase))
+    if labels.lv_myo is not None:
+        myo_on = np.any(arr == labels.lv_myo, axis=other)
+        if myo_on.any():
+            missing = np.flatnonzero(lv_on & ~myo_on)
+            if len(missing):
+                flags.append(QCFlag("MYO_MISSING_ON_LV_SLICES",
+                                    f"LV blood pool without myocardium (label {labels.lv_myo}) on slice(s) "
+                                    f"{_fmt_slices(missing)}{where}", phase))
+    return flags
+
+
+def _heart_rate(heart_rate_bpm: float | None, rr_interval_ms: float | None,
+                frame_times_ms: tuple[float, ...] | None) -> tuple[float, str]:
+    if heart_rate_bpm is not None and rr_interval_ms is not None:
+        raise ConfigError.expected("heart_rate_bpm or rr_interval_ms, not both",
+                                   f"{heart_rate_bpm} bpm and {rr_interval_ms} ms")
+    if heart_rate_bpm is not None:
+        hr = float(heart_rate_bpm)
+        if not (np.isfinite(hr) and 0 < hr < 400):
+            raise ConfigError.expected("a heart rate between 0 and 400 bpm", f"{heart_rate_bpm!r}")
+        return hr, "heart_rate_bpm argument"
+    if rr_interval_ms is not None:
+        rr = float(rr_interval_ms)
+        if not (np.isfinite(rr) and rr > 0):
+            raise ConfigError.expected("an RR interval > 0 ms", f"{rr_interval_ms!r}")
+        return 60000.0 / rr, "rr_interval_ms argument (HR = 60000 / RR)"
+    if frame_times_ms is not None and len(frame_times_ms) >= 2:
+        t = np.asarray(frame_times_ms, dtype=np.float64)
+        step = float(np.median(np.diff(t)))
+        rr = float(t[-1] - t[0] + step)
+        if step > 0 and rr > 0:
+            return 60000.0 / rr, (f"frame times, assuming the {len(t)} frames span one cardiac cycle evenly "
+                                  f"(RR = last - first + median interval = {rr:.1f} ms)")
+    return math.nan, CardiacFunction.heart_rate_source
+
+
+def _function(ed_counts: dict[int, int], es_counts: dict[int, int], ed_voxel_ml: float, es_voxel_ml: float,
+              labels: CardiacLabels, hr: float, hr_source: str, density: float) -> CardiacFunction:
+    edv = _volume_ml(ed_counts, labels.lv_blood, ed_voxel_ml)
+    esv = _volume_ml(es_counts, labels.lv_blood, es_voxel_ml)
+    sv = edv - esv
+    ef = sv / edv * 100.0 if edv > 0 else math.nan
+    myo = math.nan
+    if labels.lv_myo is not None and ed_counts.get(labels.lv_myo, 0) > 0:
+        myo = _volume_ml(ed_counts, labels.lv_myo, ed_voxel_ml)
+    rv_present = labels.rv_blood is not None and (ed_counts.get(labels.rv_blood, 0) + es_counts.get(labels.rv_blood, 0)) > 0
+    rv_edv = _volume_ml(ed_counts, labels.rv_blood, ed_voxel_ml) if rv_present else math.nan
+    rv_esv = _volume_ml(es_counts, labels.rv_blood, es_voxel_ml) if rv_present else math.nan
+    rv_sv = rv_edv - rv_esv
+    rv_ef = rv_sv / rv_edv * 100.0 if rv_present and rv_edv > 0 else math.nan
+    return CardiacFunction(
+        lv_edv_ml=edv, lv_esv_ml=esv, lv_sv_ml=sv, lv_ef_percent=ef,
+        lv_myo_ed_ml=myo, lv_myocardial_mass_g=myo * density,
+        rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_sv_ml=rv_sv, rv_ef_percent=rv_ef,
+        heart_rate_bpm=hr, heart_rate_source=hr_source,
+        lv_cardiac_output_l_per_min=sv * hr / 1000.0, rv_cardiac_output_l_per_min=rv_sv * hr / 1000.0,
+        labels=labels)
+
+
+def _pair_flags(fn: CardiacFunction) -> list[QCFlag]:
+    flags = []
+    if fn.lv_esv_ml > fn.lv_edv_ml:
+        flags.append(QCFlag("ESV_GT_EDV", f"LV ESV {fn.lv_esv_ml:.2f} mL > EDV {fn.lv_edv_ml:.2f} mL: ED/ES swapped "
+                                          "or segmentation error"))
+    if fn.rv_esv_ml > fn.rv_edv_ml:
+        flags.append(QCFlag("RV_ESV_GT_EDV", f"RV ESV {fn.rv_esv_ml:.2f} mL > EDV {fn.rv_edv_ml:.2f} mL"))
+    if np.isfinite(fn.rv_edv_ml) and (fn.rv_edv_ml == 0 or fn.rv_esv_ml == 0):
+        phase = "ED" if fn.rv_edv_ml == 0 else "ES"
+        flags.append(QCFlag("RV_EMPTY", f"RV labelled in one phase only (empty at {phase})", phase))
+    return flags
+
+
+# ---------------------------------------------------------------------- public API
+def cardiac_function(
+    ed: Volume,
+    es: Volume,
+    *,
+    labels: CardiacLabels = CardiacLabels(),
+    heart_rate_bpm: float | None = None,
+    rr_interval_ms: float | None = None,
+    myocardial_density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML,
+) -> CardiacFunction:
+    """LV (and RV) function from an end-diastolic and an end-systolic label map.
+
+    Args:
+        ed, es: 3D label maps (I, J, K). They may lie on different grids: every volume is
+            computed in mL on its own grid (a ``ED_ES_GRID_DIFFERS`` flag notes it).
+        labels: label meanings (:class:`CardiacLabels`).
+        heart_rate_bpm / rr_interval_ms: for cardiac output (give at most one).
+        myocardial_density_g_per_ml: density for LV mass (default 1.05 g/mL).
+
+    Returns:
+        :class:`CardiacFunction` with QC flags of both phases.
+    """
+    ed_arr, es_arr = label_array(ed), label_array(es)
+    hr, source = _heart_rate(heart_rate_bpm, rr_interval_ms, None)
+    fn = _function(_counts(ed_arr), _counts(es_arr), ed.voxel_volume_ml, es.voxel_volume_ml, labels, hr, source,
+                   myocardial_density_g_per_ml)
+    flags = _slice_qc(ed_arr, ed, labels, "ED") + _slice_qc(es_arr, es, labels, "ES") + _pair_flags(fn)
+    if not ed.geometry.isclose(es.geometry):
+        flags.append(QCFlag("ED_ES_GRID_DIFFERS", "ED and ES maps lie on different grids ("
+                            + "; ".join(ed.geometry.differences(es.geometry)) + "); volumes are still in mL"))
+    fn.qc_flags = flags
+    return fn
+
+
+def cine_function(
+    cine: Volume,
+    *,
+    labels: CardiacLabels = CardiacLabels(),
+    heart_rate_bpm: float | None = None,
+    rr_interval_ms: float | None = None,
+    use_frame_times: bool = True,
+    myocardial_density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML,
+) -> CineFunction:
+    """Volume curve over a cine label series and the function at its ED/ES frames.
+
+    Args:
+        cine: label series ``(T, I, J, K)`` with ``leading_axis="time"``; optional
+            ``frame_times_ms``.
+        labels: label meanings.
+        heart_rate_bpm / rr_interval_ms: heart rate for cardiac output (at most one).
+        use_frame_times: without either, derive the heart rate from the frame times
+            assuming one evenly sampled cycle (see the module docstring).
+
+    Returns:
+        :class:`CineFunction`; ED = frame of largest LV volume, ES = frame of smallest
+        non-zero LV volume (first frame on ties).
+    """
+    from medcnn.errors import DimensionError
+
+    if cine.leading_axis != "time":
+        raise DimensionError.expected("a cine label series (T, I, J, K) with leading_axis='time'",
+                                      f"leading_axis={cine.leading_axis!r}, shape {cine.shape}", path=cine.source)
+    arr = label_array(cine, allow_time=True)
+    voxel_ml = cine.voxel_volume_ml
+    per_frame = [_counts(a) for a in arr]
+    times = cine.frame_times_ms
+    curve = pd.DataFrame({
+        "frame": np.arange(len(arr)),
+        "time_ms": list(times) if times else [math.nan] * len(arr),
+        "lv_volume_ml": [_volume_ml(c, labels.lv_blood, voxel_ml) for c in per_frame],
+        "lv_myo_volume_ml": [_volume_ml(c, labels.lv_myo, voxel_ml) for c in per_frame],
+        "rv_volume_ml": [_volume_ml(c, labels.rv_blood, voxel_ml) for c in per_frame],
+    })
+    curve.attrs["columns"] = {
+        "frame": "frame index (0-based)", "time_ms": "trigger time in ms",
+        "lv_volume_ml": "LV blood-pool volume in mL (voxel count x voxel volume)",
+        "lv_myo_volume_ml": "LV myocardium volume in mL", "rv_volume_ml": "RV blood-pool volume in mL"}
+    lv = curve["lv_volume_ml"].to_numpy()
+    flags: list[QCFlag] = []
+    nonzero = np.flatnonzero(lv > 0)
+    if len(nonzero) == 0:
+        ed_t = es_t = 0
+    else:
+        ed_t = int(np.argmax(lv))
+        es_t = int(nonzero[np.argmin(lv[nonzero])])
+        empty = np.flatnonzero(lv == 0)
+        if len(empty):
+            flags.append(QCFlag("LV_EMPTY_FRAMES", f"no LV in frame(s) {_fmt_slices(empty)}; ES chosen among "
+                                                   "frames with LV"))
+    hr, source = _heart_rate(heart_rate_bpm, rr_interval_ms, times if use_frame_times else None)
+    fn = _function(per_frame[ed_t], per_frame[es_t], voxel_ml, voxel_ml, labels, hr, source,
+                   myocardial_density_g_per_ml)
+    fn.ed_frame, fn.es_frame = ed_t, es_t
+    if times:
+        fn.ed_time_ms, fn.es_time_ms = float(times[ed_t]), float(times[es_t])
+    qc = _slice_qc(arr[ed_t], cine, labels, f"ED (frame {ed_t})")
+    if es_t != ed_t:
+        qc += _slice_qc(arr[es_t], cine, labels, f"ES (frame {es_t})")
+    fn.qc_flags = flags + qc + _pair_flags(fn)
+    return CineFunction(curve=curve, function=fn)
