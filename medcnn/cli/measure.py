@@ -1,0 +1,406 @@
+"""``medcnn measure LABELMAPS... --out report.{csv,json}``: label volumes, lesions and
+cardiac function of many label maps, one failing case never stopping the others.
+
+Outputs (written atomically: temporary files renamed into place only when all are
+complete):
+
+* CSV: ``report.csv`` holds one row per case and label (volumes in mL);
+  ``report.lesions.csv`` one row per lesion; with ``--cardiac`` or ``--cine``
+  ``report.cardiac.csv`` one row per patient, and with ``--cine`` ``report.cine.csv`` the
+  volume curves. Every file starts with ``#`` lines stating the medcnn version, the
+  method and unit of each column, and the SHA-256 of each input (of the file bytes; for a
+  DICOM folder, of its files' relative names and bytes in sorted order). Strings are
+  quoted, so ``pandas.read_csv(path, comment="#")`` reads them back.
+* JSON: one object with ``provenance``, ``methods``, ``inputs`` and the tables
+  ``volumes``, ``lesions``, ``cardiac``, ``cine_curves`` (NaN written as null).
+
+A case that fails (unreadable file, wrong dimensions...) becomes a row whose ``error``
+column holds the message; the exit code is then 2. Case id = file name without its
+extension(s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["register", "run", "case_id", "sha256_of", "read_table"]
+
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "measure", help="label volumes (mL), lesions, cardiac function of label maps",
+        description="Measure label maps: per-label volume in mL (voxel count x voxel volume), lesions "
+                    "(connected components with volume, centroid and diameters), and with --cardiac/--cine "
+                    "LV/RV volumes, EF, myocardial mass and cardiac output with QC flags. One failing case "
+                    "becomes an error row; the exit code is then 2.")
+    p.add_argument("labelmaps", nargs="*", metavar="LABELMAP",
+                   help="label maps (NIfTI/NRRD/MHA/MHD); probability maps with --probabilities; "
+                        "cine label series (T, I, J, K) with --cine")
+    p.add_argument("--out", required=True, metavar="REPORT",
+                   help="report.csv (side tables report.lesions.csv, report.cardiac.csv, report.cine.csv) "
+                        "or report.json (one file)")
+    p.add_argument("--labels", metavar="TABLE", help="label names: .json ({value: name}, MSD dataset.json) or .csv")
+    p.add_argument("--probabilities", action="store_true",
+                   help="inputs are probability maps (4D, one channel per label; 3D = foreground probability): "
+                        "report soft volumes (sum of p x voxel volume) besides argmax volumes")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="with --probabilities: count p >= THRESHOLD per channel instead of the argmax")
+    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
+                   help="lesion connectivity: 6 faces, 18 +edges, 26 +corners (default 26)")
+    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
+                   help="ignore lesions smaller than this volume in mL (default 0)")
+    p.add_argument("--lesion-labels", metavar="L1,L2", help="labels to split into lesions (default: all non-zero)")
+    p.add_argument("--merge-lesion-labels", action="store_true",
+                   help="find lesions in the union of the lesion labels instead of per label")
+    p.add_argument("--no-lesions", action="store_true", help="skip the lesion table")
+    p.add_argument("--cardiac", nargs=2, action="append", metavar=("ED", "ES"), default=[],
+                   help="end-diastolic and end-systolic label maps of one patient (repeatable)")
+    p.add_argument("--cine", action="store_true",
+                   help="LABELMAPs are cine label series: volume curve, ED = max LV, ES = min LV, function")
+    p.add_argument("--lv-label", type=int, default=1, help="LV blood-pool label (default 1)")
+    p.add_argument("--myo-label", type=int, default=2, help="LV myocardium label, 0 = none (default 2)")
+    p.add_argument("--rv-label", type=int, default=3, help="RV blood-pool label, 0 = none (default 3)")
+    hr = p.add_mutually_exclusive_group()
+    hr.add_argument("--heart-rate", type=float, metavar="BPM", help="heart rate for cardiac output (beats/min)")
+    hr.add_argument("--rr-ms", type=float, metavar="MS", help="RR interval for cardiac output (ms)")
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------- small helpers
+def case_id(path: str | os.PathLike[str]) -> str:
+    """File (or folder) name without its image extension (``.nii.gz`` counts as one)."""
+    name = Path(path).name or str(path).rstrip("/\\")
+    lower = name.lower()
+    for sfx in _IMAGE_SUFFIXES:
+        if lower.endswith(sfx) and len(name) > len(sfx):
+            return name[: -len(sfx)]
+    return Path(name).stem if Path(name).suffix else name
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str | None:
+    """SHA-256 of a file's bytes; for a folder, of each file's relative name and bytes in
+    sorted order. ``None`` if it cannot be read."""
+    p = Path(path)
+    h = hashlib.sha256()
+    try:
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+        if not files:
+            return None
+        for f in files:
+            if p.is_dir():
+                h.update(str(f.relative_to(p)).encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _parse_int_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    from medcnn.errors import ConfigError
+
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ConfigError.expected("comma-separated integer labels such as 1,2", f"{text!r}") from None
+
+
+def _error_text(exc: BaseException) -> str:
+    from medcnn.errors import MedcnnError
+
+    msg = " ".join(str(exc).split())
+    return msg if isinstance(exc, MedcnnError) else f"{type(exc).__name__}: {msg}"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe scalar (NaN/inf -> None, numpy -> python)."""
+    import numpy as np
+    import pandas as pd
+
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def read_table(path: str | os.PathLike[str]):
+    """Read one CSV table written by ``medcnn measure`` (skips the ``#`` header lines)."""
+    import pandas as pd
+
+    return pd.read_csv(path, comment="#", keep_default_na=True)
+
+
+# ---------------------------------------------------------------------- measurement
+def _read(path: str, *, probabilities: bool, cine: bool):
+    import numpy as np
+
+    from medcnn.errors import DimensionError
+    from medcnn.io import read_volume
+    from medcnn.volume import Volume
+
+    if probabilities:
+        vol = read_volume(path)
+        arr = vol.array
+        if vol.leading_axis is None:  # one foreground probability -> channels (1 - p, p)
+            arr = np.stack([1.0 - arr.astype(np.float32), arr.astype(np.float32)])
+        return Volume(arr, vol.geometry, "probability", "channel", None, vol.meta)
+    vol = read_volume(path, kind="label")
+    if cine and vol.leading_axis != "time":
+        raise DimensionError.expected("a cine label series (4D: time, I, J, K)", f"a 3D volume of shape {vol.shape}",
+                                      path=path, hint="drop --cine, or use --cardiac ED ES for two 3D phases")
+    if not cine and vol.leading_axis is not None:
+        raise DimensionError.expected("a 3D label map", f"a 4D series of shape {vol.shape}", path=path,
+                                      hint="pass --cine for cine label series")
+    return vol
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.volumes: list[dict] = []
+        self.lesions: list[dict] = []
+        self.cardiac: list[dict] = []
+        self.cine: list[dict] = []
+        self.inputs: list[dict] = []
+        self.failed = 0
+
+    def add_input(self, case: str, path: str, role: str) -> None:
+        self.inputs.append({"case": case, "role": role, "path": str(path), "sha256": sha256_of(path)})
+
+    def guard(self, table: list[dict], base: dict, fn: Callable[[], None]) -> bool:
+        try:
+            fn()
+            return True
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolate one bad case from the batch
+            self.failed += 1
+            table.append({**base, "error": _error_text(exc)})
+            return False
+
+
+def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> None:
+    import numpy as np
+
+    from medcnn.measure import cine_function, label_volumes, measure_lesions
+
+    case = case_id(path)
+    base = {"case": case, "path": str(path)}
+    report.add_input(case, path, "cine" if args.cine else ("probabilities" if args.probabilities else "labelmap"))
+    state: dict[str, Any] = {}
+
+    def volumes() -> None:
+        vol = _read(path, probabilities=args.probabilities, cine=args.cine)
+        state["vol"] = vol
+        df = label_volumes(vol, label_names=names, threshold=args.threshold)
+        report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
+
+    if not report.guard(report.volumes, base, volumes):
+        return
+    vol = state["vol"]
+    if args.cine:
+        def cine() -> None:
+            res = cine_function(vol, labels=cardiac_labels, heart_rate_bpm=args.heart_rate, rr_interval_ms=args.rr_ms)
+            report.cardiac.append({**base, **res.function.to_row(), "error": None})
+            report.cine.extend({**base, **row} for row in res.curve.to_dict(orient="records"))
+
+        report.guard(report.cardiac, base, cine)
+        return
+    if args.no_lesions:
+        return
+
+    def lesions() -> None:
+        lab = vol
+        if vol.kind == "probability":
+            if args.threshold is None:
+                hard = np.argmax(vol.array, axis=0)
+            else:  # first foreground channel at or above the threshold; 0 where none
+                fg = vol.array[1:] >= args.threshold
+                hard = np.where(fg.any(axis=0), fg.argmax(axis=0) + 1, 0)
+            lab = vol.with_array(hard.astype(np.uint16), kind="label", leading_axis=None)
+        df = measure_lesions(lab, labels=_parse_int_list(args.lesion_labels), per_label=not args.merge_lesion_labels,
+                             connectivity=args.connectivity, min_volume_ml=args.min_lesion_ml, label_names=names)
+        report.lesions.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
+
+    report.guard(report.lesions, base, lesions)
+
+
+def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_labels) -> None:
+    from medcnn.measure import cardiac_function, label_volumes
+
+    case = case_id(ed)
+    base = {"case": case, "ed_path": str(ed), "es_path": str(es)}
+    report.add_input(case, ed, "cardiac ED")
+    report.add_input(case_id(es), es, "cardiac ES")
+
+    def run_pair() -> None:
+        vols = {}
+        for phase, path in (("ED", ed), ("ES", es)):
+            vols[phase] = _read(path, probabilities=False, cine=False)
+        fn = cardiac_function(vols["ED"], vols["ES"], labels=cardiac_labels, heart_rate_bpm=args.heart_rate,
+                              rr_interval_ms=args.rr_ms)
+        report.cardiac.append({**base, **fn.to_row(), "error": None})
+        for phase, path in (("ED", ed), ("ES", es)):
+            df = label_volumes(vols[phase], label_names=names)
+            report.volumes.extend({"case": case_id(path), "path": str(path), "phase": phase, **row, "error": None}
+                                  for row in df.to_dict(orient="records"))
+
+    report.guard(report.cardiac, base, run_pair)
+
+
+# ---------------------------------------------------------------------- writing
+def _methods(args) -> dict[str, dict[str, str]]:
+    from medcnn.measure.cardiac import CARDIAC_COLUMNS
+    from medcnn.measure.lesions import LESION_COLUMNS
+    from medcnn.measure.volumes import VOLUME_COLUMNS
+
+    common = {"case": "case id = input file name without extension", "path": "input file",
+              "error": "empty when the case was measured; else why it failed"}
+    vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS}
+    out = {"volumes": vol_cols}
+    if not args.no_lesions and not args.cine:
+        out["lesions"] = {**common, **LESION_COLUMNS}
+    if args.cardiac or args.cine:
+        out["cardiac"] = {**common, "ed_path": "end-diastolic label map", "es_path": "end-systolic label map",
+                          **CARDIAC_COLUMNS}
+    if args.cine:
+        out["cine_curves"] = {**common, "frame": "frame index (0-based)", "time_ms": "frame trigger time in ms",
+                              "lv_volume_ml": "LV blood-pool volume in mL", "lv_myo_volume_ml": "LV myocardium in mL",
+                              "rv_volume_ml": "RV blood-pool volume in mL"}
+    return out
+
+
+def _frame(rows: list[dict], methods: dict[str, str]):
+    import numpy as np
+    import pandas as pd
+
+    order = list(methods)
+    cols = [c for c in order if any(c in r for r in rows)] or [c for c in order if c in ("case", "path", "error")]
+    extra = [c for r in rows for c in r if c not in cols]
+    cols += list(dict.fromkeys(extra))
+    if "error" in cols:  # keep the error column last
+        cols = [c for c in cols if c != "error"] + ["error"]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in df.columns:  # integer columns stay integers next to error rows (nullable Int64)
+        vals = [r[c] for r in rows if r.get(c) is not None and r.get(c) is not pd.NA]
+        if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
+            df[c] = df[c].astype("Int64")
+    return df
+
+
+def _provenance(args) -> dict[str, Any]:
+    from medcnn import __version__
+
+    return {"tool": "medcnn measure", "medcnn_version": __version__,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "options": {"connectivity": args.connectivity, "min_lesion_ml": args.min_lesion_ml,
+                        "lesion_labels": args.lesion_labels, "merge_lesion_labels": args.merge_lesion_labels,
+                        "probabilities": args.probabilities, "threshold": args.threshold,
+                        "labels_table": args.labels, "lv_label": args.lv_label, "myo_label": args.myo_label,
+                        "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
+            "sha256": "SHA-256 of each input file's bytes (DICOM folder: relative names + bytes, sorted)",
+            "world_convention": "RAS+ mm"}
+
+
+def _csv_text(title: str, df, methods: dict[str, str], prov: dict, inputs: list[dict]) -> str:
+    import io
+
+    lines = [f"medcnn measure report: {title}",
+             f"medcnn version {prov['medcnn_version']}; created {prov['created_utc']}; world coordinates RAS+ mm",
+             "options: " + json.dumps(prov["options"], sort_keys=True),
+             "columns (meaning, method and unit):"]
+    lines += [f"  {c}: {methods.get(c, '')}" for c in df.columns]
+    lines.append("inputs (" + prov["sha256"] + "):")
+    lines += [f"  {i['case']} [{i['role']}] sha256={i['sha256']} {i['path']}" for i in inputs]
+    lines.append('read with pandas.read_csv(path, comment="#")')
+    header = "".join("# " + ln.replace("\n", " ") + "\n" for ln in lines)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    return header + buf.getvalue()
+
+
+def _write_all(outputs: dict[Path, str]) -> None:
+    from medcnn.io._common import atomic_path
+
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.ExitStack() as stack:
+        for path, text in outputs.items():
+            tmp = stack.enter_context(atomic_path(path))
+            tmp.write_text(text, encoding="utf-8")
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; reports get the usual permissions
+
+
+def run(args: argparse.Namespace) -> int:
+    from medcnn.errors import ConfigError, UnsupportedFormatError
+    from medcnn.measure import CardiacLabels, load_label_table
+
+    out = Path(args.out)
+    fmt = out.suffix.lower()
+    if fmt not in (".csv", ".json"):
+        raise UnsupportedFormatError.expected("--out ending in .csv or .json", f"{out.name!r}", path=out)
+    if not args.labelmaps and not args.cardiac:
+        raise ConfigError.expected("at least one LABELMAP or --cardiac ED ES", "no inputs")
+    if args.cine and args.probabilities:
+        raise ConfigError.expected("--cine or --probabilities", "both")
+    if args.min_lesion_ml < 0 or not math.isfinite(args.min_lesion_ml):
+        raise ConfigError.expected("--min-lesion-ml >= 0", f"{args.min_lesion_ml}")
+    names = load_label_table(args.labels) if args.labels else None
+    _parse_int_list(args.lesion_labels)
+    cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
+                                   rv_blood=args.rv_label or None)
+
+    report = _Report()
+    for path in args.labelmaps:
+        _measure_case(path, args, names, report, cardiac_labels)
+    for ed, es in args.cardiac:
+        _measure_cardiac(ed, es, args, names, report, cardiac_labels)
+
+    methods = _methods(args)
+    prov = _provenance(args)
+    tables = {"volumes": report.volumes, "lesions": report.lesions, "cardiac": report.cardiac,
+              "cine_curves": report.cine}
+    frames = {k: _frame(tables[k], methods[k]) for k in methods}
+    if fmt == ".json":
+        doc = {"provenance": prov, "methods": methods, "inputs": report.inputs, "n_failed": report.failed}
+        for k, df in frames.items():
+            doc[k] = [_clean(r) for r in df.astype(object).to_dict(orient="records")]
+        outputs = {out: json.dumps(doc, indent=1, allow_nan=False) + "\n"}
+    else:
+        side = {"volumes": out, "lesions": out.with_name(out.stem + ".lesions.csv"),
+                "cardiac": out.with_name(out.stem + ".cardiac.csv"), "cine_curves": out.with_name(out.stem + ".cine.csv")}
+        titles = {"volumes": "label volumes (one row per case and label)", "lesions": "lesions (one row per lesion)",
+                  "cardiac": "cardiac function (one row per patient)", "cine_curves": "cine volume curves"}
+        outputs = {side[k]: _csv_text(titles[k], df, methods[k], prov, report.inputs) for k, df in frames.items()}
+    _write_all(outputs)
+    n_cases = len(args.labelmaps) + len(args.cardiac)
+    written = ", ".join(str(p) for p in outputs)
+    if report.failed:
+        print(f"medcnn measure: {report.failed} measurement(s) failed out of {n_cases} case(s); see the 'error' "
+              f"column. Wrote {written}", file=sys.stderr)
+        return 2
+    print(f"medcnn measure: {n_cases} case(s) measured; wrote {written}")
+    return 0
