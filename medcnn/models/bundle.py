@@ -1,0 +1,551 @@
+"""Model bundles: weights (safetensors) + everything needed to run them (JSON).
+
+A bundle is a folder::
+
+    my_model/
+        bundle.json          network spec, preprocessing, ROI, overlap, labels, channels,
+                             postprocessing, provenance, sha256 of the weights, versions
+        model.safetensors    the weights (float32, or float16 to halve the size)
+
+or the same two files in one zip archive named ``*.medcnn`` (written with
+``save_bundle(..., "my_model.medcnn")``).
+
+Loading never unpickles anything: weights are read with :mod:`safetensors`, their
+SHA-256 is checked against ``bundle.json``, and every tensor name and shape is checked
+against the network the spec builds. A PyTorch pickle (``.pt``/``.pth``/``.ckpt``, a zip
+holding ``data.pkl``, or any file that starts with pickle opcodes) is refused with
+:class:`UnsafeModelFileError`, because unpickling runs arbitrary code. To convert a
+checkpoint **you trust**, in Python::
+
+    import torch; from medcnn.models import build_network, save_bundle
+    net = build_network(spec); net.load_state_dict(torch.load("model.pt", weights_only=True))
+    save_bundle(net, "my_model", network=spec, preprocess=..., roi_size=..., labels=..., channels=...)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from medcnn.errors import BundleError, ConfigError, InputFileNotFoundError, UnsafeModelFileError
+from medcnn.models.registry import build_network, network_patch_divisor, validate_network_spec
+
+__all__ = [
+    "Bundle",
+    "save_bundle",
+    "load_bundle",
+    "sniff_model_file",
+    "BUNDLE_JSON",
+    "WEIGHTS_FILE",
+    "FORMAT_VERSION",
+    "CONVERT_HINT",
+]
+
+BUNDLE_JSON = "bundle.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "medcnn-bundle"
+#: Bundle format written by this version; newer formats are refused with a clear message.
+FORMAT_VERSION = 1
+ARCHIVE_SUFFIX = ".medcnn"
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".tar")
+#: Opcodes a protocol 0/1 pickle can start with: MARK, EMPTY_LIST/DICT/TUPLE, GLOBAL, NONE...
+_PICKLE_TEXT_OPCODES = frozenset(b"(]})cNIJKLFSVUXqrhj")
+
+CONVERT_HINT = (
+    "Loading it would unpickle it, which runs arbitrary code. If you trust the file, convert it once in "
+    "Python: `import torch; from medcnn.models import build_network, save_bundle`; "
+    "`net = build_network(spec); net.load_state_dict(torch.load(PATH, weights_only=True))`; "
+    "`save_bundle(net, 'my_bundle', network=spec, preprocess=..., roi_size=..., labels=..., channels=...)` "
+    "(see medcnn.models.bundle)"
+)
+
+
+# ---------------------------------------------------------------------------- sniffing
+def sniff_model_file(head: bytes, *, names: Sequence[str] | None = None) -> str:
+    """Classify the first bytes of a weights file.
+
+    Args:
+        head: at least the first 16 bytes of the file.
+        names: member names when the file is a zip archive.
+
+    Returns:
+        ``"safetensors"``, ``"pickle"`` (pickle or PyTorch zip checkpoint), ``"zip"``
+        (another archive) or ``"unknown"``.
+    """
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head[:4] == b"PK\x03\x04":
+        if names is not None and any(n.endswith((".pkl", "data.pkl")) or "/data/" in n for n in names):
+            return "pickle"
+        return "zip"
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 2 <= n < 512 * 1024**2 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] and head[0] in _PICKLE_TEXT_OPCODES:
+        return "pickle"
+    return "unknown"
+
+
+def _refuse_unsafe(path: Path, what: str) -> UnsafeModelFileError:
+    return UnsafeModelFileError.expected(
+        "a medcnn bundle (bundle.json + model.safetensors)", what, path=path, hint=CONVERT_HINT)
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def _check_not_pickle(path: Path, head: bytes) -> str:
+    kind = sniff_model_file(head, names=_zip_names(path) if head[:4] == b"PK\x03\x04" else None)
+    if kind == "pickle":
+        raise _refuse_unsafe(path, "a Python pickle / PyTorch checkpoint")
+    return kind
+
+
+# ---------------------------------------------------------------------------- Bundle
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A loaded, verified model bundle.
+
+    Attributes:
+        path: where it was loaded from (folder or ``.medcnn`` archive).
+        json: the parsed ``bundle.json``.
+        state_dict: verified weights, floating tensors as float32 on the CPU.
+        sha256: hex SHA-256 of the weights file (equal to ``json["weights"]["sha256"]``).
+    """
+
+    path: Path
+    json: dict[str, Any]
+    state_dict: Mapping[str, Any] = field(repr=False)
+    sha256: str
+    _template: Any = field(default=None, repr=False)
+
+    # -- convenient views of bundle.json
+    @property
+    def network(self) -> dict[str, Any]:
+        """The network spec (see :mod:`medcnn.models.registry`)."""
+        return dict(self.json["network"])
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The :class:`medcnn.preprocess.PreprocessSpec` as a dict."""
+        return dict(self.json["preprocess"])
+
+    @property
+    def roi_size(self) -> tuple[int, ...]:
+        """Sliding-window patch size in voxels of the network's input grid."""
+        return tuple(int(v) for v in self.json["roi_size"])
+
+    @property
+    def overlap(self) -> float:
+        """Default fraction of overlap between neighbouring windows (0 <= overlap < 1)."""
+        return float(self.json["overlap"])
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """Label value → name, e.g. ``{0: "background", 1: "LV blood pool"}``."""
+        return {int(k): str(v) for k, v in self.json["labels"].items()}
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Input channel names in the order the network expects them."""
+        return tuple(self.json["channels"])
+
+    @property
+    def postprocess(self) -> dict[str, Any] | None:
+        return None if self.json.get("postprocess") is None else dict(self.json["postprocess"])
+
+    @property
+    def target_spacing_mm(self) -> tuple[float, ...] | None:
+        ts = self.json.get("target_spacing_mm")
+        return None if ts is None else tuple(float(v) for v in ts)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return dict(self.json.get("provenance") or {})
+
+    @property
+    def medcnn_version(self) -> str:
+        return str(self.json.get("medcnn_version"))
+
+    @property
+    def format_version(self) -> int:
+        return int(self.json["format_version"])
+
+    def build_model(self):
+        """A fresh ``torch.nn.Module`` in eval mode holding the bundle's float32 weights."""
+        model = copy.deepcopy(self._template)
+        return model.eval()
+
+    def preprocess_spec(self):
+        """The preprocessing as a :class:`medcnn.preprocess.PreprocessSpec`."""
+        from medcnn.preprocess import PreprocessSpec
+
+        return PreprocessSpec.from_dict(self.preprocess)
+
+    def __repr__(self) -> str:
+        return (f"Bundle(path={str(self.path)!r}, network={self.json['network'].get('name')!r}, "
+                f"roi_size={self.roi_size}, labels={self.labels}, channels={self.channels}, "
+                f"sha256={self.sha256[:12]}...)")
+
+
+# ---------------------------------------------------------------------------- saving
+def _preprocess_dict(preprocess: Any) -> dict[str, Any]:
+    if hasattr(preprocess, "to_dict"):
+        d = dict(preprocess.to_dict())
+    elif isinstance(preprocess, Mapping):
+        d = dict(preprocess)
+    else:
+        raise ConfigError.expected("a PreprocessSpec or its dict", f"{type(preprocess).__name__}")
+    try:
+        from medcnn.preprocess import PreprocessSpec
+    except ImportError:  # pragma: no cover - preprocess is part of the package
+        return d
+    return dict(PreprocessSpec.from_dict(d).to_dict())
+
+
+def _json_checked(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError.expected(f"JSON-serialisable {what}", f"{exc}") from exc
+
+
+def _bundle_json(
+    network: Mapping[str, Any],
+    preprocess: Any,
+    roi_size: Sequence[int],
+    labels: Mapping[int, str],
+    channels: Sequence[str],
+    overlap: float,
+    postprocess: Any,
+    provenance: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    from medcnn import __version__
+
+    spec = validate_network_spec(_json_checked(dict(network), "network spec"))
+    nd = spec["spatial_dims"]
+    roi = [int(v) for v in roi_size]
+    if len(roi) != nd or any(v < 1 for v in roi):
+        raise ConfigError.expected(f"roi_size with {nd} positive entries (the network is {nd}D)", f"{tuple(roi_size)}")
+    div = network_patch_divisor(spec)
+    if any(r % d for r, d in zip(roi, div)):
+        raise ConfigError.expected(f"roi_size divisible by {div} for this {spec['name']}", f"{tuple(roi)}")
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ConfigError.expected("overlap in [0, 1)", f"{overlap}")
+    chans = [str(c) for c in channels]
+    if len(chans) != spec["in_channels"]:
+        raise ConfigError.expected(f"{spec['in_channels']} channel names (network in_channels)", f"{chans}")
+    n_classes = max(spec["out_channels"], 2)
+    lab: dict[str, str] = {}
+    for k, v in dict(labels).items():
+        if isinstance(k, bool) or int(k) != k or not 0 <= int(k) < n_classes:
+            raise ConfigError.expected(f"label values 0..{n_classes - 1} (out_channels {spec['out_channels']})",
+                                       f"label {k!r}")
+        lab[str(int(k))] = str(v)
+    pp = postprocess.to_dict() if hasattr(postprocess, "to_dict") else postprocess
+    pre = _preprocess_dict(preprocess)
+    ts = pre.get("target_spacing")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medcnn_version": __version__,
+        "network": spec,
+        "preprocess": _json_checked(pre, "preprocess spec"),
+        "target_spacing_mm": None if ts is None else [float(v) for v in ts],
+        "roi_size": roi,
+        "overlap": float(overlap),
+        "labels": dict(sorted(lab.items(), key=lambda kv: int(kv[0]))),
+        "channels": chans,
+        "postprocess": _json_checked(pp, "postprocess spec") if pp is not None else None,
+        "provenance": _json_checked(dict(provenance or {}), "provenance"),
+    }
+
+
+def _state_for_saving(model: Any, spec: Mapping[str, Any], weights_dtype: str) -> dict[str, Any]:
+    import torch
+
+    if weights_dtype not in ("float32", "float16"):
+        raise ConfigError.expected("weights_dtype 'float32' or 'float16'", repr(weights_dtype))
+    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
+    reference = build_network(spec).state_dict()
+    _compare_state(state, reference, where="model passed to save_bundle", error=ConfigError)
+    out = {}
+    for k, v in state.items():
+        t = v.detach().to("cpu").clone().contiguous()
+        if weights_dtype == "float16" and t.is_floating_point():
+            t16 = t.to(torch.float16)
+            if not torch.isfinite(t16).all() and torch.isfinite(t).all():
+                raise ConfigError.expected("weights within float16 range (|w| < 65504)",
+                                           f"overflow in {k!r}", hint="Save with weights_dtype='float32'")
+            t = t16
+        elif t.is_floating_point():
+            t = t.to(torch.float32)
+        out[k] = t
+    return out
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_bundle(
+    model: Any,
+    path: str | PathLike[str],
+    *,
+    network: Mapping[str, Any],
+    preprocess: Any,
+    roi_size: Sequence[int],
+    labels: Mapping[int, str],
+    channels: Sequence[str],
+    overlap: float = 0.5,
+    postprocess: Any = None,
+    provenance: Mapping[str, Any] | None = None,
+    weights_dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle folder (or a ``.medcnn`` zip when ``path`` ends with it), atomically.
+
+    Args:
+        model: the trained ``torch.nn.Module`` (or its state dict); its tensor names and
+            shapes must match the network ``network`` builds.
+        path: target folder (created) or ``*.medcnn`` archive.
+        network: JSON-able network spec (:func:`medcnn.models.build_network`).
+        preprocess: :class:`medcnn.preprocess.PreprocessSpec` or its dict.
+        roi_size: sliding-window patch in voxels (2 entries for a 2D network).
+        labels: label value → name; values ``0..max(out_channels, 2) - 1``.
+        channels: one name per input channel (e.g. ``["FLAIR", "T1c"]``).
+        overlap: default window overlap fraction.
+        postprocess: :class:`medcnn.postprocess.PostprocessSpec` or its dict, optional.
+        provenance: free JSON-able dict (data, epochs, metrics, git commit...).
+        weights_dtype: ``"float32"`` or ``"float16"`` (half the size; cast back on load).
+        overwrite: replace an existing bundle at ``path``.
+
+    Returns:
+        The bundle path. Nothing is left at ``path`` if writing fails.
+    """
+    from safetensors.torch import save as st_save
+
+    dest = Path(path)
+    if dest.exists() and not overwrite:
+        raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
+                                   hint="Pass overwrite=True to replace it")
+    meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance)
+    state = _state_for_saving(model, meta["network"], weights_dtype)
+    blob = st_save(state, metadata={"format": "pt", "producer": f"medcnn {meta['medcnn_version']}"})
+    n_params = int(sum(t.numel() for t in state.values() if t.is_floating_point()))
+    meta["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256_bytes(blob), "dtype": weights_dtype,
+                       "n_tensors": len(state), "n_parameters": n_params, "bytes": len(blob)}
+    text = json.dumps(meta, indent=2) + "\n"
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if dest.suffix == ARCHIVE_SUFFIX:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr(BUNDLE_JSON, text)
+                zf.writestr(WEIGHTS_FILE, blob)
+        else:
+            tmp.mkdir()
+            (tmp / WEIGHTS_FILE).write_bytes(blob)
+            (tmp / BUNDLE_JSON).write_text(text, encoding="utf-8")
+        _replace(tmp, dest)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return dest
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    _remove(old)
+
+
+# ---------------------------------------------------------------------------- loading
+def _compare_state(state: Mapping[str, Any], reference: Mapping[str, Any], *, where: str,
+                   error: type = BundleError) -> None:
+    missing = [k for k in reference if k not in state]
+    if missing:
+        raise error.expected(f"a weight named {missing[0]!r} for the network in the spec",
+                             f"no such tensor ({len(missing)} missing)", path=where,
+                             hint="The weights do not belong to this network spec")
+    extra = [k for k in state if k not in reference]
+    if extra:
+        raise error.expected("only weights of the network in the spec", f"unexpected tensor {extra[0]!r} "
+                             f"({len(extra)} unexpected)", path=where,
+                             hint="The weights do not belong to this network spec")
+    for k, ref in reference.items():
+        got = tuple(state[k].shape)
+        if got != tuple(ref.shape):
+            raise error.expected(f"tensor {k!r} of shape {tuple(ref.shape)}", f"shape {got}", path=where,
+                                 hint="The weights do not belong to this network spec")
+
+
+def _read_bundle_files(p: Path) -> tuple[bytes, bytes, str]:
+    """(bundle.json bytes, weights bytes, weights file name) from a folder or archive."""
+    if p.is_dir():
+        jpath = p / BUNDLE_JSON
+        if not jpath.is_file():
+            pickles = sorted(q.name for q in p.iterdir() if q.suffix.lower() in _PICKLE_SUFFIXES)
+            if pickles:
+                raise _refuse_unsafe(p / pickles[0], "a PyTorch checkpoint and no bundle.json")
+            raise BundleError.expected(f"a bundle folder holding {BUNDLE_JSON} and {WEIGHTS_FILE}",
+                                       f"no {BUNDLE_JSON}", path=p)
+        jbytes = jpath.read_bytes()
+        wname = _weights_name(jbytes, p)
+        wpath = p / wname
+        if not wpath.is_file():
+            raise BundleError.expected(f"weights file {wname}", "no such file", path=p)
+        with open(wpath, "rb") as fh:
+            head = fh.read(16)
+        kind = _check_not_pickle(wpath, head)
+        if kind != "safetensors":
+            raise BundleError.expected("a safetensors weights file", f"a file of type {kind!r}", path=wpath)
+        return jbytes, wpath.read_bytes(), wname
+    # a single file: .medcnn archive, or something we refuse with a reason
+    with open(p, "rb") as fh:
+        head = fh.read(16)
+    if p.suffix.lower() in _PICKLE_SUFFIXES:
+        raise _refuse_unsafe(p, f"a {p.suffix} file (PyTorch pickle)")
+    kind = _check_not_pickle(p, head)
+    if kind == "safetensors":
+        raise BundleError.expected("a bundle folder or .medcnn archive (weights + bundle.json)",
+                                   "a bare safetensors weights file", path=p,
+                                   hint="Build the network and call medcnn.models.save_bundle to add its spec")
+    if kind != "zip":
+        raise BundleError.expected("a bundle folder or .medcnn archive", "an unrecognised file", path=p)
+    with zipfile.ZipFile(p) as zf:
+        names = zf.namelist()
+        if BUNDLE_JSON not in names:
+            raise BundleError.expected(f"an archive holding {BUNDLE_JSON}", f"members {names[:5]}", path=p)
+        jbytes = zf.read(BUNDLE_JSON)
+        wname = _weights_name(jbytes, p)
+        if wname not in names:
+            raise BundleError.expected(f"weights member {wname}", "no such member", path=p)
+        blob = zf.read(wname)
+    if sniff_model_file(blob[:16]) != "safetensors":
+        raise _refuse_unsafe(p, f"member {wname} that is not a safetensors file") \
+            if sniff_model_file(blob[:16]) == "pickle" else \
+            BundleError.expected("a safetensors weights member", "an unrecognised member", path=p)
+    return jbytes, blob, wname
+
+
+def _weights_name(jbytes: bytes, p: Path) -> str:
+    meta = _parse_json(jbytes, p)
+    w = meta.get("weights")
+    name = w.get("file", WEIGHTS_FILE) if isinstance(w, Mapping) else WEIGHTS_FILE
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") \
+            or not name.endswith(".safetensors"):
+        raise BundleError.expected("a weights file name like 'model.safetensors' in bundle.json",
+                                   repr(name), path=p)
+    return name
+
+
+def _parse_json(jbytes: bytes, p: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(jbytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError.expected(f"valid JSON in {BUNDLE_JSON}", f"{exc}", path=p) from exc
+    if not isinstance(meta, dict):
+        raise BundleError.expected(f"a JSON object in {BUNDLE_JSON}", type(meta).__name__, path=p)
+    return meta
+
+
+_REQUIRED_KEYS = ("format_version", "network", "preprocess", "roi_size", "overlap", "labels", "channels", "weights")
+
+
+def load_bundle(path: str | PathLike[str] | Bundle) -> Bundle:
+    """Load and verify a bundle folder or ``.medcnn`` archive.
+
+    Checks, in order: no pickles; ``bundle.json`` parses and has every required key; its
+    format version is one this medcnn reads; the weights' SHA-256 equals the recorded
+    one; the network spec is valid; every tensor the network needs is present with the
+    right shape and no unknown tensors are present.
+
+    Raises:
+        InputFileNotFoundError: nothing at ``path``.
+        UnsafeModelFileError: a pickle / PyTorch checkpoint (see :data:`CONVERT_HINT`).
+        BundleError: incomplete, inconsistent or tampered bundle (names the key).
+    """
+    if isinstance(path, Bundle):
+        return path
+    p = Path(path)
+    if not p.exists():
+        raise InputFileNotFoundError.expected("an existing bundle folder or .medcnn archive", "nothing at that path",
+                                              path=p)
+    jbytes, blob, wname = _read_bundle_files(p)
+    meta = _parse_json(jbytes, p)
+    if meta.get("format", FORMAT) != FORMAT:
+        raise BundleError.expected(f"format {FORMAT!r} in {BUNDLE_JSON}", repr(meta.get("format")), path=p)
+    for k in _REQUIRED_KEYS:
+        if k not in meta:
+            raise BundleError.expected(f"key {k!r} in {BUNDLE_JSON}", "no such key", path=p)
+    fv = meta["format_version"]
+    if not isinstance(fv, int) or fv < 1:
+        raise BundleError.expected("an integer format_version >= 1", repr(fv), path=p)
+    if fv > FORMAT_VERSION:
+        raise BundleError.expected(f"bundle format version <= {FORMAT_VERSION}", f"version {fv}", path=p,
+                                   hint="The bundle was written by a newer medcnn; upgrade medcnn")
+    expected = meta["weights"].get("sha256") if isinstance(meta["weights"], Mapping) else None
+    if not isinstance(expected, str):
+        raise BundleError.expected("weights.sha256 in bundle.json", repr(expected), path=p)
+    got = _sha256_bytes(blob)
+    if got != expected.lower():
+        raise BundleError.expected(f"sha256 {expected} for {wname}", got, path=p,
+                                   hint="The weights were modified or belong to another bundle")
+    try:
+        spec = validate_network_spec(meta["network"], where=str(p))
+    except ConfigError as exc:
+        raise BundleError(str(exc), path=p) from exc
+    state = _load_safetensors(blob, p)
+    try:
+        template = build_network(spec, where=str(p))
+    except ConfigError as exc:
+        raise BundleError(str(exc), path=p) from exc
+    reference = template.state_dict()
+    _compare_state(state, reference, where=str(p))
+    state = {k: (v.float() if v.is_floating_point() else v).to(reference[k].dtype) for k, v in state.items()}
+    template.load_state_dict(state, strict=True)
+    template.eval()
+    return Bundle(path=p, json=meta, state_dict=state, sha256=got, _template=template)
+
+
+def _load_safetensors(blob: bytes, p: Path) -> dict[str, Any]:
+    from safetensors.torch import load as st_load
+
+    try:
+        return st_load(blob)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise BundleError.expected("a readable safetensors weights file", f"{type(exc).__name__}: {exc}",
+                                   path=p) from exc
