@@ -1,0 +1,86 @@
+"""``medcnn train``: train a segmentation network from a YAML config and export a bundle.
+
+Run under ``torchrun --nproc_per_node N -m medcnn train ...`` for data-parallel training
+(NCCL on GPUs, gloo on CPU); rank 0 logs, validates, checkpoints and exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a network from a config and export the best model as a bundle",
+                       description=__doc__)
+    p.add_argument("--config", required=True, help="training config YAML (see configs/)")
+    p.add_argument("--data", default=None, help="folder the config's data.dataset is relative to")
+    p.add_argument("--out", default=None, help="run folder (default runs/<name>[-foldK])")
+    p.add_argument("--fold", type=int, default=None, help="validation fold (overrides data.fold)")
+    p.add_argument("--folds", type=int, default=None, help="number of folds (overrides data.n_folds)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    p.add_argument("--max-steps", type=int, default=None, help="override max_steps (LR schedule follows)")
+    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: config / auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--cache", default=None, help="preprocessed-case cache folder (overrides data.cache_dir)")
+    p.add_argument("--export", default=None, help="also copy the exported bundle folder here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medcnn.config import load_config
+    from medcnn.train.distributed import init_distributed, shutdown
+    from medcnn.train.loop import TrainConfig, train
+
+    cfg = load_config(TrainConfig, args.config)
+    data = cfg.data
+    if args.fold is not None:
+        data = dataclasses.replace(data, fold=args.fold)
+    if args.folds is not None:
+        data = dataclasses.replace(data, n_folds=args.folds)
+    if args.cache:
+        data = dataclasses.replace(data, cache_dir=str(Path(args.cache).resolve()))
+    changes = {"data": data}
+    if args.deterministic:
+        changes["deterministic"] = True
+    if args.device:
+        changes["device"] = args.device
+    if args.threads:
+        changes["num_threads"] = args.threads
+    if args.no_progress:
+        changes["progress"] = False
+    cfg = dataclasses.replace(cfg, **changes)
+    env = os.environ
+    rank, world, local = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+    ctx = init_distributed(rank=rank, world_size=world, local_rank=local, device=cfg.device)
+    out = Path(args.out) if args.out else Path("runs") / (cfg.name + (f"-fold{cfg.data.fold}" if cfg.data.n_folds > 1 else ""))
+    command = "medcnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    try:
+        result = train(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
+                       resume=args.resume, max_steps=args.max_steps, ctx=ctx, command=command)
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        if args.export and result.bundle is not None:
+            import shutil
+
+            dest = Path(args.export)
+            tmp = dest.with_name(dest.name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            shutil.copytree(result.bundle, tmp)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        best = "n/a (no validation cases)" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
+        print(f"{cfg.name}: {result.step} steps, {result.wall_s:.0f} s, best validation Dice {best}; "
+              f"bundle: {result.bundle}")
+    return 0

@@ -1,0 +1,342 @@
+"""Training datasets: MSD ``dataset.json`` / CSV manifests, k-fold splits, cached preprocessing.
+
+A dataset file lists cases; every path in it is relative to the file's folder and may not
+escape it (absolute paths and ``..`` are refused with :class:`~medcnn.errors.ConfigError`).
+
+Preprocessed cases are cached as ``.npz`` files in a cache folder, keyed by a hash of the
+preprocessing spec, the label options and the bytes of every input file, so changing any
+of them recomputes the case and nothing stale is ever reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from medcnn.errors import ConfigError
+
+__all__ = [
+    "Case",
+    "PreparedCase",
+    "load_cases",
+    "load_dataset_json",
+    "load_csv_manifest",
+    "kfold_split",
+    "unlabelled_slice_mask",
+    "prepare_case",
+    "file_digest",
+]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case as listed in a dataset file.
+
+    Attributes:
+        case_id: unique name (from the entry or the label file name).
+        images: one path per input channel, in channel order.
+        label: label map path (``None`` for unlabelled cases).
+        group: patient id used to keep a patient's cases in one fold.
+        annotated_classes: classes annotated in this case (``None``: all of them).
+        meta: the remaining fields of the entry (strings only).
+    """
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None
+    group: str
+    annotated_classes: tuple[int, ...] | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedCase:
+    """A preprocessed case in network space.
+
+    Attributes:
+        case_id, group: as in :class:`Case`.
+        image: ``(C, X, Y, Z)`` float32, normalised.
+        label: ``(X, Y, Z)`` int64 class indices (after label mapping).
+        ignore: ``(X, Y, Z)`` bool, True where the loss must not look (unannotated slices).
+        annotated: ``(K,)`` bool, False for classes this case does not annotate.
+        spacing: voxel spacing in mm of the arrays.
+    """
+
+    case_id: str
+    group: str
+    image: np.ndarray
+    label: np.ndarray
+    ignore: np.ndarray
+    annotated: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+# ---------------------------------------------------------------------------- dataset files
+def _safe_path(root: Path, value: Any, *, source: Path, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError.expected("a relative file path (string)", repr(value), path=source,
+                                   hint=f"in {key}")
+    p = Path(value)
+    if p.is_absolute() or value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+        raise ConfigError.expected("a path relative to the dataset folder", f"absolute path {value!r}",
+                                   path=source, hint=f"in {key}; dataset files may not point outside their folder")
+    if ".." in p.parts:
+        raise ConfigError.expected("a path inside the dataset folder", f"{value!r} (contains '..')",
+                                   path=source, hint=f"in {key}; dataset files may not point outside their folder")
+    full = (root / p).resolve()
+    try:
+        full.relative_to(root.resolve())
+    except ValueError:
+        raise ConfigError.expected("a path inside the dataset folder", f"{value!r} (resolves to {full})",
+                                   path=source, hint=f"in {key}; symbolic links may not leave the folder") from None
+    return root / p
+
+
+def _case_id_from(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz", ".npy"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _group(case_id: str, entry: Mapping[str, Any], group_pattern: str | None) -> str:
+    for key in ("patient", "patient_id", "group", "subject"):
+        if entry.get(key) not in (None, ""):
+            return str(entry[key])
+    if group_pattern:
+        m = re.search(group_pattern, case_id)
+        if m:
+            return m.group(1) if m.groups() else m.group(0)
+    return case_id
+
+
+def _annotated(value: Any, source: Path, key: str) -> tuple[int, ...] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        parts = [v for v in re.split(r"[;,\s]+", value) if v]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ConfigError.expected("a list of class indices", repr(value), path=source, hint=f"in {key}")
+    try:
+        return tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ConfigError.expected("a list of class indices", repr(value), path=source, hint=f"in {key}") from None
+
+
+def load_dataset_json(path: str | PathLike[str], *, group_pattern: str | None = None) -> list[Case]:
+    """Read an MSD / nnU-Net style ``dataset.json``: ``{"training": [{"image", "label"}, ...]}``.
+
+    ``image`` is one path or a list (one per channel). Optional per-entry keys:
+    ``case_id``, ``patient``/``patient_id``/``group`` (fold grouping),
+    ``annotated_classes`` (list of label values annotated in this case).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError.expected("an existing dataset.json", "nothing at that path", path=p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError.expected("valid JSON", str(exc), path=p) from None
+    entries = data.get("training") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError.expected('a non-empty "training" list', type(entries).__name__, path=p)
+    root = p.parent
+    cases: list[Case] = []
+    for i, entry in enumerate(entries):
+        key = f"training[{i}]"
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise ConfigError.expected('an object with "image" (and "label")', repr(entry)[:80], path=p, hint=key)
+        imgs = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+        images = tuple(_safe_path(root, v, source=p, key=f"{key}.image") for v in imgs)
+        label = _safe_path(root, entry["label"], source=p, key=f"{key}.label") if entry.get("label") else None
+        case_id = str(entry.get("case_id") or _case_id_from(label or images[0]))
+        meta = {k: str(v) for k, v in entry.items() if isinstance(v, (str, int, float)) and k not in ("image", "label")}
+        cases.append(Case(case_id, images, label, _group(case_id, entry, group_pattern),
+                          _annotated(entry.get("annotated_classes"), p, key), meta))
+    _check_unique(cases, p)
+    return cases
+
+
+def load_csv_manifest(path: str | PathLike[str], *, channels: Sequence[str] | None = None,
+                      group_pattern: str | None = None) -> list[Case]:
+    """Read a CSV manifest: one row per case with ``case_id``, one column per channel, ``label``.
+
+    Channel columns are ``channels`` when given, else every column except ``case_id``,
+    ``label``, ``patient``/``patient_id``/``group``/``subject`` and ``annotated_classes``,
+    in file order. Paths are relative to the CSV's folder.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError.expected("an existing CSV manifest", "nothing at that path", path=p)
+    with p.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    reserved = {"case_id", "label", "patient", "patient_id", "group", "subject", "annotated_classes"}
+    if "case_id" not in columns or "label" not in columns:
+        raise ConfigError.expected("columns case_id, <channel...>, label", ", ".join(columns) or "no header", path=p)
+    chans = list(channels) if channels else [c for c in columns if c not in reserved]
+    missing = [c for c in chans if c not in columns]
+    if missing or not chans:
+        raise ConfigError.expected(f"channel columns {chans}", f"columns {columns}", path=p)
+    root = p.parent
+    cases = []
+    for i, row in enumerate(rows):
+        key = f"row {i + 2}"
+        images = tuple(_safe_path(root, row[c], source=p, key=f"{key}.{c}") for c in chans)
+        label = _safe_path(root, row["label"], source=p, key=f"{key}.label") if row.get("label") else None
+        case_id = row["case_id"] or _case_id_from(images[0])
+        meta = {k: v for k, v in row.items() if k not in chans and k != "label" and v is not None}
+        cases.append(Case(case_id, images, label, _group(case_id, row, group_pattern),
+                          _annotated(row.get("annotated_classes"), p, key), meta))
+    _check_unique(cases, p)
+    return cases
+
+
+def _check_unique(cases: Sequence[Case], source: Path) -> None:
+    seen: set[str] = set()
+    for c in cases:
+        if c.case_id in seen:
+            raise ConfigError.expected("unique case ids", f"{c.case_id!r} twice", path=source)
+        seen.add(c.case_id)
+
+
+def load_cases(path: str | PathLike[str], *, channels: Sequence[str] | None = None,
+               group_pattern: str | None = None) -> list[Case]:
+    """Dispatch on the suffix: ``.json`` → :func:`load_dataset_json`, ``.csv`` → manifest.
+
+    A folder means ``<folder>/dataset.json``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "dataset.json"
+    if p.suffix.lower() == ".csv":
+        return load_csv_manifest(p, channels=channels, group_pattern=group_pattern)
+    return load_dataset_json(p, group_pattern=group_pattern)
+
+
+# ---------------------------------------------------------------------------- splits
+def kfold_split(cases: Sequence[Case], *, n_folds: int, fold: int, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Split into (train, validation) for ``fold`` of ``n_folds``, grouped by ``Case.group``.
+
+    Groups are shuffled with ``seed`` and dealt round-robin into folds, so all cases of a
+    patient land in the same fold. ``n_folds`` <= 1 means no validation split.
+    """
+    if n_folds <= 1:
+        return list(cases), []
+    groups = sorted({c.group for c in cases})
+    if n_folds > len(groups):
+        raise ConfigError.expected(f"at most {len(groups)} folds (one per patient group)", str(n_folds))
+    if not 0 <= fold < n_folds:
+        raise ConfigError.expected(f"a fold in 0..{n_folds - 1}", str(fold))
+    order = np.random.default_rng(seed).permutation(len(groups))
+    val_groups = {groups[j] for k, j in enumerate(order) if k % n_folds == fold}
+    train = [c for c in cases if c.group not in val_groups]
+    val = [c for c in cases if c.group in val_groups]
+    return train, val
+
+
+# ---------------------------------------------------------------------------- labels
+def unlabelled_slice_mask(label: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """True on every slice (along the coarsest axis) that holds no label > 0.
+
+    Such slices were not contoured by the expert (partial annotation); they must not
+    teach "background". label: ``(X, Y, Z)``; spacing in mm; returns bool ``(X, Y, Z)``.
+    """
+    axis = int(np.argmax(np.asarray(spacing)))
+    other = tuple(a for a in range(label.ndim) if a != axis)
+    labelled = np.any(label > 0, axis=other)
+    shape = [1] * label.ndim
+    shape[axis] = label.shape[axis]
+    return np.broadcast_to(~labelled.reshape(shape), label.shape).copy()
+
+
+def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def prepare_case(
+    case: Case,
+    *,
+    preprocess: Callable[[Case], tuple[np.ndarray, np.ndarray, tuple[float, float, float]]],
+    spec: Mapping[str, Any],
+    label_map: Mapping[int, int] | None,
+    n_classes: int,
+    ignore_unlabelled_slices: bool,
+    absent_classes_unannotated: bool,
+    cache_dir: str | PathLike[str] | None,
+) -> PreparedCase:
+    """Preprocess one case (or load it from the cache).
+
+    ``preprocess(case)`` returns ``(image (C,X,Y,Z) float32, label (X,Y,Z) int, spacing)``
+    on the network grid. ``label_map`` maps raw label values to class indices (unlisted
+    values > 0 are an error, 0 stays 0).
+    """
+    key_data = {"spec": spec, "label_map": {str(k): v for k, v in (label_map or {}).items()},
+                "n_classes": n_classes, "ignore": ignore_unlabelled_slices,
+                "absent": absent_classes_unannotated, "annotated": case.annotated_classes,
+                "files": [file_digest(p) for p in (*case.images, *( [case.label] if case.label else []))],
+                "version": 1}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    cache_file = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', case.case_id)}-{key}.npz" if cache_dir else None
+    if cache_file is not None and cache_file.is_file():
+        with np.load(cache_file, allow_pickle=False) as z:
+            return PreparedCase(case.case_id, case.group, z["image"], z["label"].astype(np.int64),
+                                z["ignore"], z["annotated"], tuple(float(s) for s in z["spacing"]))
+    image, raw, spacing = preprocess(case)
+    raw = np.asarray(raw).astype(np.int64)
+    label = raw.copy()
+    if label_map:
+        label = np.zeros_like(raw)
+        for value in np.unique(raw):
+            if value == 0:
+                continue
+            if int(value) not in label_map:
+                raise ConfigError.expected(f"label values in {sorted(label_map)}", f"value {int(value)}",
+                                           path=case.label, hint="add it to data.label_map")
+            label[raw == value] = label_map[int(value)]
+    if label.max(initial=0) >= n_classes:
+        raise ConfigError.expected(f"class indices < {n_classes}", f"{int(label.max())}", path=case.label,
+                                   hint="set data.label_map or model.out_channels")
+    ignore = unlabelled_slice_mask(label, spacing) if ignore_unlabelled_slices else np.zeros(label.shape, bool)
+    annotated = np.ones(n_classes, bool)
+    if case.annotated_classes is not None:
+        annotated[:] = False
+        annotated[0] = True
+        for c in case.annotated_classes:
+            mapped = label_map.get(c, c) if label_map else c
+            if 0 <= mapped < n_classes:
+                annotated[mapped] = True
+    if absent_classes_unannotated:
+        present = np.bincount(label[~ignore].ravel(), minlength=n_classes) > 0
+        annotated &= present | (np.arange(n_classes) == 0)
+    out = PreparedCase(case.case_id, case.group, np.ascontiguousarray(image, np.float32), label, ignore,
+                       annotated, tuple(float(s) for s in spacing))
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, image=out.image, label=out.label.astype(np.uint8 if n_classes < 256 else np.int32),
+                 ignore=out.ignore, annotated=out.annotated, spacing=np.asarray(out.spacing))
+        os.replace(tmp, cache_file)
+    return out

@@ -1,0 +1,561 @@
+"""The training loop: config, patch training, validation, checkpoints, bundle export.
+
+``train(config, ...)`` runs one fold. Every step draws its patches and augmentations from
+generators seeded by ``(seed, rank, step)`` and resets torch's generator the same way, so
+``--resume`` from a checkpoint at step ``s`` continues exactly as the uninterrupted run.
+
+Checkpoints hold no pickles: ``checkpoint/weights.safetensors`` stores model and optimizer
+tensors, ``checkpoint/state.json`` the scalars (step, best Dice, optimizer hyper-parameters).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from medcnn.config import to_dict
+from medcnn.errors import ConfigError
+from medcnn.train import _compat
+from medcnn.train.augment import IGNORE_INDEX, AugmentConfig, PatchSampler, augment_batch, build_augmentation, step_seed
+from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, prepare_case
+from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
+from medcnn.train.losses import masked_dice_ce_loss
+
+__all__ = ["DataConfig", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train",
+           "save_checkpoint", "load_checkpoint", "poly_lr", "hardware_description"]
+
+
+@dataclass
+class DataConfig:
+    """Where the cases are and how their labels are read."""
+
+    dataset: str = field(metadata={"help": "dataset.json / CSV manifest / folder; relative paths are "
+                                           "resolved against --data (else the config's folder)"})
+    channels: tuple[str, ...] = field(default=("MR",), metadata={"help": "channel names, in order"})
+    labels: dict[str, int] = field(default_factory=lambda: {"background": 0, "foreground": 1},
+                                   metadata={"help": "class name -> network output index (0 = background)"})
+    label_map: dict[int, int] = field(default_factory=dict,
+                                      metadata={"help": "raw label value -> class index; empty = identity"})
+    ignore_unlabelled_slices: bool = field(default=False, metadata={
+        "help": "slices (coarsest axis) without any label are ignored by the loss (partial annotation)"})
+    absent_classes_unannotated: bool = field(default=False, metadata={
+        "help": "a class absent from a case's labelled voxels is treated as not annotated there"})
+    group_pattern: Optional[str] = field(default=None, metadata={
+        "help": "regex whose first group is the patient id in the case id (keeps patients in one fold)"})
+    n_folds: int = 1
+    fold: int = 0
+    split_seed: int = 0
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "preprocessed-case cache (default <out>/cache)"})
+
+
+@dataclass
+class PreprocessConfig:
+    """Mirror of ``medcnn.preprocess.PreprocessSpec`` (stored in the bundle)."""
+
+    orientation: Optional[str] = field(default="RAS", metadata={"help": "None keeps the array order (2D cine stacks)"})
+    target_spacing: Optional[tuple[float, float, float]] = None
+    modalities: tuple[str, ...] = ("MR",)
+    ct_window: Optional[tuple[float, float]] = None
+    ct_mean: Optional[float] = None
+    ct_std: Optional[float] = None
+    crop_foreground: bool = False
+    image_order: int = 3
+    anisotropy_threshold: float = 3.0
+    anisotropic_order: int = 1
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    momentum: float = 0.99
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    grad_clip: float = 12.0
+
+
+@dataclass
+class TrainConfig:
+    """One training run (a fold). Read with ``load_config(TrainConfig, "configs/x.yaml")``."""
+
+    name: str
+    data: DataConfig
+    network: dict[str, Any] = field(metadata={"help": "network spec for medcnn.models (name, spatial_dims, ...)"})
+    patch_size: tuple[int, ...] = field(metadata={"help": "training patch = inference roi_size (voxels)"})
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    description: str = ""
+    batch_size: int = 2
+    max_steps: int = 1000
+    steps_per_epoch: int = 50
+    val_every_epochs: int = 2
+    checkpoint_every: int = 100
+    fg_fraction: float = field(default=1 / 3, metadata={"help": "share of patches centred on foreground"})
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    num_threads: Optional[int] = None
+    sw_overlap: float = 0.5
+    sw_batch_size: int = 4
+    export_dtype: Literal["float32", "float16"] = "float16"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        sd = int(self.network.get("spatial_dims", 3))
+        if len(self.patch_size) != sd:
+            raise ConfigError.expected(f"patch_size with {sd} values (network.spatial_dims)", str(list(self.patch_size)))
+        if self.batch_size < 1 or self.max_steps < 1 or self.steps_per_epoch < 1:
+            raise ConfigError.expected("batch_size, max_steps, steps_per_epoch >= 1",
+                                       f"{self.batch_size}, {self.max_steps}, {self.steps_per_epoch}")
+        if not 0 <= self.fg_fraction <= 1:
+            raise ConfigError.expected("fg_fraction in [0, 1]", str(self.fg_fraction))
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.network.get("out_channels", max(self.data.labels.values()) + 1))
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.network.get("spatial_dims", 3))
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    bundle: Path | None
+    step: int
+    best_val_dice: float | None
+    history: list[dict[str, Any]]
+    wall_s: float
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- helpers
+def poly_lr(step: int, *, base_lr: float, max_steps: int, power: float = 0.9, warmup_steps: int = 0) -> float:
+    """nnU-Net's polynomial decay, optionally after a linear warm-up."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    return base_lr * (1 - min(step, max_steps) / max_steps) ** power
+
+
+def hardware_description(device: str) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                           "device": device, "torch": torch.__version__, "python": platform.python_version()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def _autocast(cfg: TrainConfig, device: str):
+    kind = cfg.amp
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    if kind == "auto":
+        kind = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev_type == "cuda" else "none"
+    if kind == "none":
+        return None, None
+    dtype = torch.bfloat16 if kind == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if (kind == "fp16" and dev_type == "cuda") else None
+    return (lambda: torch.autocast(dev_type, dtype=dtype)), scaler
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: Mapping[str, Any]) -> Path:
+    """Write ``folder/weights.safetensors`` (model + optimizer tensors) and ``folder/state.json``.
+
+    Written to a temporary folder first and renamed, so a crash never leaves half a checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in unwrap_model(model).state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, Any] = {}
+    for idx, st in opt["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = val
+    save_file(tensors, str(tmp / "weights.safetensors"))
+    doc = {"format": "medcnn-checkpoint", "version": 1, **dict(state),
+           "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+    (tmp / "state.json").write_text(json.dumps(doc, indent=1, default=_json_default))
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, folder)
+    return folder
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def load_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+                    ) -> dict[str, Any]:
+    """Restore model (and optimizer) from :func:`save_checkpoint`; returns the JSON state."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    wfile, sfile = folder / "weights.safetensors", folder / "state.json"
+    if not wfile.is_file() or not sfile.is_file():
+        raise ConfigError.expected("a checkpoint folder with weights.safetensors and state.json",
+                                   "missing files", path=folder, hint="start without --resume")
+    tensors = load_file(str(wfile))
+    doc = json.loads(sfile.read_text())
+    net = unwrap_model(model)
+    dev = next(net.parameters()).device
+    msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    net.load_state_dict(msd, strict=True)
+    if optimizer is not None:
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v.to(dev) if key != "step" else v
+        for k, v in doc["optimizer"]["scalars"].items():
+            idx, key = k.split(".", 1)
+            state.setdefault(int(idx), {})[key] = v
+        optimizer.load_state_dict({"state": state, "param_groups": doc["optimizer"]["param_groups"]})
+    return doc
+
+
+# ---------------------------------------------------------------------------- validation
+def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[float], cfg: TrainConfig,
+                   device: str) -> np.ndarray:
+    """Labels ``(X, Y, Z)`` for a preprocessed image ``(C, X, Y, Z)`` by sliding windows.
+
+    Uses :func:`medcnn.inference.sliding_window.sliding_window_inference` (the predictor
+    inference uses) when present, else MONAI's. 2D networks run slice by slice along the
+    coarsest axis.
+    """
+    try:
+        from medcnn.inference.sliding_window import sliding_window_inference as sw
+    except ImportError:
+        sw = None
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    roi = tuple(cfg.patch_size)
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        out = model(batch)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def one(img: torch.Tensor) -> torch.Tensor:  # (C, *S) -> (*S)
+        if sw is not None:
+            return sw(img, predictor, roi_size=roi, out_channels=cfg.n_classes, overlap=cfg.sw_overlap,
+                      sw_batch_size=cfg.sw_batch_size).labels
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(img[None], roi, cfg.sw_batch_size, predictor, overlap=cfg.sw_overlap,
+                                        mode="gaussian").argmax(1)[0]
+
+    with torch.no_grad():
+        if cfg.spatial_dims == 2:
+            axis = int(np.argmax(spacing))
+            xs = x.movedim(1 + axis, 0)  # (Z, C, X', Y')
+            lab = torch.stack([torch.as_tensor(one(s)) for s in xs]).movedim(0, axis)
+        else:
+            lab = torch.as_tensor(one(x))
+    return lab.cpu().numpy().astype(np.int64)
+
+
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, *, n_classes: int, valid: np.ndarray | None = None
+                   ) -> dict[int, float]:
+    """Dice of each foreground class (NaN where both are empty)."""
+    if valid is not None:
+        pred, truth = pred[valid], truth[valid]
+    out = {}
+    for k in range(1, n_classes):
+        p, t = pred == k, truth == k
+        s = p.sum() + t.sum()
+        out[k] = float(2 * (p & t).sum() / s) if s else float("nan")
+    return out
+
+
+def validate(model: torch.nn.Module, cases: Sequence[PreparedCase], cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """Mean foreground Dice on the network grid (ignored voxels and unannotated classes skipped)."""
+    per_class: dict[int, list[float]] = {k: [] for k in range(1, cfg.n_classes)}
+    for c in cases:
+        pred = _predict_array(model, c.image, c.spacing, cfg, device)
+        d = dice_per_class(pred, c.label, n_classes=cfg.n_classes, valid=~c.ignore)
+        for k, v in d.items():
+            if c.annotated[k] and not math.isnan(v):
+                per_class[k].append(v)
+    names = {v: k for k, v in cfg.data.labels.items()}
+    means = {names.get(k, str(k)): float(np.mean(v)) for k, v in per_class.items() if v}
+    return {"dice": float(np.mean(list(means.values()))) if means else float("nan"), "per_class": means}
+
+
+# ---------------------------------------------------------------------------- the loop
+def _resolve_dataset(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, config_dir: Path | None) -> Path:
+    p = Path(cfg.data.dataset)
+    if p.is_absolute():
+        return p
+    base = Path(data_dir) if data_dir else (config_dir or Path.cwd())
+    return base / p
+
+
+def prepare_cases(cases: Sequence[Case], cfg: TrainConfig, cache_dir: Path, *, log: Callable[[str], None]
+                  ) -> list[PreparedCase]:
+    spec = to_dict(cfg.preprocess)
+    pre = _compat.make_preprocess(spec)
+    out = []
+    t0 = time.perf_counter()
+    for i, c in enumerate(cases):
+        out.append(prepare_case(c, preprocess=pre, spec=spec, label_map=cfg.data.label_map,
+                                n_classes=cfg.n_classes, ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
+                                absent_classes_unannotated=cfg.data.absent_classes_unannotated, cache_dir=cache_dir))
+        if (i + 1) % 50 == 0:
+            log(f"prepared {i + 1}/{len(cases)} cases ({time.perf_counter() - t0:.0f} s)")
+    return out
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    ctx: DistContext | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train one fold of ``cfg``; write checkpoints, ``log.csv`` and ``bundle/`` in ``out_dir``.
+
+    Args:
+        max_steps: overrides ``cfg.max_steps`` (the LR schedule follows it).
+        stop_after: stop (with a checkpoint) after this many steps without shortening the
+            schedule; used to test resumption.
+    """
+    t_start = time.perf_counter()
+    ctx = ctx or DistContext(device="cuda" if (cfg.device == "auto" and torch.cuda.is_available()) else
+                             ("cpu" if cfg.device == "auto" else cfg.device))
+    device = ctx.device
+    out = Path(out_dir)
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    say = log if ctx.is_main else (lambda s: None)
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, max_steps=int(max_steps))
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    elif device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(ctx)
+
+    # -- data
+    dataset_path = _resolve_dataset(cfg, data_dir, Path(config_dir) if config_dir else None)
+    cases = load_cases(dataset_path, channels=None, group_pattern=cfg.data.group_pattern)
+    for c in cases:
+        if len(c.images) != len(cfg.data.channels):
+            raise ConfigError.expected(f"{len(cfg.data.channels)} image channel(s) per case ({list(cfg.data.channels)})",
+                                       f"{len(c.images)} for case {c.case_id}", path=dataset_path)
+    train_cases, val_cases = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.fold, seed=cfg.data.split_seed)
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "cache"
+    if not cache_dir.is_absolute() and cfg.data.cache_dir and config_dir:
+        cache_dir = Path(config_dir) / cache_dir
+    say(f"{cfg.name}: {len(train_cases)} training / {len(val_cases)} validation cases "
+        f"(fold {cfg.data.fold} of {cfg.data.n_folds}); preprocessing into {cache_dir}")
+    # rank 0 fills the cache first, the others then read it
+    if ctx.is_main:
+        prep_train = prepare_cases(train_cases, cfg, cache_dir, log=say)
+        prep_val = prepare_cases(val_cases, cfg, cache_dir, log=say)
+    barrier(ctx)
+    if not ctx.is_main:
+        prep_train = prepare_cases(train_cases, cfg, cache_dir, log=say)
+        prep_val = []
+    sampler = PatchSampler(prep_train, cfg.patch_size, spatial_dims=cfg.spatial_dims, fg_fraction=cfg.fg_fraction,
+                           n_classes=cfg.n_classes)
+    aug = build_augmentation(cfg.augment, spatial_dims=cfg.spatial_dims)
+
+    # -- model
+    torch.manual_seed(cfg.seed)
+    net = _compat.build_network(cfg.network).to(device)
+    optimizer = _make_optimizer(net, cfg.optim)
+    step, best, history = 0, -1.0, []
+    ckpt = out / "checkpoint"
+    if resume:
+        doc = load_checkpoint(ckpt, net, optimizer)
+        step, best = int(doc["step"]), float(doc.get("best_val_dice", -1.0))
+        history = list(doc.get("history", []))
+        say(f"resumed from {ckpt} at step {step}")
+    model = wrap_model(net, ctx)
+    autocast, scaler = _autocast(cfg, device)
+
+    # -- logging
+    csv_path = out / "log.csv"
+    fields = ["step", "epoch", "lr", "loss", "ce", "dice_loss_term", "val_dice", "seconds"]
+    if ctx.is_main and (not resume or not csv_path.exists()):
+        with csv_path.open("w", newline="") as fh:
+            csv.writer(fh).writerow(fields)
+    bar = None
+    if ctx.is_main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=cfg.name, dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    run_meta = {"config": to_dict(cfg), "command": command, "hardware": hardware_description(device),
+                "world_size": ctx.world_size, "train_cases": [c.case_id for c in train_cases],
+                "val_cases": [c.case_id for c in val_cases]}
+    bundle_dir = out / "bundle"
+    last_val: float | None = None
+    running: list[float] = []
+    t_loop = time.perf_counter()
+    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, step + stop_after)
+    while step < end:
+        model.train()
+        lr = poly_lr(step, base_lr=cfg.optim.lr, max_steps=cfg.max_steps, power=cfg.optim.poly_power,
+                     warmup_steps=cfg.optim.warmup_steps)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        s = step_seed(cfg.seed, ctx.rank, step)
+        rng = np.random.default_rng(s)
+        torch.manual_seed(s)
+        batch = sampler.sample(rng, cfg.batch_size)
+        batch = augment_batch(batch, aug, seed=step_seed(cfg.seed, ctx.rank, step, 1))
+        x = torch.from_numpy(batch["image"]).to(device)
+        y = torch.from_numpy(batch["label"]).to(device)
+        ignore = y == IGNORE_INDEX
+        y = torch.where(ignore, torch.zeros_like(y), y)
+        ann = torch.from_numpy(batch["annotated"]).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        if autocast is not None:
+            with autocast():
+                logits = model(x)
+        else:
+            logits = model(x)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        if logits.ndim == x.ndim + 1:  # DynUNet deep supervision stack (B, S, K, ...)
+            logits = logits[:, 0]
+        loss, parts = masked_dice_ce_loss(logits, y, ignore=ignore, annotated=ann, dice_weight=cfg.dice_weight,
+                                          ce_weight=cfg.ce_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{cfg.name}: non-finite loss at step {step}; lower optim.lr or set amp: none")
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+        step += 1
+        lval = float(loss.detach())
+        running.append(lval)
+        row: dict[str, Any] = {"step": step, "epoch": (step - 1) // cfg.steps_per_epoch, "lr": lr, "loss": lval,
+                               "ce": parts["ce"], "dice_loss_term": 1 - parts["dice"], "val_dice": "",
+                               "seconds": round(time.perf_counter() - t_start, 2)}
+        epoch_end = step % cfg.steps_per_epoch == 0
+        do_val = (epoch_end and (step // cfg.steps_per_epoch) % cfg.val_every_epochs == 0) or step == cfg.max_steps
+        if do_val and ctx.is_main:
+            if prep_val:
+                v = validate(unwrap_model(model), prep_val, cfg, device)
+                last_val = v["dice"]
+                row["val_dice"] = round(last_val, 5)
+                history.append({"step": step, "val_dice": last_val, "per_class": v["per_class"],
+                                "train_loss": float(np.mean(running[-cfg.steps_per_epoch:]))})
+                say(f"step {step}: train loss {np.mean(running[-cfg.steps_per_epoch:]):.4f}, "
+                    f"val Dice {last_val:.4f} {v['per_class']}")
+                if not math.isnan(last_val) and last_val > best:
+                    best = last_val
+                    _compat.save_bundle(unwrap_model(model), bundle_dir, **_bundle_kwargs(cfg, run_meta, step, best,
+                                                                                          history, t_start))
+            elif step == cfg.max_steps:
+                _compat.save_bundle(unwrap_model(model), bundle_dir, **_bundle_kwargs(cfg, run_meta, step, None,
+                                                                                      history, t_start))
+        if ctx.is_main:
+            with csv_path.open("a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=fields).writerow(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(running[-20:]):.3f}",
+                                val_dice="-" if last_val is None else f"{last_val:.3f}", refresh=False)
+        if ctx.is_main and (step % cfg.checkpoint_every == 0 or step == end):
+            save_checkpoint(ckpt, model, optimizer, {"step": step, "best_val_dice": best, "history": history,
+                                                     "config": to_dict(cfg)})
+        barrier(ctx) if do_val else None
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    if ctx.is_main:
+        say(f"{cfg.name}: {step} steps in {wall:.0f} s ({(time.perf_counter() - t_loop) / max(step, 1):.2f} s/step)"
+            + (f", best val Dice {best:.4f}" if best >= 0 else ""))
+    barrier(ctx)
+    return TrainResult(out, bundle_dir if (bundle_dir / "bundle.json").exists() else None, step,
+                       best if best >= 0 else None, history, wall)
+
+
+def _bundle_kwargs(cfg: TrainConfig, run_meta: Mapping[str, Any], step: int, best: float | None,
+                   history: Sequence[Mapping[str, Any]], t_start: float) -> dict[str, Any]:
+    pre = to_dict(cfg.preprocess)
+    meta = {"name": cfg.name, "description": cfg.description,
+            "inference": {"slice_axis": "coarsest"} if cfg.spatial_dims == 2 else {},
+            "training": {**run_meta, "step": step, "best_val_dice_network_grid": best,
+                         "wall_time_s_at_export": round(time.perf_counter() - t_start, 1),
+                         "history": list(history)}}
+    return {"network": dict(cfg.network), "preprocess": pre, "roi_size": list(cfg.patch_size),
+            "labels": dict(cfg.data.labels), "channels": list(cfg.data.channels), "metadata": meta,
+            "dtype": cfg.export_dtype, "overlap": cfg.sw_overlap}
