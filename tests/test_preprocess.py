@@ -18,6 +18,7 @@ from medcnn.errors import (
     DimensionError,
     GeometryMismatchError,
     InvalidIntensityError,
+    InvalidLabelError,
 )
 from medcnn.preprocess import (
     PreprocessRecord,
@@ -251,6 +252,29 @@ def test_label_resampling_never_invents_labels(awkward_geometry):
         assert set(np.unique(out.array)) <= set(np.unique(lab.array))
     with pytest.raises(ValueError, match="order 0"):
         resample(lab, (0.6, 0.6, 0.6), order=3)
+    with pytest.raises(InvalidLabelError):
+        resample(Volume(lab.array.astype(np.float32), g, "label"), (0.6, 0.6, 0.6))
+
+
+def test_resample_4d_probabilities_and_per_channel_fill(awkward_geometry):
+    g = awkward_geometry
+    rng = np.random.default_rng(0)
+    p = rng.random((3,) + g.shape).astype(np.float32)
+    p /= p.sum(0)
+    vol = Volume(p, g, "probability", "channel")
+    out = resample(vol, (0.8, 0.8, 0.8))
+    assert out.leading_axis == "channel" and out.shape[0] == 3 and out.array.dtype == np.float32
+    np.testing.assert_allclose(out.array.sum(0), 1.0, atol=1e-5)  # linear keeps the partition of unity
+    assert out.array.min() >= 0 and out.array.max() <= 1
+    # a reference grid shifted half outside the field of view gets the per-channel fill there
+    shift = g.direction_matrix @ (np.asarray(g.shape) * np.asarray(g.spacing) / 2)
+    ref = Geometry(g.shape, g.spacing, tuple(np.asarray(g.origin) + shift), g.direction)
+    moved = resample_to(vol, ref, fill=[1.0, 0.0, 0.0]).array
+    far = tuple(slice(s - s // 4, s) for s in g.shape)
+    assert np.all(moved[(0,) + far] == 1.0) and np.all(moved[(slice(1, 3),) + far] == 0.0)
+    cine = Volume(rng.random((2,) + g.shape), g, leading_axis="time", frame_times_ms=(0.0, 40.0))
+    out = resample(cine, (1.0, 1.0, 1.0))
+    assert out.leading_axis == "time" and out.frame_times_ms == (0.0, 40.0)
 
 
 def test_per_label_linear_equals_onehot_argmax_reference():

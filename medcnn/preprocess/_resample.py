@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from medcnn.errors import InvalidGeometryError
+from medcnn.errors import InvalidGeometryError, InvalidLabelError
 from medcnn.volume import Geometry, Volume
 
 __all__ = [
@@ -236,7 +236,8 @@ def _resample_volume(volume: Volume, target: Geometry, *, order: int | None, fil
         return Volume(volume.array, target, volume.kind, volume.leading_axis, volume.frame_times_ms, volume.meta)
     arr = volume.array
     if volume.kind == "label" and arr.dtype.kind not in "uib":
-        raise ValueError(f"{volume.source or 'label map'}: expected an integer label array, got dtype {arr.dtype}")
+        raise InvalidLabelError.expected("an integer label array", f"dtype {arr.dtype}", path=volume.source,
+                                         hint="read it with read_volume(path, kind='label')")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if volume.leading_axis is None:
