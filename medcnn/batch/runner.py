@@ -1,0 +1,593 @@
+"""Running one case, and a whole batch, with failure isolation and resume.
+
+Per case (:func:`run_case`, runs in the main process, a worker process or a Dask worker):
+
+1. read the input scan(s) (channels, cine series or ED/ES pair) and the optional reference;
+2. hash them (:func:`medcnn.report.volume_hash`: pixels + geometry);
+3. **resume**: if ``cases/<id>/result.json`` says ``ok`` for the same input hash, model
+   SHA-256 and settings hash, and every output it lists exists, the case is *skipped (up
+   to date)* and nothing is recomputed or rewritten;
+4. otherwise segment (labels on the exact input grid), write the label map(s) in the
+   input's format (DICOM -> ``.nii.gz``), measure (cardiac / tumour / volumes), draw the
+   overlay (and cine volume curve) figures, and finally write ``result.json``.
+
+Every file is written atomically (temporary file + ``os.replace``), and ``result.json``
+last, so an interrupted case (Ctrl-C, a killed worker) leaves either nothing or complete
+files without a result and is simply recomputed next time. Any exception in a case
+becomes an error record (type + one-line message); the batch carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from medcnn.batch.cases import Case, CaseInput
+from medcnn.errors import MedcnnError
+
+__all__ = [
+    "BatchSettings",
+    "run_case",
+    "case_dir",
+    "RESULT_FILE",
+    "RESULT_SCHEMA",
+    "MODES",
+    "cardiac_labels_from_names",
+]
+
+RESULT_FILE = "result.json"
+RESULT_SCHEMA = "medcnn-case-result/1"
+#: Measurement modes; ``auto`` picks one from the bundle (see :func:`resolve_mode`).
+MODES = ("auto", "cardiac", "tumour", "volumes")
+
+#: Per-process cache of loaded segmenters (a worker loads the model once).
+_SEGMENTERS: dict[tuple, Any] = {}
+#: Device assigned to this worker process by the pool initializer (multi-GPU hosts).
+_WORKER_DEVICE: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything a case needs besides its inputs (picklable, sent to every worker).
+
+    Attributes:
+        model: bundle folder / archive path (resolved).
+        model_name: name shown in reports.
+        model_sha256: SHA-256 of the weights (from bundle.json; verified when loaded).
+        labels: label value -> name (from the bundle).
+        out: output folder.
+        mode: ``cardiac``, ``tumour`` or ``volumes`` (already resolved from ``auto``).
+        device, precision: passed to the segmenter (``auto`` allowed).
+        tta: test-time augmentation by flipping the spatial axes.
+        deterministic: deterministic torch algorithms (slower on GPU).
+        include_identifiers: add DICOM patient name / ID / birth date to the records.
+        resume: skip cases whose outputs are up to date.
+        figures: draw the overlay / curve figures.
+    """
+
+    model: str
+    model_name: str
+    model_sha256: str
+    labels: Mapping[int, str]
+    out: str
+    mode: str = "volumes"
+    device: str = "auto"
+    precision: str = "auto"
+    tta: bool = False
+    deterministic: bool = False
+    include_identifiers: bool = False
+    resume: bool = True
+    figures: bool = True
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change a case's result (hashed into ``config_hash``)."""
+        return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": self.tta,
+                "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
+                "figures": self.figures, "model_sha256": self.model_sha256}
+
+    @property
+    def config_hash(self) -> str:
+        from medcnn.report.provenance import config_hash
+
+        return config_hash(self.config())
+
+
+def case_dir(out: str | Path, case_id: str) -> Path:
+    """Folder of one case's outputs: ``<out>/cases/<case_id>``."""
+    return Path(out) / "cases" / case_id
+
+
+def cardiac_labels_from_names(names: Mapping[int, str]):
+    """:class:`medcnn.measure.CardiacLabels` from a bundle's label names.
+
+    ``myo`` in a name -> LV myocardium; ``RV`` / ``right`` -> RV blood pool; another name
+    with ``LV``, ``left``, ``blood`` or ``cavity`` -> LV blood pool. Falls back to the
+    default 1 = LV blood pool, 2 = LV myocardium when nothing matches.
+    """
+    from medcnn.measure import CardiacLabels
+
+    lv = myo = rv = None
+    for v, n in sorted(names.items()):
+        if v == 0:
+            continue
+        low = n.lower().replace("_", " ")
+        words = low.split()
+        if "myo" in low and myo is None:
+            myo = v
+        elif ("rv" in words or "right" in low) and rv is None:
+            rv = v
+        elif ("lv" in words or "left" in low or "blood" in low or "cavity" in low) and lv is None:
+            lv = v
+    if lv is None:
+        return CardiacLabels(lv_blood=1, lv_myo=2 if 2 in names else None, rv_blood=None)
+    return CardiacLabels(lv_blood=lv, lv_myo=myo, rv_blood=rv)
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _write_bytes(path: Path, data: bytes) -> None:
+    from medcnn.io._common import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _label_suffix(path: str) -> str:
+    from medcnn.io._common import ITK_SUFFIXES, suffix_of
+
+    p = Path(path)
+    if p.is_dir():
+        return ".nii.gz"  # DICOM in, NIfTI out
+    sfx = suffix_of(p)
+    if sfx == ".nhdr":
+        return ".nrrd"
+    if sfx == ".mhd":
+        return ".mha"
+    return sfx if sfx in (".nii", ".nii.gz") + ITK_SUFFIXES else ".nii.gz"
+
+
+def _clean_stale_temporaries(folder: Path) -> None:
+    """Remove temporary files left by a killed process (names start with '.' and hold '.tmp')."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _load_previous(folder: Path) -> dict[str, Any] | None:
+    try:
+        with open(folder / RESULT_FILE, encoding="utf-8") as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("schema") == RESULT_SCHEMA else None
+
+
+def _output_files(rec: Mapping[str, Any]) -> list[str]:
+    outs = rec.get("outputs") or {}
+    files = list(outs.get("labels") or [])
+    files += [outs[k] for k in ("overlay", "curve") if outs.get(k)]
+    return files
+
+
+def _up_to_date(prev: Mapping[str, Any] | None, input_hash: str, settings: BatchSettings) -> bool:
+    if not prev or prev.get("status") != "ok":
+        return False
+    if prev.get("input_hash") != input_hash or prev.get("config_hash") != settings.config_hash:
+        return False
+    if (prev.get("model") or {}).get("sha256") != settings.model_sha256:
+        return False
+    out = Path(settings.out)
+    return all((out / f).is_file() for f in _output_files(prev))
+
+
+def _remove_outputs(folder: Path, prev: Mapping[str, Any] | None, out: Path) -> None:
+    """Delete a stale result and the outputs it listed (they no longer match the inputs)."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / RESULT_FILE).unlink()
+    for f in _output_files(prev or {}):
+        with contextlib.suppress(OSError):
+            (out / f).unlink()
+
+
+def _error_record(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, MedcnnError):
+        return {"type": type(exc).__name__, "message": str(exc)}
+    msg = " ".join(str(exc).split()) or repr(exc)
+    return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {msg}"}
+
+
+def _geometry_summary(name: str, vol) -> dict[str, Any]:
+    g = vol.geometry
+    d = {"name": name, "shape": list(vol.shape), "spacing_mm": [round(s, 5) for s in g.spacing],
+         "orientation": g.orientation, "origin_mm": [round(o, 4) for o in g.origin]}
+    if vol.leading_axis == "time":
+        d["frames"] = int(vol.shape[0])
+    return d
+
+
+# ----------------------------------------------------------------------------- model
+def _device_for_worker(device: str) -> str:
+    if _WORKER_DEVICE is not None and str(device) in ("auto", "cuda"):
+        return _WORKER_DEVICE
+    return str(device)
+
+
+def _segmenter(settings: BatchSettings):
+    device = _device_for_worker(settings.device)
+    key = (settings.model, settings.model_sha256, device, settings.precision, settings.tta)
+    seg = _SEGMENTERS.get(key)
+    if seg is None:
+        from medcnn.inference import Segmenter
+
+        if settings.deterministic:
+            import torch
+
+            torch.manual_seed(0)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        kwargs: dict[str, Any] = {"device": device, "precision": settings.precision}
+        kwargs["tta_axes"] = (0, 1, 2) if settings.tta else ()
+        seg = Segmenter.from_bundle(settings.model, **kwargs)
+        _SEGMENTERS.clear()  # one model per process is enough
+        _SEGMENTERS[key] = seg
+    return seg
+
+
+def _predict(settings: BatchSettings, channels: Sequence[Any]):
+    seg = _segmenter(settings)
+    inp = channels[0] if len(channels) == 1 else list(channels)
+    return seg.predict(inp)
+
+
+# ----------------------------------------------------------------------------- measuring
+def _rows(df) -> list[dict[str, Any]]:
+    from medcnn.report.tables import jsonable
+
+    return [jsonable(r) for r in df.to_dict(orient="records")]
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray, label: int) -> float | None:
+    a, b = pred == label, ref == label
+    total = int(a.sum()) + int(b.sum())
+    return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: int | None,
+                 reference=None, qc: list) -> list[dict[str, Any]]:
+    from medcnn.measure import label_volumes
+
+    label_set = sorted(v for v in settings.labels if v != 0)
+    present = sorted(int(v) for v in np.unique(labels.array) if v != 0)
+    wanted = sorted(set(label_set) | set(present))
+    df = label_volumes(labels, label_names=settings.labels, labels=wanted)
+    rows = _rows(df)
+    ref_by_label: dict[int, float] = {}
+    ref_arr = None
+    if reference is not None:
+        try:
+            labels.geometry.check_matches(reference.geometry, what="label map and reference", atol_mm=1e-3)
+            ref_arr = np.asarray(reference.array)
+        except MedcnnError as exc:
+            qc.append({"code": "REFERENCE_GRID_DIFFERS", "message": str(exc), "phase": phase})
+        if ref_arr is not None:
+            ref_rows = label_volumes(reference, label_names=settings.labels,
+                                     labels=sorted(set(wanted) | {int(v) for v in np.unique(ref_arr) if v != 0}))
+            ref_by_label = dict(zip(ref_rows["label"].tolist(), ref_rows["volume_ml"].tolist()))
+            for extra in sorted(set(ref_by_label) - set(wanted)):
+                rows.append({"label": extra, "label_name": settings.labels.get(extra, f"label_{extra}"),
+                             "voxel_count": 0, "voxel_volume_mm3": float(np.prod(labels.spacing)), "volume_ml": 0.0,
+                             "method": rows[0]["method"] if rows else ""})
+    out = []
+    for r in rows:
+        r = {"phase": phase, "frame": frame, **r}
+        if ref_arr is not None:
+            lab = int(r["label"])
+            r["reference_volume_ml"] = float(ref_by_label.get(lab, 0.0))
+            r["volume_difference_ml"] = float(r["volume_ml"]) - r["reference_volume_ml"]
+            r["dice"] = _dice(np.asarray(labels.array), ref_arr, lab)
+        out.append(r)
+    return out
+
+
+def _flags(fn) -> list[dict[str, Any]]:
+    return [f.to_dict() for f in fn.qc_flags]
+
+
+# ----------------------------------------------------------------------------- one case
+def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], str, list[dict]]:
+    """Read every scan of a case: [(input, channel volumes, reference or None)], input hash, grids."""
+    from medcnn.io import read_volume
+    from medcnn.report.provenance import volume_hash
+
+    read = []
+    parts = []
+    grids = []
+    for ci in case.inputs:
+        vols = []
+        for ch, path in ci.channels:
+            v = read_volume(path)
+            if v.leading_axis == "channel":
+                from medcnn.errors import DimensionError
+
+                raise DimensionError.expected("a 3D scan or a cine series", f"a {v.shape[0]}-channel 4D image",
+                                              path=path, hint="list each channel in its own manifest column")
+            vols.append(v)
+            parts.append(f"{ci.phase or ''}/{ch}:{volume_hash(v)}")
+            grids.append(_geometry_summary(f"{ci.phase + ' ' if ci.phase else ''}{ch}", v))
+        if len(vols) > 1:
+            from medcnn.volume import Volume
+
+            for v in vols[1:]:
+                vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
+                if v.shape != vols[0].shape:
+                    Volume.stack([vols[0], v])  # raises a clear DimensionError
+        ref = None
+        if ci.reference:
+            ref = read_volume(ci.reference, kind="label")
+            parts.append(f"{ci.phase or ''}/reference:{volume_hash(ref)}")
+        read.append((ci, vols, ref))
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest() if len(parts) > 1 else parts[0].split(":")[-1]
+    return read, digest, grids
+
+
+def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
+    """Process one case and return its record (also written to ``cases/<id>/result.json``).
+
+    Never raises for a bad case: the record then has ``status="error"`` and ``error``
+    ``{"type", "message"}``. ``KeyboardInterrupt`` propagates (after atomic writes cleaned
+    up their temporary files).
+    """
+    from medcnn.report.provenance import HASH_METHOD, environment_info
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = Path(settings.out)
+    folder = case_dir(out, case.case_id)
+    rec: dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "case_id": case.case_id,
+        "status": "error",
+        "mode": settings.mode,
+        "input_kind": None,
+        "origin": case.origin,
+        "inputs": [{"phase": ci.phase, "channel": ch, "path": p} for ci in case.inputs for ch, p in ci.channels]
+        + [{"phase": ci.phase, "channel": "reference", "path": ci.reference} for ci in case.inputs if ci.reference],
+        "model": {"name": settings.model_name, "sha256": settings.model_sha256, "path": settings.model},
+        "config_hash": settings.config_hash,
+        "input_hash": None,
+        "volumes": [], "lesions": [], "cardiac": None, "curve": None, "qc_flags": [],
+        "outputs": {}, "error": None, "timings_s": timings,
+    }
+    prev = None
+    try:
+        if case.error:
+            raise _ListedError(case.error, case.error_type or "MedcnnError")
+        _clean_stale_temporaries(folder)
+        t = time.perf_counter()
+        read, input_hash, grids = _read_inputs(case)
+        timings["read_s"] = time.perf_counter() - t
+        rec["input_hash"] = input_hash
+        rec["input_geometry"] = grids
+        prev = _load_previous(folder)
+        if settings.resume and _up_to_date(prev, input_hash, settings):
+            prev = dict(prev)  # type: ignore[arg-type]
+            prev["status"] = "skipped"
+            prev["skipped_reason"] = "up to date: same input hash, model sha256 and settings; outputs present"
+            return prev
+        _remove_outputs(folder, prev, out)
+        folder.mkdir(parents=True, exist_ok=True)
+        _compute(case, settings, read, rec, timings, folder, out)
+        rec["status"] = "ok"
+        rec["provenance"] = {
+            "medcnn_version": environment_info()["medcnn_version"], "environment": environment_info(),
+            "device": rec.pop("_device", settings.device), "precision": rec.pop("_precision", settings.precision),
+            "tta": settings.tta, "deterministic": settings.deterministic,
+            "computed_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "input_hash_method": HASH_METHOD, "methods": rec.pop("_methods", {}),
+            "inference": rec.pop("_inference", {}),
+        }
+        timings["total_s"] = time.perf_counter() - t_start
+        from medcnn.report.tables import write_json
+
+        write_json(rec, folder / RESULT_FILE)  # last: marks the case complete
+        return rec
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+        for k in [k for k in rec if k.startswith("_")]:
+            rec.pop(k)
+        rec["status"] = "error"
+        rec["error"] = _error_record(exc) if not isinstance(exc, _ListedError) else exc.record
+        rec["volumes"], rec["lesions"], rec["cardiac"], rec["curve"] = [], [], None, None
+        timings["total_s"] = time.perf_counter() - t_start
+        with contextlib.suppress(Exception):
+            # outputs of this attempt and of an earlier run no longer describe these inputs
+            _remove_outputs(folder, rec, out)
+            _remove_outputs(folder, prev if prev is not None else _load_previous(folder), out)
+            rec["outputs"] = {}
+            from medcnn.report.tables import write_json
+
+            write_json(rec, folder / RESULT_FILE)
+        return rec
+
+
+class _ListedError(Exception):
+    """A problem found while listing the case, re-raised inside :func:`run_case`."""
+
+    def __init__(self, message: str, type_name: str) -> None:
+        super().__init__(message)
+        self.record = {"type": type_name, "message": message}
+
+
+def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], timings: dict[str, float],
+             folder: Path, out: Path) -> None:
+    from medcnn.io import read_dicom_identifiers, write_volume
+    from medcnn.measure.volumes import METHOD_VOXEL_COUNT
+
+    mode = settings.mode
+    predictions = []
+    t = time.perf_counter()
+    for ci, vols, ref in read:
+        pred = _predict(settings, vols)
+        labels = pred.labels
+        if labels.geometry.differences(vols[0].geometry, atol_mm=1e-3) or \
+                labels.shape[-3:] != vols[0].shape[-3:]:
+            from medcnn.errors import GeometryMismatchError
+
+            raise GeometryMismatchError(f"segmenter returned labels on grid {labels.geometry} instead of the input "
+                                        f"grid {vols[0].geometry}", path=vols[0].source)
+        predictions.append((ci, vols, ref, labels, dict(getattr(pred, "info", {}) or {})))
+    timings["predict_s"] = time.perf_counter() - t
+    info = predictions[0][4]
+    rec["_device"] = str(info.get("device", settings.device))
+    rec["_precision"] = str(info.get("precision", settings.precision))
+    from medcnn.report.tables import jsonable
+
+    rec["_inference"] = jsonable({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, tuple,
+                                                                                  dict, type(None)))})
+
+    # label maps, in the input's format
+    t = time.perf_counter()
+    label_files = []
+    for ci, vols, _, labels, _ in predictions:
+        sfx = _label_suffix(ci.channels[0][1])
+        name = f"{case.case_id}{'_' + ci.phase if ci.phase else ''}_labels{sfx}"
+        write_volume(labels, folder / name)
+        label_files.append(str((folder / name).relative_to(out)))
+    rec["outputs"]["labels"] = label_files
+    timings["write_s"] = time.perf_counter() - t
+
+    # measurements
+    t = time.perf_counter()
+    methods = {"volume_ml": f"label volume in mL = {METHOD_VOXEL_COUNT}, counted on the predicted label map on "
+                            "the input's own grid (no resampling of the result)",
+               "segmentation": f"model {settings.model_name} (sha256 {settings.model_sha256[:12]}...) run by "
+                               "medcnn.inference; labels returned on the exact input grid"}
+    qc: list[dict[str, Any]] = []
+    is_cine = len(predictions) == 1 and predictions[0][3].leading_axis == "time"
+    rec["input_kind"] = "ED/ES pair" if case.kind == "pair" else ("cine series" if is_cine else "single scan")
+    overlay_rows = []
+    curve_png = None
+    if mode == "cardiac" and (is_cine or case.kind == "pair"):
+        from medcnn.measure.cardiac import CARDIAC_COLUMNS, cardiac_function, cine_function
+
+        cl = cardiac_labels_from_names(settings.labels)
+        if is_cine:
+            _, vols, ref, labels, _ = predictions[0]
+            cf = cine_function(labels, labels=cl)
+            fn = cf.function
+            ed, es = int(fn.ed_frame or 0), int(fn.es_frame or 0)
+            ref_ed = ref.frame(ed) if ref is not None and ref.leading_axis == "time" else None
+            ref_es = ref.frame(es) if ref is not None and ref.leading_axis == "time" else None
+            rec["volumes"] = (_volume_rows(labels.frame(ed), settings=settings, phase="ED", frame=ed,
+                                           reference=ref_ed, qc=qc)
+                              + _volume_rows(labels.frame(es), settings=settings, phase="ES", frame=es,
+                                             reference=ref_es, qc=qc))
+            rec["curve"] = _rows(cf.curve)
+            overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed)),
+                            (f"ES (frame {es})", vols[0].frame(es), labels.frame(es))]
+            if settings.figures:
+                from medcnn.report.figures import volume_curve_png
+
+                curve = cf.curve
+                times = curve["time_ms"].to_numpy(dtype=float)
+                xs = times if np.all(np.isfinite(times)) else curve["frame"].to_numpy(dtype=float)
+                curves = {"LV blood pool": curve["lv_volume_ml"].tolist()}
+                for col, name in (("lv_myo_volume_ml", "LV myocardium"), ("rv_volume_ml", "RV blood pool")):
+                    vals = curve[col].to_numpy(dtype=float)
+                    if np.all(np.isfinite(vals)) and vals.any():
+                        curves[name] = vals.tolist()
+                curve_png = volume_curve_png(xs, curves, ed_index=ed, es_index=es,
+                                             title=f"{case.case_id}: volume over the cardiac cycle")
+        else:
+            (ci_ed, v_ed, r_ed, l_ed, _), (ci_es, v_es, r_es, l_es, _) = predictions
+            for lab, ci in ((l_ed, ci_ed), (l_es, ci_es)):
+                if lab.leading_axis is not None:
+                    from medcnn.errors import DimensionError
+
+                    raise DimensionError.expected(f"a 3D {ci.phase} scan", f"a 4D series of shape {lab.shape}",
+                                                  path=ci.channels[0][1])
+            fn = cardiac_function(l_ed, l_es, labels=cl)
+            rec["volumes"] = (_volume_rows(l_ed, settings=settings, phase="ED", frame=None, reference=r_ed, qc=qc)
+                              + _volume_rows(l_es, settings=settings, phase="ES", frame=None, reference=r_es, qc=qc))
+            overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
+        rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
+        qc = _flags(fn) + qc
+        methods["cardiac"] = ("EDV/ESV = LV blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
+                              "EF = SV / EDV x 100; LV mass = myocardium volume at ED x 1.05 g/mL"
+                              + ("; cine: ED = frame of largest LV volume, ES = frame of smallest non-zero LV volume"
+                                 if is_cine else "; ED/ES frames as given in the manifest")
+                              + f"; labels: LV blood pool {cl.lv_blood}, LV myocardium {cl.lv_myo}, "
+                                f"RV blood pool {cl.rv_blood}")
+        methods["cardiac_columns"] = "; ".join(f"{k}: {v}" for k, v in CARDIAC_COLUMNS.items()
+                                               if k in ("lv_edv_ml", "lv_ef_percent", "lv_myocardial_mass_g"))
+    else:
+        if mode == "cardiac":
+            qc.append({"code": "NO_CINE_OR_PAIR",
+                       "message": "a single 3D scan: EF needs a cine series or an ED/ES pair (manifest columns "
+                                  "ed, es); only label volumes are reported", "phase": None})
+        for ci, vols, ref, labels, _ in predictions:
+            if labels.leading_axis == "time":
+                for t_idx in range(labels.shape[0]):
+                    rec["volumes"] += _volume_rows(labels.frame(t_idx), settings=settings,
+                                                   phase=f"frame {t_idx}", frame=t_idx, reference=None, qc=qc)
+                overlay_rows.append((f"{ci.phase or 'frame'} 0", vols[0].frame(0), labels.frame(0)))
+            else:
+                rec["volumes"] += _volume_rows(labels, settings=settings, phase=ci.phase, frame=None,
+                                               reference=ref, qc=qc)
+                overlay_rows.append((ci.phase or vols[0].meta.get("channel", ci.channels[0][0]), vols[0], labels))
+                if mode == "tumour":
+                    rec["lesions"] += _lesion_rows(labels, settings)
+        if mode == "tumour":
+            from medcnn.measure.lesions import METHOD_DIAMETER_3D
+
+            methods["lesions"] = ("lesion = 26-connected component of the union of all tumour labels (whole "
+                                  "tumour); lesion volume_ml = voxel count x voxel volume / 1000; "
+                                  f"max_3d_diameter_mm: {METHOD_DIAMETER_3D}")
+    timings["measure_s"] = time.perf_counter() - t
+    rec["qc_flags"] = jsonable(qc)
+    rec["n_labels_found"] = len({int(v) for _, _, _, lab, _ in predictions for v in np.unique(lab.array) if v != 0})
+    rec["_methods"] = methods
+
+    if settings.include_identifiers:
+        ids: dict[str, str] = {}
+        for ci, _, _, _, _ in predictions:
+            for _, p in ci.channels:
+                if Path(p).is_dir():
+                    ids.update(read_dicom_identifiers(p))
+        if ids:
+            rec["identifiers"] = ids
+
+    # figures
+    t = time.perf_counter()
+    if settings.figures:
+        from medcnn.report.figures import overlay_png
+
+        png = overlay_png(overlay_rows, label_names={k: v for k, v in settings.labels.items() if k != 0})
+        _write_bytes(folder / "overlay.png", png)
+        rec["outputs"]["overlay"] = str((folder / "overlay.png").relative_to(out))
+        if curve_png is not None:
+            _write_bytes(folder / "curve.png", curve_png)
+            rec["outputs"]["curve"] = str((folder / "curve.png").relative_to(out))
+    timings["figures_s"] = time.perf_counter() - t
+
+
+def _lesion_rows(labels, settings: BatchSettings) -> list[dict[str, Any]]:
+    from medcnn.measure import measure_lesions
+
+    tumour_labels = sorted(v for v in settings.labels if v != 0) or None
+    df = measure_lesions(labels, labels=tumour_labels, per_label=False, label_names=settings.labels)
+    rows = _rows(df)
+    name = "whole tumour (labels " + ", ".join(str(v) for v in (tumour_labels or [])) + ")"
+    for r in rows:
+        r["label_name"] = name
+    return rows

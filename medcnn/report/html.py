@@ -1,0 +1,294 @@
+"""One self-contained HTML report of a batch: no external resources, images inline.
+
+:func:`render_html` turns the batch report dict (the content of ``report.json``: batch
+facts + one record per case, see :mod:`medcnn.report.tables`) into a single HTML page:
+
+* a summary table (one row per case, units in every header, QC flags highlighted, failed
+  cases in red) and an errors table;
+* per case: the overlay figure (three orthogonal slices through the structure's centroid,
+  contours on the scan), the cine volume curve, the volume / cardiac / lesion tables, QC
+  flags and a provenance block (medcnn version, model name and SHA-256, config hash,
+  input hash, device, precision, TTA, timings, how each number was computed);
+* the definitions of every column.
+
+Figures are embedded as ``data:image/png;base64`` URIs, CSS is inline, nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = ["render_html", "write_html", "unit_header"]
+
+_UNITS = (("_l_per_min", "L/min"), ("_percent", "%"), ("_ml", "mL"), ("_mm3", "mm³"), ("_mm", "mm"),
+          ("_ms", "ms"), ("_bpm", "beats/min"), ("_g", "g"), ("_s", "s"))
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:24px;color:#1f2933;
+background:#fff;line-height:1.4}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:2px solid #d9e2ec;padding-bottom:4px}
+h3{font-size:16px;margin:22px 0 6px}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
+th,td{border:1px solid #cbd2d9;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f0f4f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.error td{background:#ffe3e3}tr.skipped td.status{color:#52606d}
+td.qc,span.qc{background:#fff3c4;color:#8d2b0b;font-weight:600}
+span.badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;font-weight:600}
+span.ok{background:#c6f7e2;color:#014d40}span.skipped{background:#e4e7eb;color:#323f4b}
+span.error{background:#ffbdbd;color:#610404}
+img.fig{max-width:100%;border:1px solid #d9e2ec;margin:4px 0}
+dl.prov{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:12px;margin:4px 0}
+dl.prov dt{font-weight:600;color:#52606d}dl.prov dd{margin:0;font-family:ui-monospace,Menlo,monospace;
+word-break:break-all}
+.muted{color:#616e7c;font-size:12px}ul.qc{margin:4px 0 8px}ul.qc li{color:#8d2b0b}
+section.case{border-top:1px solid #e4e7eb;margin-top:18px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def unit_header(column: str) -> str:
+    """Human header with the unit from the column name: ``lv_edv_ml`` -> ``lv edv (mL)``."""
+    for suffix, unit in _UNITS:
+        if column.endswith(suffix):
+            return f"{column[: -len(suffix)].replace('_', ' ')} ({unit})"
+    return column.replace("_", " ")
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: Sequence[str] | None = None,
+           titles: Mapping[str, str] | None = None, row_classes: Sequence[str] | None = None) -> str:
+    titles = titles or {}
+    head = "".join(f'<th title="{_e(titles.get(h, ""))}">{_e(h)}</th>' for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        rc = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = []
+        for j, v in enumerate(row):
+            c = []
+            if cls and cls[j]:
+                c.append(cls[j])
+            if _is_num(v):
+                c.append("num")
+            if isinstance(v, tuple) and len(v) == 2 and v[0] == "__html__":
+                cells.append(f'<td class="{" ".join(c)}">{v[1]}</td>')
+            else:
+                cells.append(f'<td class="{" ".join(c)}">{_e(_fmt(v))}</td>')
+        body.append(f"<tr{rc}>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img class="fig" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
+    cols: dict[str, Any] = {}
+    card = rec.get("cardiac")
+    if card:
+        cols["LV EDV (mL)"] = card.get("lv_edv_ml")
+        cols["LV ESV (mL)"] = card.get("lv_esv_ml")
+        cols["LV SV (mL)"] = card.get("lv_sv_ml")
+        cols["LV EF (%)"] = card.get("lv_ef_percent")
+        cols["LV mass (g)"] = card.get("lv_myocardial_mass_g")
+        if card.get("ed_frame") is not None:
+            cols["ED / ES frame"] = f"{card.get('ed_frame')} / {card.get('es_frame')}"
+        return cols
+    vols = [v for v in rec.get("volumes") or [] if not v.get("phase")]
+    if rec.get("mode") == "tumour":
+        cols["tumour volume (mL)"] = float(sum(v.get("volume_ml") or 0.0 for v in vols))
+    for v in vols:
+        cols[f"{v.get('label_name') or v.get('label')} (mL)"] = v.get("volume_ml")
+    if rec.get("mode") == "tumour":
+        les = rec.get("lesions") or []
+        cols["lesions (n)"] = len(les)
+        diam = [x.get("max_3d_diameter_mm") for x in les if x.get("max_3d_diameter_mm") is not None]
+        cols["largest lesion diameter (mm)"] = max(diam) if diam else None
+    return cols
+
+
+def _qc_text(rec: Mapping[str, Any]) -> str:
+    return "; ".join(f"{f.get('code')}" + (f" ({f['phase']})" if f.get("phase") else "") for f in rec.get("qc_flags") or [])
+
+
+def _summary(records: Sequence[Mapping[str, Any]]) -> str:
+    per = [_summary_columns(r) for r in records]
+    meas_cols: list[str] = list(dict.fromkeys(c for p in per for c in p))
+    headers = ["case", "status", "mode", *meas_cols, "QC flags", "time (s)"]
+    rows, classes, cell_cls = [], [], ["", "status", "", *[""] * len(meas_cols), "", ""]
+    for r, p in zip(records, per):
+        status = r.get("status")
+        link = ("__html__", f'<a href="#case-{_e(r["case_id"])}">{_e(r["case_id"])}</a>')
+        badge = ("__html__", f'<span class="badge {_e(status)}">{_e(status)}</span>')
+        qc = _qc_text(r)
+        qc_cell = ("__html__", f'<span class="qc">{_e(qc)}</span>') if qc else ""
+        rows.append([link, badge, r.get("mode"), *[p.get(c) for c in meas_cols], qc_cell,
+                     (r.get("timings_s") or {}).get("total_s")])
+        classes.append("error" if status == "error" else ("qc" if qc else ("skipped" if status == "skipped" else "")))
+    return _table(headers, rows, cls=cell_cls, row_classes=classes)
+
+
+def _prov_block(rec: Mapping[str, Any]) -> str:
+    prov = rec.get("provenance") or {}
+    model = rec.get("model") or {}
+    items = [
+        ("medcnn version", prov.get("medcnn_version")),
+        ("model", model.get("name")),
+        ("model sha256", model.get("sha256")),
+        ("config hash", rec.get("config_hash")),
+        ("input hash", rec.get("input_hash")),
+        ("input hash method", prov.get("input_hash_method")),
+        ("device", prov.get("device")),
+        ("precision", prov.get("precision")),
+        ("TTA", prov.get("tta")),
+        ("deterministic", prov.get("deterministic")),
+        ("library versions", ", ".join(f"{k} {v}" for k, v in (prov.get("environment") or {}).items())),
+        ("timings (s)", ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in (rec.get("timings_s") or {}).items()
+                                  if isinstance(v, (int, float)))),
+        ("computed", prov.get("computed_utc")),
+    ]
+    for name, text in (prov.get("methods") or {}).items():
+        items.append((f"method: {name}", text))
+    for g in rec.get("input_geometry") or []:
+        items.append((f"input grid {g.get('name', '')}".strip(),
+                      f"shape {g.get('shape')}, spacing {g.get('spacing_mm')} mm, {g.get('orientation')}"))
+    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_fmt(v))}</dd>" for k, v in items if v not in (None, ""))
+    return f'<details open><summary>Provenance</summary><dl class="prov">{dl}</dl></details>'
+
+
+def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str, str]) -> str:
+    cid = rec["case_id"]
+    status = rec.get("status")
+    parts = [f'<section class="case" id="case-{_e(cid)}"><h3>{_e(cid)} '
+             f'<span class="badge {_e(status)}">{_e(status)}</span></h3>']
+    inputs = rec.get("inputs") or []
+    if inputs:
+        parts.append('<p class="muted">input: ' + "; ".join(
+            _e(f"{i['phase']}: " if i.get("phase") else "") + _e(i.get("channel") or "") + " "
+            + _e(i.get("path")) for i in inputs) + "</p>")
+    if status == "error":
+        err = rec.get("error") or {}
+        parts.append(f'<p class="qc">{_e(err.get("type"))}: {_e(err.get("message"))}</p></section>')
+        return "".join(parts)
+    outputs = rec.get("outputs") or {}
+    for key, alt in (("overlay", f"{cid}: label contours on three orthogonal slices"),
+                     ("curve", f"{cid}: volume over the cardiac cycle")):
+        rel = outputs.get(key)
+        if rel and (image_root / rel).is_file():
+            parts.append(_img(image_root / rel, alt))
+    qc = rec.get("qc_flags") or []
+    if qc:
+        parts.append('<ul class="qc">' + "".join(
+            f'<li><span class="qc">{_e(f.get("code"))}</span> {_e(f.get("message"))}</li>' for f in qc) + "</ul>")
+    card = rec.get("cardiac")
+    if card:
+        keys = [k for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_myo_ed_ml",
+                            "lv_myocardial_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_percent",
+                            "heart_rate_bpm", "lv_cardiac_output_l_per_min", "ed_frame", "es_frame", "ed_time_ms",
+                            "es_time_ms") if card.get(k) is not None]
+        parts.append(_table(["measure", "value", "definition"],
+                            [[unit_header(k), card.get(k), columns.get(k, "")] for k in keys]))
+    vols = rec.get("volumes") or []
+    if vols:
+        has_ref = any(v.get("reference_volume_ml") is not None for v in vols)
+        headers = ["phase", "label", "name", "voxels", "volume (mL)"] + (
+            ["reference (mL)", "difference (mL)", "Dice"] if has_ref else [])
+        rows = [[v.get("phase") or "", v.get("label"), v.get("label_name"), v.get("voxel_count"), v.get("volume_ml")]
+                + ([v.get("reference_volume_ml"), v.get("volume_difference_ml"), v.get("dice")] if has_ref else [])
+                for v in vols]
+        parts.append(_table(headers, rows, titles={"volume (mL)": columns.get("volume_ml", "")}))
+    les = rec.get("lesions") or []
+    if les:
+        shown = les[:20]
+        parts.append(_table(
+            ["lesion", "label", "volume (mL)", "max 3D diameter (mm)", "in-plane diameter (mm)",
+             "perpendicular (mm)", "centroid x, y, z (mm)", "touches border"],
+            [[x.get("lesion_id"), x.get("label_name") or x.get("label"), x.get("volume_ml"),
+              x.get("max_3d_diameter_mm"), x.get("max_inplane_diameter_mm"), x.get("perpendicular_diameter_mm"),
+              ", ".join(_fmt(x.get(k), 1) for k in ("centroid_x_mm", "centroid_y_mm", "centroid_z_mm")),
+              x.get("touches_border")] for x in shown]))
+        if len(les) > len(shown):
+            parts.append(f'<p class="muted">{len(les) - len(shown)} more lesions in lesions.csv</p>')
+    parts.append(_prov_block(rec))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
+    """The HTML page of a batch report.
+
+    Args:
+        report: the batch report dict (as written to ``report.json``): ``title``,
+            ``generated_utc``, ``model``, ``settings``, ``counts``, ``columns``, ``cases``.
+        image_root: folder the records' ``outputs`` paths (PNG figures) are relative to.
+
+    Returns:
+        A complete HTML document (UTF-8 text) with every image inline.
+    """
+    root = Path(image_root)
+    records = list(report.get("cases") or [])
+    columns = dict(report.get("columns") or {})
+    model = report.get("model") or {}
+    counts = report.get("counts") or {}
+    settings = report.get("settings") or {}
+    title = report.get("title") or "medcnn batch report"
+    parts = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="muted">generated {_e(report.get("generated_utc"))} by medcnn {_e(report.get("medcnn_version"))}'
+        f' &middot; model <b>{_e(model.get("name"))}</b> (sha256 {_e(model.get("sha256"))})'
+        f' &middot; mode {_e(settings.get("mode"))} &middot; device {_e(settings.get("device"))}'
+        f' &middot; precision {_e(settings.get("precision"))} &middot; TTA {_e(settings.get("tta"))}</p>',
+        f'<p><b>{counts.get("ok", 0)} ok</b> ({counts.get("skipped", 0)} up to date from an earlier run), '
+        f'<b>{counts.get("failed", 0)} failed</b>, {counts.get("total", len(records))} cases.</p>',
+        "<h2>Summary</h2>",
+        _summary(records),
+        '<p class="muted">Volumes are voxel count &times; voxel volume on the input grid (mL). '
+        "Highlighted cells are quality-control flags: check those cases before using their numbers.</p>",
+    ]
+    errors = [r for r in records if r.get("status") == "error"]
+    if errors:
+        parts.append("<h2>Errors</h2>")
+        parts.append(_table(["case", "error", "message"],
+                            [[r["case_id"], (r.get("error") or {}).get("type"), (r.get("error") or {}).get("message")]
+                             for r in errors], row_classes=["error"] * len(errors)))
+    parts.append("<h2>Cases</h2>")
+    parts.extend(_case_section(r, root, columns) for r in records)
+    if columns:
+        parts.append("<h2>Column definitions</h2>")
+        parts.append(_table(["column", "meaning and unit"], [[k, v] for k, v in columns.items()]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_html(report: Mapping[str, Any], path: str | Path, *, image_root: str | Path | None = None) -> Path:
+    """Render and write the report atomically; images are read relative to ``image_root``
+    (default: the HTML file's folder)."""
+    from medcnn.report.tables import write_text
+
+    p = Path(path)
+    return write_text(p, render_html(report, image_root=image_root if image_root is not None else p.parent))

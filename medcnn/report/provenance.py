@@ -1,0 +1,125 @@
+"""Provenance: what produced a number, from which pixels, with which model and settings.
+
+* :func:`volume_hash` -- SHA-256 of a volume's pixels **and** geometry, so that the same
+  scan re-saved in another format (same voxels, same grid) hashes the same, while a
+  resampled, flipped or re-windowed scan does not.
+* :func:`config_hash` -- SHA-256 of a canonical JSON dump of a settings mapping.
+* :func:`file_sha256` -- SHA-256 of a file's bytes (model weights).
+* :func:`environment_info` -- versions of medcnn and the libraries that shaped the result.
+
+Imports numpy only (no torch): library versions are read from package metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from os import PathLike
+from typing import Any, Mapping
+
+import numpy as np
+
+from medcnn.volume import Volume
+
+__all__ = [
+    "volume_hash",
+    "config_hash",
+    "file_sha256",
+    "environment_info",
+    "HASH_METHOD",
+]
+
+#: One sentence describing :func:`volume_hash`, for reports.
+HASH_METHOD = ("input hash = SHA-256 of a JSON header (dtype as little-endian, array shape, leading axis, "
+               "frame times in ms, RAS+ spacing/origin/direction as exact float64 values) followed by the "
+               "voxel bytes in C order")
+
+_CHUNK_BYTES = 1 << 26
+
+
+def volume_hash(volume: Volume) -> str:
+    """SHA-256 (hex) of a volume's pixels and geometry.
+
+    The hash covers: dtype (normalised to little-endian), array shape ``(I, J, K)`` or
+    ``(T|C, I, J, K)``, leading axis, frame times (ms), spacing (mm), origin (mm) and
+    direction of the RAS+ grid as exact float64 values, then the voxel bytes in C order.
+    It does not cover the file name, format or any metadata, so it identifies *what the
+    model saw*. Memory: hashes slab by slab, never copying the whole array.
+    """
+    if not isinstance(volume, Volume):
+        raise TypeError(f"expected a medcnn.volume.Volume, got {type(volume).__name__}")
+    arr = volume.array
+    dtype = arr.dtype.newbyteorder("<")
+    g = volume.geometry
+    header = {
+        "dtype": dtype.str,
+        "shape": [int(s) for s in arr.shape],
+        "leading_axis": volume.leading_axis,
+        "frame_times_ms": None if volume.frame_times_ms is None else [float(t).hex() for t in volume.frame_times_ms],
+        "spacing_mm": [float(v).hex() for v in g.spacing],
+        "origin_mm": [float(v).hex() for v in g.origin],
+        "direction": [float(v).hex() for v in np.ravel(g.direction)],
+        "world": "RAS+",
+    }
+    h = hashlib.sha256()
+    h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    h.update(b"\0")
+    if arr.size:
+        flat_first = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(1, -1)
+        per_row = max(1, flat_first.shape[1] * arr.itemsize)
+        step = max(1, _CHUNK_BYTES // per_row)
+        for start in range(0, flat_first.shape[0], step):
+            chunk = np.ascontiguousarray(flat_first[start:start + step], dtype=dtype)
+            h.update(memoryview(chunk).cast("B"))
+    return h.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, PathLike):
+        return str(value)
+    return value
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of ``config`` dumped as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | PathLike[str], *, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_bytes), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions of medcnn, Python and the libraries behind a result (no host or user names)."""
+    from medcnn import __version__
+
+    info: dict[str, Any] = {"medcnn_version": __version__, "python": platform.python_version(),
+                            "platform": f"{platform.system()} {platform.machine()}"}
+    for dist in ("torch", "monai", "numpy", "scipy", "SimpleITK", "nibabel", "pydicom", "connected-components-3d"):
+        v = _version(dist)
+        if v is not None:
+            info[dist.lower().replace("-", "_")] = v
+    return info
