@@ -145,7 +145,10 @@ class WindowResult:
     """Outputs of :func:`sliding_window_inference` on the *unpadded* image grid.
 
     Attributes:
-        labels: ``(*S)`` uint8/int16 CPU tensor, when asked for.
+        labels: ``(*S)`` uint8/int16 CPU tensor, when asked for: argmax over channels for
+            softmax; for sigmoid, ``logit > 0`` (one channel: label 1; several channels:
+            channel ``c`` marks label ``c + 1``, later channels overwriting earlier ones,
+            like :func:`medcnn.postprocess.threshold_labels`).
         probabilities: ``(K', *S)`` float32 CPU tensor (``K' = 2`` for one sigmoid channel).
         logits: ``(K, *S)`` float32 CPU tensor of blended logits, when asked for.
         n_windows: windows evaluated (each once, however many TTA flips).
@@ -253,7 +256,8 @@ def sliding_window_inference(
     crop = [slice(b, n - a) for (b, a), n in zip(grid.pad, grid.shape)]
     out_shape = [c.stop - c.start for c in crop]
     n_prob = 2 if activation == "sigmoid" and K == 1 else K
-    labels = torch.zeros(out_shape, dtype=_label_dtype(max(n_prob, 2))) if "labels" in outputs else None
+    n_labels = K + 1 if activation == "sigmoid" and K > 1 else max(n_prob, 2)
+    labels = torch.zeros(out_shape, dtype=_label_dtype(n_labels)) if "labels" in outputs else None
     probs = torch.zeros([n_prob] + out_shape, dtype=torch.float32) if "probabilities" in outputs else None
     logits = torch.zeros([K] + out_shape, dtype=torch.float32) if "logits" in outputs else None
 
@@ -276,9 +280,10 @@ def sliding_window_inference(
             if labels is not None:
                 if K == 1:
                     lab = (region[0] > 0)
-                elif activation == "sigmoid":  # independent channels: highest positive wins
-                    mx, am = region[:K].max(dim=0)
-                    lab = torch.where(mx > 0, am + 1, torch.zeros_like(am))
+                elif activation == "sigmoid":  # nested regions: channel c marks label c + 1, later wins
+                    lab = torch.zeros(region.shape[1:], dtype=torch.int16, device=region.device)
+                    for c in range(K):
+                        lab[region[c] > 0] = c + 1
                 else:
                     lab = region[:K].argmax(dim=0)
                 labels[out_idx] = lab.to(labels.dtype).cpu()

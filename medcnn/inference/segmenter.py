@@ -1,0 +1,505 @@
+"""`Segmenter`: a network + its preprocessing → label maps on the input's exact grid.
+
+Typical use::
+
+    from medcnn.inference import Segmenter
+    seg = Segmenter.from_bundle("bundles/heart", device="auto", precision="auto")
+    pred = seg.predict(read_volume("case.nii.gz"), return_probabilities=True)
+    pred.labels          # Volume (I, J, K) uint8 on exactly the input geometry
+    pred.probabilities   # Volume (C, I, J, K) float32, or None
+    pred.info            # device, precision, TTA, windows, memory plan, timings
+
+Pipeline: preprocess (reorient / crop / normalise / resample, recorded) → sliding-window
+prediction on the model grid (:mod:`medcnn.inference.sliding_window`) with the memory
+strategy of :func:`medcnn.inference.memory.plan_memory` → back to the input grid with
+the preprocessing record (probabilities are resampled linearly and then reduced to
+labels when the grid was resampled; otherwise labels are mapped back exactly) →
+optional postprocessing (:mod:`medcnn.postprocess`).
+
+2D networks (``spatial_dims=2``) run slice by slice along the coarsest axis of the model
+grid (ties: the last such axis). 4D cine input (``leading_axis="time"``) is predicted
+frame by frame and returns a 4D ``(T, I, J, K)`` label Volume with the frame times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from medcnn.errors import ConfigError, DimensionError, InsufficientMemoryError
+from medcnn.inference.device import autocast, select_device, select_precision
+from medcnn.inference.memory import MemoryPlan, plan_memory
+from medcnn.inference.sliding_window import WindowResult, sliding_window_inference
+from medcnn.volume import Volume
+
+__all__ = ["Segmenter", "Prediction", "make_predictor", "MEMORY_FORMATS"]
+
+#: Accepted values of ``memory_format``.
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Segmenter.predict`.
+
+    Attributes:
+        labels: ``(I, J, K)`` integer label Volume on exactly the input's geometry
+            (``(T, I, J, K)`` with frame times for cine input).
+        probabilities: ``(C, I, J, K)`` float32 Volume on the input grid when asked for
+            (for one sigmoid output: ``C = 2``, background and foreground), else ``None``.
+        info: JSON-able facts: device, precision, tta_axes, windows, memory plan,
+            timings in seconds, model grid, bundle hash.
+    """
+
+    labels: Volume
+    probabilities: Volume | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def make_predictor(
+    model: Any,
+    *,
+    device: Any,
+    precision: str = "fp32",
+    tta_axes: Sequence[int] = (),
+    memory_format: Any = None,
+    squeeze_dim: int | None = None,
+) -> Callable[[Any], Any]:
+    """Wrap a network as ``(B, C, *roi) → (B, K, *roi)`` float32 logits.
+
+    Args:
+        model: the network (already on ``device``, in eval mode).
+        precision: resolved precision; fp16/bf16 run under ``torch.autocast``.
+        tta_axes: spatial axes (0-based, of the window) to mirror; every combination of
+            flips is run and the logits are averaged (``2 ** len(tta_axes)`` passes).
+        memory_format: e.g. ``torch.channels_last_3d`` for the network input.
+        squeeze_dim: run a 2D network on 3D windows by removing this singleton dim.
+    """
+    import torch
+
+    dims_list = [()]
+    axes = sorted(set(int(a) for a in tta_axes))
+    for r in range(1, len(axes) + 1):
+        dims_list += [tuple(2 + a for a in combo) for combo in itertools.combinations(axes, r)]
+
+    def predict(x):
+        x = x.to(device, non_blocking=True)
+        out = None
+        for dims in dims_list:
+            xi = torch.flip(x, dims) if dims else x
+            if squeeze_dim is not None:
+                xi = xi.squeeze(squeeze_dim)
+            if memory_format is not None:
+                xi = xi.contiguous(memory_format=memory_format)
+            with autocast(device, precision):
+                yi = model(xi)
+            if isinstance(yi, (list, tuple)):  # deep supervision heads: full resolution first
+                yi = yi[0]
+            yi = yi.float()
+            if squeeze_dim is not None:
+                yi = yi.unsqueeze(squeeze_dim)
+            if dims:
+                yi = torch.flip(yi, dims)
+            out = yi if out is None else out.add_(yi)
+        if len(dims_list) > 1:
+            out = out.div_(len(dims_list))
+        return out
+
+    predict.n_passes = len(dims_list)  # type: ignore[attr-defined]
+    return predict
+
+
+def _infer_channels(model: Any) -> tuple[int | None, int | None, int | None]:
+    """(in_channels, out_channels, spatial_dims) from the first and last conv layers."""
+    import torch
+
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d,
+                                                           torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d))]
+    if not convs:
+        return None, None, None
+    nd = 3 if isinstance(convs[0], (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) else 2
+    return convs[0].in_channels, convs[-1].out_channels, nd
+
+
+class Segmenter:
+    """Runs a segmentation network on Volumes, returning labels on the input grid.
+
+    Args:
+        model: a ``torch.nn.Module`` mapping ``(B, C, *roi)`` to ``(B, K, *roi)`` logits.
+        roi_size: sliding-window size in voxels of the model grid (2 entries for a 2D net).
+        preprocess: :class:`medcnn.preprocess.PreprocessSpec` or its dict; default: no
+            reorientation, resampling or normalisation (``modalities="none"``).
+        network: the network spec, when known (channel counts, memory heuristic).
+        in_channels, out_channels, spatial_dims: override what is read from ``network``
+            or inferred from the first/last convolution of ``model``.
+        labels: label value → name (stored in the output's ``meta["label_names"]``).
+        channels: input channel names (order the network expects).
+        overlap: window overlap fraction in [0, 1).
+        postprocess: :class:`medcnn.postprocess.PostprocessSpec` or its dict, optional.
+        activation: ``"softmax"`` (default for K >= 2) or ``"sigmoid"`` (default for K = 1;
+            for K > 1 channel ``c`` marks label ``c + 1``, nested, later wins).
+        device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see
+            :func:`medcnn.inference.device.select_precision`).
+        tta_axes: model-grid axes to mirror for test-time augmentation.
+        sw_batch_size: windows per network call (default: 1 on CPU, 4 on GPUs).
+        memory_limit_gb: memory budget (default: 85% of what is free at predict time).
+        memory_format: ``"auto"`` (channels-last on the CPU in fp32, where it measured
+            faster), ``"channels_last"`` or ``"contiguous"``.
+        compile: wrap the network with ``torch.compile`` (first call compiles).
+        blend_mode, sigma_scale: window blending (``"gaussian"``, 0.125 as MONAI).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        roi_size: Sequence[int],
+        preprocess: Any = None,
+        network: Mapping[str, Any] | None = None,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        spatial_dims: int | None = None,
+        labels: Mapping[int, str] | None = None,
+        channels: Sequence[str] | None = None,
+        overlap: float = 0.5,
+        postprocess: Any = None,
+        activation: str | None = None,
+        device: Any = "auto",
+        precision: str = "auto",
+        tta_axes: Sequence[int] = (),
+        sw_batch_size: int | None = None,
+        memory_limit_gb: float | None = None,
+        memory_format: str = "auto",
+        compile: bool = False,
+        blend_mode: str = "gaussian",
+        sigma_scale: float = 0.125,
+        bundle_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        import torch
+
+        from medcnn.preprocess import PreprocessSpec
+
+        self.network = dict(network) if network is not None else None
+        inf_in, inf_out, inf_nd = _infer_channels(model)
+        spec_get = (lambda k: self.network.get(k)) if self.network else (lambda k: None)
+        self.in_channels = int(in_channels or spec_get("in_channels") or inf_in or 0)
+        self.out_channels = int(out_channels or spec_get("out_channels") or inf_out or 0)
+        self.spatial_dims = int(spatial_dims or spec_get("spatial_dims") or inf_nd or 3)
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ConfigError.expected("in_channels and out_channels (pass them or a network spec)",
+                                       "none found in the model")
+        if self.spatial_dims not in (2, 3):
+            raise ConfigError.expected("spatial_dims 2 or 3", repr(self.spatial_dims))
+        self.roi_size = tuple(int(r) for r in roi_size)
+        if len(self.roi_size) != self.spatial_dims or any(r < 1 for r in self.roi_size):
+            raise ConfigError.expected(f"roi_size with {self.spatial_dims} positive entries", f"{tuple(roi_size)}")
+        if preprocess is None:
+            preprocess = PreprocessSpec(orientation=None, modalities=("none",) * self.in_channels)
+        elif isinstance(preprocess, Mapping):
+            preprocess = PreprocessSpec.from_dict(preprocess)
+        if not isinstance(preprocess, PreprocessSpec):
+            raise ConfigError.expected("a PreprocessSpec or its dict", type(preprocess).__name__)
+        if preprocess.n_channels != self.in_channels:
+            raise ConfigError.expected(f"{self.in_channels} preprocessing modalities (network in_channels)",
+                                       f"{list(preprocess.modalities)}")
+        self.preprocess_spec = preprocess
+        if postprocess is not None and not hasattr(postprocess, "is_noop"):
+            from medcnn.postprocess import PostprocessSpec
+
+            postprocess = PostprocessSpec.from_dict(postprocess)
+        self.postprocess_spec = postprocess
+        if activation is None:
+            activation = "sigmoid" if self.out_channels == 1 else "softmax"
+        if activation not in ("softmax", "sigmoid"):
+            raise ConfigError.expected("activation 'softmax' or 'sigmoid'", repr(activation))
+        self.activation = activation
+        self.labels = {int(k): str(v) for k, v in (labels or {}).items()}
+        self.channels = tuple(channels) if channels is not None else tuple(f"channel{i}" for i in
+                                                                           range(self.in_channels))
+        if not 0.0 <= float(overlap) < 1.0:
+            raise ConfigError.expected("overlap in [0, 1)", f"{overlap}")
+        self.overlap = float(overlap)
+        self.device = select_device(device)
+        self.precision = select_precision(precision, self.device)
+        self.tta_axes = tuple(sorted(set(int(a) for a in tta_axes)))
+        if any(a not in (0, 1, 2) for a in self.tta_axes):
+            raise ConfigError.expected("tta_axes among 0, 1, 2 (model-grid axes)", f"{tta_axes}")
+        if sw_batch_size is not None and int(sw_batch_size) < 1:
+            raise ConfigError.expected("sw_batch_size >= 1", f"{sw_batch_size}")
+        self.sw_batch_size = int(sw_batch_size) if sw_batch_size else (1 if self.device.type == "cpu" else 4)
+        if memory_limit_gb is not None and not float(memory_limit_gb) > 0:
+            raise ConfigError.expected("memory_limit_gb > 0", f"{memory_limit_gb}")
+        self.memory_limit_gb = memory_limit_gb
+        if memory_format not in MEMORY_FORMATS:
+            raise ConfigError.expected(f"memory_format one of {', '.join(MEMORY_FORMATS)}", repr(memory_format))
+        if memory_format == "auto":
+            memory_format = "channels_last" if (self.device.type == "cpu" and self.precision == "fp32") \
+                else "contiguous"
+        self.memory_format = memory_format
+        self.blend_mode = blend_mode
+        self.sigma_scale = float(sigma_scale)
+        self.bundle_info = dict(bundle_info or {})
+        self.n_parameters = int(sum(p.numel() for p in model.parameters()))
+
+        model = model.eval().to(self.device)
+        self._torch_memory_format = None
+        if self.memory_format == "channels_last":
+            self._torch_memory_format = torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
+            model = model.to(memory_format=self._torch_memory_format)
+        self.compiled = bool(compile)
+        if compile:
+            model = torch.compile(model, dynamic=False)
+        self.model = model
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_bundle(cls, bundle: Any, *, overlap: float | None = None, **options: Any) -> "Segmenter":
+        """Build from a bundle folder / ``.medcnn`` archive path or a loaded :class:`Bundle`.
+
+        ``options`` are the keyword arguments of :class:`Segmenter` (device, precision,
+        tta_axes, sw_batch_size, memory_limit_gb, ...); ``overlap`` defaults to the bundle's.
+        """
+        from medcnn.models.bundle import load_bundle
+
+        b = load_bundle(bundle)
+        return cls(
+            b.build_model(),
+            roi_size=b.roi_size,
+            preprocess=b.preprocess,
+            network=b.network,
+            labels=b.labels,
+            channels=b.channels,
+            overlap=b.overlap if overlap is None else overlap,
+            postprocess=b.postprocess,
+            activation=options.pop("activation", b.json.get("activation")),
+            bundle_info={"path": str(b.path), "sha256": b.sha256, "medcnn_version": b.medcnn_version,
+                         "network": b.network.get("name")},
+            **options,
+        )
+
+    def __repr__(self) -> str:
+        return (f"Segmenter(network={(self.network or {}).get('name', type(self.model).__name__)!r}, "
+                f"roi_size={self.roi_size}, in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"device={str(self.device)!r}, precision={self.precision!r}, tta_axes={self.tta_axes})")
+
+    # ------------------------------------------------------------------ model-grid prediction
+    def _slice_axis(self, spacing: Sequence[float]) -> int:
+        sp = np.asarray(spacing, dtype=float)
+        return int(np.flatnonzero(np.isclose(sp, sp.max(), rtol=1e-6))[-1])
+
+    def plan(self, model_shape: Sequence[int], *, spacing: Sequence[float] | None = None,
+             want_probabilities: bool = False, input_shape: Sequence[int] | None = None) -> MemoryPlan:
+        """Memory plan for an image of ``model_shape`` (spatial, on the model grid)."""
+        shape, roi = self._window_layout(model_shape, spacing)
+        budget = None if self.memory_limit_gb is None else int(float(self.memory_limit_gb) * 1024**3)
+        return plan_memory(shape, in_channels=self.in_channels, out_channels=self.out_channels, roi_size=roi,
+                           sw_batch_size=self.sw_batch_size, device_type=self.device.type, network=self.network,
+                           n_parameters=self.n_parameters, precision=self.precision,
+                           want_probabilities=want_probabilities, input_shape=input_shape,
+                           device_budget_bytes=budget, host_budget_bytes=budget if self.device.type == "cpu" else None)
+
+    def _window_layout(self, model_shape: Sequence[int], spacing: Sequence[float] | None):
+        shape = tuple(int(s) for s in model_shape)
+        if self.spatial_dims == 3:
+            return shape, self.roi_size
+        ax = self._slice_axis(spacing if spacing is not None else (1.0, 1.0, 1.0))
+        other = [a for a in range(3) if a != ax]
+        return (shape[ax],) + tuple(shape[a] for a in other), (1,) + self.roi_size
+
+    def predict_array(
+        self,
+        array: Any,
+        *,
+        spacing: Sequence[float] | None = None,
+        outputs: Sequence[str] = ("labels",),
+        plan: MemoryPlan | None = None,
+    ) -> WindowResult:
+        """Sliding-window prediction of an already preprocessed ``(C, X, Y, Z)`` array.
+
+        Args:
+            array: float32 numpy array or tensor on the model grid.
+            spacing: model-grid spacing in mm (picks the slice axis of 2D networks).
+            outputs: any of ``"labels"``, ``"probabilities"``, ``"logits"``.
+            plan: memory plan (default :meth:`plan`).
+
+        Returns:
+            :class:`WindowResult` with CPU tensors on the model grid ``(X, Y, Z)``.
+        """
+        import torch
+
+        img = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
+        img = img.to(torch.float32)
+        if img.ndim != 4 or img.shape[0] != self.in_channels:
+            raise DimensionError.expected(f"a ({self.in_channels}, X, Y, Z) array", f"shape {tuple(img.shape)}")
+        if plan is None:
+            plan = self.plan(img.shape[1:], spacing=spacing, want_probabilities="probabilities" in outputs)
+        perm = None
+        tta = self.tta_axes
+        roi = self.roi_size
+        squeeze = None
+        if self.spatial_dims == 2:
+            ax = self._slice_axis(spacing if spacing is not None else (1.0, 1.0, 1.0))
+            other = [a for a in range(3) if a != ax]
+            perm = [ax] + other
+            img = img.permute([0] + [1 + a for a in perm]).contiguous()
+            tta = tuple(1 + other.index(a) for a in self.tta_axes if a != ax)
+            roi = (1,) + self.roi_size
+            squeeze = 2
+        if plan.stitch == "device":
+            img = img.to(self.device)
+        predictor = make_predictor(self.model, device=self.device, precision=self.precision, tta_axes=tta,
+                                   memory_format=self._torch_memory_format, squeeze_dim=squeeze)
+        with torch.inference_mode():
+            res = sliding_window_inference(
+                img, predictor, roi_size=roi, out_channels=self.out_channels, overlap=self.overlap,
+                mode=self.blend_mode, sigma_scale=self.sigma_scale, sw_batch_size=plan.sw_batch_size,
+                outputs=outputs, activation=self.activation,
+                stitch_device=self.device if plan.stitch == "device" else "cpu",
+                slab=plan.slab, slab_axis=plan.slab_axis)
+        res.info["n_forward_passes"] = res.n_windows * predictor.n_passes  # type: ignore[attr-defined]
+        if perm is not None:
+            inv = list(np.argsort(perm))
+            if res.labels is not None:
+                res.labels = res.labels.permute(inv).contiguous()
+            for name in ("probabilities", "logits"):
+                t = getattr(res, name)
+                if t is not None:
+                    setattr(res, name, t.permute([0] + [1 + a for a in inv]).contiguous())
+            res.info["slice_axis"] = perm[0]
+        return res
+
+    # ------------------------------------------------------------------ Volume prediction
+    def _channels(self, image: Any) -> list[Volume] | Volume:
+        if isinstance(image, Volume):
+            return image
+        if isinstance(image, Mapping):
+            missing = [c for c in self.channels if c not in image]
+            if missing:
+                raise DimensionError.expected(f"channels {list(self.channels)}", f"keys {list(image)}",
+                                              hint=f"Missing {missing}")
+            return [image[c] for c in self.channels]
+        vols = list(image)
+        if not all(isinstance(v, Volume) for v in vols):
+            raise ConfigError.expected("a Volume, a list of Volumes or a {channel: Volume} dict",
+                                       type(image).__name__)
+        return vols
+
+    def predict(self, image: Any, *, return_probabilities: bool = False) -> Prediction:
+        """Segment one case.
+
+        Args:
+            image: a 3D intensity Volume (one channel); a 4D ``(C, I, J, K)`` channel Volume;
+                a list of 3D Volumes in :attr:`channels` order or a ``{name: Volume}`` dict;
+                or a 4D ``(T, I, J, K)`` cine Volume (predicted frame by frame).
+            return_probabilities: also return ``(C, I, J, K)`` float32 probabilities on the
+                input grid (not for cine input).
+
+        Returns:
+            :class:`Prediction` whose label Volume has exactly the input's geometry.
+        """
+        if isinstance(image, Volume) and image.leading_axis == "time":
+            return self._predict_cine(image, return_probabilities=return_probabilities)
+        from medcnn.preprocess import Preprocessor
+
+        t0 = time.perf_counter()
+        chans = self._channels(image)
+        first = chans if isinstance(chans, Volume) else chans[0]
+        x, record = Preprocessor(self.preprocess_spec).forward(chans)
+        t1 = time.perf_counter()
+        resampled = record.step("resample") is not None
+        via_probs = return_probabilities or resampled
+        input_shape = record.input_geometry.shape
+        try:
+            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=via_probs,
+                             input_shape=input_shape)
+        except InsufficientMemoryError:
+            if return_probabilities:
+                raise
+            via_probs = False  # map labels back with nearest neighbour instead of resampling probabilities
+            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=False,
+                             input_shape=input_shape)
+        outputs = ("probabilities",) if via_probs else ("labels",)
+        res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan)
+        del x
+        t2 = time.perf_counter()
+        probs_vol = None
+        if via_probs:
+            probs_vol = record.to_input_grid(res.probabilities.numpy(), kind="probability")
+            res.probabilities = None
+            labels_vol = self._labels_from_probabilities(probs_vol)
+            if not return_probabilities:
+                probs_vol = None
+        else:
+            labels_vol = record.to_input_grid(res.labels.numpy(), kind="label")
+        t3 = time.perf_counter()
+        pp_applied = False
+        if self.postprocess_spec is not None and not self.postprocess_spec.is_noop:
+            from medcnn.postprocess import postprocess
+
+            labels_vol = postprocess(labels_vol, self.postprocess_spec)
+            pp_applied = True
+        t4 = time.perf_counter()
+        meta = {"label_names": {str(k): v for k, v in self.labels.items()}, "source_image": first.source}
+        labels_vol = Volume(labels_vol.array, record.input_geometry.with_source(None), "label", None, None, meta)
+        if probs_vol is not None:
+            probs_vol = Volume(probs_vol.array, record.input_geometry.with_source(None), "probability", "channel",
+                               None, meta)
+        info = {
+            "device": str(self.device),
+            "precision": self.precision,
+            "tta_axes": list(self.tta_axes),
+            "memory_format": self.memory_format,
+            "compiled": self.compiled,
+            "roi_size": list(self.roi_size),
+            "overlap": self.overlap,
+            "sw_batch_size": plan.sw_batch_size,
+            "blend_mode": self.blend_mode,
+            "n_windows": res.n_windows,
+            "n_forward_passes": res.info.get("n_forward_passes"),
+            "spatial_dims": self.spatial_dims,
+            "activation": self.activation,
+            "labels_from": "probabilities" if via_probs else "labels",
+            "postprocessed": pp_applied,
+            "memory": plan.to_dict(),
+            "model_grid": record.model_geometry.to_dict(),
+            "input_grid": record.input_geometry.to_dict(),
+            "preprocess_steps": [s["step"] for s in record.steps],
+            "timings_s": {"preprocess": t1 - t0, "network": t2 - t1, "to_input_grid": t3 - t2,
+                          "postprocess": t4 - t3, "total": t4 - t0},
+        }
+        if "slice_axis" in res.info:
+            info["slice_axis"] = res.info["slice_axis"]
+        if self.bundle_info:
+            info["bundle"] = dict(self.bundle_info)
+        return Prediction(labels_vol, probs_vol, info)
+
+    def _labels_from_probabilities(self, probs: Volume) -> Volume:
+        from medcnn.postprocess import argmax_labels, threshold_labels
+
+        if self.activation == "sigmoid" and self.out_channels > 1:
+            return threshold_labels(probs, 0.5)
+        return argmax_labels(probs)
+
+    def _predict_cine(self, image: Volume, *, return_probabilities: bool) -> Prediction:
+        if return_probabilities:
+            raise ConfigError.expected("return_probabilities=False for 4D cine input",
+                                       "return_probabilities=True", path=image.source,
+                                       hint="Predict frames one by one (volume.frame(t)) to get probabilities")
+        if self.in_channels != 1:
+            raise DimensionError.expected(f"{self.in_channels} channels", "a single-channel cine volume",
+                                          path=image.source)
+        t0 = time.perf_counter()
+        preds = [self.predict(f) for f in image.frames()]
+        labels = Volume.stack([p.labels for p in preds], leading_axis="time", frame_times_ms=image.frame_times_ms)
+        labels = Volume(labels.array, labels.geometry, "label", "time", image.frame_times_ms, preds[0].labels.meta)
+        info = dict(preds[0].info)
+        info["frames"] = len(preds)
+        info["timings_s"] = {"total": time.perf_counter() - t0,
+                             "network": sum(p.info["timings_s"]["network"] for p in preds)}
+        info["per_frame"] = [{"timings_s": p.info["timings_s"], "n_windows": p.info["n_windows"]} for p in preds]
+        return Prediction(labels, None, info)
