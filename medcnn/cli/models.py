@@ -1,0 +1,117 @@
+"""``medcnn models list``: the default model bundles installed with medcnn.
+
+Shows each bundle's labels, input channels, validation summary and weights SHA-256
+(checked against the file). Reads ``bundle.json`` only: no torch import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Mapping
+
+__all__ = ["register", "run", "format_validation"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list the default model bundles (labels, channels, validation, sha256)",
+                       description="Default model bundles installed with medcnn (use their names with "
+                                   "`medcnn run --model NAME`).")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    lp = msub.add_parser("list", help="list the default bundles")
+    lp.add_argument("--json", action="store_true", help="one JSON object per bundle")
+    lp.add_argument("--no-verify", dest="verify", action="store_false",
+                    help="do not hash the weights files (faster)")
+    lp.set_defaults(func=run)
+    sp = msub.add_parser("show", help="show one bundle (default name or path)")
+    sp.add_argument("model", help="default model name or bundle path")
+    sp.add_argument("--json", action="store_true", help="print the whole bundle.json")
+    sp.add_argument("--no-verify", dest="verify", action="store_false", help="do not hash the weights file")
+    sp.set_defaults(func=run)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt_value(x) for x in v[:6]) + (", ..." if len(v) > 6 else "") + "]"
+    return str(v)
+
+
+def format_validation(summary: Mapping[str, Any]) -> str:
+    """One line from a bundle's validation summary (``key=value``; numbers to 3 digits)."""
+    if not summary:
+        return "none recorded"
+    return "; ".join(f"{k}={_fmt_value(v)}" for k, v in summary.items())
+
+
+def _weights_check(info) -> str:
+    from medcnn.report.provenance import file_sha256
+
+    if not info.path.is_dir():
+        return "not checked (archive)"
+    wfile = (info.json.get("weights") or {}).get("file", "model.safetensors")
+    p = info.path / str(wfile)
+    if not p.is_file():
+        return f"MISSING weights file {wfile}"
+    return "ok" if file_sha256(p) == info.sha256 else "MISMATCH (weights modified)"
+
+
+def _entry(info, verify: bool) -> dict[str, Any]:
+    d = {"name": info.name, "path": str(info.path), "task": info.task,
+         "labels": {str(k): v for k, v in info.labels.items()}, "channels": list(info.channels),
+         "validation": info.validation, "sha256": info.sha256,
+         "network": (info.json.get("network") or {}).get("name"),
+         "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm")}
+    if verify:
+        d["sha256_check"] = _weights_check(info)
+    return d
+
+
+def _print(d: Mapping[str, Any]) -> None:
+    print(d["name"])
+    print(f"  task        {d['task'] or 'unspecified'}")
+    print(f"  labels      {', '.join(f'{k}={v}' for k, v in d['labels'].items())}")
+    print(f"  channels    {', '.join(d['channels'])}")
+    print(f"  network     {d['network']}, roi {d['roi_size']}, target spacing {d['target_spacing_mm']} mm")
+    print(f"  validation  {format_validation(d['validation'])}")
+    print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
+    print(f"  path        {d['path']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medcnn.batch.bundles import bundle_info, bundled_names, default_bundles_dir
+    from medcnn.errors import MedcnnError
+
+    if args.models_command == "show":
+        info = bundle_info(args.model)
+        if args.json:
+            print(json.dumps(info.json, indent=2))
+        else:
+            _print(_entry(info, args.verify))
+        return 0
+    names = bundled_names()
+    if not names:
+        where = default_bundles_dir()
+        print(f"no default model bundles installed (looked in {where or 'medcnn/bundles'}); "
+              "pass a bundle path to `medcnn run --model PATH`")
+        return 0
+    status = 0
+    for i, name in enumerate(names):
+        try:
+            d = _entry(bundle_info(name), args.verify)
+        except MedcnnError as exc:
+            d = {"name": name, "error": str(exc)}
+            status = 2
+        if args.json:
+            print(json.dumps(d))
+        elif "error" in d:
+            print(f"{name}\n  error       {d['error']}")
+        else:
+            if i:
+                print()
+            _print(d)
+    return status
