@@ -1,0 +1,194 @@
+"""``medcnn segment SCANS... --model BUNDLE --out DIR``: label maps on the scans' own grids.
+
+Each case is written as ``<name>_labels<ext>`` in the input's format (DICOM folders →
+``.nii.gz``) with exactly the input's geometry; ``--probabilities`` adds
+``<name>_probabilities<ext>`` (``(C, I, J, K)`` float32). Writes are atomic.
+
+Multi-channel models take a case as a folder holding one image file per channel (matched
+by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel ``FLAIR``) or as
+``--channels a.nii.gz,b.nii.gz`` (in the bundle's channel order; repeatable). A case that
+fails prints one error line and the others continue; the exit code is 2 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run", "output_name", "parse_tta_axes"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "segment", help="segment scans with a model bundle; label maps on the input grids",
+        description="Segment each scan with a model bundle and write its label map in the scan's format and "
+                    "exact geometry (DICOM input is written as NIfTI .nii.gz).",
+        epilog="Exit codes: 0 all cases ok, 2 some case failed or bad arguments, 1 internal error.")
+    p.add_argument("scans", nargs="*", metavar="SCANS",
+                   help="image files, DICOM folders, or (multi-channel models) folders with one file per channel")
+    p.add_argument("--model", required=True, help="bundle folder or .medcnn archive")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--channels", action="append", default=[], metavar="A,B,...",
+                   help="one multi-channel case: comma-separated files in the bundle's channel order (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default: bf16 where the hardware has it), fp32, bf16, fp16 (GPU only)")
+    p.add_argument("--tta", default="", metavar="AXES",
+                   help="mirror test-time augmentation over model-grid axes, e.g. 0 or 0,1,2 or all (default none)")
+    p.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    p.add_argument("--series", help="DICOM series UID, index or description when a folder holds several")
+    p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default: the bundle's)")
+    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call")
+    p.add_argument("--memory-limit-gb", type=float, default=None, help="memory budget for one case")
+    p.set_defaults(func=run)
+
+
+def parse_tta_axes(text: str) -> tuple[int, ...]:
+    """``""``/``"none"`` → ``()``, ``"all"`` → ``(0, 1, 2)``, ``"0,2"`` → ``(0, 2)``."""
+    from medcnn.errors import ConfigError
+
+    t = (text or "").strip().lower()
+    if t in ("", "none"):
+        return ()
+    if t == "all":
+        return (0, 1, 2)
+    try:
+        axes = tuple(sorted({int(v) for v in t.replace(" ", "").split(",") if v}))
+    except ValueError:
+        raise ConfigError.expected("--tta axes like 0,1,2, all or none", repr(text)) from None
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ConfigError.expected("--tta axes among 0, 1, 2", repr(text))
+    return axes
+
+
+def _split_name(path: Path) -> tuple[str, str]:
+    from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
+
+    if path.is_dir():
+        return path.name, ".nii.gz"
+    sfx = suffix_of(path)
+    name = path.name[: -len(sfx)] if sfx and path.name.lower().endswith(sfx) else path.stem
+    if sfx not in SUPPORTED_SUFFIXES:
+        sfx = ".nii.gz"
+    if sfx == ".nhdr":  # a detached header: write one self-contained file
+        sfx = ".nrrd"
+    if sfx == ".mhd":
+        sfx = ".mha"
+    return name, sfx
+
+
+def output_name(first_input: str | Path, out_dir: str | Path, what: str = "labels") -> Path:
+    """``out_dir/<name>_<what><ext>`` in the input's format (DICOM folders → ``.nii.gz``)."""
+    name, sfx = _split_name(Path(first_input))
+    return Path(out_dir) / f"{name}_{what}{sfx}"
+
+
+def _channel_files_in_folder(folder: Path, channels: tuple[str, ...]) -> list[Path]:
+    from medcnn.errors import DimensionError
+    from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and suffix_of(p) in SUPPORTED_SUFFIXES)
+    chosen = []
+    for c in channels:
+        hits = [p for p in files if c.lower() in p.name.lower()]
+        if len(hits) != 1:
+            raise DimensionError.expected(
+                f"exactly one image file whose name contains channel {c!r}", f"{len(hits)} "
+                f"({', '.join(p.name for p in hits) or 'none'})", path=folder,
+                hint="Name the files after the channels " + ", ".join(channels) + " or pass --channels A,B")
+        chosen.append(hits[0])
+    return chosen
+
+
+def _is_channel_folder(p: Path) -> bool:
+    from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
+
+    return p.is_dir() and any(q.is_file() and suffix_of(q) in SUPPORTED_SUFFIXES for q in p.iterdir())
+
+
+def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """``(display name, spec)`` where spec is a path or a list of channel paths."""
+    cases: list[tuple[str, Any]] = []
+    for s in args.scans:
+        cases.append((s, Path(s)))
+    for group in args.channels:
+        files = [Path(f.strip()) for f in group.split(",") if f.strip()]
+        cases.append((group, files))
+    return cases
+
+
+def _read_case(spec: Any, channels: tuple[str, ...], series: str | None) -> tuple[Any, Path]:
+    from medcnn.errors import DimensionError
+    from medcnn.io import read_volume
+
+    n = len(channels)
+    if isinstance(spec, list):
+        if len(spec) != n:
+            raise DimensionError.expected(f"{n} channel files ({', '.join(channels)})", f"{len(spec)}",
+                                          path=",".join(map(str, spec)))
+        return [read_volume(p, series=series, require_3d=True) for p in spec], spec[0]
+    path = spec
+    if n > 1:
+        if _is_channel_folder(path):
+            files = _channel_files_in_folder(path, channels)
+            vols = [read_volume(p, require_3d=True) for p in files]
+            return vols, path
+        raise DimensionError.expected(
+            f"a folder with one image per channel ({', '.join(channels)}) or --channels A,B", "a single image",
+            path=path)
+    return read_volume(path, series=series), path
+
+
+def run(args: argparse.Namespace) -> int:
+    from medcnn.errors import ConfigError, MedcnnError
+    from medcnn.inference import Segmenter
+    from medcnn.io import write_volume
+
+    if not args.scans and not args.channels:
+        raise ConfigError.expected("at least one scan or --channels group", "none")
+    seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision,
+                                tta_axes=parse_tta_axes(args.tta), overlap=args.overlap,
+                                sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = _cases(args, seg.channels)
+    print(f"model {args.model}: {seg!r}", file=sys.stderr)
+    failed = internal = 0
+    written: dict[Path, str] = {}
+    for name, spec in cases:
+        t0 = time.perf_counter()
+        try:
+            first_path = spec[0] if isinstance(spec, list) else spec
+            target = output_name(first_path, out_dir, "labels")
+            if target in written:
+                raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
+                                           f"{written[target]}", path=first_path,
+                                           hint="Segment same-named scans into different --out folders")
+            image, first = _read_case(spec, seg.channels, args.series)
+            pred = seg.predict(image, return_probabilities=args.probabilities)
+            out = write_volume(pred.labels, target)
+            written[target] = name
+            extra = ""
+            if pred.probabilities is not None:
+                pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities"))
+                extra = f" + {pout}"
+            info = pred.info
+            print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
+                  f"{info['precision']}, {time.perf_counter() - t0:.1f} s)")
+        except MedcnnError as exc:
+            failed += 1
+            print(f"medcnn segment: error: {name}: {exc}", file=sys.stderr)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+            failed += 1
+            internal += 1
+            print(f"medcnn segment: internal error: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    done = len(cases) - failed
+    print(f"segmented {done} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+    if internal:
+        return 1
+    return 2 if failed else 0
