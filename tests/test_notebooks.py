@@ -1,0 +1,182 @@
+"""The research notebooks run top to bottom and give the right numbers.
+
+Each notebook in ``notebooks/`` is executed with nbclient in a kernel that runs *this*
+interpreter (a kernelspec written to a temporary folder, so nothing depends on what is
+installed system-wide and no network is needed). Its last cell, tagged ``results``, prints
+a JSON dict of key numbers; the tests below check them against independent references:
+files read with nibabel and counted with numpy, the data's own reference tables, hand
+calculations of the published formulas.
+
+The committed notebooks must carry no outputs (``scripts/strip_notebooks.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+NOTEBOOK_NAMES = ("03_tumour_volumetry",)  # grows as notebooks land
+
+nbformat = pytest.importorskip("nbformat")
+
+
+def _strip_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("strip_notebooks", REPO / "scripts" / "strip_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------------------- fast checks
+def test_every_expected_notebook_exists():
+    present = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    missing = [n for n in NOTEBOOK_NAMES if n not in present]
+    assert not missing, f"missing notebooks: {missing}"
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_committed_notebook_is_stripped_and_valid(path):
+    strip = _strip_module()
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert strip.is_stripped(nb) == [], f"{path.name}: run python scripts/strip_notebooks.py"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    tagged = [c for c in nb.cells if "results" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and nb.cells[-1] is tagged[0], f"{path.name}: the last cell must be the 'results' cell"
+
+
+def test_strip_script_removes_outputs(tmp_path):
+    strip = _strip_module()
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    cell = new_code_cell("print(1)", execution_count=3, outputs=[new_output("stream", name="stdout", text="1\n")])
+    cell.metadata["execution"] = {"iopub.status.busy": "x"}
+    p = tmp_path / "x.ipynb"
+    nbformat.write(new_notebook(cells=[cell], metadata={"widgets": {}}), p)
+    assert strip.main(["--check", str(p)]) == 1
+    assert strip.main([str(p)]) == 0
+    nb = nbformat.read(p, as_version=4)
+    assert nb.cells[0].outputs == [] and nb.cells[0].execution_count is None
+    assert "execution" not in nb.cells[0].metadata and "widgets" not in nb.metadata
+    assert nb.cells[0].source == "print(1)"
+    assert strip.main(["--check", str(p)]) == 0
+
+
+# ---------------------------------------------------------------------------- execution
+@pytest.fixture(scope="session")
+def kernel_name(tmp_path_factory):
+    """A kernelspec that starts this interpreter (the project venv) with ipykernel."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "kernels" / "medcnn-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "medcnn test kernel", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(root) + (os.pathsep + old if old else "")
+    yield "medcnn-test"
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
+_RUNS: dict[str, dict] = {}
+
+
+def run_notebook(name: str, kernel: str) -> dict:
+    """Execute ``notebooks/<name>.ipynb`` once per session; return its parsed results."""
+    if name in _RUNS:
+        return _RUNS[name]
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from medcnn._testing import require_shared_data
+
+    require_shared_data()
+    path = NOTEBOOKS / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    env_backup = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"
+    t0 = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=600, kernel_name=kernel,
+                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    except CellExecutionError as exc:
+        pytest.fail(f"{path.name} failed:\n{str(exc)[-3000:]}")
+    finally:
+        if env_backup is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_backup
+    wall = time.perf_counter() - t0
+    cell = nb.cells[-1]
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+    results = json.loads(text)
+    results["_wall_s"] = wall
+    _RUNS[name] = results
+    return results
+
+
+# ---------------------------------------------------------------------------- 03 tumour
+REGIONS = {"whole tumour (1+2+3+4)": [1, 2, 3, 4], "tumour core (1+3+4)": [1, 3, 4], "enhancing tumour (4)": [4]}
+
+
+@pytest.mark.realdata
+def test_03_tumour_volumes_match_an_independent_count(kernel_name):
+    import nibabel as nib
+
+    res = run_notebook("03_tumour_volumetry", kernel_name)
+    from medcnn._testing import require_shared_data
+
+    img = nib.load(require_shared_data("brats2015", res["case"], "OTMultiClass.nii.gz"))
+    raw = np.asarray(img.dataobj)
+    voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
+    assert res["voxel_volume_ml"] == pytest.approx(voxel_ml)
+    for name, values in REGIONS.items():
+        n = int(np.isin(raw, values).sum())
+        assert res["region_voxel_count"][name] == n
+        assert res["region_volume_ml"][name] == pytest.approx(n * voxel_ml, abs=1e-9)
+    # nested regions: ET within TC within WT
+    v = res["region_volume_ml"]
+    assert v["enhancing tumour (4)"] < v["tumour core (1+3+4)"] < v["whole tumour (1+2+3+4)"]
+    assert res["largest_lesion_ml"] <= v["whole tumour (1+2+3+4)"]
+
+
+@pytest.mark.realdata
+def test_03_response_categories_and_doubling_times_by_hand(kernel_name):
+    res = run_notebook("03_tumour_volumetry", kernel_name)
+    days = res["interval_days"]
+    expected = {"shrunk 8 mm": "PR", "shrunk 2 mm": "SD", "grown 1 mm": "SD",
+                "grown 1 mm + new 6 mm lesion": "PD", "grown 5 mm": "PD"}
+    assert set(res["scenarios"]) == set(expected)
+    pr, pd_ = (0.7 ** 3 - 1) * 100, (1.2 ** 3 - 1) * 100  # RECIST 1.1 diameters -> sphere volumes
+    for name, row in res["scenarios"].items():
+        b, f = row["baseline_volume_ml"], row["followup_volume_ml"]
+        assert b == pytest.approx(res["region_volume_ml"]["whole tumour (1+2+3+4)"])
+        assert row["change_percent"] == pytest.approx((f - b) / b * 100)
+        assert row["vdt_days"] == pytest.approx(days * math.log(2) / math.log(f / b))
+        hand = "PD" if (row["n_new"] > 0 or row["change_percent"] >= pd_) else (
+            "PR" if row["change_percent"] <= pr else "SD")
+        assert row["category"] == hand == expected[name], name
+    s = res["scenarios"]
+    assert s["shrunk 8 mm"]["followup_volume_ml"] < s["shrunk 2 mm"]["followup_volume_ml"] < \
+        s["grown 1 mm"]["followup_volume_ml"] < s["grown 5 mm"]["followup_volume_ml"]
+    # the new lesion is a ball of radius 6 mm on a 1 mm grid: about 4/3 pi 6^3 = 0.905 mL
+    added = s["grown 1 mm + new 6 mm lesion"]["followup_volume_ml"] - s["grown 1 mm"]["followup_volume_ml"]
+    assert added == pytest.approx(4 / 3 * math.pi * 6 ** 3 / 1000, rel=0.05)
