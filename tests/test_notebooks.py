@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NOTEBOOK_NAMES = ("03_tumour_volumetry",)  # grows as notebooks land
+NOTEBOOK_NAMES = ("02_cardiac_function", "03_tumour_volumetry")  # grows as notebooks land
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -180,3 +180,67 @@ def test_03_response_categories_and_doubling_times_by_hand(kernel_name):
     # the new lesion is a ball of radius 6 mm on a 1 mm grid: about 4/3 pi 6^3 = 0.905 mL
     added = s["grown 1 mm + new 6 mm lesion"]["followup_volume_ml"] - s["grown 1 mm"]["followup_volume_ml"]
     assert added == pytest.approx(4 / 3 * math.pi * 6 ** 3 / 1000, rel=0.05)
+
+
+# ---------------------------------------------------------------------------- 02 cardiac
+def _cyclic_distance(a: int, b: int, n: int) -> int:
+    d = abs(int(a) - int(b)) % n
+    return min(d, n - d)
+
+
+@pytest.mark.realdata
+def test_02_reference_function_reproduces_the_published_reference(kernel_name):
+    import nibabel as nib
+
+    from medcnn._testing import require_shared_data
+
+    res = run_notebook("02_cardiac_function", kernel_name)
+    root = require_shared_data("sunnybrook")
+    ref = {r["patient_id"]: r for r in json.loads((root / "reference.json").read_text())}[res["patient"]]
+    # reference.json (computed by the data's authors from the filled contours)
+    assert res["reference_function"]["edv_ml"] == pytest.approx(ref["ED"]["LV_bloodpool_mL"], rel=1e-5)
+    assert res["reference_function"]["esv_ml"] == pytest.approx(ref["ES"]["LV_bloodpool_mL"], rel=1e-5)
+    assert res["reference_function"]["ef_percent"] == pytest.approx(ref["EF_percent_from_contours"], rel=1e-5)
+    # and a count of our own with nibabel
+    for phase, key in (("ED", "edv_ml"), ("ES", "esv_ml")):
+        img = nib.load(root / "nifti" / f"{res['patient']}_{phase}_gt.nii.gz")
+        n = int((np.asarray(img.dataobj) == 1).sum())
+        assert res["reference_function"][key] == pytest.approx(n * np.prod(img.header.get_zooms()[:3]) / 1000,
+                                                                rel=1e-5)
+    assert res["n_frames"] == ref["n_phases"] == len(res["frame_times_ms"])
+    assert np.all(np.diff(res["frame_times_ms"]) > 0)
+
+
+@pytest.mark.realdata
+def test_02_cine_function_finds_ed_es_and_consistent_numbers(kernel_name):
+    from medcnn._testing import require_shared_data
+
+    res = run_notebook("02_cardiac_function", kernel_name)
+    root = require_shared_data("sunnybrook")
+    ref = {r["patient_id"]: r for r in json.loads((root / "reference.json").read_text())}[res["patient"]]
+    f = res["function"]
+    curve = np.asarray(res["curve_lv_volume_ml"])
+    # ED/ES are the extremes of the curve; SV and EF follow from EDV and ESV
+    assert f["edv_ml"] == pytest.approx(curve.max()) and f["ed_frame"] == int(np.argmax(curve))
+    assert f["esv_ml"] == pytest.approx(curve[curve > 0].min())
+    assert f["sv_ml"] == pytest.approx(f["edv_ml"] - f["esv_ml"])
+    assert f["ef_percent"] == pytest.approx((f["edv_ml"] - f["esv_ml"]) / f["edv_ml"] * 100)
+    # heart rate from the frame times: 20 frames spanning one R-R interval
+    t = np.asarray(res["frame_times_ms"])
+    rr = t[-1] - t[0] + np.median(np.diff(t))
+    assert f["heart_rate_bpm"] == pytest.approx(60000 / rr)
+    assert f["cardiac_output_l_per_min"] == pytest.approx(f["sv_ml"] * 60000 / rr / 1000)
+    n = res["n_frames"]
+    if res["model_available"]:
+        # the default model: ED/ES within 2 frames of the experts' choice, EF within 10 points
+        # of the reference on the slices the experts contoured, LV Dice > 0.8 there
+        assert _cyclic_distance(f["ed_frame"], ref["ED"]["phase_0based"], n) <= 2
+        assert _cyclic_distance(f["es_frame"], ref["ES"]["phase_0based"], n) <= 2
+        assert abs(res["function_contoured_slices"]["ef_percent"] - ref["EF_percent_from_contours"]) < 10
+        assert res["dice_lv_ed"] > 0.8 and res["dice_lv_es"] > 0.8
+    else:
+        # fallback: the reference contours at their frames give back the reference exactly
+        assert (f["ed_frame"], f["es_frame"]) == (ref["ED"]["phase_0based"], ref["ES"]["phase_0based"])
+        assert f["ef_percent"] == pytest.approx(ref["EF_percent_from_contours"], rel=1e-9)
+        assert res["dice_lv_ed"] == res["dice_lv_es"] == 1.0
+        assert "LV_EMPTY_FRAMES" in res["qc_codes"]
