@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NOTEBOOK_NAMES = ("02_cardiac_function", "03_tumour_volumetry")  # grows as notebooks land
+NOTEBOOK_NAMES = ("01_quickstart", "02_cardiac_function", "03_tumour_volumetry")  # grows as notebooks land
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -244,3 +244,28 @@ def test_02_cine_function_finds_ed_es_and_consistent_numbers(kernel_name):
         assert f["ef_percent"] == pytest.approx(ref["EF_percent_from_contours"], rel=1e-9)
         assert res["dice_lv_ed"] == res["dice_lv_es"] == 1.0
         assert "LV_EMPTY_FRAMES" in res["qc_codes"]
+
+
+# ---------------------------------------------------------------------------- 01 quickstart
+@pytest.mark.realdata
+def test_01_quickstart_volumes_and_overlap(kernel_name):
+    import nibabel as nib
+
+    from medcnn._testing import require_shared_data
+
+    res = run_notebook("01_quickstart", kernel_name)
+    img = nib.load(require_shared_data("hippocampus", "labelsTr", f"{res['case']}.nii.gz"))
+    raw = np.asarray(img.dataobj)
+    voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000
+    assert res["voxel_volume_ml"] == pytest.approx(voxel_ml)
+    for label in ("1", "2"):
+        assert res["reference_volume_ml"][label] == pytest.approx((raw == int(label)).sum() * voxel_ml)
+    assert res["saved_geometry_matches"] is True
+    if res["model_available"]:
+        # the default model on a case its fold-0 training did not see
+        for label in ("1", "2"):
+            assert res["dice"][label] > 0.7, res["dice"]
+            assert res["volume_ml"][label] == pytest.approx(res["reference_volume_ml"][label], rel=0.3)
+    else:
+        assert res["dice"] == {"1": 1.0, "2": 1.0}
+        assert res["volume_ml"] == res["reference_volume_ml"]
