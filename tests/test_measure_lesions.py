@@ -142,6 +142,8 @@ def test_per_label_merge_and_filter():
     assert per.loc[per["n_voxels"] == 48, "label_name"].item() == "tumour"
     merged = measure_lesions(vol, per_label=False)
     assert sorted(merged["n_voxels"]) == [1, 18, 72]
+    assert sorted(zip(merged["n_voxels"], merged["label"])) == [(1, 1), (18, 2), (72, 1)]  # smallest label in it
+    assert (measure_lesions(vol, labels=[2, 1], per_label=False)["label"] == 1).all()
     only1 = measure_lesions(vol, labels=1)
     assert sorted(only1["n_voxels"]) == [1, 48]
     big = measure_lesions(vol, min_volume_ml=0.01)     # 0.002 mL per voxel: keeps >= 5 voxels

@@ -7,7 +7,9 @@ complete):
 * CSV: ``report.csv`` holds one row per case and label (volumes in mL);
   ``report.lesions.csv`` one row per lesion; with ``--cardiac`` or ``--cine``
   ``report.cardiac.csv`` one row per patient, and with ``--cine`` ``report.cine.csv`` the
-  volume curves. Every file starts with ``#`` lines stating the medcnn version, the
+  volume curves. The label maps of each ``--cardiac`` pair also get volume rows (column
+  ``phase`` = ED / ES); lesions are computed for LABELMAPs only (not cine, not cardiac
+  pairs). Every file starts with ``#`` lines stating the medcnn version, the
   method and unit of each column, and the SHA-256 of each input (of the file bytes; for a
   DICOM folder, of its files' relative names and bytes in sorted order). Strings are
   quoted, so ``pandas.read_csv(path, comment="#")`` reads them back.

@@ -66,7 +66,8 @@ METHOD_DIAMETER_INPLANE = ("per slice along the coarsest axis: max distance betw
 
 LESION_COLUMNS: dict[str, str] = {
     "lesion_id": "1-based lesion number (per case), ordered by label then decreasing volume",
-    "label": "label value of the lesion (the smallest selected label when labels are merged)",
+    "label": "label value of the lesion (merged labels: the smallest selected label, or without a selection the "
+             "smallest label in the lesion)",
     "label_name": "structure name from the label table",
     "n_voxels": "number of voxels in the connected component",
     "volume_ml": "lesion volume in mL = voxel count x voxel volume (mm^3) / 1000",
@@ -87,14 +88,16 @@ _CONNECTIVITIES = (6, 18, 26)
 
 # ---------------------------------------------------------------------- geometry kernels
 def _max_pairwise(points: np.ndarray, block: int = 2048) -> tuple[float, int, int]:
-    """Largest Euclidean distance among ``points`` (N, d) and the indices of its pair."""
+    """Largest Euclidean distance among ``points`` (N, d) and the indices of its pair
+    (``scipy.spatial.distance.cdist`` over blocks of the upper triangle: memory ~ block x N)."""
+    from scipy.spatial.distance import cdist
+
     n = len(points)
     if n < 2:
         return 0.0, 0, 0
     best, bi, bj = -1.0, 0, 0
     for start in range(0, n, block):
-        a = points[start:start + block]
-        d2 = ((a[:, None, :] - points[None, start:, :]) ** 2).sum(-1)
+        d2 = cdist(points[start:start + block], points[start:], "sqeuclidean")
         k = int(np.argmax(d2))
         r, c = divmod(k, d2.shape[1])
         if d2[r, c] > best:
@@ -199,8 +202,9 @@ def _components(volume: Volume, labels: Sequence[int] | int | None, per_label: b
     arr = label_array(volume)
     if labels is not None:
         sel = np.atleast_1d(np.asarray(labels, dtype=np.int64))
-        mask = np.isin(arr, sel)
-        work = np.where(mask, arr, 0).astype(arr.dtype, copy=False) if per_label else mask
+        mask = (arr == sel[0]) if len(sel) == 1 else np.isin(arr, sel)
+        # one label: its binary mask already separates components "per label"
+        work = np.where(mask, arr, 0).astype(arr.dtype, copy=False) if per_label and len(sel) > 1 else mask
     else:
         work = arr if per_label else arr > 0
     if connectivity is None:  # whole labels, no split into components
@@ -209,34 +213,47 @@ def _components(volume: Volume, labels: Sequence[int] | int | None, per_label: b
         lut = np.zeros(int(values.max()) + 1 if len(values) else 1, dtype=np.uint32)
         lut[values] = np.arange(1, len(values) + 1)
         return arr, lut[np.asarray(work, dtype=np.uint32)], int(len(values))
-    comp, n = cc3d.connected_components(np.ascontiguousarray(work), connectivity=connectivity, return_N=True)
+    work = np.ascontiguousarray(work)
+    if work.dtype == np.bool_:  # zero-copy; cc3d then estimates fewer labels and returns uint16 more often
+        work = work.view(np.uint8)
+    comp, n = cc3d.connected_components(work, connectivity=connectivity, return_N=True)
     return arr, comp, int(n)
 
 
-def _select_and_order(volume: Volume, arr: np.ndarray, comp: np.ndarray, n: int, min_volume_ml: float,
-                      labels: Sequence[int] | int | None, per_label: bool):
+def _constant_label(labels: Sequence[int] | int | None, per_label: bool) -> int | None:
+    """The label every component has when it is known without looking (else None)."""
+    if labels is not None:
+        sel = np.atleast_1d(np.asarray(labels, dtype=np.int64))
+        if len(sel) and (not per_label or len(sel) == 1):
+            return int(sel.min())
+    return None
+
+
+def _label_of(arr: np.ndarray, box: tuple[slice, ...], mask: np.ndarray, per_label: bool) -> int:
+    """Label value of a component (``mask`` = component in ``box``): the value of its first
+    voxel, or for merged labels the smallest label value in it."""
+    if not per_label:
+        return int(arr[box][mask].min())
+    first = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return int(arr[box][first])
+
+
+def _kept(volume: Volume, comp: np.ndarray, n: int, min_volume_ml: float):
+    """cc3d statistics and the component ids passing the size filter."""
     import cc3d
 
     if n == 0:
-        return None, [], np.zeros(0, int), np.zeros(0, int)
+        return None, np.zeros(0, np.int64), np.zeros(1, np.int64)
     stats = cc3d.statistics(comp)
     counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
-    bboxes = stats["bounding_boxes"]
     ids = np.arange(1, n + 1)
     keep = ids[counts[1:] * volume.voxel_volume_ml >= float(min_volume_ml) - 1e-12]
-    # the label value of each kept component: read one voxel of it inside its box
-    comp_label = np.zeros(n + 1, dtype=np.int64)
-    if not per_label and labels is not None:
-        comp_label[:] = int(np.min(np.atleast_1d(labels)))
-    elif not per_label:
-        comp_label[:] = 1
-    else:
-        for cid in keep.tolist():
-            box = bboxes[cid]
-            sub = comp[box] == cid
-            comp_label[cid] = int(arr[box][sub][0])
-    order = sorted(keep.tolist(), key=lambda c: (comp_label[c], -counts[c], c))
-    return stats, order, counts, comp_label
+    return stats, keep, counts
+
+
+def _order(records: list[tuple[int, int, int]]) -> list[int]:
+    """Component ids sorted by (label, decreasing voxel count, id); records = (label, count, id)."""
+    return [cid for _, _, cid in sorted(records, key=lambda r: (r[0], -r[1], r[2]))]
 
 
 def lesion_components(
@@ -255,7 +272,14 @@ def lesion_components(
     """
     connectivity = _check_connectivity(connectivity)
     arr, comp, n = _components(volume, labels, per_label, connectivity)
-    _, order, _, _ = _select_and_order(volume, arr, comp, n, min_volume_ml, labels, per_label)
+    stats, keep, counts = _kept(volume, comp, n, min_volume_ml)
+    const = _constant_label(labels, per_label)
+    records = []
+    for cid in keep.tolist():
+        box = stats["bounding_boxes"][cid]
+        lab = const if const is not None else _label_of(arr, box, comp[box] == cid, per_label)
+        records.append((lab, int(counts[cid]), cid))
+    order = _order(records)
     lut = np.zeros(n + 1, dtype=np.uint32 if len(order) >= 65535 else np.uint16)
     lut[np.asarray(order, dtype=np.int64)] = np.arange(1, len(order) + 1)
     return volume.with_array(lut[comp], kind="label", leading_axis=None)
@@ -293,21 +317,32 @@ def measure_lesions(
         raise ConfigError.expected("min_volume_ml >= 0", f"{min_volume_ml!r}")
     names = as_label_names(label_names)
     arr, comp, n = _components(volume, labels, per_label, connectivity)
-    stats, order, counts, comp_label = _select_and_order(volume, arr, comp, n, min_volume_ml, labels, per_label)
+    stats, keep, counts = _kept(volume, comp, n, min_volume_ml)
+    const = _constant_label(labels, per_label)
     g = volume.geometry
     ax = slice_axis(g)
     spacing = np.asarray(g.spacing, dtype=np.float64)
     shape = np.asarray(g.shape)
+    measured: dict[int, dict[str, Any]] = {}
+    records = []
+    for cid in keep.tolist():  # one pass per component (never per voxel), on its bounding box only
+        box = stats["bounding_boxes"][cid]
+        mask = comp[box] == cid
+        lab = const if const is not None else _label_of(arr, box, mask, per_label)
+        info = _component_shape(mask, spacing, ax)
+        lo = np.array([s.start for s in box])
+        hi = np.array([s.stop for s in box])
+        info.update(label=lab, inplane_slice_index=int(lo[ax] + info.pop("inplane_slice_local")),
+                    touches_border=bool(np.any(lo == 0) or np.any(hi == shape)))
+        measured[cid] = info
+        records.append((lab, int(counts[cid]), cid))
+    order = _order(records)
     rows = []
     if order:
         centroids_world = g.index_to_world(np.asarray(stats["centroids"], dtype=np.float64)[order])
     for lesion_id, cid in enumerate(order, start=1):
-        box = stats["bounding_boxes"][cid]
-        mask = comp[box] == cid
-        shape_info = _component_shape(mask, spacing, ax)
-        lo = np.array([s.start for s in box])
-        hi = np.array([s.stop for s in box])
-        lab = int(comp_label[cid])
+        info = measured[cid]
+        lab = info["label"]
         rows.append({
             "lesion_id": lesion_id,
             "label": lab,
@@ -317,12 +352,12 @@ def measure_lesions(
             "centroid_x_mm": float(centroids_world[lesion_id - 1, 0]),
             "centroid_y_mm": float(centroids_world[lesion_id - 1, 1]),
             "centroid_z_mm": float(centroids_world[lesion_id - 1, 2]),
-            "max_3d_diameter_mm": shape_info["max_3d_diameter_mm"],
-            "max_inplane_diameter_mm": shape_info["max_inplane_diameter_mm"],
-            "perpendicular_diameter_mm": shape_info["perpendicular_diameter_mm"],
-            "inplane_slice_index": int(lo[ax] + shape_info["inplane_slice_local"]),
+            "max_3d_diameter_mm": info["max_3d_diameter_mm"],
+            "max_inplane_diameter_mm": info["max_inplane_diameter_mm"],
+            "perpendicular_diameter_mm": info["perpendicular_diameter_mm"],
+            "inplane_slice_index": info["inplane_slice_index"],
             "slice_axis": ax,
-            "touches_border": bool(np.any(lo == 0) or np.any(hi == shape)),
+            "touches_border": info["touches_border"],
             "connectivity": connectivity or 0,
         })
     cols = list(LESION_COLUMNS)
