@@ -196,7 +196,7 @@ def _check_connectivity(connectivity: int | None) -> int | None:
     return int(connectivity)
 
 
-def _components(volume: Volume, labels: Sequence[int] | int | None, per_label: bool, connectivity: int):
+def _components(volume: Volume, labels: Sequence[int] | int | None, per_label: bool, connectivity: int | None):
     import cc3d
 
     arr = label_array(volume)
