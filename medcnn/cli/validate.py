@@ -1,0 +1,275 @@
+"""``medcnn validate --pred DIR --ref DIR --out DIR``: metrics of predictions against references.
+
+Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.gz``,
+``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), or a CSV (``--pairs``) with columns ``pred``,
+``ref`` and optionally ``case_id``, ``subject`` and ``phase`` (relative paths are relative to
+the CSV's folder). A missing or unreadable file, or a case that fails, becomes a row with
+an ``error`` message and the others continue; the exit code is then 2.
+
+Outputs (written atomically into ``--out``): ``metrics.csv`` (one row per case and
+structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,
+definitions, settings, medcnn version, SHA-256 of every input file), PNG plots and a
+self-contained ``report.html``.
+
+Cardiac indices: with ``subject`` and ``phase`` (ED/ES) columns in the pairs CSV and
+``--lv-label`` (and optionally ``--myo-label``), EDV, ESV, EF and myocardial mass
+(1.05 g/mL) are computed per subject from the evaluated volumes and an ACDC-style table
+(correlation, bias, SD) is added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run", "parse_labels", "find_pairs", "cardiac_indices"]
+
+#: Myocardial tissue density used for mass (g/mL).
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+
+
+def register(sub) -> None:
+    from medcnn.metrics.policy import DEFAULT_EMPTY_POLICY, EMPTY_POLICIES
+
+    p = sub.add_parser(
+        "validate", help="compare predicted label maps with references: Dice, HD95, ASSD, NSD, volumes, agreement",
+        description="Evaluate predicted label maps against annotated references (distances in mm from the "
+                    "reference geometry) and write metrics.csv, summary.json, PNG plots and report.html.",
+        epilog="Exit codes: 0 every case evaluated, 2 some case failed or bad arguments, 1 internal error.")
+    p.add_argument("--pred", help="folder of predicted label maps")
+    p.add_argument("--ref", help="folder of reference label maps (same file names)")
+    p.add_argument("--pairs", help="CSV with columns pred,ref[,case_id,subject,phase] instead of name matching")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--labels", nargs="+", metavar="LABEL",
+                   help="structures: label values (1 2) or NAME=VALUES (LV=1 WT=1,2,3,4); "
+                        "default every non-zero label found")
+    p.add_argument("--tolerance-mm", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
+    p.add_argument("--percentile", type=float, default=95.0, help="robust Hausdorff percentile (default 95)")
+    p.add_argument("--empty-policy", default=DEFAULT_EMPTY_POLICY, choices=EMPTY_POLICIES,
+                   help=f"values when a structure is empty in one or both maps (default {DEFAULT_EMPTY_POLICY})")
+    p.add_argument("--sparse-slices", action="store_true",
+                   help="evaluate only slices (coarsest axis) where the reference has any label")
+    p.add_argument("--resample", action="store_true",
+                   help="resample predictions onto the reference grid (nearest neighbour) when grids differ")
+    p.add_argument("--lesion-labels", nargs="*", default=[], metavar="NAME",
+                   help="structures that get lesion-wise detection counts (or 'all')")
+    p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="lesion connectivity")
+    p.add_argument("--lv-label", help="structure name of the LV blood pool (cardiac indices; needs subject/phase)")
+    p.add_argument("--myo-label", help="structure name of the LV myocardium (mass)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="threads for distance transforms (default 1)")
+    p.set_defaults(func=run)
+
+
+def parse_labels(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """``["1", "2"]`` or ``["LV=1", "WT=1,2,3,4"]`` → ``{name: values}`` (``None`` when empty)."""
+    from medcnn.errors import ConfigError
+
+    if not items:
+        return None
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        text = values if _ else name
+        try:
+            vals = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError.expected("--labels like 1 2 or LV=1 WT=1,2,3,4", repr(item)) from None
+        if not vals or any(v <= 0 for v in vals):
+            raise ConfigError.expected("positive label values in --labels", repr(item))
+        key = name.strip() if _ else ",".join(map(str, vals))
+        if key in out:
+            raise ConfigError.expected("unique structure names in --labels", f"{key!r} twice")
+        out[key] = vals
+    return out
+
+
+def _strip_suffix(name: str) -> str | None:
+    from medcnn.io._common import SUPPORTED_SUFFIXES
+
+    low = name.lower()
+    for sfx in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if low.endswith(sfx):
+            return name[: -len(sfx)]
+    return None
+
+
+def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Cases as dicts with ``case_id``, ``pred``, ``ref`` (paths or None), ``subject``,
+    ``phase`` and ``error`` (a message when a file is missing)."""
+    from medcnn.errors import ConfigError, InputFileNotFoundError
+
+    if args.pairs:
+        return _pairs_from_csv(Path(args.pairs))
+    if not (args.pred and args.ref):
+        raise ConfigError.expected("--pred and --ref folders, or --pairs CSV", "neither")
+    pred_dir, ref_dir = Path(args.pred), Path(args.ref)
+    for d, flag in ((pred_dir, "--pred"), (ref_dir, "--ref")):
+        if not d.is_dir():
+            raise InputFileNotFoundError.expected(f"an existing folder for {flag}", "no folder at that path", path=d)
+
+    def listing(d: Path) -> dict[str, Path]:
+        return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and _strip_suffix(p.name)
+                and not p.name.startswith(".")}
+
+    preds, refs = listing(pred_dir), listing(ref_dir)
+    if not refs and not preds:
+        raise InputFileNotFoundError.expected("label maps (.nii.gz, .nrrd, .mha, ...) in the folders",
+                                              "no such files", path=ref_dir)
+    cases = []
+    for name in sorted(set(preds) | set(refs)):
+        err = ""
+        if name not in preds:
+            err = f"{pred_dir / name}: expected a prediction with the reference's file name, got no such file"
+        elif name not in refs:
+            err = f"{ref_dir / name}: expected a reference with the prediction's file name, got no such file"
+        cases.append({"case_id": _strip_suffix(name), "pred": str(preds[name]) if name in preds else None,
+                      "ref": str(refs[name]) if name in refs else None, "subject": "", "phase": "", "error": err})
+    return cases
+
+
+def _pairs_from_csv(path: Path) -> list[dict[str, Any]]:
+    from medcnn.errors import ConfigError, InputFileNotFoundError
+
+    if not path.is_file():
+        raise InputFileNotFoundError.expected("an existing pairs CSV", "no file at that path", path=path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if "pred" not in cols or "ref" not in cols:
+            raise ConfigError.expected("CSV columns pred,ref[,case_id,subject,phase]", f"columns {cols}", path=path)
+        rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader]
+    cases, seen = [], set()
+    for i, r in enumerate(rows, start=2):
+        pred = (path.parent / r["pred"]) if r.get("pred") else None
+        ref = (path.parent / r["ref"]) if r.get("ref") else None
+        cid = r.get("case_id") or (_strip_suffix(ref.name) if ref else None) or f"row{i}"
+        if cid in seen:
+            raise ConfigError.expected("unique case ids in the pairs CSV", f"{cid!r} on line {i} again", path=path)
+        seen.add(cid)
+        err = ""
+        for p, what in ((pred, "pred"), (ref, "ref")):
+            if p is None:
+                err = err or f"{path}: line {i}: expected a {what} path, got an empty cell"
+            elif not p.exists():
+                err = err or f"{p}: expected an existing {what} file, got nothing at that path"
+        cases.append({"case_id": cid, "pred": str(pred) if pred else None, "ref": str(ref) if ref else None,
+                      "subject": r.get("subject", ""), "phase": r.get("phase", "").upper(), "error": err})
+    if not cases:
+        raise ConfigError.expected("at least one pair in the CSV", "no rows", path=path)
+    return cases
+
+
+def cardiac_indices(rows: list[dict[str, Any]], cases: list[dict[str, Any]], *, lv: str,
+                    myo: str | None = None) -> dict[str, tuple[list[float], list[float]]]:
+    """Per subject EDV, ESV, EF (and mass) from ED/ES rows: ``{index: (pred, ref)}``."""
+    phase = {c["case_id"]: (c.get("subject"), c.get("phase")) for c in cases}
+    vols: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for r in rows:
+        if r.get("error"):
+            continue
+        subj, ph = phase.get(r["case_id"], ("", ""))
+        if subj and ph in ("ED", "ES"):
+            vols[(subj, ph, r["label"])] = (float(r["pred_volume_ml"]), float(r["ref_volume_ml"]))
+    out: dict[str, tuple[list[float], list[float]]] = {"EDV_ml": ([], []), "ESV_ml": ([], []),
+                                                       "EF_percent": ([], [])}
+    if myo:
+        out["myocardial_mass_g"] = ([], [])
+    for subj in sorted({k[0] for k in vols}):
+        ed, es = vols.get((subj, "ED", lv)), vols.get((subj, "ES", lv))
+        if ed is None or es is None:
+            continue
+        for j in (0, 1):
+            edv, esv = ed[j], es[j]
+            out["EDV_ml"][j].append(edv)
+            out["ESV_ml"][j].append(esv)
+            out["EF_percent"][j].append(100.0 * (edv - esv) / edv if edv > 0 else math.nan)
+        if myo:
+            m = vols.get((subj, "ED", myo))
+            for j in (0, 1):
+                out["myocardial_mass_g"][j].append(m[j] * MYOCARDIAL_DENSITY_G_PER_ML if m else math.nan)
+    return out
+
+
+def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> dict[str, Any]:
+    return {"case_id": case["case_id"], "label": "", "label_values": "", "empty_policy": settings["empty_policy"],
+            "nsd_tolerance_mm": settings["tolerance_mm"], "hd_percentile": settings["percentile"],
+            "error": message}
+
+
+def run(args: argparse.Namespace) -> int:
+    from medcnn.errors import ConfigError, MedcnnError
+    from medcnn.io import read_volume
+    from medcnn.metrics.agreement import agreement_table
+    from medcnn.metrics.evaluate import evaluate_case, metric_columns
+    from medcnn.report.provenance import file_sha256
+    from medcnn.report.validation import build_validation_summary, write_validation_report
+
+    if args.tolerance_mm < 0 or not math.isfinite(args.tolerance_mm):
+        raise ConfigError.expected("--tolerance-mm >= 0", str(args.tolerance_mm))
+    if not 0 < args.percentile <= 100:
+        raise ConfigError.expected("--percentile in (0, 100]", str(args.percentile))
+    labels = parse_labels(args.labels)
+    lesion: Any = True if [x.lower() for x in args.lesion_labels] == ["all"] else list(args.lesion_labels)
+    if labels is not None and lesion is not True:
+        unknown = set(lesion) - set(labels)
+        if unknown:
+            raise ConfigError.expected(f"--lesion-labels among {sorted(labels)}", f"{sorted(unknown)}")
+    cases = find_pairs(args)
+    settings = {
+        "labels": {k: list(v) for k, v in labels.items()} if labels else "every non-zero label found",
+        "tolerance_mm": float(args.tolerance_mm), "percentile": float(args.percentile),
+        "empty_policy": args.empty_policy, "sparse_slices": bool(args.sparse_slices),
+        "resample": bool(args.resample), "lesion_labels": lesion, "connectivity": args.connectivity,
+        "threads": args.threads,
+    }
+    rows: list[dict[str, Any]] = []
+    internal = 0
+    for case in cases:
+        cid = case["case_id"]
+        for key in ("pred", "ref"):
+            p = case.get(key)
+            case[f"{key}_sha256"] = file_sha256(p) if p and Path(p).is_file() else None
+        if case["error"]:
+            rows.append(_error_row(case, case["error"], settings))
+            print(f"medcnn validate: error: {cid}: {case['error']}", file=sys.stderr)
+            continue
+        try:
+            pred = read_volume(case["pred"], kind="label", require_3d=True)
+            ref = read_volume(case["ref"], kind="label", require_3d=True)
+            case_rows = evaluate_case(
+                pred, ref, labels=labels, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
+                empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,
+                lesion_labels=lesion, connectivity=args.connectivity, threads=args.threads, case_id=cid)
+            rows.extend(case_rows)
+            dice = ", ".join(f"{r['label']} Dice {r['dice']:.3f}" for r in case_rows)
+            print(f"ok {cid}: {dice or 'no structures'}")
+        except MedcnnError as exc:
+            case["error"] = str(exc)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+            internal += 1
+            case["error"] = f"internal error: {type(exc).__name__}: {exc}"
+        if case["error"]:
+            rows.append(_error_row(case, case["error"], settings))
+            print(f"medcnn validate: error: {cid}: {case['error']}", file=sys.stderr)
+    cardiac = None
+    if args.lv_label:
+        cardiac = agreement_table(cardiac_indices(rows, cases, lv=args.lv_label, myo=args.myo_label))
+    case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
+                                        "error")} for c in cases]
+    summary = build_validation_summary(rows, settings=settings, cases=case_info, cardiac=cardiac,
+                                       n_bootstrap=args.bootstrap, seed=args.seed)
+    paths = write_validation_report(rows, summary, args.out, columns=metric_columns(percentile=args.percentile))
+    failed = sum(1 for c in cases if c["error"])
+    print(f"validated {len(cases) - failed} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else "")
+          + f"; report: {paths['html']}", file=sys.stderr)
+    if internal:
+        return 1
+    return 2 if failed else 0
