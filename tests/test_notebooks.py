@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NOTEBOOK_NAMES = ("01_quickstart", "02_cardiac_function", "03_tumour_volumetry")  # grows as notebooks land
+NOTEBOOK_NAMES = ("01_quickstart", "02_cardiac_function", "03_tumour_volumetry", "04_validation")
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -269,3 +269,97 @@ def test_01_quickstart_volumes_and_overlap(kernel_name):
     else:
         assert res["dice"] == {"1": 1.0, "2": 1.0}
         assert res["volume_ml"] == res["reference_volume_ml"]
+
+
+# ---------------------------------------------------------------------------- 04 validation
+def _icc_by_hand(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """ICC(2,1) and ICC(3,1) of two raters from the two-way ANOVA (Shrout & Fleiss 1979)."""
+    t = np.c_[x, y]
+    n, k = t.shape
+    gm = t.mean()
+    msr = k * ((t.mean(1) - gm) ** 2).sum() / (n - 1)
+    msc = n * ((t.mean(0) - gm) ** 2).sum() / (k - 1)
+    mse = (((t - gm) ** 2).sum() - msr * (n - 1) - msc * (k - 1)) / ((n - 1) * (k - 1))
+    return ((msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n), (msr - mse) / (msr + (k - 1) * mse))
+
+
+@pytest.mark.realdata
+def test_04_toy_spheres_and_spacing_match_closed_forms(kernel_name):
+    import nibabel as nib
+
+    from medcnn._testing import require_shared_data
+
+    res = run_notebook("04_validation", kernel_name)
+    R, D = 10.0, 2.0
+    lens = math.pi * (4 * R + D) * (2 * R - D) ** 2 / 12
+    assert res["toy"]["dice"] == pytest.approx(lens / (4 / 3 * math.pi * R ** 3), rel=0.01)
+    assert res["toy"]["hd_mm"] == pytest.approx(D, abs=0.5)       # 0.5 mm grid
+    assert res["toy"]["nsd_3mm"] == 1.0 and res["toy"]["nsd_1mm"] < 1.0
+    img = nib.load(require_shared_data("sunnybrook", "nifti", "SCD0000101_ED_gt.nii.gz"))
+    zooms = img.header.get_zooms()[:3]
+    assert res["shift"]["in_plane"]["hd_mm"] == pytest.approx(zooms[0], rel=1e-5)
+    assert res["shift"]["through_plane"]["hd_mm"] == pytest.approx(zooms[2], rel=1e-5)
+    assert res["shift"]["through_plane"]["dice"] < res["shift"]["in_plane"]["dice"]
+
+
+@pytest.mark.realdata
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # surface-distance uses scipy.ndimage.morphology
+def test_04_surface_metrics_agree_with_deepmind_surface_distance(kernel_name):
+    import nibabel as nib
+
+    sd = pytest.importorskip("surface_distance")
+    from medcnn._testing import require_shared_data
+
+    res = run_notebook("04_validation", kernel_name)
+    rows = {(r["case_id"], r["label"]): r for r in res["per_case"]}
+    assert len(rows) == 2 * res["n_cases"]
+    for case_id in res["case_ids"][:6]:
+        ref_img = nib.load(require_shared_data("hippocampus", "labelsTr", f"{case_id}.nii.gz"))
+        ref = np.asarray(ref_img.dataobj)
+        pred = np.asarray(nib.load(Path(res["prediction_dir"]) / f"{case_id}_pred.nii.gz").dataobj)
+        spacing = tuple(float(s) for s in ref_img.header.get_zooms()[:3])
+        for name, value in (("anterior", 1), ("posterior", 2)):
+            row = rows[(case_id, name)]
+            r, p = ref == value, pred == value
+            assert row["ref_volume_ml"] == pytest.approx(r.sum() * np.prod(spacing) / 1000)
+            assert row["dice"] == pytest.approx(2 * (r & p).sum() / (r.sum() + p.sum()))
+            d = sd.compute_surface_distances(r, p, spacing)
+            assert row["hd_mm"] == pytest.approx(sd.compute_robust_hausdorff(d, 100), abs=1e-6)
+            assert row["hd95_mm"] == pytest.approx(sd.compute_robust_hausdorff(d, 95), abs=1e-6)
+            assert row["nsd"] == pytest.approx(sd.compute_surface_dice_at_tolerance(d, 1.0), abs=1e-6)
+            a, b = sd.compute_average_surface_distance(d)
+            ga, pa = d["surfel_areas_gt"].sum(), d["surfel_areas_pred"].sum()
+            assert row["assd_mm"] == pytest.approx((a * ga + b * pa) / (ga + pa), abs=1e-6)
+
+
+@pytest.mark.realdata
+def test_04_agreement_statistics_by_hand(kernel_name):
+    from scipy import stats
+
+    res = run_notebook("04_validation", kernel_name)
+    for name in ("anterior", "posterior"):
+        rows = [r for r in res["per_case"] if r["label"] == name]
+        ref = np.array([r["ref_volume_ml"] for r in rows])
+        pred = np.array([r["pred_volume_ml"] for r in rows])
+        a = res["agreement"][name]
+        diff = pred - ref
+        assert a["bias"] == pytest.approx(diff.mean())
+        assert a["sd_diff"] == pytest.approx(diff.std(ddof=1))
+        assert a["loa_upper"] == pytest.approx(diff.mean() + 1.96 * diff.std(ddof=1))
+        assert a["pearson_r"] == pytest.approx(stats.pearsonr(pred, ref)[0])
+        icc2, icc3 = _icc_by_hand(ref, pred)
+        assert a["icc_a1"] == pytest.approx(icc2) and a["icc_c1"] == pytest.approx(icc3)
+        ccc = 2 * np.cov(pred, ref, ddof=0)[0, 1] / (pred.var() + ref.var() + (pred.mean() - ref.mean()) ** 2)
+        assert a["lin_ccc"] == pytest.approx(ccc)
+        assert a["bias"] > 0  # the simulated method over-segments on average
+    # a constant offset: correlation and consistency unchanged, absolute agreement drops
+    o = res["offset"]
+    m, moved = o["method"], o["method + 0.3 mL"]
+    assert moved["pearson_r"] == pytest.approx(m["pearson_r"])
+    assert moved["ICC(3,1) consistency"] == pytest.approx(m["ICC(3,1) consistency"])
+    assert moved["ICC(2,1) agreement"] < m["ICC(2,1) agreement"] and moved["lin_ccc"] < m["lin_ccc"]
+    assert moved["bias_ml"] == pytest.approx(m["bias_ml"] + 0.3)
+    # empty-structure policies: the image diagonal vs NaN
+    e = res["empty_policy"]
+    assert e["best-worst"]["dice"] == 0 and e["best-worst"]["hd95_mm"] == pytest.approx(res["diagonal_mm"])
+    assert math.isnan(e["best-nan"]["hd95_mm"])
