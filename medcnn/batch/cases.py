@@ -85,8 +85,8 @@ class Case:
 
 def safe_case_id(name: str) -> str:
     """A file-name-safe case id (``[A-Za-z0-9._-]``, not starting with a dot)."""
-    cid = _UNSAFE.sub("_", str(name).strip()).strip("_")
-    cid = cid.lstrip(".")
+    cid = _UNSAFE.sub("_", str(name).strip())
+    cid = re.sub(r"^[._-]+|[_-]+$", "", cid)
     return cid or "case"
 
 

@@ -452,8 +452,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     rec["_precision"] = str(info.get("precision", settings.precision))
     from medcnn.report.tables import jsonable
 
-    rec["_inference"] = jsonable({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, tuple,
-                                                                                  dict, type(None)))})
+    rec["_inference"] = jsonable({k: v for k, v in info.items() if k != "per_frame" and isinstance(
+        v, (str, int, float, bool, list, tuple, dict, type(None)))})
 
     # label maps, in the input's format
     t = time.perf_counter()

@@ -130,7 +130,13 @@ def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _qc_text(rec: Mapping[str, Any]) -> str:
-    return "; ".join(f"{f.get('code')}" + (f" ({f['phase']})" if f.get("phase") else "") for f in rec.get("qc_flags") or [])
+    phases: dict[str, list[str]] = {}
+    for f in rec.get("qc_flags") or []:
+        lst = phases.setdefault(str(f.get("code")), [])
+        ph = f.get("phase")
+        if ph and ph.split(" ")[0] not in lst:
+            lst.append(ph.split(" ")[0])
+    return "; ".join(code + (f" ({', '.join(p)})" if p else "") for code, p in phases.items())
 
 
 def _summary(records: Sequence[Mapping[str, Any]]) -> str:
@@ -188,6 +194,10 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
         parts.append('<p class="muted">input: ' + "; ".join(
             _e(f"{i['phase']}: " if i.get("phase") else "") + _e(i.get("channel") or "") + " "
             + _e(i.get("path")) for i in inputs) + "</p>")
+    ids = rec.get("identifiers") or {}
+    if ids:
+        parts.append('<p class="muted">patient identifiers (included on request): '
+                     + "; ".join(f"{_e(k)} {_e(v)}" for k, v in ids.items()) + "</p>")
     if status == "error":
         err = rec.get("error") or {}
         parts.append(f'<p class="qc">{_e(err.get("type"))}: {_e(err.get("message"))}</p></section>')

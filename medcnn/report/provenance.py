@@ -33,18 +33,24 @@ __all__ = [
 
 #: One sentence describing :func:`volume_hash`, for reports.
 HASH_METHOD = ("input hash = SHA-256 of a JSON header (dtype as little-endian, array shape, leading axis, "
-               "frame times in ms, RAS+ spacing/origin/direction as exact float64 values) followed by the "
-               "voxel bytes in C order")
+               "frame times in ms, RAS+ spacing and origin in mm rounded to 1e-6 mm, direction cosines rounded "
+               "to 1e-9) followed by the voxel bytes in C order")
 
 _CHUNK_BYTES = 1 << 26
+
+
+def _r(value: float, digits: int) -> str:
+    """Rounded decimal text; float noise of a file round trip (1e-15) does not change it."""
+    return repr(round(float(value), digits) + 0.0)
 
 
 def volume_hash(volume: Volume) -> str:
     """SHA-256 (hex) of a volume's pixels and geometry.
 
     The hash covers: dtype (normalised to little-endian), array shape ``(I, J, K)`` or
-    ``(T|C, I, J, K)``, leading axis, frame times (ms), spacing (mm), origin (mm) and
-    direction of the RAS+ grid as exact float64 values, then the voxel bytes in C order.
+    ``(T|C, I, J, K)``, leading axis, frame times (ms), spacing (mm) and origin (mm) of the
+    RAS+ grid rounded to 1e-6 mm and its direction cosines rounded to 1e-9 (so the float
+    noise of a file round trip does not change the hash), then the voxel bytes in C order.
     It does not cover the file name, format or any metadata, so it identifies *what the
     model saw*. Memory: hashes slab by slab, never copying the whole array.
     """
@@ -57,10 +63,10 @@ def volume_hash(volume: Volume) -> str:
         "dtype": dtype.str,
         "shape": [int(s) for s in arr.shape],
         "leading_axis": volume.leading_axis,
-        "frame_times_ms": None if volume.frame_times_ms is None else [float(t).hex() for t in volume.frame_times_ms],
-        "spacing_mm": [float(v).hex() for v in g.spacing],
-        "origin_mm": [float(v).hex() for v in g.origin],
-        "direction": [float(v).hex() for v in np.ravel(g.direction)],
+        "frame_times_ms": None if volume.frame_times_ms is None else [_r(t, 6) for t in volume.frame_times_ms],
+        "spacing_mm": [_r(v, 6) for v in g.spacing],
+        "origin_mm": [_r(v, 6) for v in g.origin],
+        "direction": [_r(v, 9) for v in np.ravel(g.direction)],
         "world": "RAS+",
     }
     h = hashlib.sha256()
