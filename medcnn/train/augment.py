@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medcnn.train.datasets import PreparedCase
+from medcnn.train.datasets import PreparedCase, slice_axis
 
 __all__ = ["AugmentConfig", "PatchSampler", "build_augmentation", "augment_batch", "step_seed", "IGNORE_INDEX"]
 
@@ -75,7 +75,7 @@ class PatchSampler:
         for c in cases:
             img, lab, ign = c.image, c.label, c.ignore
             if spatial_dims == 2:
-                axis = int(np.argmax(c.spacing))
+                axis = slice_axis(c.spacing)
                 img = np.moveaxis(img, 1 + axis, -1)
                 lab = np.moveaxis(lab, axis, -1)
                 ign = np.moveaxis(ign, axis, -1)
@@ -86,8 +86,11 @@ class PatchSampler:
                     pts = pts[rng.choice(len(pts), max_fg_points, replace=False)]
                 if len(pts):
                     fg[k] = pts
+            valid_z = np.flatnonzero((~ign).any(axis=(0, 1))) if spatial_dims == 2 else None
+            if valid_z is not None and len(valid_z) == 0:
+                continue  # nothing annotated in this case
             self.items.append({"image": img, "label": lab, "ignore": ign, "fg": fg,
-                               "annotated": c.annotated})
+                               "annotated": c.annotated, "valid_z": valid_z})
 
     def __len__(self) -> int:
         return len(self.items)
@@ -109,6 +112,8 @@ class PatchSampler:
                 centre = pts[int(rng.integers(len(pts)))]
             else:
                 centre = np.array([int(rng.integers(s)) for s in full])
+                if it["valid_z"] is not None:  # 2D: only slices with annotated voxels
+                    centre[2] = int(it["valid_z"][int(rng.integers(len(it["valid_z"])))])
             if self.spatial_dims == 2:
                 z = int(centre[2])
                 img, lab, ign = img[..., z], lab[..., z], ign[..., z]

@@ -35,6 +35,7 @@ __all__ = [
     "unlabelled_slice_mask",
     "prepare_case",
     "file_digest",
+    "slice_axis",
 ]
 
 
@@ -166,8 +167,27 @@ def load_dataset_json(path: str | PathLike[str], *, group_pattern: str | None = 
         meta = {k: str(v) for k, v in entry.items() if isinstance(v, (str, int, float)) and k not in ("image", "label")}
         cases.append(Case(case_id, images, label, _group(case_id, entry, group_pattern),
                           _annotated(entry.get("annotated_classes"), p, key), meta))
+    cases = _unique_ids(cases, entries, root, group_pattern)
     _check_unique(cases, p)
     return cases
+
+
+def _unique_ids(cases: list[Case], entries: Sequence[Any], root: Path, group_pattern: str | None) -> list[Case]:
+    """File stems that repeat (``case1/seg.nii.gz``, ``case2/seg.nii.gz``) become the
+    file's path inside the dataset folder, ``/`` replaced by ``_`` (``case1_seg``)."""
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c.case_id] = counts.get(c.case_id, 0) + 1
+    out = []
+    for c, entry in zip(cases, entries):
+        if counts[c.case_id] > 1 and not entry.get("case_id"):
+            src = c.label or c.images[0]
+            rel = src.relative_to(root)
+            new_id = _case_id_from(Path("_".join(rel.parts)))
+            group = c.group if c.group != c.case_id else _group(new_id, entry, group_pattern)
+            c = dataclasses.replace(c, case_id=new_id, group=group)
+        out.append(c)
+    return out
 
 
 def load_csv_manifest(path: str | PathLike[str], *, channels: Sequence[str] | None = None,
@@ -250,13 +270,20 @@ def kfold_split(cases: Sequence[Case], *, n_folds: int, fold: int, seed: int = 0
 
 
 # ---------------------------------------------------------------------------- labels
+def slice_axis(spacing: Sequence[float]) -> int:
+    """The coarsest axis (the last one among equally coarse axes), as inference picks it
+    for 2D networks."""
+    sp = np.asarray(spacing, dtype=float)
+    return int(np.flatnonzero(np.isclose(sp, sp.max(), rtol=1e-6))[-1])
+
+
 def unlabelled_slice_mask(label: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """True on every slice (along the coarsest axis) that holds no label > 0.
 
     Such slices were not contoured by the expert (partial annotation); they must not
     teach "background". label: ``(X, Y, Z)``; spacing in mm; returns bool ``(X, Y, Z)``.
     """
-    axis = int(np.argmax(np.asarray(spacing)))
+    axis = slice_axis(spacing)
     other = tuple(a for a in range(label.ndim) if a != axis)
     labelled = np.any(label > 0, axis=other)
     shape = [1] * label.ndim

@@ -30,7 +30,7 @@ from medcnn.config import to_dict
 from medcnn.errors import ConfigError
 from medcnn.train import _compat
 from medcnn.train.augment import IGNORE_INDEX, AugmentConfig, PatchSampler, augment_batch, build_augmentation, step_seed
-from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, prepare_case
+from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, prepare_case, slice_axis
 from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
 from medcnn.train.losses import masked_dice_ce_loss
 
@@ -230,6 +230,17 @@ def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, opti
     return folder
 
 
+def _finite_json(value: Any) -> Any:
+    """NaN/inf → None, recursively (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -276,15 +287,22 @@ def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[
                    device: str) -> np.ndarray:
     """Labels ``(X, Y, Z)`` for a preprocessed image ``(C, X, Y, Z)`` by sliding windows.
 
-    Uses :func:`medcnn.inference.sliding_window.sliding_window_inference` (the predictor
-    inference uses) when present, else MONAI's. 2D networks run slice by slice along the
+    Uses :meth:`medcnn.inference.Segmenter.predict_array` (the predictor inference uses)
+    when present, else MONAI's sliding window. 2D networks run slice by slice along the
     coarsest axis.
     """
     try:
-        from medcnn.inference.sliding_window import sliding_window_inference as sw
+        from medcnn.inference import Segmenter  # type: ignore[attr-defined]
     except ImportError:
-        sw = None
+        Segmenter = None
     model.eval()
+    if Segmenter is not None:
+        seg = Segmenter(model, roi_size=tuple(cfg.patch_size), preprocess=to_dict(cfg.preprocess),
+                        network=cfg.network, overlap=cfg.sw_overlap, device=device, precision="fp32",
+                        sw_batch_size=cfg.sw_batch_size)
+        with torch.no_grad():
+            lab = seg.predict_array(np.ascontiguousarray(image, dtype=np.float32), spacing=spacing).labels
+        return np.asarray(lab).astype(np.int64)
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     roi = tuple(cfg.patch_size)
 
@@ -293,9 +311,6 @@ def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[
         return out[0] if isinstance(out, (list, tuple)) else out
 
     def one(img: torch.Tensor) -> torch.Tensor:  # (C, *S) -> (*S)
-        if sw is not None:
-            return sw(img, predictor, roi_size=roi, out_channels=cfg.n_classes, overlap=cfg.sw_overlap,
-                      sw_batch_size=cfg.sw_batch_size).labels
         from monai.inferers import sliding_window_inference
 
         return sliding_window_inference(img[None], roi, cfg.sw_batch_size, predictor, overlap=cfg.sw_overlap,
@@ -303,7 +318,7 @@ def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[
 
     with torch.no_grad():
         if cfg.spatial_dims == 2:
-            axis = int(np.argmax(spacing))
+            axis = slice_axis(spacing)
             xs = x.movedim(1 + axis, 0)  # (Z, C, X', Y')
             lab = torch.stack([torch.as_tensor(one(s)) for s in xs]).movedim(0, axis)
         else:
@@ -437,6 +452,7 @@ def train(
     if resume:
         doc = load_checkpoint(ckpt, net, optimizer)
         step, best = int(doc["step"]), float(doc.get("best_val_dice", -1.0))
+        t_start -= float(doc.get("elapsed_s", 0.0))  # wall time counts every segment of the run
         history = list(doc.get("history", []))
         say(f"resumed from {ckpt} at step {step}")
     model = wrap_model(net, ctx)
@@ -448,6 +464,13 @@ def train(
     if ctx.is_main and (not resume or not csv_path.exists()):
         with csv_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(fields)
+    elif ctx.is_main:  # resuming: drop rows logged after the checkpoint
+        with csv_path.open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        with csv_path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
     bar = None
     if ctx.is_main and cfg.progress:
         from tqdm import tqdm
@@ -535,17 +558,51 @@ def train(
                                 val_dice="-" if last_val is None else f"{last_val:.3f}", refresh=False)
         if ctx.is_main and (step % cfg.checkpoint_every == 0 or step == end):
             save_checkpoint(ckpt, model, optimizer, {"step": step, "best_val_dice": best, "history": history,
+                                                     "elapsed_s": round(time.perf_counter() - t_start, 2),
                                                      "config": to_dict(cfg)})
         barrier(ctx) if do_val else None
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t_start
+    validation: dict[str, Any] = {}
     if ctx.is_main:
         say(f"{cfg.name}: {step} steps in {wall:.0f} s ({(time.perf_counter() - t_loop) / max(step, 1):.2f} s/step)"
             + (f", best val Dice {best:.4f}" if best >= 0 else ""))
+        if step == cfg.max_steps and (bundle_dir / "bundle.json").exists():
+            validation = _finalise_bundle(bundle_dir, cfg, val_cases, device=device, train_wall_s=wall, say=say)
     barrier(ctx)
     return TrainResult(out, bundle_dir if (bundle_dir / "bundle.json").exists() else None, step,
-                       best if best >= 0 else None, history, wall)
+                       best if best >= 0 else None, history, wall, validation)
+
+
+def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Case], *, device: str,
+                     train_wall_s: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate the exported bundle on the held-out cases (original grids) and record the
+    results, the total training wall time and the hardware in its provenance."""
+    from medcnn.models import load_bundle, save_bundle
+    from medcnn.train.evaluate import evaluate_bundle
+
+    t0 = time.perf_counter()
+    validation: dict[str, Any] = {}
+    if val_cases:
+        validation = evaluate_bundle(bundle_dir, val_cases, labels=cfg.data.labels, label_map=cfg.data.label_map,
+                                     ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
+                                     absent_classes_unannotated=cfg.data.absent_classes_unannotated, device=device)
+        validation["grid"] = "original image grid (full inference path)"
+        validation["held_out_groups"] = sorted({c.group for c in val_cases})
+        say(f"held-out evaluation ({len(val_cases)} cases, {time.perf_counter() - t0:.0f} s): "
+            f"Dice {validation['mean_dice']}" + (f", |EF error| {validation['mean_abs_ef_error_points']:.1f} points"
+                                                 if "mean_abs_ef_error_points" in validation else "")
+            + (f", foreground volume error {validation['mean_foreground_volume_error_percent']:.1f}%"
+               if validation.get("mean_foreground_volume_error_percent") is not None else ""))
+    b = load_bundle(bundle_dir)
+    prov = b.provenance
+    prov.setdefault("training", {})["wall_time_s"] = round(train_wall_s, 1)
+    prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
+    save_bundle(b.state_dict, bundle_dir, network=b.network, preprocess=b.preprocess, roi_size=b.roi_size,
+                labels=b.labels, channels=b.channels, overlap=b.overlap, postprocess=b.postprocess,
+                provenance=prov, weights_dtype=cfg.export_dtype, overwrite=True)
+    return validation
 
 
 def _bundle_kwargs(cfg: TrainConfig, run_meta: Mapping[str, Any], step: int, best: float | None,

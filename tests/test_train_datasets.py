@@ -1,0 +1,152 @@
+"""Dataset files (dataset.json / CSV), path safety, grouped k-fold, partial-annotation masks, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcnn.errors import ConfigError
+from medcnn.train.datasets import (Case, kfold_split, load_cases, load_csv_manifest, load_dataset_json, prepare_case,
+                                   unlabelled_slice_mask)
+
+
+def _write(root: Path, entries, name="dataset.json") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    p = root / name
+    p.write_text(json.dumps({"training": entries}))
+    return p
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../outside.nii.gz", "img/../../outside.nii.gz"])
+def test_dataset_json_paths_escaping_the_folder_are_refused(tmp_path, bad):
+    p = _write(tmp_path / "ds", [{"image": "img/a.nii.gz", "label": bad}])
+    with pytest.raises(ConfigError, match="dataset"):
+        load_dataset_json(p)
+    p = _write(tmp_path / "ds2", [{"image": [bad, "img/b.nii.gz"], "label": "lab/a.nii.gz"}])
+    with pytest.raises(ConfigError):
+        load_dataset_json(p)
+
+
+def test_symlink_leaving_the_folder_is_refused(tmp_path):
+    (tmp_path / "secret").mkdir()
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    os.symlink(tmp_path / "secret", ds / "link")
+    p = _write(ds, [{"image": "link/a.nii.gz", "label": "a_seg.nii.gz"}])
+    with pytest.raises(ConfigError, match="outside|inside"):
+        load_dataset_json(p)
+
+
+def test_csv_escaping_path_is_refused(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("case_id,flair,t1c,label\nx,a.nii.gz,/abs/b.nii.gz,c.nii.gz\n")
+    with pytest.raises(ConfigError):
+        load_csv_manifest(p)
+
+
+def test_dataset_json_reads_channels_groups_and_ids(tmp_path):
+    p = _write(tmp_path, [
+        {"image": ["p1/flair.nii.gz", "p1/t1c.nii.gz"], "label": "p1/seg.nii.gz", "patient": "P1"},
+        {"image": "x/SCD01_ES.nii.gz", "label": "x/SCD01_ES_gt.nii.gz", "annotated_classes": [1]},
+    ])
+    cases = load_cases(tmp_path)  # folder → dataset.json
+    assert cases[0].images == (tmp_path / "p1/flair.nii.gz", tmp_path / "p1/t1c.nii.gz")
+    assert cases[0].group == "P1" and cases[0].case_id == "seg"
+    assert cases[1].case_id == "SCD01_ES_gt" and cases[1].annotated_classes == (1,)
+    grouped = load_dataset_json(p, group_pattern=r"^(SCD\d+)_")
+    assert grouped[1].group == "SCD01"
+
+
+def test_csv_manifest(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("case_id,patient_id,flair,t1c,label\nA1,A,a/f.nii.gz,a/t.nii.gz,a/s.nii.gz\n"
+                 "A2,A,b/f.nii.gz,b/t.nii.gz,b/s.nii.gz\n")
+    cases = load_cases(p)
+    assert [c.case_id for c in cases] == ["A1", "A2"]
+    assert cases[0].images == (tmp_path / "a/f.nii.gz", tmp_path / "a/t.nii.gz")
+    assert {c.group for c in cases} == {"A"}
+    with pytest.raises(ConfigError, match="case_id"):
+        (tmp_path / "bad.csv").write_text("id,image,label\n1,a,b\n")
+        load_cases(tmp_path / "bad.csv")
+
+
+def _cases(n_patients=7, per=3):
+    return [Case(f"p{p}_{k}", (Path(f"p{p}_{k}.nii.gz"),), None, f"p{p}") for p in range(n_patients)
+            for k in range(per)]
+
+
+def test_kfold_groups_patients_and_covers_everything():
+    cases = _cases()
+    seen = []
+    for fold in range(3):
+        tr, va = kfold_split(cases, n_folds=3, fold=fold, seed=4)
+        assert {c.group for c in tr}.isdisjoint({c.group for c in va})
+        assert len(tr) + len(va) == len(cases)
+        seen += [c.case_id for c in va]
+    assert sorted(seen) == sorted(c.case_id for c in cases)  # every case validated exactly once
+    assert kfold_split(cases, n_folds=3, fold=1, seed=4) == kfold_split(cases, n_folds=3, fold=1, seed=4)
+    with pytest.raises(ConfigError):
+        kfold_split(cases, n_folds=8, fold=0)
+    with pytest.raises(ConfigError):
+        kfold_split(cases, n_folds=3, fold=3)
+
+
+def test_unlabelled_slices_along_the_coarsest_axis():
+    lab = np.zeros((5, 4, 6), np.uint8)
+    lab[1, 1, 2] = 1
+    lab[2, 2, 4] = 2
+    m = unlabelled_slice_mask(lab, (1.3, 1.3, 10.0))
+    assert m.shape == lab.shape
+    assert [bool(m[..., z].all()) for z in range(6)] == [True, True, False, True, False, True]
+    assert not m[..., 2].any()
+    m0 = unlabelled_slice_mask(lab, (8.0, 1.0, 1.0))  # coarsest axis 0
+    assert [bool(m0[i].all()) for i in range(5)] == [True, False, False, True, True]
+
+
+def test_prepare_case_cache_and_partial_annotation(tmp_path):
+    img_p, lab_p = tmp_path / "i.bin", tmp_path / "l.bin"
+    img_p.write_bytes(b"1")
+    lab_p.write_bytes(b"2")
+    calls = []
+
+    def pre(case):
+        calls.append(case.case_id)
+        lab = np.zeros((4, 4, 3), np.int64)
+        lab[1:3, 1:3, 1] = 1  # only slice 1 is contoured, class 2 absent
+        return np.ones((1, 4, 4, 3), np.float32), lab, (1.0, 1.0, 8.0)
+
+    case = Case("c", (img_p,), lab_p, "g")
+    kw = dict(preprocess=pre, spec={"a": 1}, label_map=None, n_classes=3, ignore_unlabelled_slices=True,
+              absent_classes_unannotated=True, cache_dir=tmp_path / "cache")
+    a = prepare_case(case, **kw)
+    assert a.ignore[..., 0].all() and a.ignore[..., 2].all() and not a.ignore[..., 1].any()
+    assert a.annotated.tolist() == [True, True, False]
+    b = prepare_case(case, **kw)
+    assert calls == ["c"]  # second call read the cache
+    np.testing.assert_array_equal(a.label, b.label)
+    np.testing.assert_array_equal(a.ignore, b.ignore)
+    img_p.write_bytes(b"changed")  # new file content → new cache key
+    prepare_case(case, **kw)
+    assert calls == ["c", "c"]
+    prepare_case(case, **{**kw, "spec": {"a": 2}})  # new spec → recomputed
+    assert len(calls) == 3
+
+
+def test_label_map_and_unknown_values(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+
+    def pre(case):
+        lab = np.array([0, 1, 2, 4, 4], np.int64).reshape(5, 1, 1)
+        return np.zeros((1, 5, 1, 1), np.float32), lab, (1.0, 1.0, 1.0)
+
+    kw = dict(preprocess=pre, spec={}, n_classes=2, ignore_unlabelled_slices=False,
+              absent_classes_unannotated=False, cache_dir=None)
+    out = prepare_case(Case("c", (f,), f, "g"), label_map={1: 1, 2: 1, 3: 1, 4: 1}, **kw)
+    assert out.label.ravel().tolist() == [0, 1, 1, 1, 1]
+    with pytest.raises(ConfigError, match="label_map"):
+        prepare_case(Case("c", (f,), f, "g"), label_map={1: 1, 2: 1}, **kw)
