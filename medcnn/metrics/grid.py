@@ -70,9 +70,15 @@ def resample_nearest(volume: Volume, geometry: Geometry) -> Volume:
         return Volume(arr, geometry, volume.kind, meta=volume.meta)
     # target index -> source index: inv(A_src) @ A_tgt
     m = np.linalg.inv(volume.geometry.affine) @ geometry.affine
+    # grid-aligned transforms (flips, permutations, integer shifts) come out within rounding
+    # of exact values: snap them so no voxel centre lands a hair beyond the source grid
+    snapped = np.round(m)
+    m = np.where(np.abs(m - snapped) < 1e-9, snapped, m)
     src = arr.astype(np.uint8) if arr.dtype == bool else arr
+    # "grid-constant": a target centre within half a voxel of the source grid's outer
+    # centres still takes the nearest voxel; farther out it gets 0
     out = ndimage.affine_transform(src, m[:3, :3], offset=m[:3, 3], output_shape=geometry.shape,
-                                   order=0, mode="constant", cval=0, prefilter=False)
+                                   order=0, mode="grid-constant", cval=0, prefilter=False)
     if arr.dtype == bool:
         out = out.astype(bool)
     meta = dict(volume.meta)
