@@ -211,10 +211,14 @@ def test_tumour_mode_lesions_and_reference(tmp_path):
     write_volume(t1c, tmp_path / "p_t1c.nii.gz")
     ref = flair.with_array((flair.array > 300).astype(np.uint8) * 2, kind="label")
     write_volume(ref, tmp_path / "p_seg.nii.gz")
-    (tmp_path / "m.csv").write_text("case_id,FLAIR,T1c,label\np,p_flair.nii.gz,p_t1c.nii.gz,p_seg.nii.gz\n")
+    write_volume(blob_scan(seed=6, spacing=(1.5, 1.5, 4.0)), tmp_path / "q_t1c.nii.gz")  # another grid
+    (tmp_path / "m.csv").write_text("case_id,FLAIR,T1c,label\np,p_flair.nii.gz,p_t1c.nii.gz,p_seg.nii.gz\n"
+                                    "q,p_flair.nii.gz,q_t1c.nii.gz,\n")
     out = tmp_path / "out"
     res = run_batch([tmp_path / "m.csv"], model=bundle, out=out, progress=False)
-    assert res.exit_code == 0, res.records
+    assert res.exit_code == 2 and res.n_ok == 1
+    assert res.records[1]["error"]["type"] == "GeometryMismatchError"
+    assert "input channels must share one voxel grid" in res.records[1]["error"]["message"]
     rec = res.records[0]
     assert rec["mode"] == "tumour"
     arr, voxel_ml = _nib_counts(out / rec["outputs"]["labels"][0])

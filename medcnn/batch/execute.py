@@ -322,6 +322,11 @@ def run_batch(
         labels=dict(info.labels), out=str(Path(out).resolve()), mode=resolve_mode(mode, info.task),
         device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
         include_identifiers=bool(include_identifiers), resume=bool(resume), figures=bool(figures))
+    # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
+    # stops the batch with one clear error instead of failing every case
+    from medcnn.models import load_bundle
+
+    load_bundle(settings.model)
     items = list(scans)
     cases = [c for c in items if isinstance(c, Case)]
     paths = [s for s in items if not isinstance(s, Case)]
@@ -330,6 +335,9 @@ def run_batch(
     if not cases:
         raise ConfigError.expected("at least one scan, folder, glob or manifest", "no cases")
     Path(settings.out).mkdir(parents=True, exist_ok=True)
+    from medcnn.batch.runner import _clean_stale_temporaries
+
+    _clean_stale_temporaries(Path(settings.out))  # left by a killed earlier run
 
     from tqdm import tqdm
 

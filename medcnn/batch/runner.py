@@ -326,12 +326,14 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
             parts.append(f"{ci.phase or ''}/{ch}:{volume_hash(v)}")
             grids.append(_geometry_summary(f"{ci.phase + ' ' if ci.phase else ''}{ch}", v))
         if len(vols) > 1:
-            from medcnn.volume import Volume
+            from medcnn.errors import DimensionError
 
+            for v in vols:
+                if v.leading_axis is not None:
+                    raise DimensionError.expected("3D images for a multi-channel model", f"a 4D image of shape "
+                                                  f"{v.shape}", path=v.source)
             for v in vols[1:]:
                 vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
-                if v.shape != vols[0].shape:
-                    Volume.stack([vols[0], v])  # raises a clear DimensionError
         ref = None
         if ci.reference:
             ref = read_volume(ci.reference, kind="label")
