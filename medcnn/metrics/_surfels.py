@@ -28,6 +28,7 @@ axes 0, 1, 2) contributes bit ``4*a + 2*b + c``.
 from __future__ import annotations
 
 import itertools
+import math
 from functools import lru_cache
 from typing import Sequence
 
@@ -113,8 +114,15 @@ def _triangulations(idx: tuple[int, ...]):
                 yield left + right + [(first, idx[k], last)]
 
 
-def _area_vector(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
-    return 0.5 * np.cross(q - p, r - p)
+def _area_vector(p: Sequence[float], q: Sequence[float], r: Sequence[float]) -> tuple[float, float, float]:
+    """Half the cross product (q - p) x (r - p): the triangle's area vector."""
+    u0, u1, u2 = q[0] - p[0], q[1] - p[1], q[2] - p[2]
+    v0, v1, v2 = r[0] - p[0], r[1] - p[1], r[2] - p[2]
+    return (0.5 * (u1 * v2 - u2 * v1), 0.5 * (u2 * v0 - u0 * v2), 0.5 * (u0 * v1 - u1 * v0))
+
+
+def _norm(v: Sequence[float]) -> float:
+    return math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
 
 
 @lru_cache(maxsize=1)
@@ -122,13 +130,12 @@ def _unit_area_vectors() -> tuple[np.ndarray, ...]:
     """Per code, an ``(n_triangles, 3)`` array of triangle area vectors on the unit cube."""
     table = []
     for code in range(256):
-        vectors: list[np.ndarray] = []
+        vectors: list[tuple[float, float, float]] = []
         for poly in _polygons(code):
-            pts = np.asarray(poly, dtype=np.float64)
             best, best_score = None, None
-            for tri in _triangulations(tuple(range(len(pts)))):
-                vecs = [_area_vector(pts[i], pts[j], pts[k]) for i, j, k in tri]
-                norms = [float(np.linalg.norm(v)) for v in vecs]
+            for tri in _triangulations(tuple(range(len(poly)))):
+                vecs = [_area_vector(poly[i], poly[j], poly[k]) for i, j, k in tri]
+                norms = [_norm(v) for v in vecs]
                 score = (round(sum(norms), 9), round(max(norms), 9))
                 if best_score is None or score > best_score:
                     best, best_score = vecs, score
