@@ -42,10 +42,21 @@ def _fmt_value(v: Any) -> str:
 
 
 def format_validation(summary: Mapping[str, Any]) -> str:
-    """One line from a bundle's validation summary (``key=value``; numbers to 3 digits)."""
+    """One line from a bundle's validation summary (``key=value``; numbers to 3 digits).
+
+    Per-case detail (lists of records) is summarised as a count; ``medcnn models show
+    --json`` prints everything."""
     if not summary:
         return "none recorded"
-    return "; ".join(f"{k}={_fmt_value(v)}" for k, v in summary.items())
+    parts = []
+    for k, v in summary.items():
+        if isinstance(v, (list, tuple)) and any(isinstance(x, Mapping) for x in v):
+            parts.append(f"{k}: {len(v)} entries")
+        elif isinstance(v, Mapping) and any(isinstance(x, (Mapping, list, tuple)) for x in v.values()):
+            parts.append(f"{k}: {len(v)} entries")
+        else:
+            parts.append(f"{k}={_fmt_value(v)}")
+    return "; ".join(parts)
 
 
 def _weights_check(info) -> str:

@@ -246,6 +246,18 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
     return "".join(parts)
 
 
+def _validation_text(summary: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in summary.items():
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, (int, float)):
+            parts.append(f"{k} {_fmt(v, 3)}")
+        elif isinstance(v, Mapping) and v and all(isinstance(x, (int, float)) for x in v.values()):
+            parts.append(f"{k} " + ", ".join(f"{n} {_fmt(x, 3)}" for n, x in v.items()))
+    return "; ".join(parts)
+
+
 def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
     """The HTML page of a batch report.
 
@@ -280,6 +292,9 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
         '<p class="muted">Volumes are voxel count &times; voxel volume on the input grid (mL). '
         "Highlighted cells are quality-control flags: check those cases before using their numbers.</p>",
     ]
+    val = _validation_text(model.get("validation") or {})
+    if val:
+        parts.insert(5, f'<p class="muted">model validation recorded in the bundle (held-out cases): {_e(val)}</p>')
     errors = [r for r in records if r.get("status") == "error"]
     if errors:
         parts.append("<h2>Errors</h2>")
