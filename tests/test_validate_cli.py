@@ -162,6 +162,16 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "pred,ref" in capsys.readouterr().err
 
 
+def test_cardiac_flags_need_known_label_and_phases(folders, tmp_path, capsys):
+    pred, ref = folders
+    args = ["validate", "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "o"), "--labels", "LV=1"]
+    assert main(args + ["--lv-label", "RV"]) == 2
+    assert "--lv-label" in capsys.readouterr().err
+    assert main(args + ["--lv-label", "LV"]) == 2
+    assert "subject and phase" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_sunnybrook_sparse_annotations(tmp_path):

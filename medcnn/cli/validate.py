@@ -221,12 +221,23 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError.expected(f"--lesion-labels among {sorted(labels)}", f"{sorted(unknown)}")
     cases = find_pairs(args)
+    if args.lv_label or args.myo_label:
+        if not args.lv_label:
+            raise ConfigError.expected("--lv-label with --myo-label", "only --myo-label")
+        named = [x for x in (args.lv_label, args.myo_label) if x]
+        if labels is not None and set(named) - set(labels):
+            raise ConfigError.expected(f"--lv-label/--myo-label among the --labels names {sorted(labels)}",
+                                       f"{sorted(set(named) - set(labels))}")
+        if not any(c.get("subject") and c.get("phase") in ("ED", "ES") for c in cases):
+            raise ConfigError.expected("a --pairs CSV with subject and phase (ED/ES) columns for cardiac indices",
+                                       "no case with both")
     settings = {
         "labels": {k: list(v) for k, v in labels.items()} if labels else "every non-zero label found",
         "tolerance_mm": float(args.tolerance_mm), "percentile": float(args.percentile),
         "empty_policy": args.empty_policy, "sparse_slices": bool(args.sparse_slices),
         "resample": bool(args.resample), "lesion_labels": lesion, "connectivity": args.connectivity,
-        "threads": args.threads,
+        "threads": args.threads, "lv_label": args.lv_label, "myo_label": args.myo_label,
+        "myocardial_density_g_per_ml": MYOCARDIAL_DENSITY_G_PER_ML if args.myo_label else None,
     }
     rows: list[dict[str, Any]] = []
     internal = 0
