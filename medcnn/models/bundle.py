@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -454,10 +455,18 @@ def _read_bundle_files(p: Path) -> tuple[bytes, bytes, str]:
         if wname not in names:
             raise BundleError.expected(f"weights member {wname}", "no such member", path=p)
         blob = zf.read(wname)
-    if sniff_model_file(blob[:16]) != "safetensors":
-        raise _refuse_unsafe(p, f"member {wname} that is not a safetensors file") \
-            if sniff_model_file(blob[:16]) == "pickle" else \
-            BundleError.expected("a safetensors weights member", "an unrecognised member", path=p)
+    names = None
+    if blob[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(blob)) as inner:
+                names = inner.namelist()
+        except zipfile.BadZipFile:
+            names = None
+    kind = sniff_model_file(blob[:16], names=names)
+    if kind == "pickle":
+        raise _refuse_unsafe(p, f"member {wname} that is a Python pickle / PyTorch checkpoint")
+    if kind != "safetensors":
+        raise BundleError.expected("a safetensors weights member", f"a member of type {kind!r}", path=p)
     return jbytes, blob, wname
 
 

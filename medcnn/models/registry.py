@@ -21,6 +21,7 @@ use 1-voxel kernels along axes that are much coarser than the finest one).
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import math
@@ -47,6 +48,8 @@ class _Entry:
     blocked: frozenset[str] = frozenset()
     #: spec keys that must be present (beyond name/spatial_dims/in/out channels)
     required: tuple[str, ...] = ()
+    #: optional packages MONAI imports lazily for this network (checked before building)
+    needs: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -55,8 +58,8 @@ _REGISTRY: dict[str, _Entry] = {
     "dynunet": _Entry("DynUNet", required=("kernel_size", "strides", "upsample_kernel_size")),
     "segresnet": _Entry("SegResNet"),
     "attentionunet": _Entry("AttentionUnet", required=("channels", "strides")),
-    "unetr": _Entry("UNETR", required=("img_size",)),
-    "swinunetr": _Entry("SwinUNETR", blocked=frozenset({"norm_layer", "downsample"})),
+    "unetr": _Entry("UNETR", required=("img_size",), needs=("einops",)),
+    "swinunetr": _Entry("SwinUNETR", blocked=frozenset({"norm_layer", "downsample"}), needs=("einops",)),
 }
 
 #: Names accepted in ``spec["name"]``.
@@ -148,6 +151,10 @@ def build_network(spec: Mapping[str, Any], *, where: str = "network spec"):
     spec = validate_network_spec(spec, where=where)
     entry = _REGISTRY[spec["name"]]
     kwargs = {k: _to_monai_kwargs(v) for k, v in spec.items() if k != "name"}
+    for pkg in entry.needs:
+        if importlib.util.find_spec(pkg) is None:
+            raise ConfigError.expected(f"the optional packages MONAI's {entry.cls_name} needs",
+                                       f"missing module {pkg!r}", path=where, hint=f"Install it (pip install {pkg})")
     try:
         net = _monai_class(entry)(**kwargs)
     except ImportError as exc:  # MONAI's OptionalImportError (e.g. einops for UNETR/SwinUNETR)
