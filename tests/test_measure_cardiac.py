@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medcnn._testing import require_shared_data
-from medcnn.errors import ConfigError, DimensionError
+from medcnn.errors import ConfigError, DimensionError, InvalidLabelError
 from medcnn.measure import CardiacLabels, cardiac_function, cine_function
 from medcnn.measure.cardiac import slice_qc
 from medcnn.volume import Geometry, Volume
@@ -82,8 +82,10 @@ def test_label_meanings_come_from_config():
     fn = cardiac_function(ed, es, labels=labels)
     assert fn.lv_edv_ml == pytest.approx(_lv_count((5, 12), 6) * VOXEL_ML)
     assert fn.lv_myo_ed_ml == pytest.approx(_myo_count((5, 12), 6) * VOXEL_ML)
-    # with the default meanings the LV is "empty"
-    assert "LV_EMPTY" in cardiac_function(ed, es).qc_codes
+    # with the default meanings labels 4 and 7 are unknown: refused, or ignored on request
+    with pytest.raises(InvalidLabelError, match=r"unexpected label\(s\) 4 \(\d+ voxels\), 7"):
+        cardiac_function(ed, es)
+    assert "LV_EMPTY" in cardiac_function(ed, es, strict_labels=False).qc_codes
     with pytest.raises(ConfigError):
         CardiacLabels(lv_blood=1, lv_myo=1)
     with pytest.raises(ConfigError):

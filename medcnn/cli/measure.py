@@ -53,7 +53,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="REPORT",
                    help="report.csv (side tables report.lesions.csv, report.cardiac.csv, report.cine.csv) "
                         "or report.json (one file)")
-    p.add_argument("--labels", metavar="TABLE", help="label names: .json ({value: name}, MSD dataset.json) or .csv")
+    p.add_argument("--labels", metavar="TABLE", help="label names: .json ({value: name}, MSD dataset.json) or .csv; "
+                   "a map holding a label the table does not list is an error row (see --allow-unlisted-labels)")
+    p.add_argument("--allow-unlisted-labels", action="store_true",
+                   help="measure labels missing from --labels as 'label_<v>' instead of failing the case")
     p.add_argument("--probabilities", action="store_true",
                    help="inputs are probability maps (4D, one channel per label; 3D = foreground probability): "
                         "report soft volumes (sum of p x voxel volume) besides argmax volumes")
@@ -216,6 +219,11 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
 
     def volumes() -> None:
         vol = _read(path, probabilities=args.probabilities, cine=args.cine)
+        if names and vol.kind != "probability" and not args.allow_unlisted_labels:
+            from medcnn.measure._common import check_known_labels, count_values, label_array
+
+            check_known_labels(*count_values(label_array(vol, allow_time=True)), names, path=path,
+                               what=f"the label table {args.labels}")
         state["vol"] = vol
         df = label_volumes(vol, label_names=names, threshold=args.threshold)
         report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 import zlib
@@ -50,11 +51,40 @@ def _raise_if_truncated_gzip(path: Path) -> None:
                                         hint="The file is truncated or corrupt; copy it again from the source") from None
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Silence nibabel's header-repair log lines (medcnn reports one clear error instead)."""
+    import nibabel as nib
+
+    logger = nib.imageglobals.logger
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
+def _raw_pixdim(path: Path, header_class) -> tuple[float, ...]:
+    import nibabel as nib
+
+    try:
+        with nib.openers.ImageOpener(str(path)) as f:
+            raw = header_class.from_fileobj(f, check=False)
+        return tuple(float(z) for z in np.asarray(raw["pixdim"], dtype=np.float64)[1:4])
+    except Exception:  # unreadable raw header: the normal path reports the problem
+        return (1.0, 1.0, 1.0)
+
+
 def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        # nibabel logs header repairs (e.g. "pixdim[1,2,3] should be non-zero") to stderr;
+        # medcnn validates the geometry itself and reports one clear error instead
+        with _quiet_nibabel():
+            img = nib.load(str(path))
+            _ = img.affine, img.header.get_zooms()
     except MedcnnError:
         raise
     except Exception as exc:  # nibabel raises many types for bad headers
@@ -87,6 +117,15 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
         zooms = hdr.get_zooms()
     except Exception:
         zooms = ()
+    if "pixdim" in hdr and sform_code == 0:
+        # without an sform the spacing comes from pixdim; nibabel silently repairs negative
+        # or zero values on load, which hides a broken header: check the raw values instead
+        raw = _raw_pixdim(path, type(hdr))
+        if any((not np.isfinite(z)) or z <= 0 for z in raw):
+            from medcnn.errors import InvalidGeometryError
+
+            raise InvalidGeometryError.expected("finite spacing > 0 mm on every axis (pixdim[1:4])",
+                                                f"pixdim {raw}", path=path)
     if len(zooms) >= 3 and any((not np.isfinite(z)) or z <= 0 for z in zooms[:3]):
         from medcnn.errors import InvalidGeometryError
 

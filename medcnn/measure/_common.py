@@ -10,7 +10,7 @@ from medcnn.errors import DimensionError, InvalidLabelError
 from medcnn.io import as_label_array  # public label validation (light import: no readers loaded)
 from medcnn.volume import Geometry, Volume
 
-__all__ = ["slice_axis", "label_array", "count_values", "iter_slabs", "CHUNK_VOXELS"]
+__all__ = ["slice_axis", "label_array", "count_values", "iter_slabs", "check_known_labels", "CHUNK_VOXELS"]
 
 #: Voxels processed per chunk by the counting loops: bounds temporary memory to a few
 #: tens of MB whatever the volume size.
@@ -81,3 +81,20 @@ def count_values(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             acc[vi] = acc.get(vi, 0) + ci
     values = np.array(sorted(acc), dtype=np.int64)
     return values, np.array([acc[v] for v in values.tolist()], dtype=np.int64)
+
+
+def check_known_labels(values: np.ndarray, counts: np.ndarray, allowed, *, path: str | None, what: str) -> None:
+    """Refuse labels outside ``allowed`` (0 is always allowed).
+
+    Args:
+        values, counts: distinct label values and their voxel counts (:func:`count_values`).
+        allowed: the label values the caller knows the meaning of.
+        what: where ``allowed`` comes from, for the message (e.g. "the cardiac label config").
+    """
+    known = {0} | {int(v) for v in allowed}
+    bad = [(int(v), int(n)) for v, n in zip(values.tolist(), counts.tolist()) if int(v) not in known and n > 0]
+    if bad:
+        listing = ", ".join(f"{v} ({n} voxels)" for v, n in bad[:8])
+        raise InvalidLabelError.expected(
+            f"only labels {sorted(known)} ({what})", f"unexpected label(s) {listing}", path=path,
+            hint="map the labels to the expected values, or pass the matching label configuration")

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from medcnn.errors import ConfigError
-from medcnn.measure._common import count_values, label_array, slice_axis
+from medcnn.measure._common import check_known_labels, count_values, label_array, slice_axis
 from medcnn.volume import Volume
 
 __all__ = [
@@ -108,6 +108,10 @@ class CardiacLabels:
 
     def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
+
+
+def _defined(labels: CardiacLabels) -> list[int]:
+    return [v for v in (labels.lv_blood, labels.lv_myo, labels.rv_blood) if v is not None]
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,7 @@ def cardiac_function(
     heart_rate_bpm: float | None = None,
     rr_interval_ms: float | None = None,
     myocardial_density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML,
+    strict_labels: bool = True,
 ) -> CardiacFunction:
     """LV (and RV) function from an end-diastolic and an end-systolic label map.
 
@@ -339,11 +344,16 @@ def cardiac_function(
         labels: label meanings (:class:`CardiacLabels`).
         heart_rate_bpm / rr_interval_ms: for cardiac output (give at most one).
         myocardial_density_g_per_ml: density for LV mass (default 1.05 g/mL).
+        strict_labels: refuse label values that ``labels`` does not define
+            (:class:`~medcnn.errors.InvalidLabelError`) instead of ignoring them.
 
     Returns:
         :class:`CardiacFunction` with QC flags of both phases.
     """
     ed_arr, es_arr = label_array(ed), label_array(es)
+    if strict_labels:
+        for vol, arr in ((ed, ed_arr), (es, es_arr)):
+            check_known_labels(*count_values(arr), _defined(labels), path=vol.source, what="the cardiac label config")
     hr, source = _heart_rate(heart_rate_bpm, rr_interval_ms, None)
     fn = _function(_counts(ed_arr), _counts(es_arr), ed.voxel_volume_ml, es.voxel_volume_ml, labels, hr, source,
                    myocardial_density_g_per_ml)
@@ -363,6 +373,7 @@ def cine_function(
     rr_interval_ms: float | None = None,
     use_frame_times: bool = True,
     myocardial_density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML,
+    strict_labels: bool = True,
 ) -> CineFunction:
     """Volume curve over a cine label series and the function at its ED/ES frames.
 
@@ -384,6 +395,8 @@ def cine_function(
         raise DimensionError.expected("a cine label series (T, I, J, K) with leading_axis='time'",
                                       f"leading_axis={cine.leading_axis!r}, shape {cine.shape}", path=cine.source)
     arr = label_array(cine, allow_time=True)
+    if strict_labels:
+        check_known_labels(*count_values(arr), _defined(labels), path=cine.source, what="the cardiac label config")
     voxel_ml = cine.voxel_volume_ml
     per_frame = [_counts(a) for a in arr]
     times = cine.frame_times_ms
