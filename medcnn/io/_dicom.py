@@ -154,10 +154,14 @@ def _assemble(folder: Path, items: list, skipped: list[str]) -> Volume:
             slice_pos.append(float(positions[idx]))
     counts = {len(s) for s in slices}
     if len(counts) != 1:
-        detail = ", ".join(f"{p:.2f} mm: {len(s)}" for p, s in zip(slice_pos, slices) if len(s) != max(counts))
+        lo = min(counts)
+        odd = [(p, s) for p, s in zip(slice_pos, slices) if len(s) != lo][:4]
+        detail = "; ".join(f"position {p:.2f} mm has {len(s)} images ({', '.join(items[i][0].name for i in s[:4])})"
+                           for p, s in odd)
         raise DicomSeriesError.expected(
-            "the same number of images at every slice position", f"uneven counts ({detail})", path=folder,
-            hint="frames are missing, or the folder mixes acquisitions")
+            f"the same number of images at every slice position ({lo} elsewhere)",
+            f"duplicated or extra images: {detail}", path=folder,
+            hint="remove duplicated slices, or separate the acquisitions into their own folders")
     n_frames = counts.pop()
 
     def trigger(i: int) -> float:
