@@ -72,6 +72,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def storable_array(array: np.ndarray) -> np.ndarray:
+    """The array in a dtype every writer stores: bool -> uint8, float16 -> float32."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    return array
+
+
 def as_label_array(array: np.ndarray, path: str | None) -> np.ndarray:
     """Validate a label map (finite, non-negative, integer-valued) and return it as the
     smallest unsigned integer dtype that holds it."""

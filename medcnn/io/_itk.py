@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medcnn.errors import CorruptFileError, DimensionError, InvalidGeometryError, MedcnnError
-from medcnn.io._common import atomic_path, check_size, suffix_of
+from medcnn.io._common import atomic_path, check_size, storable_array, suffix_of
 from medcnn.volume import Geometry, Volume
 
 #: RAS+ = LPS_TO_RAS @ LPS+ (and vice versa): negate x and y.
@@ -94,11 +94,7 @@ def _exact_geometry(reader, geometry: Geometry) -> Geometry:
 def write_itk(volume: Volume, path: Path) -> None:
     import SimpleITK as sitk
 
-    arr = volume.array
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
+    arr = storable_array(volume.array)
     origin, direction = ras_to_lps(volume.geometry)
 
     def as_image(a3: np.ndarray):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medcnn.errors import CorruptFileError, DimensionError, MedcnnError
-from medcnn.io._common import atomic_path, check_size
+from medcnn.io._common import atomic_path, check_size, storable_array
 from medcnn.volume import Geometry, Volume
 
 # NIfTI stores the affine as float32; medcnn also stores the float64 affine in a header
@@ -160,11 +160,7 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
 def write_nifti(volume: Volume, path: Path) -> None:
     import nibabel as nib
 
-    arr = volume.array
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
+    arr = storable_array(volume.array)
     if volume.leading_axis is not None:
         arr = np.moveaxis(arr, 0, -1)
     affine = volume.geometry.affine
