@@ -156,6 +156,13 @@ def test_03_tumour_volumes_match_an_independent_count(kernel_name):
     v = res["region_volume_ml"]
     assert v["enhancing tumour (4)"] < v["tumour core (1+3+4)"] < v["whole tumour (1+2+3+4)"]
     assert res["largest_lesion_ml"] <= v["whole tumour (1+2+3+4)"]
+    if res["model_available"]:
+        m = res["model_region_volume_ml"]
+        assert m["enhancing tumour (4)"] <= m["tumour core (1+3+4)"] <= m["whole tumour (1+2+3+4)"]
+        assert set(res["model_dice"]) == set(REGIONS)
+        assert all(0 <= d <= 1 for d in res["model_dice"].values())
+    else:
+        assert res["model_region_volume_ml"] is None
 
 
 @pytest.mark.realdata
