@@ -320,6 +320,7 @@ def test_04_surface_metrics_agree_with_deepmind_surface_distance(kernel_name):
     res = run_notebook("04_validation", kernel_name)
     rows = {(r["case_id"], r["label"]): r for r in res["per_case"]}
     assert len(rows) == 2 * res["n_cases"]
+    assert res["cli_rows_matching_python"] == len(rows)  # `medcnn validate` gave the same numbers
     for case_id in res["case_ids"][:6]:
         ref_img = nib.load(require_shared_data("hippocampus", "labelsTr", f"{case_id}.nii.gz"))
         ref = np.asarray(ref_img.dataobj)
