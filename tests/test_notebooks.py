@@ -269,7 +269,8 @@ def test_01_quickstart_volumes_and_overlap(kernel_name):
         assert res["reference_volume_ml"][label] == pytest.approx((raw == int(label)).sum() * voxel_ml)
     assert res["saved_geometry_matches"] is True
     if res["model_available"]:
-        # the default model on a case its fold-0 training did not see
+        # the default model on a case its training did not see
+        assert res["case_in_training_set"] is False
         for label in ("1", "2"):
             assert res["dice"][label] > 0.7, res["dice"]
             assert res["volume_ml"][label] == pytest.approx(res["reference_volume_ml"][label], rel=0.3)
