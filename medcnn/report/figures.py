@@ -1,8 +1,8 @@
 """Report figures as PNG bytes (matplotlib, Agg canvas, no pyplot global state).
 
 * :func:`overlay_png` -- for each (title, scan, labels) row: three orthogonal slices
-  (axial, coronal, sagittal) through the centroid of the labelled structure with every
-  label's contour drawn on the scan.
+  (axial, coronal, sagittal; for thick-slice stacks the acquired plane first) through the
+  centroid of the labelled structure with every label's contour drawn on the scan.
 * :func:`volume_curve_png` -- volume (mL) against time (ms) for cine series, with the
   end-diastolic and end-systolic frames marked.
 
@@ -144,6 +144,13 @@ def overlay_png(
             (f"coronal y={c[1]}", img[:, c[1], :], lab[:, c[1], :], sp[2] / sp[0], True),
             (f"sagittal x={c[0]}", img[c[0], :, :], lab[c[0], :, :], sp[2] / sp[1], False),
         ]
+        # thick-slice stacks (e.g. cardiac short axis): the acquired plane first, the
+        # reconstructed ones after it
+        normals = (2, 1, 0)
+        coarse = int(np.argmax(sp))
+        if max(sp) > 1.5 * min(sp) and normals[0] != coarse:
+            first = normals.index(coarse)
+            views = [views[first]] + [v for i, v in enumerate(views) if i != first]
         for v, (vt, im2, lb2, aspect, inv) in enumerate(views):
             ax = fig.add_subplot(len(rows), 3, r * 3 + v + 1)
             _draw_view(ax, im2, lb2, aspect, window, present, invert_x=inv, title=f"{title}: {vt}{note}")
