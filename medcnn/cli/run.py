@@ -31,9 +31,13 @@ def register(sub) -> None:
                    help="what to measure: cardiac function (cine or ED/ES pairs), tumour volumes and lesions, or "
                         "label volumes; auto follows the model (default)")
     p.add_argument("--workers", type=int, default=1,
-                   help="local worker processes (spawn; one torch thread each; default 1 = in this process)")
+                   help="local worker processes (spawn; one torch thread each; default 1 = in this process). "
+                        "Each worker loads its own model copy: on one GPU they share its memory (keep N small); "
+                        "with several GPUs worker i uses cuda:(i mod n_gpus)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                   help="Dask scheduler address (tcp://host:8786): run each case as a task on that cluster")
+                   help="Dask scheduler address (tcp://host:8786): run each case as a task on that cluster "
+                        "(workers need medcnn installed and the same paths; with --device cuda each task asks for "
+                        "the worker resource GPU=1: start workers with `dask worker ADDR --resources GPU=1`)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="inference precision (default auto)")
