@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--cache", default=None, help="preprocessed-case cache folder (overrides data.cache_dir)")
     p.add_argument("--export", default=None, help="also copy the exported bundle folder here")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="skip training: evaluate <out>/bundle on the held-out fold and record it in the bundle")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -58,10 +60,19 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress:
         changes["progress"] = False
     cfg = dataclasses.replace(cfg, **changes)
+    out = Path(args.out) if args.out else Path("runs") / (cfg.name + (f"-fold{cfg.data.fold}" if cfg.data.n_folds > 1 else ""))
+    if args.evaluate_only:
+        from medcnn.train.loop import finalise_run
+
+        v = finalise_run(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
+                         device="cpu" if cfg.device == "auto" else cfg.device)
+        if args.export:
+            _export(out / "bundle", Path(args.export))
+        print(f"{cfg.name}: held-out Dice {v.get('mean_dice')}")
+        return 0
     env = os.environ
     rank, world, local = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
     ctx = init_distributed(rank=rank, world_size=world, local_rank=local, device=cfg.device)
-    out = Path(args.out) if args.out else Path("runs") / (cfg.name + (f"-fold{cfg.data.fold}" if cfg.data.n_folds > 1 else ""))
     command = "medcnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     try:
         result = train(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
@@ -70,17 +81,21 @@ def run(args: argparse.Namespace) -> int:
         shutdown(ctx)
     if ctx.is_main:
         if args.export and result.bundle is not None:
-            import shutil
-
-            dest = Path(args.export)
-            tmp = dest.with_name(dest.name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            shutil.copytree(result.bundle, tmp)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            _export(result.bundle, Path(args.export))
         best = "n/a (no validation cases)" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
         print(f"{cfg.name}: {result.step} steps, {result.wall_s:.0f} s, best validation Dice {best}; "
               f"bundle: {result.bundle}")
     return 0
+
+
+def _export(bundle: Path, dest: Path) -> None:
+    """Copy a bundle folder to ``dest`` (replacing it) via a temporary folder."""
+    import shutil
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(bundle, tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)

@@ -34,7 +34,7 @@ from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, p
 from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
 from medcnn.train.losses import masked_dice_ce_loss
 
-__all__ = ["DataConfig", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train",
+__all__ = ["DataConfig", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train", "finalise_run",
            "save_checkpoint", "load_checkpoint", "poly_lr", "hardware_description"]
 
 
@@ -573,6 +573,23 @@ def train(
     barrier(ctx)
     return TrainResult(out, bundle_dir if (bundle_dir / "bundle.json").exists() else None, step,
                        best if best >= 0 else None, history, wall, validation)
+
+
+def finalise_run(cfg: TrainConfig, *, out_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
+                 config_dir: str | os.PathLike[str] | None = None, device: str = "cpu",
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """(Re)run the held-out evaluation of ``<out_dir>/bundle`` and record it in its provenance.
+
+    The training wall time is read from the run's checkpoint (all segments of a resumed run).
+    """
+    out = Path(out_dir)
+    dataset_path = _resolve_dataset(cfg, data_dir, Path(config_dir) if config_dir else None)
+    cases = load_cases(dataset_path, channels=None, group_pattern=cfg.data.group_pattern)
+    _, val_cases = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.fold, seed=cfg.data.split_seed)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    return _finalise_bundle(out / "bundle", cfg, val_cases, device=device,
+                            train_wall_s=float(state.get("elapsed_s", float("nan"))),
+                            say=log or (lambda s: print(s, file=sys.stderr, flush=True)))
 
 
 def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Case], *, device: str,
