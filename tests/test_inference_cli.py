@@ -1,0 +1,141 @@
+"""`medcnn segment`: outputs in the input's format and geometry, channels, per-case errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medcnn.cli import main
+from medcnn.io import read_volume, write_volume
+from medcnn.models import build_network, save_bundle
+from medcnn.preprocess import PreprocessSpec
+from medcnn.volume import Geometry, Volume
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_unet(in_channels: int) -> tuple[torch.nn.Module, dict]:
+    """A tiny seeded registry UNet (random weights, deterministic, fast)."""
+    spec = {"name": "unet", "in_channels": in_channels, "out_channels": 2, "channels": [2, 2], "strides": [1],
+            "kernel_size": 1, "up_kernel_size": 1, "num_res_units": 0, "act": "relu", "norm": "batch"}
+    torch.manual_seed(0)
+    return build_network(spec), spec
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    net, spec = _tiny_unet(1)
+    pre = PreprocessSpec(orientation="RAS", target_spacing=(1.5, 1.5, 2.0), modalities=("MR",))
+    return save_bundle(net, tmp_path / "bundle", network=spec, preprocess=pre, roi_size=(16, 16, 16),
+                       labels={0: "background", 1: "thing"}, channels=["MR"])
+
+
+def _scan(path, geometry: Geometry, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    arr = rng.normal(100, 20, geometry.shape).astype(np.float32)
+    return write_volume(Volume(arr, geometry), path)
+
+
+GEOMS = [
+    Geometry((20, 18, 9), (0.9, 0.9, 3.0), (10.0, -20.0, 5.0), tuple(map(tuple, np.diag([-1.0, -1.0, 1.0])))),
+    Geometry((16, 22, 12), (1.2, 1.0, 1.5), (0.0, 0.0, 0.0)),
+]
+
+
+def test_segment_writes_labels_on_each_input_grid_in_its_format(tmp_path, bundle, capsys):
+    a = _scan(tmp_path / "in" / "a.nii.gz", GEOMS[0])
+    b = _scan(tmp_path / "in" / "b.nrrd", GEOMS[1], seed=1)
+    out = tmp_path / "out"
+    rc = main(["segment", str(a), str(b), "--model", str(bundle), "--out", str(out), "--device", "cpu",
+               "--precision", "fp32", "--probabilities", "--tta", "0"])
+    assert rc == 0, capsys.readouterr().err
+    la = read_volume(out / "a_labels.nii.gz", kind="label")
+    lb = read_volume(out / "b_labels.nrrd", kind="label")
+    for lab, src in ((la, a), (lb, b)):
+        scan = read_volume(src)
+        assert lab.geometry.isclose(scan.geometry, atol_mm=1e-5)
+        np.testing.assert_allclose(lab.affine, scan.affine, atol=1e-5)
+    prob = read_volume(out / "a_probabilities.nii.gz", kind="probability")
+    assert prob.shape == (2,) + GEOMS[0].shape
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.nii.gz", "a_probabilities.nii.gz",
+                                                      "b_labels.nrrd", "b_probabilities.nrrd"]
+
+
+def test_a_bad_case_prints_one_line_and_the_others_continue(tmp_path, bundle, capsys):
+    good = _scan(tmp_path / "good.nii.gz", GEOMS[1])
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    missing = tmp_path / "missing.nii.gz"
+    out = tmp_path / "out"
+    rc = main(["segment", str(corrupt), str(good), str(missing), "--model", str(bundle), "--out", str(out),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and "corrupt.nii.gz" in errors[0] and "missing.nii.gz" in errors[1]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["good_labels.nii.gz"]  # nothing partial for the bad ones
+
+
+def test_bad_bundle_is_one_error_line(tmp_path, capsys):
+    good = _scan(tmp_path / "good.nii.gz", GEOMS[1])
+    rc = main(["segment", str(good), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "nope" in err
+
+
+def test_multichannel_cases_from_folders_and_channel_lists(tmp_path, capsys):
+    net, spec = _tiny_unet(2)
+    pre = PreprocessSpec(orientation=None, modalities=("none", "none"))
+    bdir = save_bundle(net, tmp_path / "b2", network=spec, preprocess=pre, roi_size=(8, 8, 8),
+                       labels={0: "bg", 1: "fg"}, channels=["FLAIR", "T1c"])
+    g = GEOMS[1]
+    case = tmp_path / "case1"
+    f = _scan(case / "case1_flair.nii.gz", g, seed=2)
+    t = _scan(case / "case1_t1c.nii.gz", g, seed=3)
+    other = tmp_path / "x"
+    f2 = _scan(other / "x_flair.mha", g, seed=4)
+    t2 = _scan(other / "x_t1c.mha", g, seed=5)
+    out = tmp_path / "out"
+    rc = main(["segment", str(case), "--channels", f"{f2},{t2}", "--model", str(bdir), "--out", str(out),
+               "--device", "cpu", "--precision", "fp32"])
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "case1_labels.nii.gz").exists() and (out / "x_flair_labels.mha").exists()
+    # the folder case equals the explicit channel list of the same files
+    rc = main(["segment", "--channels", f"{f},{t}", "--model", str(bdir), "--out", str(tmp_path / "out2"),
+               "--device", "cpu", "--precision", "fp32"])
+    assert rc == 0
+    a = read_volume(out / "case1_labels.nii.gz", kind="label").array
+    b = read_volume(tmp_path / "out2" / "case1_flair_labels.nii.gz", kind="label").array
+    assert np.array_equal(a, b)
+    # wrong number of channels, and an ambiguous folder: error lines, exit 2
+    rc = main(["segment", "--channels", str(f), str(f), "--model", str(bdir), "--out", str(tmp_path / "o3"),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "expected 2 channel files" in err and "a folder with one image per channel" in err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_dicom_cine_folder_becomes_4d_nifti(tmp_path, capsys):
+    from medcnn._testing import require_shared_data
+
+    dicom = require_shared_data("sunnybrook", "dicom", "SCD0000101")
+    net, spec = _tiny_unet(1)
+    pre = PreprocessSpec(orientation="RAS", modalities=("MR",))
+    bdir = save_bundle(net, tmp_path / "b", network=spec, preprocess=pre, roi_size=(64, 64, 8),
+                       labels={0: "bg", 1: "fg"}, channels=["MR"])
+    out = tmp_path / "out"
+    rc = main(["segment", str(dicom), "--model", str(bdir), "--out", str(out), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    lab = read_volume(out / "SCD0000101_labels.nii.gz", kind="label")
+    scan = read_volume(dicom)
+    assert lab.shape == scan.shape and lab.leading_axis == "time"
+    assert lab.geometry.isclose(scan.geometry, atol_mm=1e-4)
