@@ -130,7 +130,7 @@ def test_dicom_cine_folder_becomes_4d_nifti(tmp_path, capsys):
     dicom = require_shared_data("sunnybrook", "dicom", "SCD0000101")
     net, spec = _tiny_unet(1)
     pre = PreprocessSpec(orientation="RAS", modalities=("MR",))
-    bdir = save_bundle(net, tmp_path / "b", network=spec, preprocess=pre, roi_size=(64, 64, 8),
+    bdir = save_bundle(net, tmp_path / "b", network=spec, preprocess=pre, roi_size=(256, 256, 16),
                        labels={0: "bg", 1: "fg"}, channels=["MR"])
     out = tmp_path / "out"
     rc = main(["segment", str(dicom), "--model", str(bdir), "--out", str(out), "--device", "cpu"])

@@ -156,6 +156,7 @@ def plan_memory(
     precision: str = "fp32",
     want_probabilities: bool = False,
     input_shape: Sequence[int] | None = None,
+    resampled: bool = True,
     device_budget_bytes: int | None = None,
     host_budget_bytes: int | None = None,
     allow_slab: bool = True,
@@ -176,6 +177,8 @@ def plan_memory(
         want_probabilities: probabilities ``(K, X, Y, Z)`` float32 are kept on the host
             (and resampled to the input grid).
         input_shape: spatial shape of the original input grid (outputs land there).
+        resampled: the model grid is resampled from the input grid (adds interpolation
+            temporaries when mapping outputs back).
         device_budget_bytes, host_budget_bytes: budgets (default: free memory now, 85%).
 
     Raises:
@@ -216,8 +219,10 @@ def plan_memory(
                                                       + 4 * (in_channels + 2 * K))),
         "accumulator_full": int(acc_channels * n_model * 4),
         "accumulator_slab": int(acc_channels * n_model * 4 * slab_fraction),
-        "labels_out": int(n_model + n_input * 9),  # model-grid uint8 + input-grid labels and resampling temporaries
-        "probabilities_out": int(n_prob * (n_model + 2 * n_input) * 4) if want_probabilities else 0,
+        # model-grid uint8 labels + input-grid labels (+ float64 interpolation temporaries when resampled)
+        "labels_out": int(n_model + n_input * (9 if resampled else 1)),
+        "probabilities_out": int(n_prob * (n_model + (2 if resampled else 1) * n_input) * 4)
+        if want_probabilities else 0,
         "reduce_chunk": int(8 * n_model / max(padded[ax], 1) * 8 * (K + 1)),
     }
     host_fixed = b["labels_out"] + b["probabilities_out"] + b["image"]  # input copy stays on the host

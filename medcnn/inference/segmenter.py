@@ -293,15 +293,20 @@ class Segmenter:
         return int(np.flatnonzero(np.isclose(sp, sp.max(), rtol=1e-6))[-1])
 
     def plan(self, model_shape: Sequence[int], *, spacing: Sequence[float] | None = None,
-             want_probabilities: bool = False, input_shape: Sequence[int] | None = None) -> MemoryPlan:
-        """Memory plan for an image of ``model_shape`` (spatial, on the model grid)."""
+             want_probabilities: bool = False, input_shape: Sequence[int] | None = None,
+             resampled: bool | None = None) -> MemoryPlan:
+        """Memory plan for an image of ``model_shape`` (spatial, on the model grid).
+
+        ``resampled`` defaults to whether the preprocessing has a target spacing."""
+        if resampled is None:
+            resampled = self.preprocess_spec.target_spacing is not None
         shape, roi = self._window_layout(model_shape, spacing)
         budget = None if self.memory_limit_gb is None else int(float(self.memory_limit_gb) * 1024**3)
         return plan_memory(shape, in_channels=self.in_channels, out_channels=self.out_channels, roi_size=roi,
                            sw_batch_size=self.sw_batch_size, device_type=self.device.type, network=self.network,
                            n_parameters=self.n_parameters, precision=self.precision,
                            want_probabilities=want_probabilities, input_shape=input_shape,
-                           device_budget_bytes=budget, host_budget_bytes=budget if self.device.type == "cpu" else None)
+                           resampled=resampled, device_budget_bytes=budget, host_budget_bytes=budget if self.device.type == "cpu" else None)
 
     def _window_layout(self, model_shape: Sequence[int], spacing: Sequence[float] | None):
         shape = tuple(int(s) for s in model_shape)
@@ -416,13 +421,13 @@ class Segmenter:
         input_shape = record.input_geometry.shape
         try:
             plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=via_probs,
-                             input_shape=input_shape)
+                             input_shape=input_shape, resampled=resampled)
         except InsufficientMemoryError:
             if return_probabilities:
                 raise
             via_probs = False  # map labels back with nearest neighbour instead of resampling probabilities
             plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=False,
-                             input_shape=input_shape)
+                             input_shape=input_shape, resampled=resampled)
         outputs = ("probabilities",) if via_probs else ("labels",)
         res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan)
         del x
