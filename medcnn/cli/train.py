@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--folds", type=int, default=None, help="number of folds (overrides data.n_folds)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="override max_steps (LR schedule follows)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (with a checkpoint) after this many steps, keeping the max-steps LR schedule")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: config / auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     command = "medcnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     try:
         result = train(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
-                       resume=args.resume, max_steps=args.max_steps, ctx=ctx, command=command)
+                       resume=args.resume, max_steps=args.max_steps, ctx=ctx, command=command,
+                       stop_after=args.stop_after)
     finally:
         shutdown(ctx)
     if ctx.is_main:
