@@ -9,9 +9,7 @@ back onto the input grid) and is compared with its reference label there:
 * cardiac: ejection fraction from the ED/ES pair of each patient (``phase`` field);
 * the relative volume error of the union of foreground classes (e.g. whole tumour).
 
-``medcnn.inference.Segmenter`` (the shipped inference path) is used when available;
-otherwise the same steps are run here with ``medcnn.preprocess`` and
-``medcnn.inference.sliding_window``.
+Predictions come from ``medcnn.inference.Segmenter``, the shipped inference path.
 """
 
 from __future__ import annotations
@@ -22,56 +20,24 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medcnn.train.datasets import Case, slice_axis, unlabelled_slice_mask
+from medcnn.train.datasets import Case, unlabelled_slice_mask
 
 __all__ = ["predict_case_labels", "evaluate_bundle"]
 
 
 def predict_case_labels(bundle_path: str | PathLike[str], channels: Sequence[Any], *, device: str = "cpu",
                         _cache: dict[str, Any] = {}) -> np.ndarray:
-    """Label map ``(I, J, K)`` on the grid of ``channels[0]`` (Volumes, one per channel)."""
+    """Label map ``(I, J, K)`` on the grid of ``channels[0]`` (Volumes, one per channel),
+    predicted by ``Segmenter.from_bundle(bundle_path)`` (cached for repeated calls)."""
+    from medcnn.inference import Segmenter
+
     key = str(bundle_path)
-    try:
-        from medcnn.inference import Segmenter  # type: ignore[attr-defined]
-    except ImportError:
-        Segmenter = None
-    if Segmenter is not None:
-        if key not in _cache:
-            _cache.clear()
-            _cache[key] = Segmenter.from_bundle(bundle_path, device=device, precision="fp32")
-        pred = _cache[key].predict(list(channels))
-        channels[0].geometry.check_matches(pred.labels.geometry, what="prediction vs input")
-        return np.asarray(pred.labels.array)
-    import torch
-
-    from medcnn.models import load_bundle
-    from medcnn.preprocess import Preprocessor
-
     if key not in _cache:
         _cache.clear()
-        b = load_bundle(bundle_path)
-        _cache[key] = (b, b.build_model().to(device))
-    bundle, model = _cache[key]
-    x, record = Preprocessor(bundle.preprocess_spec()).forward(list(channels))
-    from medcnn.inference.sliding_window import sliding_window_inference
-
-    nd = int(bundle.network["spatial_dims"])
-    k = int(bundle.network["out_channels"])
-    xt = torch.from_numpy(x).to(device)
-
-    def run(img):
-        with torch.no_grad():
-            return sliding_window_inference(img, model, roi_size=bundle.roi_size, out_channels=k,
-                                            overlap=bundle.overlap, sw_batch_size=4).labels
-
-    if nd == 2:
-        axis = slice_axis(record.model_geometry.spacing)
-        xs = xt.movedim(1 + axis, 0)
-        lab = torch.stack([torch.as_tensor(run(s)) for s in xs]).movedim(0, axis)
-    else:
-        lab = torch.as_tensor(run(xt))
-    lab = lab.cpu().numpy().astype(np.uint8 if k < 256 else np.int32)
-    return np.asarray(record.to_input_grid(lab, kind="label").array)
+        _cache[key] = Segmenter.from_bundle(bundle_path, device=device, precision="fp32")
+    pred = _cache[key].predict(list(channels))
+    channels[0].geometry.check_matches(pred.labels.geometry, what="prediction vs input")
+    return np.asarray(pred.labels.array)
 
 
 def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, labels: Mapping[str, int],

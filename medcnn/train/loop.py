@@ -30,7 +30,7 @@ from medcnn.config import to_dict
 from medcnn.errors import ConfigError
 from medcnn.train import _compat
 from medcnn.train.augment import IGNORE_INDEX, AugmentConfig, PatchSampler, augment_batch, build_augmentation, step_seed
-from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, prepare_case, slice_axis
+from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, prepare_case
 from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
 from medcnn.train.losses import masked_dice_ce_loss
 
@@ -287,43 +287,17 @@ def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[
                    device: str) -> np.ndarray:
     """Labels ``(X, Y, Z)`` for a preprocessed image ``(C, X, Y, Z)`` by sliding windows.
 
-    Uses :meth:`medcnn.inference.Segmenter.predict_array` (the predictor inference uses)
-    when present, else MONAI's sliding window. 2D networks run slice by slice along the
-    coarsest axis.
+    Uses :meth:`medcnn.inference.Segmenter.predict_array`, the sliding window inference uses
+    (2D networks run slice by slice along the coarsest axis there).
     """
-    try:
-        from medcnn.inference import Segmenter  # type: ignore[attr-defined]
-    except ImportError:
-        Segmenter = None
+    from medcnn.inference import Segmenter
+
     model.eval()
-    if Segmenter is not None:
-        seg = Segmenter(model, roi_size=tuple(cfg.patch_size), preprocess=to_dict(cfg.preprocess),
-                        network=cfg.network, overlap=cfg.sw_overlap, device=device, precision="fp32",
-                        sw_batch_size=cfg.sw_batch_size)
-        with torch.no_grad():
-            lab = seg.predict_array(np.ascontiguousarray(image, dtype=np.float32), spacing=spacing).labels
-        return np.asarray(lab).astype(np.int64)
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    roi = tuple(cfg.patch_size)
-
-    def predictor(batch: torch.Tensor) -> torch.Tensor:
-        out = model(batch)
-        return out[0] if isinstance(out, (list, tuple)) else out
-
-    def one(img: torch.Tensor) -> torch.Tensor:  # (C, *S) -> (*S)
-        from monai.inferers import sliding_window_inference
-
-        return sliding_window_inference(img[None], roi, cfg.sw_batch_size, predictor, overlap=cfg.sw_overlap,
-                                        mode="gaussian").argmax(1)[0]
-
+    seg = Segmenter(model, roi_size=tuple(cfg.patch_size), preprocess=to_dict(cfg.preprocess), network=cfg.network,
+                    overlap=cfg.sw_overlap, device=device, precision="fp32", sw_batch_size=cfg.sw_batch_size)
     with torch.no_grad():
-        if cfg.spatial_dims == 2:
-            axis = slice_axis(spacing)
-            xs = x.movedim(1 + axis, 0)  # (Z, C, X', Y')
-            lab = torch.stack([torch.as_tensor(one(s)) for s in xs]).movedim(0, axis)
-        else:
-            lab = torch.as_tensor(one(x))
-    return lab.cpu().numpy().astype(np.int64)
+        lab = seg.predict_array(np.ascontiguousarray(image, dtype=np.float32), spacing=spacing).labels
+    return np.asarray(lab).astype(np.int64)
 
 
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, *, n_classes: int, valid: np.ndarray | None = None
