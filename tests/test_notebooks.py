@@ -199,6 +199,7 @@ def _cyclic_distance(a: int, b: int, n: int) -> int:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # segments 20 cine frames with the default model: ~40-70 s on 2 CPU cores
 def test_02_reference_function_reproduces_the_published_reference(kernel_name):
     import nibabel as nib
 
@@ -222,6 +223,7 @@ def test_02_reference_function_reproduces_the_published_reference(kernel_name):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # segments 20 cine frames with the default model: ~40-70 s on 2 CPU cores
 def test_02_cine_function_finds_ed_es_and_consistent_numbers(kernel_name):
     from medcnn._testing import require_shared_data
 
