@@ -87,13 +87,17 @@ def kernel_name(tmp_path_factory):
     (spec_dir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "medcnn test kernel", "language": "python"}))
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(root) + (os.pathsep + old if old else "")
+    scratch = root / "tmp"  # the notebooks' tempfile outputs land here, inside pytest's tmp folder
+    scratch.mkdir()
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "TMPDIR")}
+    os.environ["JUPYTER_PATH"] = str(root) + (os.pathsep + saved["JUPYTER_PATH"] if saved["JUPYTER_PATH"] else "")
+    os.environ["TMPDIR"] = str(scratch)
     yield "medcnn-test"
-    if old is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = old
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 _RUNS: dict[str, dict] = {}
