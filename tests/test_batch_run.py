@@ -237,6 +237,29 @@ def test_tumour_mode_lesions_and_reference(tmp_path):
     assert "tumour volume (mL)" in html and "lesions (n)" in html
 
 
+def test_one_label_model_against_a_multi_label_reference(tmp_path):
+    """A whole-tumour model compared with a BraTS-style 1-4 reference: the reference is
+    binarised (documented in the provenance), never compared label value by label value."""
+    bundle = make_bundle(tmp_path / "wt", labels={0: "background", 1: "whole tumour"}, channels=("FLAIR",))
+    scan = blob_scan(seed=7, radius=6.0)
+    write_volume(scan, tmp_path / "p.nii.gz")
+    ref = np.zeros(scan.geometry.shape, np.uint8)
+    ref[8:14, 6:12, 2:5] = 2
+    ref[10:12, 8:10, 3] = 4
+    write_volume(scan.with_array(ref, kind="label"), tmp_path / "p_seg.nii.gz")
+    (tmp_path / "m.csv").write_text("case_id,image,label\np,p.nii.gz,p_seg.nii.gz\n")
+    res = run_batch([tmp_path / "m.csv"], model=bundle, out=tmp_path / "out", progress=False, mode="tumour")
+    rec = res.records[0]
+    assert rec["status"] == "ok", rec["error"]
+    assert [v["label"] for v in rec["volumes"]] == [1]
+    arr, voxel_ml = _nib_counts(tmp_path / "out" / rec["outputs"]["labels"][0])
+    row = rec["volumes"][0]
+    assert row["reference_volume_ml"] == pytest.approx(np.count_nonzero(ref) * voxel_ml)
+    a, b = arr == 1, ref > 0
+    assert row["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+    assert "binarised" in rec["provenance"]["methods"]["reference"]
+
+
 def test_dicom_identifiers_only_with_opt_in(work, tmp_path):
     import re
 

@@ -263,8 +263,16 @@ def _dice(pred: np.ndarray, ref: np.ndarray, label: int) -> float | None:
     return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
+#: How a reference with several labels is compared with a one-foreground-label model.
+REFERENCE_BINARISED = ("the model has one foreground label and the reference map has other label values, so "
+                       "the reference was binarised (every non-zero reference label counts as that label) before "
+                       "reference volumes and Dice were computed")
+
+
 def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: int | None,
-                 reference=None, qc: list) -> list[dict[str, Any]]:
+                 reference=None, qc: list, methods: dict | None = None) -> list[dict[str, Any]]:
+    """Label volume rows (mL) of one 3D label map, with reference volume, difference and
+    Dice per label when a reference map on the same grid is given."""
     from medcnn.measure import label_volumes
 
     label_set = sorted(v for v in settings.labels if v != 0)
@@ -280,6 +288,13 @@ def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: i
             ref_arr = np.asarray(reference.array)
         except MedcnnError as exc:
             qc.append({"code": "REFERENCE_GRID_DIFFERS", "message": str(exc), "phase": phase})
+        if ref_arr is not None and len(label_set) == 1:
+            ref_values = {int(v) for v in np.unique(ref_arr) if v != 0}
+            if ref_values - set(label_set):
+                ref_arr = (ref_arr > 0).astype(np.uint8) * np.uint8(label_set[0])
+                reference = reference.with_array(ref_arr, kind="label")
+                if methods is not None:
+                    methods["reference"] = REFERENCE_BINARISED
         if ref_arr is not None:
             ref_rows = label_volumes(reference, label_names=settings.labels,
                                      labels=sorted(set(wanted) | {int(v) for v in np.unique(ref_arr) if v != 0}))
@@ -491,9 +506,9 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             ref_ed = ref.frame(ed) if ref is not None and ref.leading_axis == "time" else None
             ref_es = ref.frame(es) if ref is not None and ref.leading_axis == "time" else None
             rec["volumes"] = (_volume_rows(labels.frame(ed), settings=settings, phase="ED", frame=ed,
-                                           reference=ref_ed, qc=qc)
+                                           reference=ref_ed, qc=qc, methods=methods)
                               + _volume_rows(labels.frame(es), settings=settings, phase="ES", frame=es,
-                                             reference=ref_es, qc=qc))
+                                             reference=ref_es, qc=qc, methods=methods))
             rec["curve"] = _rows(cf.curve)
             overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed)),
                             (f"ES (frame {es})", vols[0].frame(es), labels.frame(es))]
@@ -519,8 +534,10 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                     raise DimensionError.expected(f"a 3D {ci.phase} scan", f"a 4D series of shape {lab.shape}",
                                                   path=ci.channels[0][1])
             fn = cardiac_function(l_ed, l_es, labels=cl)
-            rec["volumes"] = (_volume_rows(l_ed, settings=settings, phase="ED", frame=None, reference=r_ed, qc=qc)
-                              + _volume_rows(l_es, settings=settings, phase="ES", frame=None, reference=r_es, qc=qc))
+            rec["volumes"] = (_volume_rows(l_ed, settings=settings, phase="ED", frame=None, reference=r_ed, qc=qc,
+                                           methods=methods)
+                              + _volume_rows(l_es, settings=settings, phase="ES", frame=None, reference=r_es, qc=qc,
+                                             methods=methods))
             overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
         rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
         qc = _flags(fn) + qc
@@ -545,7 +562,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                 overlay_rows.append((f"{ci.phase or 'frame'} 0", vols[0].frame(0), labels.frame(0)))
             else:
                 rec["volumes"] += _volume_rows(labels, settings=settings, phase=ci.phase, frame=None,
-                                               reference=ref, qc=qc)
+                                               reference=ref, qc=qc, methods=methods)
                 overlay_rows.append((ci.phase or vols[0].meta.get("channel", ci.channels[0][0]), vols[0], labels))
                 if mode == "tumour":
                     rec["lesions"] += _lesion_rows(labels, settings)
