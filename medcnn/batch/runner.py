@@ -606,7 +606,8 @@ def _lesion_rows(labels, settings: BatchSettings) -> list[dict[str, Any]]:
     tumour_labels = sorted(v for v in settings.labels if v != 0) or None
     df = measure_lesions(labels, labels=tumour_labels, per_label=False, label_names=settings.labels)
     rows = _rows(df)
-    name = "whole tumour (labels " + ", ".join(str(v) for v in (tumour_labels or [])) + ")"
-    for r in rows:
-        r["label_name"] = name
+    if tumour_labels and len(tumour_labels) > 1:  # components of the union of several labels
+        name = "whole tumour (labels " + ", ".join(str(v) for v in tumour_labels) + ")"
+        for r in rows:
+            r["label_name"] = name
     return rows

@@ -69,6 +69,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return ""
+        if value != 0 and abs(value) < 0.1:
+            return f"{value:.2g}"  # small lesions: 0.004 mL, not 0.00
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -117,7 +119,7 @@ def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
             cols["ED / ES frame"] = f"{card.get('ed_frame')} / {card.get('es_frame')}"
         return cols
     vols = [v for v in rec.get("volumes") or [] if not v.get("phase")]
-    if rec.get("mode") == "tumour":
+    if rec.get("mode") == "tumour" and len(vols) > 1:
         cols["tumour volume (mL)"] = float(sum(v.get("volume_ml") or 0.0 for v in vols))
     for v in vols:
         cols[f"{v.get('label_name') or v.get('label')} (mL)"] = v.get("volume_ml")
