@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 from dicom_factory import write_series
 from scipy import ndimage
-from test_batch_support import CARDIAC_LABELS, TUMOUR_LABELS, blob_scan, cine_scan, make_bundle
+from test_batch_support import TUMOUR_LABELS, blob_scan, cine_scan, make_bundle
 
 from medcnn.batch import RESULT_FILE, run_batch
 from medcnn.io import write_volume

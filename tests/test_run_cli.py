@@ -4,7 +4,6 @@ real subprocess, and (slow) the real-data end-to-end runs with the trained bundl
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from dicom_factory import write_series
-from test_batch_support import blob_scan, cine_scan, make_bundle
+from test_batch_support import blob_scan, make_bundle
 
 from medcnn.batch import bundle_info
 from medcnn.cli import main

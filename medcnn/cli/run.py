@@ -68,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(result.summary_line)
     print(f"report: {result.report_files['html']}")
-    print(f"tables: {', '.join(str(result.report_files[k]) for k in ('cases', 'volumes', 'lesions', 'cardiac', 'errors'))}")
+    tables = ("cases", "volumes", "lesions", "cardiac", "errors")
+    print(f"tables: {', '.join(str(result.report_files[k]) for k in tables)}")
     return result.exit_code
