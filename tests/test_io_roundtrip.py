@@ -105,3 +105,16 @@ def test_real_nifti_round_trip_is_exact(tmp_path, shared_data):
         back = read_volume(write_volume(lab, tmp_path / f"gt{fmt}"), kind="label")
         assert np.array_equal(back.array, lab.array) and back.array.dtype == lab.array.dtype
         assert np.allclose(back.affine, lab.affine, rtol=0, atol=1e-5)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    g = Geometry((2, 2, 2), (1, 1, 1))
+    old = os.umask(0o022)
+    try:
+        p = write_volume(Volume(np.zeros((2, 2, 2), np.uint8), g), tmp_path / "perm.nii.gz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
