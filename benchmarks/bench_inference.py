@@ -133,15 +133,17 @@ class PeakRSS:
 
 
 def run_once(fn):
-    """(seconds, added peak RSS bytes, output) of one call."""
+    """(wall seconds, CPU seconds, added peak RSS bytes, output) of one call."""
     import gc
 
     gc.collect()
     with PeakRSS() as mem:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         out = fn()
         dt = time.perf_counter() - t0
-    return dt, mem.added, out
+        dc = time.process_time() - c0
+    return dt, dc, mem.added, out
 
 
 def cached_training(net, img, gt, steps: int, cache_dir: str | None) -> float:
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
     # from other processes hits every configuration alike
     outs, compile_s = {}, {}
     for name, fn in fns.items():
-        t, _, outs[name] = run_once(fn)
+        t, _, _, outs[name] = run_once(fn)
         if "compile" in name:
             compile_s[name] = t
             print(f"  {name}: first call incl. compilation {t:.1f} s", file=sys.stderr)
@@ -238,13 +240,15 @@ def main(argv=None) -> int:
     print(f"MONAI fp32 labels vs synthetic truth: Dice class1 {dice_gt[0]:.3f}, class2 {dice_gt[1]:.3f}; "
           f"label fractions {[round(float(np.mean(ref == c)), 3) for c in range(N_CLASSES)]}", file=sys.stderr)
     times = {n: [] for n in fns}
+    cpu = {n: [] for n in fns}
     peaks = {n: 0 for n in fns}
     ratios = {n: [] for n in fns}
     agree = {}
     for r in range(args.repeats):
         for name, fn in fns.items():
-            t, mem, out = run_once(fn)
+            t, c, mem, out = run_once(fn)
             times[name].append(t)
+            cpu[name].append(c)
             peaks[name] = max(peaks[name], mem)
             agree[name] = float(np.mean(out.numpy() == ref))
         base = times[next(iter(fns))][-1]
@@ -255,13 +259,16 @@ def main(argv=None) -> int:
 
     t_ref = statistics.median(times[next(iter(fns))])
     print(f"\nvolume {SHAPE} = {n_vox} voxels, roi {ROI}, overlap {args.overlap}, {N_CLASSES} classes, "
-          f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds; 'x MONAI' = median of per-round "
-          f"ratios; peak = max resident memory added during a call")
-    print(f"{'configuration':<58} {'median s':>9} {'Mvox/s':>8} {'x MONAI':>8} {'peak MiB':>9} {'agree':>8}")
+          f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds, load average now "
+          f"{os.getloadavg()[0]:.1f}; 'x MONAI' = median of per-round wall-time ratios; 'cpu x' = ratio of median "
+          f"CPU seconds (less sensitive to other processes); peak = max resident memory added during a call")
+    c_ref = statistics.median(cpu[next(iter(fns))])
+    print(f"{'configuration':<58} {'median s':>9} {'Mvox/s':>8} {'x MONAI':>8} {'cpu x':>6} {'peak MiB':>9} "
+          f"{'agree':>8}")
     for name in fns:
         t = statistics.median(times[name])
         print(f"{name:<58} {t:9.2f} {n_vox / t / 1e6:8.2f} {statistics.median(ratios[name]):8.2f} "
-              f"{peaks[name] / 2**20:9.0f} {agree[name]:8.5f}")
+              f"{c_ref / statistics.median(cpu[name]):6.2f} {peaks[name] / 2**20:9.0f} {agree[name]:8.5f}")
     cands = [n for n in list(fns)[1:] if agree[n] >= 0.995]
     best = max(cands, key=lambda n: statistics.median(ratios[n]))
     print(f"\nbest medcnn configuration with >= 99.5% label agreement: {best}: "

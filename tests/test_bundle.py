@@ -252,3 +252,16 @@ def test_save_is_atomic_and_does_not_overwrite_by_default(tmp_path, monkeypatch)
     _save(tmp_path, overwrite=True, net=build_network(SPEC))
     assert (path / "model.safetensors").read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_sigmoid_bundle_allows_region_labels_and_reaches_the_segmenter(tmp_path):
+    from medcnn.inference import Segmenter
+
+    path = _save(tmp_path, labels={0: "bg", 1: "whole", 2: "core", 3: "enhancing"}, activation="sigmoid")
+    b = load_bundle(path)
+    assert b.activation == "sigmoid" and b.labels[3] == "enhancing"
+    assert Segmenter.from_bundle(b, device="cpu").activation == "sigmoid"
+    with pytest.raises(ConfigError, match="label values 0..2"):
+        _save(tmp_path, "softmax", labels={3: "x"})
+    with pytest.raises(ConfigError, match="activation"):
+        _save(tmp_path, "bad", activation="relu")

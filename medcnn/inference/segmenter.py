@@ -276,7 +276,7 @@ class Segmenter:
             channels=b.channels,
             overlap=b.overlap if overlap is None else overlap,
             postprocess=b.postprocess,
-            activation=options.pop("activation", b.json.get("activation")),
+            activation=options.pop("activation", b.activation),
             bundle_info={"path": str(b.path), "sha256": b.sha256, "medcnn_version": b.medcnn_version,
                          "network": b.network.get("name")},
             **options,

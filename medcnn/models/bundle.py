@@ -177,6 +177,11 @@ class Bundle:
         return None if ts is None else tuple(float(v) for v in ts)
 
     @property
+    def activation(self) -> str | None:
+        """``"softmax"``, ``"sigmoid"`` or ``None`` (the default for the output count)."""
+        return self.json.get("activation")
+
+    @property
     def provenance(self) -> dict[str, Any]:
         return dict(self.json.get("provenance") or {})
 
@@ -236,6 +241,7 @@ def _bundle_json(
     overlap: float,
     postprocess: Any,
     provenance: Mapping[str, Any] | None,
+    activation: str | None = None,
 ) -> dict[str, Any]:
     from medcnn import __version__
 
@@ -252,7 +258,10 @@ def _bundle_json(
     chans = [str(c) for c in channels]
     if len(chans) != spec["in_channels"]:
         raise ConfigError.expected(f"{spec['in_channels']} channel names (network in_channels)", f"{chans}")
-    n_classes = max(spec["out_channels"], 2)
+    if activation is not None and activation not in ("softmax", "sigmoid"):
+        raise ConfigError.expected("activation 'softmax' or 'sigmoid'", repr(activation))
+    k = spec["out_channels"]
+    n_classes = k + 1 if (activation == "sigmoid" and k > 1) else max(k, 2)
     lab: dict[str, str] = {}
     for k, v in dict(labels).items():
         if isinstance(k, bool) or int(k) != k or not 0 <= int(k) < n_classes:
@@ -274,6 +283,7 @@ def _bundle_json(
         "labels": dict(sorted(lab.items(), key=lambda kv: int(kv[0]))),
         "channels": chans,
         "postprocess": _json_checked(pp, "postprocess spec") if pp is not None else None,
+        "activation": activation,
         "provenance": _json_checked(dict(provenance or {}), "provenance"),
     }
 
@@ -319,6 +329,7 @@ def save_bundle(
     provenance: Mapping[str, Any] | None = None,
     weights_dtype: str = "float32",
     overwrite: bool = False,
+    activation: str | None = None,
 ) -> Path:
     """Write a bundle folder (or a ``.medcnn`` zip when ``path`` ends with it), atomically.
 
@@ -336,6 +347,9 @@ def save_bundle(
         provenance: free JSON-able dict (data, epochs, metrics, git commit...).
         weights_dtype: ``"float32"`` or ``"float16"`` (half the size; cast back on load).
         overwrite: replace an existing bundle at ``path``.
+        activation: ``"softmax"`` or ``"sigmoid"`` (default: softmax for 2+ outputs,
+            sigmoid for one; sigmoid with several outputs = nested regions, see
+            :func:`medcnn.postprocess.threshold_labels`).
 
     Returns:
         The bundle path. Nothing is left at ``path`` if writing fails.
@@ -346,7 +360,8 @@ def save_bundle(
     if dest.exists() and not overwrite:
         raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
                                    hint="Pass overwrite=True to replace it")
-    meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance)
+    meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance,
+                        activation)
     state = _state_for_saving(model, meta["network"], weights_dtype)
     blob = st_save(state, metadata={"format": "pt", "producer": f"medcnn {meta['medcnn_version']}"})
     n_params = int(sum(t.numel() for t in state.values() if t.is_floating_point()))
