@@ -14,55 +14,16 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass, field
-from importlib import resources
 from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping
 
 from medcnn.errors import BundleError, InputFileNotFoundError
+from medcnn.models.defaults import bundled_names, default_bundles_dir, resolve_model
 
 __all__ = ["BundleInfo", "bundled_names", "resolve_model", "bundle_info", "list_bundles", "default_bundles_dir"]
 
 _BUNDLE_JSON = "bundle.json"
-
-
-def default_bundles_dir() -> Path | None:
-    """Folder of the bundles shipped with medcnn (``medcnn/bundles``), if present."""
-    try:
-        root = resources.files("medcnn") / "bundles"
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover
-        return None
-    p = Path(str(root))
-    return p if p.is_dir() else None
-
-
-def bundled_names() -> list[str]:
-    """Names of the default bundles installed with medcnn (folders holding bundle.json)."""
-    root = default_bundles_dir()
-    if root is None:
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / _BUNDLE_JSON).is_file())
-
-
-def resolve_model(model: str | PathLike[str]) -> Path:
-    """Path of a bundle given its default name or a path.
-
-    Raises:
-        InputFileNotFoundError: neither a default bundle name nor an existing path.
-    """
-    text = str(model)
-    p = Path(text).expanduser()
-    if p.exists():
-        return p
-    root = default_bundles_dir()
-    if root is not None and "/" not in text and "\\" not in text and (root / text / _BUNDLE_JSON).is_file():
-        return root / text
-    names = bundled_names()
-    raise InputFileNotFoundError.expected(
-        "a default model name or a bundle folder / .medcnn archive",
-        f"{text!r}, which is neither",
-        hint=("default models: " + ", ".join(names)) if names else
-        "no default models are installed (medcnn/bundles is empty); pass a bundle path")
 
 
 @dataclass(frozen=True)

@@ -517,6 +517,8 @@ def load_bundle(path: str | PathLike[str] | Bundle) -> Bundle:
     one; the network spec is valid; every tensor the network needs is present with the
     right shape and no unknown tensors are present.
 
+    ``path`` may also be the name of a default bundle (see ``medcnn models list``).
+
     Raises:
         InputFileNotFoundError: nothing at ``path``.
         UnsafeModelFileError: a pickle / PyTorch checkpoint (see :data:`CONVERT_HINT`).
@@ -525,6 +527,11 @@ def load_bundle(path: str | PathLike[str] | Bundle) -> Bundle:
     if isinstance(path, Bundle):
         return path
     p = Path(path)
+    if not p.exists():
+        from medcnn.models.defaults import bundled_names, resolve_model
+
+        if str(path) in bundled_names():  # a default model name
+            p = resolve_model(path)
     if not p.exists():
         raise InputFileNotFoundError.expected("an existing bundle folder or .medcnn archive", "nothing at that path",
                                               path=p)
