@@ -129,7 +129,9 @@ def test_dicom_cine_folder_becomes_4d_nifti(tmp_path, capsys):
 
     dicom = require_shared_data("sunnybrook", "dicom", "SCD0000101")
     net, spec = _tiny_unet(1)
-    pre = PreprocessSpec(orientation="RAS", modalities=("MR",))
+    # keep the stack's own axis order: reorienting this IRP stack puts the 12-slice axis
+    # first, and a (256, 256, 16) window would then pad it to 256 (minutes of CPU per frame)
+    pre = PreprocessSpec(orientation=None, modalities=("MR",))
     bdir = save_bundle(net, tmp_path / "b", network=spec, preprocess=pre, roi_size=(256, 256, 16),
                        labels={0: "bg", 1: "fg"}, channels=["MR"])
     out = tmp_path / "out"
