@@ -180,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{info['precision']}, {time.perf_counter() - t0:.1f} s)")
         except MedcnnError as exc:
             failed += 1
-            print(f"medcnn segment: error: {name}: {exc}", file=sys.stderr)
+            msg = str(exc)  # typed errors already start with the file name; don't repeat it
+            print(f"medcnn segment: error: {msg if msg.startswith(str(name)) else f'{name}: {msg}'}",
+                  file=sys.stderr)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
