@@ -237,3 +237,14 @@ def test_deterministic_runs_give_identical_label_bytes(tmp_path, capsys, bundle)
     assert gzip.decompress(outs[0].read_bytes()) == gzip.decompress(outs[1].read_bytes())
     report = json.loads(next(p for p in _files(tmp_path / "run0") if p.name == "report.json").read_text())
     assert "deterministic" in json.dumps(report)
+
+
+# ---------------------------------------------------------------- memory guard
+def test_memory_guard_refuses_before_running(tmp_path, capsys, bundle):
+    scan = write_volume(blob_scan(), tmp_path / "scan.nii.gz")
+    out = tmp_path / "seg"
+    rc, _, err = _run(capsys, ["segment", str(scan), "--model", str(bundle), "--out", str(out),
+                               "--memory-limit-gb", "0.00001"])
+    assert rc == 2 and "Traceback" not in err
+    assert "memory" in err.lower() and "expected" in err and str(scan) in err
+    assert _files(out) == []
