@@ -12,7 +12,7 @@ label agreement meaningless). ROI 96^3, overlap 0.25 (``--overlap``), Gaussian b
 
 Prints, per configuration: median wall time over ``--repeats`` runs, throughput in
 voxels/s, the ratio to the MONAI fp32 baseline, the peak resident memory added during
-the run (sampled every 5 ms), and the fraction of voxels whose label equals MONAI fp32's.
+one call (measured in a fresh child process), and the fraction of voxels whose label equals MONAI fp32's.
 
 Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 40] [--compile]``
 """
@@ -133,17 +133,14 @@ class PeakRSS:
 
 
 def run_once(fn):
-    """(wall seconds, CPU seconds, added peak RSS bytes, output) of one call."""
+    """(wall seconds, CPU seconds, output) of one call."""
     import gc
 
     gc.collect()
-    with PeakRSS() as mem:
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        dc = time.process_time() - c0
-    return dt, dc, mem.added, out
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def cached_training(net, img, gt, steps: int, cache_dir: str | None) -> float:
@@ -177,6 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (inductor) variants")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
+    ap.add_argument("--no-memory", dest="memory", action="store_false",
+                    help="skip the per-configuration peak-memory measurement (child processes)")
+    ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     import torch
@@ -192,6 +192,8 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 native: {cpu_supports_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}; volume {SHAPE}, roi {ROI}, overlap {args.overlap}, "
           f"gaussian blending, {N_CLASSES} classes", file=sys.stderr)
+    if args.memory_child is not None:  # quiet: only the JSON line goes to stdout
+        sys.stderr = open(os.devnull, "w")
     t_train = cached_training(net, img, gt, args.train_steps, args.cache_dir or None)
     if t_train:
         print(f"trained {args.train_steps} steps in {t_train:.0f} s", file=sys.stderr)
@@ -227,11 +229,20 @@ def main(argv=None) -> int:
         if not opts:
             name = f"{name}: {seg.precision}, {seg.memory_format}, sw{seg.sw_batch_size}"
         fns[name] = (lambda s: (lambda: s.predict_array(arr, outputs=("labels",)).labels))(seg)
+    if args.memory_child is not None:
+        import json
+
+        fn = list(fns.values())[args.memory_child]
+        fn()  # warm-up
+        with PeakRSS() as mem:
+            fn()
+        print(json.dumps({"peak_added_bytes": mem.added}))
+        return 0
     # warm-up (and compilation) once each, then interleave the timed rounds so that load
     # from other processes hits every configuration alike
     outs, compile_s = {}, {}
     for name, fn in fns.items():
-        t, _, _, outs[name] = run_once(fn)
+        t, _, outs[name] = run_once(fn)
         if "compile" in name:
             compile_s[name] = t
             print(f"  {name}: first call incl. compilation {t:.1f} s", file=sys.stderr)
@@ -241,15 +252,13 @@ def main(argv=None) -> int:
           f"label fractions {[round(float(np.mean(ref == c)), 3) for c in range(N_CLASSES)]}", file=sys.stderr)
     times = {n: [] for n in fns}
     cpu = {n: [] for n in fns}
-    peaks = {n: 0 for n in fns}
     ratios = {n: [] for n in fns}
     agree = {}
     for r in range(args.repeats):
         for name, fn in fns.items():
-            t, c, mem, out = run_once(fn)
+            t, c, out = run_once(fn)
             times[name].append(t)
             cpu[name].append(c)
-            peaks[name] = max(peaks[name], mem)
             agree[name] = float(np.mean(out.numpy() == ref))
         base = times[next(iter(fns))][-1]
         for name in fns:
@@ -257,11 +266,16 @@ def main(argv=None) -> int:
         print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{t[-1]:.2f}" for t in times.values()) + " s",
               file=sys.stderr)
 
+    peaks = {n: float("nan") for n in fns}
+    if args.memory:
+        for i, n in enumerate(fns):
+            peaks[n] = measure_memory_in_child(i, args)
     t_ref = statistics.median(times[next(iter(fns))])
     print(f"\nvolume {SHAPE} = {n_vox} voxels, roi {ROI}, overlap {args.overlap}, {N_CLASSES} classes, "
           f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds, load average now "
           f"{os.getloadavg()[0]:.1f}; 'x MONAI' = median of per-round wall-time ratios; 'cpu x' = ratio of median "
-          f"CPU seconds (less sensitive to other processes); peak = max resident memory added during a call")
+          f"CPU seconds (less sensitive to other processes); peak = resident memory added by one call, measured "
+          f"in a fresh child process")
     c_ref = statistics.median(cpu[next(iter(fns))])
     print(f"{'configuration':<58} {'median s':>9} {'Mvox/s':>8} {'x MONAI':>8} {'cpu x':>6} {'peak MiB':>9} "
           f"{'agree':>8}")
@@ -278,14 +292,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def _reexec_with_plain_malloc() -> None:
-    """glibc keeps freed large blocks after its mmap threshold adapts, which hides later
-    peaks from RSS; a fixed threshold makes every large tensor an mmap returned on free."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+def measure_memory_in_child(index: int, args) -> int:
+    """Peak resident memory (bytes) added by one call of configuration ``index``, measured
+    in a fresh process. glibc keeps freed blocks once its mmap threshold adapts, which hides
+    later peaks from RSS; the child fixes the threshold so every large tensor is an mmap
+    returned on free (this slows allocation, so timings are never taken there)."""
+    import json
+    import subprocess
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", str(index), "--overlap", str(args.overlap),
+           "--train-steps", str(args.train_steps), "--cache-dir", args.cache_dir]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    cmd += ["--compile"] * bool(args.compile) + ["--quick"] * bool(args.quick)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return int(json.loads(out.strip().splitlines()[-1])["peak_added_bytes"])
 
 
 if __name__ == "__main__":
-    _reexec_with_plain_malloc()
     sys.exit(main())

@@ -164,6 +164,19 @@ class WindowResult:
     info: dict = field(default_factory=dict)
 
 
+def _argmax_channels(region, dtype):
+    """``argmax`` over dim 0 (ties → lowest channel, as ``torch.argmax``) by ``K`` elementwise
+    passes: ~20x faster than ``torch.argmax(dim=0)`` on strided CPU tensors, no int64 temporary."""
+    import torch
+
+    best = region[0].clone()
+    lab = torch.zeros(region.shape[1:], dtype=dtype, device=region.device)
+    for c in range(1, region.shape[0]):
+        lab.masked_fill_(region[c] > best, c)
+        torch.maximum(best, region[c], out=best)
+    return lab
+
+
 def _label_dtype(n_classes: int):
     import torch
 
@@ -285,7 +298,7 @@ def sliding_window_inference(
                     for c in range(K):
                         lab[region[c] > 0] = c + 1
                 else:
-                    lab = region[:K].argmax(dim=0)
+                    lab = _argmax_channels(region[:K], labels.dtype)
                 labels[out_idx] = lab.to(labels.dtype).cpu()
             if need_w:
                 blended = region[:K] / region[K:]
