@@ -4,8 +4,10 @@
 windows, labels back on the input grid) on a synthetic 512 x 512 x 300 CT-like volume
 with a small MONAI UNet and ``--classes`` output classes (default 14, like a
 multi-organ model). A full float32 accumulator would need ``classes x 315 MB`` (4.4 GB
-for 14 classes); with ``--memory-limit-gb`` below that, the memory planner streams the
-accumulator in ROI-deep slabs and reduces it to labels as it goes.
+for 14 classes); the memory planner streams the accumulator in ROI-deep slabs and
+reduces it to labels as it goes (it must below a ``--memory-limit-gb`` of ~5 GiB, and
+does so by default above 1 GiB of accumulator). ``--full`` forces full-volume stitching
+for comparison (give it ``--memory-limit-gb 16``).
 
 Prints the memory plan, wall time, throughput and the process's peak resident memory
 (``ru_maxrss``) next to what full-volume stitching would have needed.
@@ -54,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--overlap", type=float, default=0.25)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--sw-batch-size", type=int, default=1)
+    ap.add_argument("--full", action="store_true", help="full-volume stitching when it fits (no streaming)")
     args = ap.parse_args(argv)
 
     import torch
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
     seg = Segmenter(build_network(spec), network=spec, roi_size=tuple(args.roi), overlap=args.overlap,
                     preprocess=PreprocessSpec(orientation="RAS", modalities=("CT",), ct_window=(-200.0, 300.0)),
                     device="cpu", precision=args.precision, sw_batch_size=args.sw_batch_size,
-                    memory_limit_gb=args.memory_limit_gb)
+                    memory_limit_gb=args.memory_limit_gb, stream_above_gb=None if args.full else 1.0)
     plan = seg.plan(SHAPE, input_shape=SHAPE)
     full_acc = args.classes * int(np.prod(SHAPE)) * 4
     print(f"plan: {plan.describe()}")

@@ -342,10 +342,13 @@ def test_option_errors():
 def test_planner_uses_host_stitching_when_the_gpu_budget_is_tiny():
     kw = dict(in_channels=1, out_channels=14, roi_size=(96, 96, 96), network={"name": "unet", "channels": [16]})
     roomy = plan_memory((512, 512, 300), device_type="cuda", device_budget_bytes=80 * 2**30,
-                        host_budget_bytes=64 * 2**30, **kw)
+                        host_budget_bytes=64 * 2**30, prefer_slab_above_bytes=None, **kw)
     assert roomy.stitch == "device" and not roomy.slab
+    # by default a > 1 GiB accumulator is streamed even when it would fit
+    assert plan_memory((512, 512, 300), device_type="cuda", device_budget_bytes=80 * 2**30,
+                       host_budget_bytes=64 * 2**30, **kw).slab
     tight = plan_memory((512, 512, 300), device_type="cuda", device_budget_bytes=2 * 2**30,
-                        host_budget_bytes=64 * 2**30, **kw)
+                        host_budget_bytes=64 * 2**30, prefer_slab_above_bytes=None, **kw)
     assert tight.stitch == "host" and not tight.slab
     # the full 14-class accumulator alone is 14 * 512*512*300 * 4 bytes = 4.1 GiB
     assert tight.breakdown["accumulator_full"] == 14 * 512 * 512 * 300 * 4

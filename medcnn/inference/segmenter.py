@@ -148,6 +148,8 @@ class Segmenter:
         tta_axes: model-grid axes to mirror for test-time augmentation.
         sw_batch_size: windows per network call (default: 1 on CPU, 4 on GPUs).
         memory_limit_gb: memory budget (default: 85% of what is free at predict time).
+        stream_above_gb: stream the accumulator in slabs whenever the full one would exceed
+            this (identical labels, less memory; ``None``: only when memory requires it).
         memory_format: ``"auto"`` (channels-last on the CPU in fp32, where it measured
             faster), ``"channels_last"`` or ``"contiguous"``.
         compile: wrap the network with ``torch.compile`` (inductor, weights frozen; the first
@@ -176,6 +178,7 @@ class Segmenter:
         tta_axes: Sequence[int] = (),
         sw_batch_size: int | None = None,
         memory_limit_gb: float | None = None,
+        stream_above_gb: float | None = 1.0,
         memory_format: str = "auto",
         compile: bool = False,
         blend_mode: str = "gaussian",
@@ -237,6 +240,7 @@ class Segmenter:
         if memory_limit_gb is not None and not float(memory_limit_gb) > 0:
             raise ConfigError.expected("memory_limit_gb > 0", f"{memory_limit_gb}")
         self.memory_limit_gb = memory_limit_gb
+        self.stream_above_gb = stream_above_gb
         if memory_format not in MEMORY_FORMATS:
             raise ConfigError.expected(f"memory_format one of {', '.join(MEMORY_FORMATS)}", repr(memory_format))
         if memory_format == "auto":
@@ -311,7 +315,9 @@ class Segmenter:
                            sw_batch_size=self.sw_batch_size, device_type=self.device.type, network=self.network,
                            n_parameters=self.n_parameters, precision=self.precision,
                            want_probabilities=want_probabilities, input_shape=input_shape,
-                           resampled=resampled, device_budget_bytes=budget, host_budget_bytes=budget if self.device.type == "cpu" else None)
+                           resampled=resampled, device_budget_bytes=budget,
+                           prefer_slab_above_bytes=None if self.stream_above_gb is None
+                           else int(float(self.stream_above_gb) * 1024**3), host_budget_bytes=budget if self.device.type == "cpu" else None)
 
     def _window_layout(self, model_shape: Sequence[int], spacing: Sequence[float] | None):
         shape = tuple(int(s) for s in model_shape)
