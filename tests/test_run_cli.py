@@ -97,7 +97,7 @@ def installed_bundles(bundle, tmp_path, monkeypatch):
     """Pretend ``bundle`` is a default bundle named tiny-cardiac (packaged bundles untouched)."""
     import shutil
 
-    from medcnn.batch import bundles
+    from medcnn.models import defaults as bundles
 
     root = tmp_path / "bundles"
     shutil.copytree(bundle, root / "tiny-cardiac")
@@ -133,7 +133,7 @@ def test_models_list_and_named_model(installed_bundles, tmp_path, capsys):
 
 
 def test_models_list_without_bundles(tmp_path, monkeypatch, capsys):
-    from medcnn.batch import bundles
+    from medcnn.models import defaults as bundles
 
     monkeypatch.setattr(bundles, "default_bundles_dir", lambda: None)
     assert main(["models", "list"]) == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medcnn.errors import BundleError, InputFileNotFoundError
+from medcnn.models import defaults as _defaults
 from medcnn.models.defaults import bundled_names, default_bundles_dir, resolve_model
 
 __all__ = ["BundleInfo", "bundled_names", "resolve_model", "bundle_info", "list_bundles", "default_bundles_dir"]
@@ -112,7 +113,7 @@ def bundle_info(model: str | PathLike[str]) -> BundleInfo:
         raise BundleError.expected("a non-empty 'channels' list in bundle.json", "none", path=p)
     if not sha:
         raise BundleError.expected("weights.sha256 in bundle.json", "none", path=p)
-    root = default_bundles_dir()
+    root = _defaults.default_bundles_dir()
     name = p.name[: -len(".medcnn")] if p.name.endswith(".medcnn") else p.name
     if root is not None and p.parent.resolve() == root.resolve():
         name = p.name

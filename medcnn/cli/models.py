@@ -94,7 +94,8 @@ def _print(d: Mapping[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medcnn.batch.bundles import bundle_info, bundled_names, default_bundles_dir
+    from medcnn.batch.bundles import bundle_info
+    from medcnn.models.defaults import bundled_names, default_bundles_dir
     from medcnn.errors import MedcnnError
 
     if args.models_command == "show":
