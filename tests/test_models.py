@@ -73,9 +73,9 @@ def test_build_after_json_round_trip_runs_and_keeps_the_patch(key):
 ])
 def test_transformer_networks_build_or_name_the_missing_package(spec):
     if _has_einops():
-        net = build_network(spec)
+        net = build_network(spec).eval()
         with torch.no_grad():
-            out = net(torch.zeros(1, 1, 32, 32, 32) if spec["name"] == "swinunetr" else torch.zeros(1, 1, 16, 16, 16))
+            out = net(torch.zeros(1, 1, 64, 64, 64) if spec["name"] == "swinunetr" else torch.zeros(1, 1, 16, 16, 16))
         assert out.shape[1] == 2
     else:
         with pytest.raises(ConfigError, match="einops"):
