@@ -164,14 +164,7 @@ def _run_processes(cases, settings, done, workers: int):
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
-                c = futures[f]
-                try:
-                    rec = f.result()
-                except KeyboardInterrupt:
-                    raise
-                except BaseException as exc:  # noqa: BLE001 - a dead worker is one failed case
-                    rec = _crash_record(c, settings, exc)
-                done(c, rec)
+                done(futures[f], _result_or_crash(f, futures[f], settings))
     except BaseException:
         for f in futures:
             f.cancel()
@@ -185,6 +178,16 @@ def _run_processes(cases, settings, done, workers: int):
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _result_or_crash(future, case, settings):
+    """The case record of a finished future; a dead or lost worker becomes one failed case."""
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - isolate the case, keep the batch going
+        return _crash_record(case, settings, exc)
 
 
 def _run_dask(cases, settings, done, scheduler):
@@ -203,14 +206,7 @@ def _run_dask(cases, settings, done, scheduler):
                                 pure=False, resources=resources)
             futures[fut] = c
         for fut in as_completed(list(futures)):
-            c = futures[fut]
-            try:
-                rec = fut.result()
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a lost worker is one failed case
-                rec = _crash_record(c, settings, exc)
-            done(c, rec)
+            done(futures[fut], _result_or_crash(fut, futures[fut], settings))
     except BaseException:
         client.cancel(list(futures))
         raise
