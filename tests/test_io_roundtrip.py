@@ -118,3 +118,10 @@ def test_written_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_image_stem_treats_nii_gz_as_one_extension():
+    from medcnn.io import image_stem
+
+    assert image_stem("case01.nii.gz") == "case01" and image_stem("A.B.NRRD") == "A.B"
+    assert image_stem("notes.txt") is None and image_stem(".nii.gz") is None

@@ -37,7 +37,6 @@ from typing import Any, Callable
 
 __all__ = ["register", "run", "case_id", "sha256_of", "read_table"]
 
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def register(sub) -> None:
@@ -86,12 +85,10 @@ def register(sub) -> None:
 # ---------------------------------------------------------------------- small helpers
 def case_id(path: str | os.PathLike[str]) -> str:
     """File (or folder) name without its image extension (``.nii.gz`` counts as one)."""
+    from medcnn.io import image_stem
+
     name = Path(path).name or str(path).rstrip("/\\")
-    lower = name.lower()
-    for sfx in _IMAGE_SUFFIXES:
-        if lower.endswith(sfx) and len(name) > len(sfx):
-            return name[: -len(sfx)]
-    return Path(name).stem if Path(name).suffix else name
+    return image_stem(name) or (Path(name).stem if Path(name).suffix else name)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str | None:

@@ -90,13 +90,9 @@ def parse_labels(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
 
 
 def _strip_suffix(name: str) -> str | None:
-    from medcnn.io._common import SUPPORTED_SUFFIXES
+    from medcnn.io import image_stem
 
-    low = name.lower()
-    for sfx in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if low.endswith(sfx):
-            return name[: -len(sfx)]
-    return None
+    return image_stem(name)
 
 
 def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:

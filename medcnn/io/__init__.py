@@ -15,7 +15,8 @@ from os import PathLike
 from pathlib import Path
 
 from medcnn.errors import DimensionError, UnsupportedFormatError
-from medcnn.io._common import ITK_SUFFIXES, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, as_label_array, check_exists, check_suffix
+from medcnn.io._common import (ITK_SUFFIXES, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, as_label_array, check_exists,
+                               check_suffix, image_stem)
 from medcnn.volume import Volume, VolumeKind
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "list_dicom_series",
     "read_dicom_identifiers",
     "as_label_array",
+    "image_stem",
     "SUPPORTED_SUFFIXES",
 ]
 

@@ -28,6 +28,15 @@ def suffix_of(path: Path) -> str:
     return path.suffix.lower()
 
 
+def image_stem(name: str) -> str | None:
+    """File name without its image extension (``.nii.gz`` counts as one); ``None`` when the
+    name has no supported image extension (or nothing before it)."""
+    sfx = suffix_of(Path(name))
+    if sfx in SUPPORTED_SUFFIXES and len(name) > len(sfx):
+        return name[: -len(sfx)]
+    return None
+
+
 def check_exists(path: Path) -> None:
     if not path.exists():
         raise InputFileNotFoundError.expected("an existing file or DICOM folder", "nothing at that path", path=path)

@@ -205,11 +205,10 @@ def _default_case_id(ref: Volume) -> str:
 
     if not ref.source:
         return ""
+    from medcnn.io import image_stem
+
     name = Path(ref.source).name
-    for sfx in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(sfx):
-            return name[: -len(sfx)]
-    return name
+    return image_stem(name) or name
 
 
 def _ok_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
