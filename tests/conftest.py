@@ -38,3 +38,14 @@ AWKWARD_GEOMETRIES = {
 @pytest.fixture(params=sorted(AWKWARD_GEOMETRIES))
 def awkward_geometry(request) -> Geometry:
     return AWKWARD_GEOMETRIES[request.param]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_module():
+    """Small networks run fastest on one thread, and stay fast on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

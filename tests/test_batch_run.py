@@ -116,6 +116,23 @@ def test_resume_skips_up_to_date_cases_and_recomputes_changed_ones(work, tmp_pat
     assert [r["status"] for r in fourth.records] == ["ok"] * 3
 
 
+def test_tta_uses_the_bundles_trained_mirror_axes_and_says_so(work, tmp_path):
+    mirrored = make_bundle(tmp_path / "mirrored", mirror_axes=[0])
+    scan = work["scans"] / "s0.nii.gz"
+    res = run_batch([scan], model=mirrored, out=tmp_path / "out", progress=False, figures=False, tta=True)
+    prov = res.records[0]["provenance"]
+    assert prov["tta"] is True and prov["tta_axes"] == [0]
+    assert prov["inference"]["n_forward_passes"] == 2 * prov["inference"]["n_windows"]
+    assert pd.read_csv(tmp_path / "out" / "cases.csv")["tta"].tolist() == ["mirror axes 0"]
+    # a bundle that does not record its training mirror axes: every axis, with a warning
+    with pytest.warns(UserWarning, match="does not record"):
+        res = run_batch([scan], model=work["bundle"], out=tmp_path / "legacy", progress=False, figures=False,
+                        tta=True)
+    assert res.records[0]["provenance"]["tta_axes"] == [0, 1, 2]
+    plain = run_batch([scan], model=mirrored, out=tmp_path / "plain", progress=False, figures=False)
+    assert pd.read_csv(tmp_path / "plain" / "cases.csv")["tta"].tolist() == ["off"]
+
+
 def test_interrupt_then_rerun_finishes_the_rest(work, tmp_path):
     out = tmp_path / "out"
     seen = []

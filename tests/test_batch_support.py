@@ -15,7 +15,7 @@ CARDIAC_LABELS = {0: "background", 1: "LV blood pool", 2: "LV myocardium"}
 TUMOUR_LABELS = {0: "background", 1: "necrosis", 2: "oedema", 3: "enhancing tumour"}
 
 
-def make_bundle(path: Path, *, labels=CARDIAC_LABELS, channels=("MRI",), seed: int = 0) -> Path:
+def make_bundle(path: Path, *, labels=CARDIAC_LABELS, channels=("MRI",), seed: int = 0, mirror_axes=None) -> Path:
     """A tiny 3D UNet bundle with seeded random weights (fast on a CPU)."""
     import torch
 
@@ -33,7 +33,7 @@ def make_bundle(path: Path, *, labels=CARDIAC_LABELS, channels=("MRI",), seed: i
                        preprocess=PreprocessSpec(orientation=None, modalities=("MR",) * len(channels)),
                        roi_size=(16, 16, 8), labels=labels, channels=list(channels), overlap=0.25,
                        provenance={"task": "cardiac" if 1 in labels and "LV" in labels[1] else "tumour",
-                                   "validation": {"dice_mean": 0.5, "n_cases": 3}})
+                                   "validation": {"dice_mean": 0.5, "n_cases": 3}}, mirror_axes=mirror_axes)
 
 
 def blob_scan(shape=(24, 20, 8), spacing=(1.5, 1.5, 5.0), *, seed: int = 0, origin=(-10.0, 5.0, 20.0),

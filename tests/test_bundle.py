@@ -265,3 +265,41 @@ def test_sigmoid_bundle_allows_region_labels_and_reaches_the_segmenter(tmp_path)
         _save(tmp_path, "softmax", labels={3: "x"})
     with pytest.raises(ConfigError, match="activation"):
         _save(tmp_path, "bad", activation="relu")
+
+
+# ---------------------------------------------------------------------------- training mirror axes
+def test_mirror_axes_round_trip_and_reach_the_segmenter(tmp_path):
+    import warnings
+
+    from medcnn.inference import Segmenter
+
+    b = load_bundle(_save(tmp_path, "m", mirror_axes=[2, 0]))
+    assert b.json["mirror_axes"] == [0, 2] and b.mirror_axes == (0, 2)
+    seg = Segmenter.from_bundle(b, device="cpu", tta_axes="trained")
+    assert seg.mirror_axes == (0, 2) and seg.tta_axes == (0, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # trained axes: no warning
+        Segmenter.from_bundle(b, device="cpu", tta_axes=(0,))
+    with pytest.warns(UserWarning, match=r"axes \[1\] that this model's training never mirrored"):
+        Segmenter.from_bundle(b, device="cpu", tta_axes="all")
+    # bundles written without the key (older medcnn, other tools): unknown, not "none"
+    legacy = _save(tmp_path, "legacy")
+    meta = json.loads((legacy / "bundle.json").read_text())
+    meta.pop("mirror_axes")
+    (legacy / "bundle.json").write_text(json.dumps(meta))
+    assert load_bundle(legacy).mirror_axes is None
+    with pytest.warns(UserWarning, match="does not record"):
+        seg = Segmenter.from_bundle(legacy, device="cpu", tta_axes="trained")
+    assert seg.tta_axes == (0, 1, 2)
+
+
+def test_bad_mirror_axes_are_refused_on_save_and_load(tmp_path):
+    for bad in ([3], [0, 0], ["x"], [True]):
+        with pytest.raises(ConfigError, match="mirror_axes"):
+            _save(tmp_path, "bad", mirror_axes=bad)
+    path = _save(tmp_path, "ok", mirror_axes=[0])
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["mirror_axes"] = [5]
+    (path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="mirror_axes"):
+        load_bundle(path)

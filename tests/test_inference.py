@@ -298,6 +298,49 @@ def test_tta_counts_passes_and_keeps_symmetric_results():
     assert unet.info["n_forward_passes"] == 8 * unet.info["n_windows"]
 
 
+def test_tta_trained_uses_the_models_mirror_axes_and_warns_otherwise():
+    g = Geometry((20, 18, 16), (1, 1, 1))
+    vol = Volume(smooth_image(g), g)
+    seg = _small_unet_segmenter(precision="fp32", tta_axes="trained", mirror_axes=(0,))
+    pred = seg.predict(vol)
+    assert seg.tta_axes == (0,) and pred.info["tta_axes"] == [0] and pred.info["tta_request"] == "trained"
+    assert pred.info["mirror_axes_trained"] == [0]
+    assert pred.info["n_forward_passes"] == 2 * pred.info["n_windows"]
+    # the same as asking for axis 0 explicitly
+    explicit = _small_unet_segmenter(precision="fp32", tta_axes=(0,), mirror_axes=(0,)).predict(vol)
+    assert np.array_equal(explicit.labels.array, pred.labels.array)
+    with pytest.warns(UserWarning, match=r"axes \[1, 2\]"):
+        _small_unet_segmenter(precision="fp32", tta_axes="all", mirror_axes=(0,))
+    with pytest.warns(UserWarning, match="trained without mirroring"):
+        none = _small_unet_segmenter(precision="fp32", tta_axes="trained", mirror_axes=())
+    assert none.tta_axes == () and none.predict(vol).info["n_forward_passes"] == pred.info["n_windows"]
+    with pytest.raises(ConfigError, match="tta_axes"):
+        _small_unet_segmenter(tta_axes="sideways")
+    with pytest.raises(ConfigError, match="mirror_axes"):
+        _small_unet_segmenter(mirror_axes=(3,))
+
+
+def test_tta_trained_on_a_2d_network_mirrors_window_axes_mapped_to_the_volume():
+    """A 2D network's window axes are the two in-plane axes of each volume's model grid."""
+    g = Geometry((12, 10, 4), (1.0, 1.0, 5.0))  # slice axis 2 (coarsest)
+    vol = Volume(smooth_image(g), g)
+    net = GradientSign(axis=1, nd=2)
+    seg = Segmenter(net, roi_size=(8, 8), precision="fp32", device="cpu", tta_axes="trained", mirror_axes=(1,))
+    pred = seg.predict(vol)
+    assert pred.info["slice_axis"] == 2 and pred.info["tta_axes"] == [1]
+    assert pred.info["n_forward_passes"] == 2 * pred.info["n_windows"]
+    ref = Segmenter(net, roi_size=(8, 8), precision="fp32", device="cpu", tta_axes=(1,)).predict(vol)
+    assert np.array_equal(ref.labels.array, pred.labels.array)
+    g2 = Geometry((4, 12, 10), (5.0, 1.0, 1.0))  # slice axis 0: window axis 1 is model-grid axis 2
+    pred2 = seg.predict(Volume(smooth_image(g2), g2))
+    assert pred2.info["slice_axis"] == 0 and pred2.info["tta_axes"] == [2]
+    with pytest.warns(UserWarning, match="never mirrored"):
+        Segmenter(net, roi_size=(8, 8), device="cpu", tta_axes="all", mirror_axes=(1,))
+    explicit = Segmenter(net, roi_size=(8, 8), device="cpu", tta_axes=(0,), mirror_axes=(1,))
+    with pytest.warns(UserWarning, match=r"axes \[0\]"):  # grid axis 0 = window axis 0 when slicing along 2
+        explicit.predict(vol)
+
+
 def test_mirroring_averages_flipped_predictions():
     from medcnn.inference import make_predictor
 

@@ -54,7 +54,7 @@ def test_segment_writes_labels_on_each_input_grid_in_its_format(tmp_path, bundle
     b = _scan(tmp_path / "in" / "b.nrrd", GEOMS[1], seed=1)
     out = tmp_path / "out"
     rc = main(["segment", str(a), str(b), "--model", str(bundle), "--out", str(out), "--device", "cpu",
-               "--precision", "fp32", "--probabilities", "--tta", "0"])
+               "--precision", "fp32", "--probabilities", "--tta-axes", "0"])
     assert rc == 0, capsys.readouterr().err
     la = read_volume(out / "a_labels.nii.gz", kind="label")
     lb = read_volume(out / "b_labels.nrrd", kind="label")
@@ -66,6 +66,27 @@ def test_segment_writes_labels_on_each_input_grid_in_its_format(tmp_path, bundle
     assert prob.shape == (2,) + GEOMS[0].shape
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.nii.gz", "a_probabilities.nii.gz",
                                                       "b_labels.nrrd", "b_probabilities.nrrd"]
+
+
+def test_tta_flag_alone_mirrors_the_bundles_trained_axes(tmp_path, capsys):
+    from medcnn.cli.segment import parse_tta_axes
+    from medcnn.errors import ConfigError
+
+    assert parse_tta_axes("") == () and parse_tta_axes("none") == () and parse_tta_axes("2, 0") == (0, 2)
+    assert parse_tta_axes("Trained") == "trained" and parse_tta_axes("all") == "all"
+    for bad in ("3", "x", "0,sideways"):
+        with pytest.raises(ConfigError):
+            parse_tta_axes(bad)
+    net, spec = _tiny_unet(1)
+    pre = PreprocessSpec(orientation="RAS", modalities=("MR",))
+    path = save_bundle(net, tmp_path / "mirrored", network=spec, preprocess=pre, roi_size=(16, 16, 16),
+                       labels={0: "background", 1: "thing"}, channels=["MR"], mirror_axes=[1])
+    scan = _scan(tmp_path / "a.nii.gz", GEOMS[1])
+    rc = main(["segment", str(scan), "--model", str(path), "--out", str(tmp_path / "out"), "--device", "cpu",
+               "--tta"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "tta_axes=(1,)" in cap.err and "TTA mirror axes [1]" in cap.out
 
 
 def test_a_bad_case_prints_one_line_and_the_others_continue(tmp_path, bundle, capsys):

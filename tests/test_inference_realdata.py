@@ -27,16 +27,7 @@ from medcnn.io import read_volume
 from medcnn.models import build_network, dynunet_spec, save_bundle
 from medcnn.preprocess import PreprocessSpec, Preprocessor
 
-pytestmark = [pytest.mark.slow, pytest.mark.realdata]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small networks run fastest on one thread, and stay fast on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.usefixtures("one_torch_thread_module")]
 
 CASES = {
     "sunnybrook": (["sunnybrook/nifti/SCD0000101_ED.nii.gz"], "sunnybrook/nifti/SCD0000101_ED_gt.nii.gz",

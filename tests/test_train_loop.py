@@ -88,6 +88,7 @@ def test_loss_decreases_and_bundle_predicts_on_input_grid(tiny):
     assert prov["training"]["hardware"]["cpu_cores"] >= 1
     assert prov["validation"]["n_cases"] == 2  # one held-out patient = 2 cases
     assert set(prov["training"]["val_cases"]).isdisjoint(prov["training"]["train_cases"])
+    assert doc["mirror_axes"] == []  # augmentation off: TTA with "trained" axes has nothing to mirror
     # the exported bundle predicts through the full inference path, on the input grid
     from medcnn.train.evaluate import predict_case_labels
 
@@ -159,7 +160,11 @@ def test_cli_train_and_bad_config(tiny, tmp_path):
     rc = main(["train", "--config", str(root / "tiny.yaml"), "--out", str(tmp_path / "cli"), "--max-steps", "2",
                "--no-progress", "--export", str(tmp_path / "exported")])
     assert rc == 0
-    assert (tmp_path / "exported" / "bundle.json").is_file()
+    assert json.loads((tmp_path / "exported" / "bundle.json").read_text())["mirror_axes"] == [0]  # augment.flip_axes
+    flips = tmp_path / "flips.yaml"
+    flips.write_text((root / "tiny.yaml").read_text().replace("flip_axes: [0]", "flip_axes: [3]"))
+    assert main(["train", "--config", str(flips), "--out", str(tmp_path / "f")]) == 2
+    assert not (tmp_path / "f").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text((root / "tiny.yaml").read_text() + "\nlearning_rate: 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2

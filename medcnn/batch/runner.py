@@ -66,7 +66,9 @@ class BatchSettings:
         out: output folder.
         mode: ``cardiac``, ``tumour`` or ``volumes`` (already resolved from ``auto``).
         device, precision: passed to the segmenter (``auto`` allowed).
-        tta: test-time augmentation by flipping the spatial axes.
+        tta: mirroring test-time augmentation over the axes the model was trained to be
+            mirror-invariant to (the bundle's ``mirror_axes``; every axis, with a warning,
+            when the bundle does not record them).
         deterministic: deterministic torch algorithms (slower on GPU).
         include_identifiers: add DICOM patient name / ID / birth date to the records.
         resume: skip cases whose outputs are up to date.
@@ -236,7 +238,7 @@ def _segmenter(settings: BatchSettings):
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         kwargs: dict[str, Any] = {"device": device, "precision": settings.precision}
-        kwargs["tta_axes"] = (0, 1, 2) if settings.tta else ()
+        kwargs["tta_axes"] = "trained" if settings.tta else ()
         seg = Segmenter.from_bundle(settings.model, **kwargs)
         _SEGMENTERS.clear()  # one model per process is enough
         _SEGMENTERS[key] = seg
@@ -408,7 +410,7 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         rec["provenance"] = {
             "medcnn_version": environment_info()["medcnn_version"], "environment": environment_info(),
             "device": rec.pop("_device", settings.device), "precision": rec.pop("_precision", settings.precision),
-            "tta": settings.tta, "deterministic": settings.deterministic,
+            "tta": settings.tta, "tta_axes": rec.pop("_tta_axes", []), "deterministic": settings.deterministic,
             "computed_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "input_hash_method": HASH_METHOD, "methods": rec.pop("_methods", {}),
             "inference": rec.pop("_inference", {}),
@@ -466,6 +468,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     info = predictions[0][4]
     rec["_device"] = str(info.get("device", settings.device))
     rec["_precision"] = str(info.get("precision", settings.precision))
+    rec["_tta_axes"] = [int(a) for a in info.get("tta_axes") or []]
     from medcnn.report.tables import jsonable
 
     rec["_inference"] = jsonable({k: v for k, v in info.items() if k != "per_frame" and isinstance(

@@ -36,8 +36,13 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto (default: bf16 where the hardware has it), fp32, bf16, fp16 (GPU only)")
-    p.add_argument("--tta", default="", metavar="AXES",
-                   help="mirror test-time augmentation over model-grid axes, e.g. 0 or 0,1,2 or all (default none)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_const", const="trained", default="",
+                     help="mirroring test-time augmentation over the axes the model was trained with "
+                          "(bundle.json mirror_axes)")
+    tta.add_argument("--tta-axes", dest="tta", metavar="AXES",
+                     help="mirroring test-time augmentation over these model-grid axes, e.g. 0 or 0,2, or all "
+                          "(warns for axes the training never mirrored)")
     p.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     p.add_argument("--series", help="DICOM series UID, index or description when a folder holds several")
     p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default: the bundle's)")
@@ -46,19 +51,20 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_tta_axes(text: str) -> tuple[int, ...]:
-    """``""``/``"none"`` → ``()``, ``"all"`` → ``(0, 1, 2)``, ``"0,2"`` → ``(0, 2)``."""
+def parse_tta_axes(text: str) -> tuple[int, ...] | str:
+    """``""``/``"none"`` → ``()``, ``"trained"`` and ``"all"`` pass through (resolved by the
+    Segmenter against the bundle's mirror axes), ``"0,2"`` → ``(0, 2)``."""
     from medcnn.errors import ConfigError
 
     t = (text or "").strip().lower()
     if t in ("", "none"):
         return ()
-    if t == "all":
-        return (0, 1, 2)
+    if t in ("trained", "all"):
+        return t
     try:
         axes = tuple(sorted({int(v) for v in t.replace(" ", "").split(",") if v}))
     except ValueError:
-        raise ConfigError.expected("--tta axes like 0,1,2, all or none", repr(text)) from None
+        raise ConfigError.expected("--tta axes like 0,1,2, or trained, all, none", repr(text)) from None
     if any(a not in (0, 1, 2) for a in axes):
         raise ConfigError.expected("--tta axes among 0, 1, 2", repr(text))
     return axes
@@ -176,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
                 pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities"))
                 extra = f" + {pout}"
             info = pred.info
+            tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
             print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
-                  f"{info['precision']}, {time.perf_counter() - t0:.1f} s)")
+                  f"{info['precision']}{tta}, {time.perf_counter() - t0:.1f} s)")
         except MedcnnError as exc:
             failed += 1
             msg = str(exc)  # typed errors already start with the file name; don't repeat it

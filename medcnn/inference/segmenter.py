@@ -145,7 +145,14 @@ class Segmenter:
         device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see
             :func:`medcnn.inference.device.select_precision`).
-        tta_axes: model-grid axes to mirror for test-time augmentation.
+        tta_axes: mirroring test-time augmentation: ``()``/``"none"`` (default, off);
+            ``"trained"``: the axes the model was trained to be mirror-invariant to
+            (``mirror_axes``, recorded in bundles by ``medcnn train``); ``"all"``: every
+            axis; or model-grid axes such as ``(0, 2)``. Asking for axes the training never
+            mirrored warns: the network then sees views it never saw and labels can change
+            (measured: a hippocampus model trained without flips changed 5% of voxels).
+        mirror_axes: window axes (``0..spatial_dims-1``) that training mirrored; ``None``:
+            unknown (``"trained"`` then mirrors every axis, with a warning).
         sw_batch_size: windows per network call (default: 1 on CPU, 4 on GPUs).
         memory_limit_gb: memory budget (default: 85% of what is free at predict time).
         stream_above_gb: stream the accumulator in slabs whenever the full one would exceed
@@ -175,7 +182,8 @@ class Segmenter:
         activation: str | None = None,
         device: Any = "auto",
         precision: str = "auto",
-        tta_axes: Sequence[int] = (),
+        tta_axes: Sequence[int] | str = (),
+        mirror_axes: Sequence[int] | None = None,
         sw_batch_size: int | None = None,
         memory_limit_gb: float | None = None,
         stream_above_gb: float | None = 1.0,
@@ -231,9 +239,7 @@ class Segmenter:
         self.overlap = float(overlap)
         self.device = select_device(device)
         self.precision = select_precision(precision, self.device)
-        self.tta_axes = tuple(sorted(set(int(a) for a in tta_axes)))
-        if any(a not in (0, 1, 2) for a in self.tta_axes):
-            raise ConfigError.expected("tta_axes among 0, 1, 2 (model-grid axes)", f"{tta_axes}")
+        self._resolve_tta(tta_axes, mirror_axes)
         if sw_batch_size is not None and int(sw_batch_size) < 1:
             raise ConfigError.expected("sw_batch_size >= 1", f"{sw_batch_size}")
         self.sw_batch_size = int(sw_batch_size) if sw_batch_size else (1 if self.device.type == "cpu" else 4)
@@ -265,6 +271,66 @@ class Segmenter:
             model = torch.compile(model, dynamic=False, options={"freezing": True})
         self.model = model
 
+    def _resolve_tta(self, tta_axes: Sequence[int] | str, mirror_axes: Sequence[int] | None) -> None:
+        """Set ``tta_axes`` (model grid), ``tta_request``, ``mirror_axes`` and ``_tta_window``.
+
+        ``_tta_window`` holds window axes for ``"trained"`` on a 2D network, whose model-grid
+        axes depend on each volume's slice axis."""
+        import warnings
+
+        nd = self.spatial_dims
+        if mirror_axes is not None:
+            mirror_axes = tuple(sorted(set(int(a) for a in mirror_axes)))
+            if any(not 0 <= a < nd for a in mirror_axes):
+                raise ConfigError.expected(f"mirror_axes among 0..{nd - 1} (window axes)", f"{mirror_axes}")
+        self.mirror_axes = mirror_axes
+        self._tta_window: tuple[int, ...] | None = None
+        request = tta_axes.strip().lower() if isinstance(tta_axes, str) else None
+        if request is not None and request not in ("", "none", "trained", "all"):
+            raise ConfigError.expected("tta_axes 'none', 'trained', 'all' or model-grid axes like (0, 2)",
+                                       repr(tta_axes))
+        self.tta_request = "axes" if request is None else (request or "none")
+        if request in ("", "none"):
+            self.tta_axes: tuple[int, ...] = ()
+            return
+        if request == "trained" and mirror_axes is None:
+            warnings.warn("tta_axes='trained': the model does not record which axes its training mirrored; "
+                          "mirroring every axis", UserWarning, stacklevel=3)
+            request = "all"
+        if request == "trained":
+            if not mirror_axes:
+                warnings.warn("tta_axes='trained': this model was trained without mirroring, so test-time "
+                              "augmentation has no views to average and is skipped", UserWarning, stacklevel=3)
+            if nd == 3:
+                self.tta_axes = tuple(mirror_axes)  # type: ignore[arg-type]
+            else:
+                self.tta_axes = ()
+                self._tta_window = tuple(mirror_axes)  # type: ignore[arg-type]
+            return
+        axes = (0, 1, 2) if request == "all" else tuple(sorted(set(int(a) for a in tta_axes)))
+        if any(a not in (0, 1, 2) for a in axes):
+            raise ConfigError.expected("tta_axes among 0, 1, 2 (model-grid axes)", f"{tta_axes}")
+        self.tta_axes = axes
+        if nd == 3:
+            self._warn_untrained_tta(axes)
+        elif request == "all":
+            self._warn_untrained_tta((0, 1))  # a 2D window's two in-plane axes
+        # explicit axes of a 2D network map to window axes per volume: checked in predict_array
+
+    def _warn_untrained_tta(self, window_axes: Sequence[int]) -> None:
+        """Warn (once per Segmenter) when TTA mirrors window axes training never mirrored."""
+        import warnings
+
+        if self.mirror_axes is None or getattr(self, "_tta_warned", False):
+            return
+        untrained = sorted(set(int(a) for a in window_axes) - set(self.mirror_axes))
+        if untrained:
+            self._tta_warned = True
+            warnings.warn(f"test-time augmentation mirrors axes {untrained} that this model's training never "
+                          f"mirrored (trained: {list(self.mirror_axes)}); its labels may change where the "
+                          "network is not mirror-symmetric. tta_axes='trained' uses only trained axes",
+                          UserWarning, stacklevel=4)
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_bundle(cls, bundle: Any, *, overlap: float | None = None, **options: Any) -> "Segmenter":
@@ -286,6 +352,7 @@ class Segmenter:
             overlap=b.overlap if overlap is None else overlap,
             postprocess=b.postprocess,
             activation=options.pop("activation", b.activation),
+            mirror_axes=options.pop("mirror_axes", b.mirror_axes),
             bundle_info={"path": str(b.path), "sha256": b.sha256, "medcnn_version": b.medcnn_version,
                          "network": b.network.get("name")},
             **options,
@@ -294,7 +361,8 @@ class Segmenter:
     def __repr__(self) -> str:
         return (f"Segmenter(network={(self.network or {}).get('name', type(self.model).__name__)!r}, "
                 f"roi_size={self.roi_size}, in_channels={self.in_channels}, out_channels={self.out_channels}, "
-                f"device={str(self.device)!r}, precision={self.precision!r}, tta_axes={self.tta_axes})")
+                f"device={str(self.device)!r}, precision={self.precision!r}, tta_axes={self.tta_axes}"
+                + (f", tta_window_axes={self._tta_window}" if self._tta_window is not None else "") + ")")
 
     # ------------------------------------------------------------------ model-grid prediction
     def _slice_axis(self, spacing: Sequence[float]) -> int:
@@ -363,7 +431,11 @@ class Segmenter:
             other = [a for a in range(3) if a != ax]
             perm = [ax] + other
             img = img.permute([0] + [1 + a for a in perm]).contiguous()
-            tta = tuple(1 + other.index(a) for a in self.tta_axes if a != ax)
+            if self._tta_window is not None:  # "trained": window axes of the 2D network
+                tta = tuple(1 + a for a in self._tta_window)
+            else:
+                tta = tuple(1 + other.index(a) for a in self.tta_axes if a != ax)
+                self._warn_untrained_tta([t - 1 for t in tta])
             roi = (1,) + self.roi_size
             squeeze = 2
         if plan.stitch == "device":
@@ -387,6 +459,9 @@ class Segmenter:
                 if t is not None:
                     setattr(res, name, t.permute([0] + [1 + a for a in inv]).contiguous())
             res.info["slice_axis"] = perm[0]
+            res.info["tta_axes"] = sorted(perm[a] for a in tta)  # model-grid axes actually mirrored
+        else:
+            res.info["tta_axes"] = list(tta)
         return res
 
     # ------------------------------------------------------------------ Volume prediction
@@ -468,7 +543,9 @@ class Segmenter:
         info = {
             "device": str(self.device),
             "precision": self.precision,
-            "tta_axes": list(self.tta_axes),
+            "tta_axes": list(res.info.get("tta_axes", self.tta_axes)),
+            "tta_request": self.tta_request,
+            "mirror_axes_trained": None if self.mirror_axes is None else list(self.mirror_axes),
             "memory_format": self.memory_format,
             "compiled": self.compiled,
             "roi_size": list(self.roi_size),

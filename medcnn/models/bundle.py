@@ -4,7 +4,8 @@ A bundle is a folder::
 
     my_model/
         bundle.json          network spec, preprocessing, ROI, overlap, labels, channels,
-                             postprocessing, provenance, sha256 of the weights, versions
+                             postprocessing, training mirror axes, provenance, sha256 of
+                             the weights, versions
         model.safetensors    the weights (float32, or float16 to halve the size)
 
 or the same two files in one zip archive named ``*.medcnn`` (written with
@@ -182,6 +183,15 @@ class Bundle:
         return self.json.get("activation")
 
     @property
+    def mirror_axes(self) -> tuple[int, ...] | None:
+        """Axes of the network's input window (``0..spatial_dims-1``) that training mirrored
+        (flip augmentation), i.e. the axes test-time augmentation can average over without
+        showing the network views it never saw. ``None``: not recorded (bundles written
+        before this key, or by other tools)."""
+        m = self.json.get("mirror_axes")
+        return None if m is None else tuple(int(a) for a in m)
+
+    @property
     def provenance(self) -> dict[str, Any]:
         return dict(self.json.get("provenance") or {})
 
@@ -242,6 +252,7 @@ def _bundle_json(
     postprocess: Any,
     provenance: Mapping[str, Any] | None,
     activation: str | None = None,
+    mirror_axes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     from medcnn import __version__
 
@@ -268,6 +279,7 @@ def _bundle_json(
             raise ConfigError.expected(f"label values 0..{n_classes - 1} (out_channels {spec['out_channels']})",
                                        f"label {k!r}")
         lab[str(int(k))] = str(v)
+    mirror = None if mirror_axes is None else check_mirror_axes(mirror_axes, nd)
     pp = postprocess.to_dict() if hasattr(postprocess, "to_dict") else postprocess
     pre = _preprocess_dict(preprocess)
     ts = pre.get("target_spacing")
@@ -284,8 +296,17 @@ def _bundle_json(
         "channels": chans,
         "postprocess": _json_checked(pp, "postprocess spec") if pp is not None else None,
         "activation": activation,
+        "mirror_axes": mirror,
         "provenance": _json_checked(dict(provenance or {}), "provenance"),
     }
+
+
+def check_mirror_axes(axes: Any, spatial_dims: int) -> list[int]:
+    """``axes`` as a sorted list of distinct window axes ``0..spatial_dims-1``, or ConfigError."""
+    ok = isinstance(axes, (list, tuple)) and all(isinstance(a, int) and not isinstance(a, bool) for a in axes)
+    if not ok or any(not 0 <= a < spatial_dims for a in axes) or len(set(axes)) != len(axes):
+        raise ConfigError.expected(f"mirror_axes: distinct window axes among 0..{spatial_dims - 1}", repr(axes))
+    return sorted(int(a) for a in axes)
 
 
 def _state_for_saving(model: Any, spec: Mapping[str, Any], weights_dtype: str) -> dict[str, Any]:
@@ -330,6 +351,7 @@ def save_bundle(
     weights_dtype: str = "float32",
     overwrite: bool = False,
     activation: str | None = None,
+    mirror_axes: Sequence[int] | None = None,
 ) -> Path:
     """Write a bundle folder (or a ``.medcnn`` zip when ``path`` ends with it), atomically.
 
@@ -350,6 +372,9 @@ def save_bundle(
         activation: ``"softmax"`` or ``"sigmoid"`` (default: softmax for 2+ outputs,
             sigmoid for one; sigmoid with several outputs = nested regions, see
             :func:`medcnn.postprocess.threshold_labels`).
+        mirror_axes: axes of the network window (``0..spatial_dims-1``) that training
+            mirrored (flip augmentation); ``Segmenter(tta_axes="trained")`` averages
+            over exactly these. ``None`` (default): not recorded.
 
     Returns:
         The bundle path. Nothing is left at ``path`` if writing fails.
@@ -361,7 +386,7 @@ def save_bundle(
         raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
                                    hint="Pass overwrite=True to replace it")
     meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance,
-                        activation)
+                        activation, mirror_axes)
     state = _state_for_saving(model, meta["network"], weights_dtype)
     blob = st_save(state, metadata={"format": "pt", "producer": f"medcnn {meta['medcnn_version']}"})
     n_params = int(sum(t.numel() for t in state.values() if t.is_floating_point()))
@@ -557,6 +582,8 @@ def load_bundle(path: str | PathLike[str] | Bundle) -> Bundle:
                                    hint="The weights were modified or belong to another bundle")
     try:
         spec = validate_network_spec(meta["network"], where=str(p))
+        if meta.get("mirror_axes") is not None:
+            check_mirror_axes(meta["mirror_axes"], int(spec["spatial_dims"]))
     except ConfigError as exc:
         raise BundleError(str(exc), path=p) from exc
     state = _load_safetensors(blob, p)

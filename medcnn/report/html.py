@@ -159,6 +159,8 @@ def _summary(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _prov_block(rec: Mapping[str, Any]) -> str:
+    from medcnn.report.tables import tta_text
+
     prov = rec.get("provenance") or {}
     model = rec.get("model") or {}
     items = [
@@ -170,7 +172,7 @@ def _prov_block(rec: Mapping[str, Any]) -> str:
         ("input hash method", prov.get("input_hash_method")),
         ("device", prov.get("device")),
         ("precision", prov.get("precision")),
-        ("TTA", prov.get("tta")),
+        ("TTA", tta_text(prov)),
         ("deterministic", prov.get("deterministic")),
         ("library versions", ", ".join(f"{k} {v}" for k, v in (prov.get("environment") or {}).items())),
         ("timings (s)", ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in (rec.get("timings_s") or {}).items()
@@ -286,7 +288,7 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
         f'<p class="muted">generated {_e(report.get("generated_utc"))} by medcnn {_e(report.get("medcnn_version"))}'
         f' &middot; model <b>{_e(model.get("name"))}</b> (sha256 {_e(model.get("sha256"))})'
         f' &middot; mode {_e(settings.get("mode"))} &middot; device {_e(settings.get("device"))}'
-        f' &middot; precision {_e(settings.get("precision"))} &middot; TTA {_e(settings.get("tta"))}</p>',
+        f' &middot; precision {_e(settings.get("precision"))} &middot; TTA {_e("on" if settings.get("tta") else "off")}</p>',
         f'<p><b>{counts.get("ok", 0)} ok</b> ({counts.get("skipped", 0)} up to date from an earlier run), '
         f'<b>{counts.get("failed", 0)} failed</b>, {counts.get("total", len(records))} cases.</p>',
         "<h2>Summary</h2>",

@@ -71,7 +71,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "config_hash": "SHA-256 of the settings that affect the result",
     "device": "device the model ran on",
     "precision": "numeric precision of inference",
-    "tta": "test-time augmentation (flip axes) used",
+    "tta": "test-time augmentation: 'off', or the model-grid axes mirrored (the model's trained mirror axes)",
     "total_s": "wall-clock seconds for the case (read, predict, measure, write)",
     "phase": "ED, ES, a cine frame name, or empty for a single scan",
     "frame": "cine frame index (0-based) or empty",
@@ -80,6 +80,16 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "dice": "Dice overlap with the reference label (2|A∩B| / (|A|+|B|), unitless 0..1), when given",
     "error_type": "error class",
 }
+
+
+def tta_text(prov: Mapping[str, Any]) -> str:
+    """``"off"`` or ``"mirror axes 0,2"`` for a record's provenance."""
+    if not prov.get("tta"):
+        return "off"
+    axes = prov.get("tta_axes")
+    if axes is None:
+        return "on"
+    return "mirror axes " + ",".join(str(a) for a in axes) if axes else "none (the model was trained without mirroring)"
 
 
 def jsonable(value: Any) -> Any:
@@ -135,7 +145,7 @@ def build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, pd.DataFrame
             "n_labels_found": r.get("n_labels_found"),
             "input_hash": r.get("input_hash"), "model_sha256": (r.get("model") or {}).get("sha256"),
             "config_hash": r.get("config_hash"), "device": prov.get("device"), "precision": prov.get("precision"),
-            "tta": prov.get("tta"), "total_s": (r.get("timings_s") or {}).get("total_s"),
+            "tta": tta_text(prov), "total_s": (r.get("timings_s") or {}).get("total_s"),
             **{f"identifier_{k}": v for k, v in (r.get("identifiers") or {}).items()},
         })
         if r.get("status") == "error":

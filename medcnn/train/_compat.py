@@ -51,14 +51,17 @@ def make_preprocess(spec: Mapping[str, Any]) -> Callable[[Any], tuple[np.ndarray
 
 def save_bundle(model, path: str | os.PathLike[str], *, network: Mapping[str, Any], preprocess: Mapping[str, Any],
                 roi_size: Sequence[int], labels: Mapping[str, int], channels: Sequence[str],
-                metadata: Mapping[str, Any], dtype: str = "float32", overlap: float = 0.5) -> Path:
+                metadata: Mapping[str, Any], dtype: str = "float32", overlap: float = 0.5,
+                mirror_axes: Sequence[int] | None = None) -> Path:
     """Write a bundle with :func:`medcnn.models.save_bundle` (replacing one at ``path``).
 
     ``labels`` maps class name -> value (the training config's spelling); ``metadata``
-    becomes the bundle's ``provenance``.
+    becomes the bundle's ``provenance``; ``mirror_axes`` are the patch axes the flip
+    augmentation mirrored (what test-time augmentation may use).
     """
     from medcnn.models import save_bundle as _save
 
     return _save(model, path, network=dict(network), preprocess=dict(preprocess), roi_size=list(roi_size),
                  labels={int(v): str(k) for k, v in labels.items()}, channels=list(channels), overlap=overlap,
-                 provenance=dict(metadata), weights_dtype=dtype, overwrite=True)
+                 provenance=dict(metadata), weights_dtype=dtype, overwrite=True,
+                 mirror_axes=None if mirror_axes is None else [int(a) for a in mirror_axes])

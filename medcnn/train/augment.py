@@ -36,7 +36,9 @@ class AugmentConfig:
     rotate_prob: float = 0.2
     zoom: tuple[float, float] = (0.85, 1.25)
     zoom_prob: float = 0.2
-    flip_axes: tuple[int, ...] = field(default=(), metadata={"help": "spatial axes to mirror with p=0.5"})
+    flip_axes: tuple[int, ...] = field(default=(), metadata={"help": (
+        "patch axes to mirror with p=0.5 (model grid, e.g. 0 = left-right in RAS); recorded in the bundle as "
+        "its mirror_axes, the axes test-time augmentation uses with --tta / tta_axes='trained'")})
     noise_std: float = 0.1
     noise_prob: float = 0.1
     smooth_sigma: tuple[float, float] = (0.5, 1.0)

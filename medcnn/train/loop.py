@@ -127,6 +127,14 @@ class TrainConfig:
                                        f"{self.batch_size}, {self.max_steps}, {self.steps_per_epoch}")
         if not 0 <= self.fg_fraction <= 1:
             raise ConfigError.expected("fg_fraction in [0, 1]", str(self.fg_fraction))
+        flips = [int(a) for a in self.augment.flip_axes]
+        if any(not 0 <= a < sd for a in flips) or len(set(flips)) != len(flips):
+            raise ConfigError.expected(f"augment.flip_axes: distinct patch axes among 0..{sd - 1}", str(flips))
+
+    @property
+    def mirror_axes(self) -> list[int]:
+        """Patch axes the augmentation mirrors (recorded in the bundle for test-time augmentation)."""
+        return sorted({int(a) for a in self.augment.flip_axes}) if self.augment.enabled else []
 
     @property
     def n_classes(self) -> int:
@@ -592,7 +600,7 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
     prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
     save_bundle(b.state_dict, bundle_dir, network=b.network, preprocess=b.preprocess, roi_size=b.roi_size,
                 labels=b.labels, channels=b.channels, overlap=b.overlap, postprocess=b.postprocess,
-                provenance=prov, weights_dtype=cfg.export_dtype, overwrite=True)
+                provenance=prov, weights_dtype=cfg.export_dtype, overwrite=True, mirror_axes=b.mirror_axes)
     return validation
 
 
@@ -606,4 +614,5 @@ def _bundle_kwargs(cfg: TrainConfig, run_meta: Mapping[str, Any], step: int, bes
                          "history": list(history)}}
     return {"network": dict(cfg.network), "preprocess": pre, "roi_size": list(cfg.patch_size),
             "labels": dict(cfg.data.labels), "channels": list(cfg.data.channels), "metadata": meta,
-            "dtype": cfg.export_dtype, "overlap": cfg.sw_overlap}
+            "dtype": cfg.export_dtype, "overlap": cfg.sw_overlap,
+            "mirror_axes": cfg.mirror_axes}
