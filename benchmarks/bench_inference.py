@@ -14,7 +14,12 @@ Prints, per configuration: median wall time over ``--repeats`` runs, throughput 
 voxels/s, the ratio to the MONAI fp32 baseline, the peak resident memory added during
 one call (measured in a fresh child process), and the fraction of voxels whose label equals MONAI fp32's.
 
-Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 40] [--compile]``
+With a CUDA GPU (``--device all``, the default, when ``torch.cuda.is_available()``; or
+``--device cuda``) the same table is printed for the GPU: MONAI fp32 on the GPU as the
+baseline, medcnn fp32/fp16/bf16, peak memory = ``torch.cuda.max_memory_allocated`` during
+one call.
+
+Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 40] [--compile] [--device all|cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -132,14 +137,16 @@ class PeakRSS:
         return self.peak - self.base
 
 
-def run_once(fn):
-    """(wall seconds, CPU seconds, output) of one call."""
+def run_once(fn, sync=lambda: None):
+    """(wall seconds, CPU seconds, output) of one call; ``sync`` waits for queued GPU work."""
     import gc
 
     gc.collect()
+    sync()
     c0 = time.process_time()
     t0 = time.perf_counter()
     out = fn()
+    sync()
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
@@ -176,13 +183,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="skip the per-configuration peak-memory measurement (child processes)")
+    ap.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
+                    help="all (default): the CPU table, plus the GPU table when CUDA is available")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     import torch
-    from monai.inferers import sliding_window_inference as monai_swi
 
-    from medcnn.inference import Segmenter, cpu_supports_bf16
+    from medcnn.inference import cpu_supports_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,34 +206,75 @@ def main(argv=None) -> int:
     if t_train:
         print(f"trained {args.train_steps} steps in {t_train:.0f} s", file=sys.stderr)
     net.eval()
+    devices = ["cpu"] if args.memory_child is not None else \
+        [d for d in ("cpu", "cuda") if args.device in (d, "all")]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            print("CUDA is not available (torch.cuda.is_available() is False)", file=sys.stderr)
+            return 2
+        devices.remove("cuda")
+        print("no CUDA GPU: CPU table only", file=sys.stderr)
+    for device in devices:
+        rc = run_table(device, net, img, gt, args)
+        if rc:
+            return rc
+    return 0
+
+
+def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args) -> int:
+    """Time MONAI fp32 and the medcnn configurations on ``device``; print the table."""
+    import torch
+    from monai.inferers import sliding_window_inference as monai_swi
+
+    from medcnn.inference import Segmenter
+
+    cuda = device == "cuda"
     n_vox = int(np.prod(SHAPE))
-    x5 = torch.from_numpy(img)[None, None]
+    base_net = copy.deepcopy(net).to(device)
+    x5 = torch.from_numpy(img)[None, None].to(device)
 
     def monai_fp32():
         with torch.inference_mode():
-            return monai_swi(x5, ROI, 1, net, overlap=args.overlap, mode="gaussian")[0].argmax(0).to(torch.uint8)
+            out = monai_swi(x5, ROI, 1, base_net, overlap=args.overlap, mode="gaussian")[0].argmax(0)
+            return out.to(torch.uint8).cpu()
 
-    configs = [
-        ("medcnn fp32 contiguous sw1", dict(precision="fp32", memory_format="contiguous", sw_batch_size=1)),
-        ("medcnn fp32 channels_last sw1", dict(precision="fp32", memory_format="channels_last", sw_batch_size=1)),
-        ("medcnn bf16 contiguous sw1", dict(precision="bf16", memory_format="contiguous", sw_batch_size=1)),
-        ("medcnn bf16 channels_last sw1", dict(precision="bf16", memory_format="channels_last", sw_batch_size=1)),
-        ("medcnn bf16 contiguous sw2", dict(precision="bf16", memory_format="contiguous", sw_batch_size=2)),
-        ("medcnn auto (defaults)", dict()),
-    ]
-    if args.quick:
-        configs = [configs[0], configs[2], configs[-1]]
-    if args.compile:
-        configs += [("medcnn bf16 contiguous sw1 + torch.compile", dict(precision="bf16", memory_format="contiguous",
-                                                                          sw_batch_size=1, compile=True)),
-                    ("medcnn fp32 channels_last sw1 + torch.compile", dict(precision="fp32",
-                                                                             memory_format="channels_last",
-                                                                             sw_batch_size=1, compile=True))]
+    if cuda:
+        name = torch.cuda.get_device_name()
+        print(f"\n== GPU: {name}", file=sys.stderr)
+        configs = [
+            ("medcnn fp32 sw1", dict(precision="fp32", sw_batch_size=1)),
+            ("medcnn fp16 sw1", dict(precision="fp16", sw_batch_size=1)),
+            ("medcnn fp16 sw4", dict(precision="fp16", sw_batch_size=4)),
+            ("medcnn auto (defaults)", dict()),
+        ]
+        if torch.cuda.is_bf16_supported():
+            configs.insert(2, ("medcnn bf16 sw1", dict(precision="bf16", sw_batch_size=1)))
+        if args.compile:
+            configs.append(("medcnn fp16 sw4 + torch.compile", dict(precision="fp16", sw_batch_size=4,
+                                                                    compile=True)))
+    else:
+        configs = [
+            ("medcnn fp32 contiguous sw1", dict(precision="fp32", memory_format="contiguous", sw_batch_size=1)),
+            ("medcnn fp32 channels_last sw1", dict(precision="fp32", memory_format="channels_last",
+                                                   sw_batch_size=1)),
+            ("medcnn bf16 contiguous sw1", dict(precision="bf16", memory_format="contiguous", sw_batch_size=1)),
+            ("medcnn bf16 channels_last sw1", dict(precision="bf16", memory_format="channels_last",
+                                                   sw_batch_size=1)),
+            ("medcnn bf16 contiguous sw2", dict(precision="bf16", memory_format="contiguous", sw_batch_size=2)),
+            ("medcnn auto (defaults)", dict()),
+        ]
+        if args.quick:
+            configs = [configs[0], configs[2], configs[-1]]
+        if args.compile:
+            configs += [("medcnn bf16 contiguous sw1 + torch.compile",
+                         dict(precision="bf16", memory_format="contiguous", sw_batch_size=1, compile=True)),
+                        ("medcnn fp32 channels_last sw1 + torch.compile",
+                         dict(precision="fp32", memory_format="channels_last", sw_batch_size=1, compile=True))]
     arr = img[None]
     fns = {"monai sliding_window_inference fp32 (baseline)": monai_fp32}
     for name, opts in configs:
         seg = Segmenter(copy.deepcopy(net), roi_size=ROI, in_channels=1, out_channels=N_CLASSES,
-                        overlap=args.overlap, device="cpu", **opts)
+                        overlap=args.overlap, device=device, **opts)
         if not opts:
             name = f"{name}: {seg.precision}, {seg.memory_format}, sw{seg.sw_batch_size}"
         fns[name] = (lambda s: (lambda: s.predict_array(arr, outputs=("labels",)).labels))(seg)
@@ -238,11 +287,12 @@ def main(argv=None) -> int:
             fn()
         print(json.dumps({"peak_added_bytes": mem.added}))
         return 0
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     # warm-up (and compilation) once each, then interleave the timed rounds so that load
     # from other processes hits every configuration alike
     outs, compile_s = {}, {}
     for name, fn in fns.items():
-        t, _, outs[name] = run_once(fn)
+        t, _, outs[name] = run_once(fn, sync)
         if "compile" in name:
             compile_s[name] = t
             print(f"  {name}: first call incl. compilation {t:.1f} s", file=sys.stderr)
@@ -256,7 +306,7 @@ def main(argv=None) -> int:
     agree = {}
     for r in range(args.repeats):
         for name, fn in fns.items():
-            t, c, out = run_once(fn)
+            t, c, out = run_once(fn, sync)
             times[name].append(t)
             cpu[name].append(c)
             agree[name] = float(np.mean(out.numpy() == ref))
@@ -267,15 +317,27 @@ def main(argv=None) -> int:
               file=sys.stderr)
 
     peaks = {n: float("nan") for n in fns}
-    if args.memory:
-        for i, n in enumerate(fns):
-            peaks[n] = measure_memory_in_child(i, args)
-    t_ref = statistics.median(times[next(iter(fns))])
-    print(f"\nvolume {SHAPE} = {n_vox} voxels, roi {ROI}, overlap {args.overlap}, {N_CLASSES} classes, "
-          f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds, load average now "
+    if cuda:
+        for n, fn in fns.items():
+            sync()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            fn()
+            sync()
+            peaks[n] = torch.cuda.max_memory_allocated() - before
+        peak_text = "peak = GPU memory allocated above the level before one call (torch.cuda.max_memory_allocated)"
+        where = f"GPU {torch.cuda.get_device_name()}"
+    else:
+        if args.memory:
+            for i, n in enumerate(fns):
+                peaks[n] = measure_memory_in_child(i, args)
+        peak_text = "peak = resident memory added by one call, measured in a fresh child process"
+        where = f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n[{where}] volume {SHAPE} = {n_vox} voxels, roi {ROI}, overlap {args.overlap}, {N_CLASSES} classes, "
+          f"{args.repeats} interleaved rounds, load average now "
           f"{os.getloadavg()[0]:.1f}; 'x MONAI' = median of per-round wall-time ratios; 'cpu x' = ratio of median "
-          f"CPU seconds (less sensitive to other processes); peak = resident memory added by one call, measured "
-          f"in a fresh child process")
+          f"CPU seconds (less sensitive to other processes); {peak_text}")
     c_ref = statistics.median(cpu[next(iter(fns))])
     print(f"{'configuration':<58} {'median s':>9} {'Mvox/s':>8} {'x MONAI':>8} {'cpu x':>6} {'peak MiB':>9} "
           f"{'agree':>8}")
@@ -284,8 +346,11 @@ def main(argv=None) -> int:
         print(f"{name:<58} {t:9.2f} {n_vox / t / 1e6:8.2f} {statistics.median(ratios[name]):8.2f} "
               f"{c_ref / statistics.median(cpu[name]):6.2f} {peaks[name] / 2**20:9.0f} {agree[name]:8.5f}")
     cands = [n for n in list(fns)[1:] if agree[n] >= 0.995]
+    if not cands:
+        print("\nno medcnn configuration reached 99.5% label agreement with MONAI fp32")
+        return 1
     best = max(cands, key=lambda n: statistics.median(ratios[n]))
-    print(f"\nbest medcnn configuration with >= 99.5% label agreement: {best}: "
+    print(f"\n[{where}] best medcnn configuration with >= 99.5% label agreement: {best}: "
           f"{statistics.median(ratios[best]):.2f}x MONAI fp32 throughput (agreement {agree[best]:.5f})")
     for n, t in compile_s.items():
         print(f"torch.compile first call (compilation + one prediction): {n}: {t:.1f} s")

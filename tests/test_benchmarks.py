@@ -1,0 +1,48 @@
+"""The benchmark scripts run and print their tables (small sizes, one round).
+
+The numbers themselves are not asserted (timings belong in the benchmark output, never in
+tests); what is checked is that each script completes and prints the comparison against
+its named baseline. ``bench_large_volume.py`` (a 512 x 512 x 300 volume, minutes) is not
+run here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str, ok=(0,)) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode in ok, f"{script} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def test_bench_inference_prints_the_table_against_monai(tmp_path):
+    out = _run("bench_inference.py", "--quick", "--repeats", "1", "--no-memory", "--threads", "1",
+               "--train-steps", "3", "--cache-dir", str(tmp_path), "--device", "cpu", ok=(0, 1))
+    assert "monai sliding_window_inference fp32 (baseline)" in out
+    for row in ("medcnn fp32 contiguous sw1", "medcnn bf16 contiguous sw1", "medcnn auto (defaults)"):
+        assert row in out
+    # exit 1 only when no configuration reached 99.5% agreement (possible for 3 training steps)
+    assert "best medcnn configuration" in out or "no medcnn configuration reached" in out
+    assert any(tmp_path.iterdir()), "trained weights cached"
+
+
+def test_bench_metrics_measure_and_batch_run_small():
+    out = _run("bench_metrics.py", "--shape", "48", "48", "24", "--repeats", "1")
+    assert "MONAI" in out
+    out = _run("bench_measure.py", "--shape", "64", "64", "32", "--lesions", "5", "--repeats", "1")
+    assert "baseline" in out.lower()
+    out = _run("bench_batch.py", "--cases", "2", "--shape", "32", "32", "16", "--repeats", "1")
+    assert "baseline" in out.lower() or "bare" in out.lower()
