@@ -9,9 +9,9 @@
 # runs/<name>-fold0/ (log.csv, checkpoint/, bundle/), evaluates the best model on the held-out
 # cases on their original grids and copies the bundle to medcnn/bundles/<name>/.
 #
-# The stages below are the ones the shipped bundles were trained with. Cardiac is one run of
-# its config; hippocampus and brain tumour ran a first schedule, then `--resume` with a longer
-# `--max-steps` (a warm restart of the poly learning rate), because the 2-core machine they were
+# The stages below are the ones the shipped bundles were trained with. Cardiac and hippocampus
+# are one run of their config; brain tumour ran a first schedule, then `--resume` with a longer
+# `--max-steps` (a warm restart of the poly learning rate), because the 2-core machine it was
 # trained on was shared and runs had to be cut into short segments.
 # A single `medcnn train --config configs/<name>.yaml` (one poly schedule of max_steps) is the
 # simpler alternative and gives comparable results.
@@ -36,8 +36,7 @@ for name in "${NAMES[@]}"; do
     cardiac-lv-cine-mri)
       train "$name" --export "medcnn/bundles/$name" ;;
     hippocampus-mri)
-      train "$name" --max-steps 600
-      train "$name" --resume --max-steps 1200 --export "medcnn/bundles/$name" ;;
+      train "$name" --export "medcnn/bundles/$name" ;;
     brain-tumour-mri)
       train "$name" --max-steps 600
       train "$name" --resume --max-steps 1400 --export "medcnn/bundles/$name" ;;
