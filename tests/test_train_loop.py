@@ -153,7 +153,7 @@ def test_checkpoint_is_not_a_pickle(tiny):
     assert head != b"PK" and head[:1] != b"\x80"  # neither a torch zip nor a raw pickle
 
 
-def test_cli_train_and_bad_config(tiny, tmp_path):
+def test_cli_train_and_bad_config(tiny, tmp_path, capsys):
     from medcnn.cli import main
 
     root, _ = tiny
@@ -161,9 +161,24 @@ def test_cli_train_and_bad_config(tiny, tmp_path):
                "--no-progress", "--export", str(tmp_path / "exported")])
     assert rc == 0
     assert json.loads((tmp_path / "exported" / "bundle.json").read_text())["mirror_axes"] == [0]  # augment.flip_axes
-    flips = tmp_path / "flips.yaml"
+    # postprocessing from the config goes into the bundle; --evaluate-only applies a changed rule
+    pp = root / "pp.yaml"  # beside tiny.yaml: the dataset path is relative to the config
+    pp.write_text((root / "tiny.yaml").read_text() + "\npostprocess: {keep_largest: true}\n")
+    assert main(["train", "--config", str(pp), "--out", str(tmp_path / "cli"), "--evaluate-only"]) == 0
+    from medcnn.models import load_bundle
+
+    b = load_bundle(tmp_path / "cli" / "bundle")
+    assert b.postprocess["keep_largest"] is True and b.mirror_axes == (0,)
+    assert b.provenance["validation"]["n_cases"] >= 1
+    bad_pp = root / "bad_pp.yaml"
+    bad_pp.write_text((root / "tiny.yaml").read_text() + "\npostprocess: {connectivity: 7}\n")
+    assert main(["train", "--config", str(bad_pp), "--out", str(tmp_path / "p")]) == 2
+    assert "connectivity" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    flips = root / "flips.yaml"
     flips.write_text((root / "tiny.yaml").read_text().replace("flip_axes: [0]", "flip_axes: [3]"))
     assert main(["train", "--config", str(flips), "--out", str(tmp_path / "f")]) == 2
+    assert "flip_axes" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text((root / "tiny.yaml").read_text() + "\nlearning_rate: 3\n")

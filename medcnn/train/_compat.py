@@ -52,7 +52,7 @@ def make_preprocess(spec: Mapping[str, Any]) -> Callable[[Any], tuple[np.ndarray
 def save_bundle(model, path: str | os.PathLike[str], *, network: Mapping[str, Any], preprocess: Mapping[str, Any],
                 roi_size: Sequence[int], labels: Mapping[str, int], channels: Sequence[str],
                 metadata: Mapping[str, Any], dtype: str = "float32", overlap: float = 0.5,
-                mirror_axes: Sequence[int] | None = None) -> Path:
+                mirror_axes: Sequence[int] | None = None, postprocess: Mapping[str, Any] | None = None) -> Path:
     """Write a bundle with :func:`medcnn.models.save_bundle` (replacing one at ``path``).
 
     ``labels`` maps class name -> value (the training config's spelling); ``metadata``
@@ -64,4 +64,5 @@ def save_bundle(model, path: str | os.PathLike[str], *, network: Mapping[str, An
     return _save(model, path, network=dict(network), preprocess=dict(preprocess), roi_size=list(roi_size),
                  labels={int(v): str(k) for k, v in labels.items()}, channels=list(channels), overlap=overlap,
                  provenance=dict(metadata), weights_dtype=dtype, overwrite=True,
-                 mirror_axes=None if mirror_axes is None else [int(a) for a in mirror_axes])
+                 mirror_axes=None if mirror_axes is None else [int(a) for a in mirror_axes],
+                 postprocess=None if postprocess is None else dict(postprocess))

@@ -31,7 +31,11 @@ def predict_case_labels(bundle_path: str | PathLike[str], channels: Sequence[Any
     predicted by ``Segmenter.from_bundle(bundle_path)`` (cached for repeated calls)."""
     from medcnn.inference import Segmenter
 
-    key = str(bundle_path)
+    from pathlib import Path
+
+    p = Path(bundle_path)
+    stamp = (p / "bundle.json").stat().st_mtime_ns if p.is_dir() else p.stat().st_mtime_ns
+    key = f"{p}@{stamp}"  # a re-saved bundle (new postprocessing, new weights) is reloaded
     if key not in _cache:
         _cache.clear()
         _cache[key] = Segmenter.from_bundle(bundle_path, device=device, precision="fp32")

@@ -117,6 +117,9 @@ class TrainConfig:
     sw_batch_size: int = 4
     export_dtype: Literal["float32", "float16"] = "float16"
     progress: bool = True
+    postprocess: Optional[dict[str, Any]] = field(default=None, metadata={"help": (
+        "medcnn.postprocess.PostprocessSpec written into the exported bundle, e.g. {keep_largest: true}; "
+        "applied at inference and in the held-out evaluation (not in training-time validation)")})
 
     def __post_init__(self) -> None:
         sd = int(self.network.get("spatial_dims", 3))
@@ -127,6 +130,10 @@ class TrainConfig:
                                        f"{self.batch_size}, {self.max_steps}, {self.steps_per_epoch}")
         if not 0 <= self.fg_fraction <= 1:
             raise ConfigError.expected("fg_fraction in [0, 1]", str(self.fg_fraction))
+        if self.postprocess is not None:
+            from medcnn.postprocess import PostprocessSpec
+
+            self.postprocess = PostprocessSpec.from_dict(dict(self.postprocess)).to_dict()
         flips = [int(a) for a in self.augment.flip_axes]
         if any(not 0 <= a < sd for a in flips) or len(set(flips)) != len(flips):
             raise ConfigError.expected(f"augment.flip_axes: distinct patch axes among 0..{sd - 1}", str(flips))
@@ -581,6 +588,13 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
     from medcnn.models import load_bundle, save_bundle
     from medcnn.train.evaluate import evaluate_bundle
 
+    b = load_bundle(bundle_dir)
+    if b.postprocess != cfg.postprocess:  # the config decides (e.g. --evaluate-only after adding a rule)
+        say(f"bundle postprocessing set from the config: {cfg.postprocess}")
+        save_bundle(b.state_dict, bundle_dir, network=b.network, preprocess=b.preprocess, roi_size=b.roi_size,
+                    labels=b.labels, channels=b.channels, overlap=b.overlap, postprocess=cfg.postprocess,
+                    provenance=b.provenance, weights_dtype=cfg.export_dtype, overwrite=True,
+                    mirror_axes=b.mirror_axes, activation=b.activation)
     t0 = time.perf_counter()
     validation: dict[str, Any] = {}
     if val_cases:
@@ -600,7 +614,8 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
     prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
     save_bundle(b.state_dict, bundle_dir, network=b.network, preprocess=b.preprocess, roi_size=b.roi_size,
                 labels=b.labels, channels=b.channels, overlap=b.overlap, postprocess=b.postprocess,
-                provenance=prov, weights_dtype=cfg.export_dtype, overwrite=True, mirror_axes=b.mirror_axes)
+                provenance=prov, weights_dtype=cfg.export_dtype, overwrite=True, mirror_axes=b.mirror_axes,
+                activation=b.activation)
     return validation
 
 
@@ -615,4 +630,4 @@ def _bundle_kwargs(cfg: TrainConfig, run_meta: Mapping[str, Any], step: int, bes
     return {"network": dict(cfg.network), "preprocess": pre, "roi_size": list(cfg.patch_size),
             "labels": dict(cfg.data.labels), "channels": list(cfg.data.channels), "metadata": meta,
             "dtype": cfg.export_dtype, "overlap": cfg.sw_overlap,
-            "mirror_axes": cfg.mirror_axes}
+            "mirror_axes": cfg.mirror_axes, "postprocess": cfg.postprocess}
