@@ -92,6 +92,30 @@ def test_cine_label_series_per_frame():
     assert np.allclose(df["volume_ml"], [(t + 1) * 4 * 1.5 * 1.5 * 8 / 1000 for t in range(3)])
 
 
+def test_regions_are_unions_counted_once_per_frame():
+    g = Geometry((6, 6, 4), (1.5, 1.5, 8.0))
+    arr = np.zeros((2, 6, 6, 4), np.uint8)
+    arr[:, 0, :, :] = 1
+    arr[:, 1, :, :] = 2
+    arr[1, 2, :, :] = 4
+    vol = Volume(arr, g, "label", "time", (0.0, 40.0))
+    df = label_volumes(vol, regions={"whole": [4, 2, 1], "core": [1, 4]})
+    reg = df[df["label_name"].isin(["whole", "core"])]
+    # independent reference: np.isin per frame
+    want = [(t, n, int(np.isin(arr[t], m).sum())) for t in range(2) for n, m in (("whole", [1, 2, 4]),
+                                                                                  ("core", [1, 4]))]
+    assert [(r.frame, r.label_name, r.voxel_count) for r in reg.itertuples()] == want
+    assert set(reg["label"]) == {"1+2+4", "1+4"}
+    assert np.allclose(reg["volume_ml"], reg["voxel_count"] * 1.5 * 1.5 * 8 / 1000)
+    assert df[df["label"] == 4]["voxel_count"].tolist() == [24]  # plain rows unchanged
+    for bad in ({"x": []}, {"x": [0, 1]}, {"": [1]}, {"x": [1.5]}, {"x": "12"}):
+        with pytest.raises(ConfigError, match="regions"):
+            label_volumes(vol, regions=bad)
+    probs = Volume(np.full((2, 2, 2, 1), 0.5, np.float32), Geometry((2, 2, 1), (1, 1, 1)), "probability", "channel")
+    with pytest.raises(ConfigError, match="label map"):
+        label_volumes(probs, regions={"x": [1]})
+
+
 def test_probability_soft_and_hard_volumes_by_hand():
     g = Geometry((2, 2, 1), (2.0, 1.0, 5.0))   # 10 mm^3 voxels
     p1 = np.array([[[0.9], [0.2]], [[0.6], [0.0]]])

@@ -69,6 +69,8 @@ def register(sub) -> None:
     p.add_argument("--merge-lesion-labels", action="store_true",
                    help="find lesions in the union of the lesion labels instead of per label")
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion table")
+    p.add_argument("--region", action="append", default=[], metavar="NAME=L1,L2",
+                   help="also report the volume of a union of labels, e.g. 'whole tumour=1,2,4' (repeatable)")
     p.add_argument("--cardiac", nargs=2, action="append", metavar=("ED", "ES"), default=[],
                    help="end-diastolic and end-systolic label maps of one patient (repeatable)")
     p.add_argument("--cine", action="store_true",
@@ -120,6 +122,22 @@ def _parse_int_list(text: str | None) -> list[int] | None:
         return [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
         raise ConfigError.expected("comma-separated integer labels such as 1,2", f"{text!r}") from None
+
+
+def parse_regions(items: list[str]) -> dict[str, list[int]]:
+    """``["whole tumour=1,2,4"]`` → ``{"whole tumour": [1, 2, 4]}`` (ConfigError otherwise)."""
+    from medcnn.errors import ConfigError
+
+    out: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        vals = _parse_int_list(values) if sep else None
+        if not name.strip() or not vals or any(v <= 0 for v in vals):
+            raise ConfigError.expected("--region NAME=L1,L2 with labels > 0, e.g. 'whole tumour=1,2,4'", repr(item))
+        if name.strip() in out:
+            raise ConfigError.expected("one --region per name", f"{name.strip()!r} twice")
+        out[name.strip()] = vals
+    return out
 
 
 def _error_text(exc: BaseException) -> str:
@@ -222,7 +240,8 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
             check_known_labels(*count_values(label_array(vol, allow_time=True)), names, path=path,
                                what=f"the label table {args.labels}")
         state["vol"] = vol
-        df = label_volumes(vol, label_names=names, threshold=args.threshold)
+        df = label_volumes(vol, label_names=names, threshold=args.threshold,
+                           regions=None if vol.kind == "probability" else parse_regions(args.region))
         report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
 
     if not report.guard(report.volumes, base, volumes):
@@ -325,6 +344,7 @@ def _provenance(args) -> dict[str, Any]:
             "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "options": {"connectivity": args.connectivity, "min_lesion_ml": args.min_lesion_ml,
                         "lesion_labels": args.lesion_labels, "merge_lesion_labels": args.merge_lesion_labels,
+                        "regions": parse_regions(args.region),
                         "probabilities": args.probabilities, "threshold": args.threshold,
                         "labels_table": args.labels, "lv_label": args.lv_label, "myo_label": args.myo_label,
                         "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
@@ -377,6 +397,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError.expected("--min-lesion-ml >= 0", f"{args.min_lesion_ml}")
     names = load_label_table(args.labels) if args.labels else None
     _parse_int_list(args.lesion_labels)
+    if args.region and args.probabilities:
+        raise ConfigError.expected("--region with label maps", "--probabilities")
+    parse_regions(args.region)
     cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
                                    rv_blood=args.rv_label or None)
 

@@ -37,7 +37,8 @@ METHOD_SOFT = "sum of probabilities x voxel volume (mm^3) / 1000"
 
 #: Column -> meaning and unit, for table headers.
 VOLUME_COLUMNS: dict[str, str] = {
-    "label": "label value (integer in the label map; channel index for probability maps)",
+    "label": ("label value (integer in the label map; channel index for probability maps); for a region "
+              "(regions=) the labels it unites joined by '+', e.g. '1+2+4'"),
     "label_name": "structure name from the label table ('label_<v>' when unnamed)",
     "voxel_count": "number of voxels with this label (argmax / thresholded for probability maps)",
     "voxel_volume_mm3": "volume of one voxel in mm^3 (product of the spacings)",
@@ -47,6 +48,24 @@ VOLUME_COLUMNS: dict[str, str] = {
     "time_ms": "cine label series only: frame trigger time in ms",
     "method": "how volume_ml (and soft_volume_ml) were computed",
 }
+
+
+def _check_regions(regions: Mapping[str, Sequence[int]] | None, source: Any) -> dict[str, list[int]]:
+    """``{name: sorted distinct labels > 0}`` or ConfigError naming the region."""
+    from medcnn.errors import ConfigError
+
+    out: dict[str, list[int]] = {}
+    for name, members in dict(regions or {}).items():
+        try:
+            vals = sorted({int(v) for v in members})
+            ok = bool(vals) and all(v > 0 and v == m for v, m in zip(vals, sorted({m for m in members})))
+        except (TypeError, ValueError):
+            ok = False
+        if not str(name).strip() or not ok:
+            raise ConfigError.expected("regions as {name: [label values > 0, ...]}",
+                                       f"{name!r}: {members!r}", path=source)
+        out[str(name)] = vals
+    return out
 
 
 def _selected(values: np.ndarray, names: Mapping[int, str], labels: Sequence[int] | None,
@@ -66,6 +85,7 @@ def label_volumes(
     labels: Sequence[int] | None = None,
     include_background: bool = False,
     threshold: float | None = None,
+    regions: Mapping[str, Sequence[int]] | None = None,
 ) -> pd.DataFrame:
     """Volume of every label in mL.
 
@@ -80,6 +100,10 @@ def label_volumes(
             label present plus every label named in ``label_names``, without 0.
         include_background: also report label 0 when ``labels`` is not given.
         threshold: probability maps only, see :func:`probability_volumes`.
+        regions: label maps only: named unions of labels reported after the labels, e.g.
+            BraTS ``{"whole tumour": [1, 2, 4], "tumour core": [1, 4], "enhancing": [4]}``.
+            A region row has ``label`` = ``"1+2+4"`` and ``label_name`` = its name; its
+            volume counts every voxel holding any of its labels once.
 
     Returns:
         DataFrame with columns ``label``, ``label_name``, ``voxel_count``,
@@ -87,7 +111,13 @@ def label_volumes(
         for cine, ``soft_volume_ml`` for probability maps). ``df.attrs["columns"]``
         describes every column with its unit.
     """
+    region_sets = _check_regions(regions, volume.source)
     if volume.kind == "probability" or volume.leading_axis == "channel":
+        if region_sets:
+            from medcnn.errors import ConfigError
+
+            raise ConfigError.expected("regions= with a label map", "a probability map", path=volume.source,
+                                       hint="Reduce it to labels first (medcnn.postprocess.argmax_labels)")
         return probability_volumes(volume, label_names=label_names, labels=labels,
                                    include_background=include_background, threshold=threshold)
     names = as_label_names(label_names)
@@ -107,6 +137,14 @@ def label_volumes(
                 row["time_ms"] = volume.frame_times_ms[t] if volume.frame_times_ms else np.nan
             row.update(label=v, label_name=label_name(names, v), voxel_count=n, voxel_volume_mm3=voxel_mm3,
                        volume_ml=n * voxel_ml, method=METHOD_VOXEL_COUNT)
+            rows.append(row)
+        for rname, members in region_sets.items():
+            n = int(sum(lookup.get(v, 0) for v in members))  # labels are disjoint: counts add up
+            row = {} if t is None else {"frame": t, "time_ms": volume.frame_times_ms[t]
+                                        if volume.frame_times_ms else np.nan}
+            row.update(label="+".join(str(v) for v in members), label_name=rname, voxel_count=n,
+                       voxel_volume_mm3=voxel_mm3, volume_ml=n * voxel_ml,
+                       method=f"union of labels {', '.join(str(v) for v in members)}: {METHOD_VOXEL_COUNT}")
             rows.append(row)
     cols = (["frame", "time_ms"] if volume.leading_axis == "time" else []) + [
         "label", "label_name", "voxel_count", "voxel_volume_mm3", "volume_ml", "method"]
