@@ -235,6 +235,18 @@ class Geometry:
                 path=other.source or self.source,
             )
 
+    def crop(self, start: Sequence[int], stop: Sequence[int]) -> "Geometry":
+        """The sub-grid of voxels ``start <= index < stop`` (same spacing and direction;
+        the origin moves to voxel ``start``, so world positions are unchanged)."""
+        lo = [int(v) for v in start]
+        hi = [int(v) for v in stop]
+        if len(lo) != 3 or len(hi) != 3 or any(not 0 <= a < b <= n for a, b, n in zip(lo, hi, self.shape)):
+            raise DimensionError.expected(f"a non-empty box with 0 <= start < stop <= {self.shape}",
+                                          f"start {tuple(start)}, stop {tuple(stop)}", path=self.source)
+        origin = tuple(float(v) for v in self.index_to_world(lo)[0])
+        return Geometry(tuple(b - a for a, b in zip(lo, hi)), self.spacing, origin, self.direction,
+                        source=self.source)
+
     def with_source(self, source: str | None) -> "Geometry":
         return replace(self, source=source)
 
@@ -347,6 +359,34 @@ class Volume:
         if lead != "time":
             times = None
         return Volume(np.asarray(array), self.geometry, kind or self.kind, lead, times, self.meta)  # type: ignore[arg-type]
+
+    def crop(self, start: Sequence[int], stop: Sequence[int]) -> "Volume":
+        """The voxels ``start <= index < stop`` of the spatial axes (any leading axis kept),
+        on the matching sub-grid (:meth:`Geometry.crop`): world positions are unchanged."""
+        g = self.geometry.crop(start, stop)
+        sl = (Ellipsis,) + tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        return Volume(np.ascontiguousarray(self.array[sl]), g, self.kind, self.leading_axis, self.frame_times_ms,
+                      self.meta)
+
+    def nonzero_box(self, margin_mm: float = 0.0) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """``(start, stop)`` voxel indices of the box around the non-zero voxels (of any
+        frame or channel), grown by ``margin_mm`` on every side (rounded up to whole voxels
+        per axis, clipped to the grid); ``None`` when every voxel is zero. Use with
+        :meth:`crop`, e.g. ``scan.crop(*labels.nonzero_box(margin_mm=20))``."""
+        if not np.isfinite(margin_mm) or margin_mm < 0:
+            raise ValueError(f"expected margin_mm >= 0, got {margin_mm!r}")
+        nz = np.asarray(self.array) != 0
+        if nz.ndim == 4:
+            nz = nz.any(axis=0)
+        if not nz.any():
+            return None
+        pad = [int(np.ceil(margin_mm / s - 1e-9)) for s in self.spacing]
+        start, stop = [], []
+        for axis in range(3):
+            idx = np.flatnonzero(nz.any(axis=tuple(a for a in range(3) if a != axis)))
+            start.append(max(int(idx[0]) - pad[axis], 0))
+            stop.append(min(int(idx[-1]) + 1 + pad[axis], self.geometry.shape[axis]))
+        return tuple(start), tuple(stop)
 
     def frame(self, t: int) -> "Volume":
         """One 3D frame of a cine volume (or one channel of a channel volume)."""

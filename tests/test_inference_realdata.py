@@ -135,18 +135,11 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.mean(a == b)), float(np.mean(a[fg] == b[fg]))
 
 
-def _crop_to_labels(chans, label_path: str, margin: int = 24):
-    """Crop channel Volumes to the labelled region (+ margin voxels) to keep the test fast."""
-    from medcnn.volume import Geometry, Volume
-
-    lab = read_volume(require_shared_data(*label_path.split("/")), kind="label").array
-    idx = np.argwhere(lab > 0)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, lab.shape)
-    g = chans[0].geometry
-    cropped = Geometry(tuple(int(v) for v in hi - lo), g.spacing, tuple(g.index_to_world(lo)[0]), g.direction)
-    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    return [Volume(np.ascontiguousarray(c.array[sl]), cropped) for c in chans]
+def _crop_to_labels(chans, label_path: str, margin_mm: float = 24.0):
+    """Crop channel Volumes to the labelled region (+ margin) to keep the test fast."""
+    lab = read_volume(require_shared_data(*label_path.split("/")), kind="label")
+    box = lab.nonzero_box(margin_mm=margin_mm)
+    return [c.crop(*box) for c in chans]
 
 
 def test_precision_and_tta_agree_with_fp32_on_real_scans(trained_bundle):

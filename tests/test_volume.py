@@ -79,3 +79,35 @@ def test_affine_round_trip_property(angles, spacing, origin):
     g2 = Geometry.from_affine(g.affine, g.shape)
     assert g2.isclose(g, atol_mm=1e-6)
     assert len(set(g.orientation)) == 3
+
+
+def test_crop_keeps_world_positions_and_nonzero_box_adds_a_margin_in_mm(awkward_geometry):
+    g = awkward_geometry
+    rng = np.random.default_rng(0)
+    arr = np.zeros(g.shape, np.uint8)
+    lo = tuple(s // 4 for s in g.shape)
+    hi = tuple(max(s // 2, a + 1) for s, a in zip(g.shape, lo))
+    arr[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1
+    vol = Volume(arr, g, "label")
+    assert vol.nonzero_box() == (lo, hi)
+    cropped = vol.crop(lo, hi)
+    assert cropped.shape == tuple(b - a for a, b in zip(lo, hi)) and cropped.array.all()
+    # every cropped voxel sits where the same voxel sat in the full grid (hand check via index offset)
+    ijk = np.array([[0, 0, 0], [i - 1 for i in cropped.shape]])
+    np.testing.assert_allclose(cropped.geometry.index_to_world(ijk), g.index_to_world(ijk + np.array(lo)),
+                               atol=1e-9)
+    np.testing.assert_allclose(cropped.spacing, g.spacing) and np.testing.assert_allclose(
+        cropped.geometry.direction_matrix, g.direction_matrix)
+    # margin in mm: ceil(margin / spacing) voxels per axis, clipped to the grid
+    m = 2.5
+    start, stop = vol.nonzero_box(margin_mm=m)
+    pad = [int(np.ceil(m / s)) for s in g.spacing]
+    assert start == tuple(max(a - p, 0) for a, p in zip(lo, pad))
+    assert stop == tuple(min(b + p, n) for b, p, n in zip(hi, pad, g.shape))
+    # a 4D volume crops every frame alike; an empty one has no box
+    cine = Volume(np.stack([arr, rng.integers(0, 2, g.shape).astype(np.uint8)]), g, "label", "time", (0.0, 30.0))
+    assert cine.crop(lo, hi).shape == (2,) + cropped.shape and cine.crop(lo, hi).frame_times_ms == (0.0, 30.0)
+    assert Volume(np.zeros(g.shape), g).nonzero_box() is None
+    for bad in ((lo, lo), ((-1, 0, 0), hi), (lo, tuple(s + 1 for s in g.shape))):
+        with pytest.raises(DimensionError, match="start < stop"):
+            vol.crop(*bad)

@@ -153,9 +153,7 @@ def foreground_box(arrays: Sequence[np.ndarray]) -> tuple[tuple[int, int], ...] 
 
 
 def _crop_geometry(geometry: Geometry, box: Sequence[tuple[int, int]]) -> Geometry:
-    start = [b[0] for b in box]
-    return Geometry(tuple(b[1] - b[0] for b in box), geometry.spacing, tuple(geometry.index_to_world(start)[0]),
-                    geometry.direction, source=geometry.source)
+    return geometry.crop([b[0] for b in box], [b[1] for b in box])
 
 
 @dataclass
