@@ -19,7 +19,7 @@ With a CUDA GPU (``--device all``, the default, when ``torch.cuda.is_available()
 baseline, medcnn fp32/fp16/bf16, peak memory = ``torch.cuda.max_memory_allocated`` during
 one call.
 
-Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 40] [--compile] [--device all|cpu|cuda]``
+Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 120] [--compile] [--device all|cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -175,7 +175,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (configurations interleaved per round)")
     ap.add_argument("--overlap", type=float, default=0.25)
-    ap.add_argument("--train-steps", type=int, default=40)
+    ap.add_argument("--train-steps", type=int, default=120,
+                    help="Adam steps on the synthetic volume before timing (cached; 120 reaches Dice ~0.96 / 0.84 "
+                         "on the two foreground classes, so agreement is measured on real boundaries)")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "medcnn-bench"),
                     help="where the briefly trained weights are cached ('' disables)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (inductor) variants")
