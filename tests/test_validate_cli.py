@@ -103,6 +103,35 @@ def test_missing_and_broken_files_are_error_rows(folders, tmp_path, capsys):
     assert "case2" in capsys.readouterr().err
 
 
+def test_suffixes_pair_segment_outputs_with_references_across_formats(tmp_path, capsys):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    write(pred / "case0_labels.nii.gz", heart(1))           # medcnn segment's naming
+    write(ref / "case0_gt.nrrd", heart())                   # another format
+    write(pred / "case1_labels.nii.gz", heart())
+    write(ref / "case1_gt.nii.gz", heart())
+    write(ref / "case1_gt.mha", heart())                    # two references for one case
+    write(pred / "case2_labels.nii.gz", heart())            # no reference
+    (pred / "case0_probabilities.nii.gz").write_bytes(b"skipped: no _labels suffix")
+    out = tmp_path / "out"
+    rc = main(["validate", "--pred", str(pred), "--ref", str(ref), "--pred-suffix", "_labels",
+               "--ref-suffix", "_gt", "--out", str(out)])
+    assert rc == 2
+    rows = read_csv(out / "metrics.csv")
+    ok = [r for r in rows if not r["error"]]
+    assert {r["case_id"] for r in ok} == {"case0"} and len(ok) == 2   # labels 1 and 2
+    # independent check: a 1-voxel shift of the disc stack along axis 0 gives Dice < 1
+    assert all(0.5 < float(r["dice"]) < 1.0 for r in ok)
+    errors = {r["case_id"]: r["error"] for r in rows if r["error"]}
+    assert set(errors) == {"case1", "case2"}
+    assert "case1_gt.mha" in errors["case1"] and "case1_gt.nii.gz" in errors["case1"]
+    assert "expected a reference" in errors["case2"]
+    # without the suffixes nothing pairs: every file is its own case with a missing partner
+    rc = main(["validate", "--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "plain")])
+    assert rc == 2 and not [r for r in read_csv(tmp_path / "plain" / "metrics.csv") if not r["error"]]
+
+
 def test_grid_mismatch_is_an_error_row_unless_resample(tmp_path):
     ref_dir, pred_dir = tmp_path / "r", tmp_path / "p"
     ref_dir.mkdir()

@@ -43,6 +43,12 @@ def register(sub) -> None:
     p.add_argument("--pred", help="folder of predicted label maps")
     p.add_argument("--ref", help="folder of reference label maps (same file names)")
     p.add_argument("--pairs", help="CSV with columns pred,ref[,case_id,subject,phase] instead of name matching")
+    p.add_argument("--pred-suffix", default="", metavar="SUFFIX",
+                   help="name ending that marks predictions, removed before matching: '_labels' pairs "
+                        "case01_labels.nii.gz (medcnn segment's output) with case01.nii.gz; other files in --pred "
+                        "are ignored")
+    p.add_argument("--ref-suffix", default="", metavar="SUFFIX",
+                   help="the same for references, e.g. '_gt' or '_seg'")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--labels", nargs="+", metavar="LABEL",
                    help="structures: label values (1 2) or NAME=VALUES (LV=1 WT=1,2,3,4); "
@@ -109,24 +115,45 @@ def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
         if not d.is_dir():
             raise InputFileNotFoundError.expected(f"an existing folder for {flag}", "no folder at that path", path=d)
 
-    def listing(d: Path) -> dict[str, Path]:
-        return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and _strip_suffix(p.name)
-                and not p.name.startswith(".")}
-
-    preds, refs = listing(pred_dir), listing(ref_dir)
+    preds, pred_dups = _listing(pred_dir, args.pred_suffix)
+    refs, ref_dups = _listing(ref_dir, args.ref_suffix)
     if not refs and not preds:
-        raise InputFileNotFoundError.expected("label maps (.nii.gz, .nrrd, .mha, ...) in the folders",
+        raise InputFileNotFoundError.expected("label maps (.nii.gz, .nrrd, .mha, ...) in the folders"
+                                              + (" with the given --pred-suffix/--ref-suffix"
+                                                 if args.pred_suffix or args.ref_suffix else ""),
                                               "no such files", path=ref_dir)
     cases = []
-    for name in sorted(set(preds) | set(refs)):
+    for key in sorted(set(preds) | set(refs) | set(pred_dups) | set(ref_dups)):
         err = ""
-        if name not in preds:
-            err = f"{pred_dir / name}: expected a prediction with the reference's file name, got no such file"
-        elif name not in refs:
-            err = f"{ref_dir / name}: expected a reference with the prediction's file name, got no such file"
-        cases.append({"case_id": _strip_suffix(name), "pred": str(preds[name]) if name in preds else None,
-                      "ref": str(refs[name]) if name in refs else None, "subject": "", "phase": "", "error": err})
+        if key in pred_dups or key in ref_dups:
+            names = pred_dups.get(key) or ref_dups.get(key)
+            err = (f"{names[0].parent}: expected one label map for case {key!r}, got "
+                   f"{', '.join(p.name for p in names)}")
+        elif key not in preds:
+            err = (f"{pred_dir / (key + args.pred_suffix)}.*: expected a prediction for the reference "
+                   f"{refs[key].name}, got no such file")
+        elif key not in refs:
+            err = (f"{ref_dir / (key + args.ref_suffix)}.*: expected a reference for the prediction "
+                   f"{preds[key].name}, got no such file")
+        cases.append({"case_id": key, "pred": str(preds[key]) if key in preds and not err else None,
+                      "ref": str(refs[key]) if key in refs and not err else None, "subject": "", "phase": "",
+                      "error": err})
     return cases
+
+
+def _listing(folder: Path, suffix: str) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """``({case key: file}, {case key: [files]} for keys held by several files)``.
+
+    The key is the file name without its image extension and without ``suffix`` (files whose
+    stem does not end in ``suffix`` are skipped), so ``case01.nrrd`` pairs with
+    ``case01.nii.gz`` and ``case01_labels.nii.gz`` with ``case01_gt.nii.gz`` given the suffixes."""
+    found: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        stem = _strip_suffix(p.name) if p.is_file() and not p.name.startswith(".") else None
+        if not stem or (suffix and (not stem.endswith(suffix) or stem == suffix)):
+            continue
+        found.setdefault(stem[: len(stem) - len(suffix)] if suffix else stem, []).append(p)
+    return ({k: v[0] for k, v in found.items() if len(v) == 1}, {k: v for k, v in found.items() if len(v) > 1})
 
 
 def _pairs_from_csv(path: Path) -> list[dict[str, Any]]:
