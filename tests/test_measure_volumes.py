@@ -107,7 +107,7 @@ def test_regions_are_unions_counted_once_per_frame():
     assert [(r.frame, r.label_name, r.voxel_count) for r in reg.itertuples()] == want
     assert set(reg["label"]) == {"1+2+4", "1+4"}
     assert np.allclose(reg["volume_ml"], reg["voxel_count"] * 1.5 * 1.5 * 8 / 1000)
-    assert df[df["label"] == 4]["voxel_count"].tolist() == [24]  # plain rows unchanged
+    assert df[df["label"] == 4]["voxel_count"].tolist() == [0, 24]  # every frame reports every label
     for bad in ({"x": []}, {"x": [0, 1]}, {"": [1]}, {"x": [1.5]}, {"x": "12"}):
         with pytest.raises(ConfigError, match="regions"):
             label_volumes(vol, regions=bad)

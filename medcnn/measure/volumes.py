@@ -97,7 +97,8 @@ def label_volumes(
         label_names: ``{value: name}`` (or ``{name: value}``), e.g. from
             :func:`medcnn.measure.load_label_table`.
         labels: report exactly these label values (absent ones get 0 mL). Default: every
-            label present plus every label named in ``label_names``, without 0.
+            label present (in any frame of a cine series: every frame then has a row for
+            it) plus every label named in ``label_names``, without 0.
         include_background: also report label 0 when ``labels`` is not given.
         threshold: probability maps only, see :func:`probability_volumes`.
         regions: label maps only: named unions of labels reported after the labels, e.g.
@@ -125,11 +126,14 @@ def label_volumes(
     voxel_ml = volume.voxel_volume_ml
     voxel_mm3 = float(np.prod(volume.spacing))
     frames = [(None, arr)] if volume.leading_axis is None else list(enumerate(arr))
+    per_frame = [count_values(a) for _, a in frames]
+    # one set of labels for every frame: a label absent from some frames gets 0 mL rows there
+    present = np.unique(np.concatenate([v for v, _ in per_frame])) if per_frame else np.array([], np.int64)
+    chosen = _selected(present, names, labels, include_background)
     rows = []
-    for t, a in frames:
-        values, counts = count_values(a)
+    for (t, _), (values, counts) in zip(frames, per_frame):
         lookup = dict(zip(values.tolist(), counts.tolist()))
-        for v in _selected(values, names, labels, include_background):
+        for v in chosen:
             n = int(lookup.get(v, 0))
             row: dict[str, Any] = {}
             if t is not None:
