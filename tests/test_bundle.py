@@ -303,3 +303,15 @@ def test_bad_mirror_axes_are_refused_on_save_and_load(tmp_path):
     (path / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="mirror_axes"):
         load_bundle(path)
+
+
+def test_models_list_shows_tta_axes_and_postprocessing_of_the_shipped_bundles(capsys):
+    from medcnn.cli import main
+    from medcnn.models.defaults import bundled_names
+
+    if "cardiac-lv-cine-mri" not in bundled_names():
+        pytest.skip("default bundles not installed")
+    assert main(["models", "show", "cardiac-lv-cine-mri"]) == 0
+    out = capsys.readouterr().out
+    assert "tta axes    [0]" in out and "postprocess keep_largest (connectivity 26)" in out
+    assert load_bundle("cardiac-lv-cine-mri").postprocess["keep_largest"] is True

@@ -111,6 +111,7 @@ def test_models_list_and_named_model(installed_bundles, tmp_path, capsys):
     info = bundle_info(installed_bundles / "tiny-cardiac")
     assert "tiny-cardiac" in out and "1=LV blood pool" in out and "channels    MRI" in out
     assert info.sha256 in out and "(ok)" in out and "dice_mean=0.5" in out
+    assert "tta axes    not recorded" in out and "postprocess none" in out  # the tiny bundle records neither
     assert main(["models", "list", "--json"]) == 0
     d = json.loads(capsys.readouterr().out.splitlines()[0])
     assert d["sha256"] == info.sha256 and d["sha256_check"] == "ok" and d["task"] == "cardiac"

@@ -71,12 +71,25 @@ def _weights_check(info) -> str:
     return "ok" if file_sha256(p) == info.sha256 else "MISMATCH (weights modified)"
 
 
+def _postprocess_text(spec: Mapping[str, Any] | None) -> str:
+    """The active rules of a bundle's PostprocessSpec dict, e.g. ``keep_largest`` (``""``: none)."""
+    if not spec:
+        return ""
+    on = [k for k in ("keep_largest", "fill_holes", "fill_holes_per_slice") if spec.get(k)]
+    if spec.get("min_component_ml"):
+        on.append(f"min_component_ml={spec['min_component_ml']}")
+    if spec.get("per_label"):
+        on.append(f"per_label={spec['per_label']}")
+    return ", ".join(on) + (f" (connectivity {spec.get('connectivity', 26)})" if on else "")
+
+
 def _entry(info, verify: bool) -> dict[str, Any]:
     d = {"name": info.name, "path": str(info.path), "task": info.task,
          "labels": {str(k): v for k, v in info.labels.items()}, "channels": list(info.channels),
          "validation": info.validation, "sha256": info.sha256,
          "network": (info.json.get("network") or {}).get("name"),
-         "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm")}
+         "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm"),
+         "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess"))}
     if verify:
         d["sha256_check"] = _weights_check(info)
     return d
@@ -88,6 +101,9 @@ def _print(d: Mapping[str, Any]) -> None:
     print(f"  labels      {', '.join(f'{k}={v}' for k, v in d['labels'].items())}")
     print(f"  channels    {', '.join(d['channels'])}")
     print(f"  network     {d['network']}, roi {d['roi_size']}, target spacing {d['target_spacing_mm']} mm")
+    mirror = d.get("mirror_axes")
+    print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}")
+    print(f"  postprocess {d.get('postprocess') or 'none'}")
     print(f"  validation  {format_validation(d['validation'])}")
     print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
     print(f"  path        {d['path']}")
