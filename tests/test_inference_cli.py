@@ -89,6 +89,36 @@ def test_tta_flag_alone_mirrors_the_bundles_trained_axes(tmp_path, capsys):
     assert "tta_axes=(1,)" in cap.err and "TTA mirror axes [1]" in cap.out
 
 
+def test_csv_manifest_rows_are_multi_channel_cases_named_by_case_id(tmp_path, capsys):
+    net, spec = _tiny_unet(2)
+    pre = PreprocessSpec(orientation="RAS", modalities=("MR", "MR"))
+    path = save_bundle(net, tmp_path / "two", network=spec, preprocess=pre, roi_size=(16, 16, 16),
+                       labels={0: "background", 1: "thing"}, channels=["FLAIR", "T1c"])
+    scans = tmp_path / "scans"
+    _scan(scans / "p1_flair.nii.gz", GEOMS[0])
+    _scan(scans / "p1_t1c.nii.gz", GEOMS[0], seed=1)
+    _scan(scans / "p2_flair.nrrd", GEOMS[1])
+    _scan(scans / "p2_t1c.nrrd", GEOMS[1], seed=1)
+    _scan(scans / "p3_t1c.nii.gz", GEOMS[1])              # a different grid from p3's FLAIR
+    _scan(scans / "p3_flair.nii.gz", GEOMS[0])
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case_id,t1c,flair\n"               # column order and case do not matter
+                        "pat-1,scans/p1_t1c.nii.gz,scans/p1_flair.nii.gz\n"
+                        "pat-2,scans/p2_t1c.nrrd,scans/p2_flair.nrrd\n"
+                        "pat-3,scans/p3_t1c.nii.gz,scans/p3_flair.nii.gz\n"
+                        "pat-4,,scans/p1_flair.nii.gz\n")
+    out = tmp_path / "out"
+    rc = main(["segment", str(manifest), "--model", str(path), "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "segmented 2 of 4 case(s); 2 failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["pat-1_labels.nii.gz", "pat-2_labels.nrrd"]
+    for cid, flair in (("pat-1", "p1_flair.nii.gz"), ("pat-2", "p2_flair.nrrd")):
+        lab = read_volume(next(out.glob(f"{cid}_labels.*")), kind="label")
+        assert lab.geometry.isclose(read_volume(scans / flair).geometry, atol_mm=1e-5)
+    assert "pat-3" in err and "grid" in err           # mismatched channels named
+    assert "pat-4" in err and "empty cell" in err       # a missing channel path named
+
+
 def test_a_bad_case_prints_one_line_and_the_others_continue(tmp_path, bundle, capsys):
     good = _scan(tmp_path / "good.nii.gz", GEOMS[1])
     corrupt = tmp_path / "corrupt.nii.gz"

@@ -6,8 +6,10 @@ Each case is written as ``<name>_labels<ext>`` in the input's format (DICOM fold
 
 Multi-channel models take a case as a folder holding one image file per channel (matched
 by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel ``FLAIR``) or as
-``--channels a.nii.gz,b.nii.gz`` (in the bundle's channel order; repeatable). A case that
-fails prints one error line and the others continue; the exit code is 2 if any failed.
+``--channels a.nii.gz,b.nii.gz`` (in the bundle's channel order; repeatable), or as a row of
+a CSV manifest (``case_id`` plus one column per channel, as for ``medcnn run``; outputs are
+named after the case id). A case that fails prints one error line and the others continue;
+the exit code is 2 if any failed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,9 @@ def register(sub) -> None:
                     "exact geometry (DICOM input is written as NIfTI .nii.gz).",
         epilog="Exit codes: 0 all cases ok, 2 some case failed or bad arguments, 1 internal error.")
     p.add_argument("scans", nargs="*", metavar="SCANS",
-                   help="image files, DICOM folders, or (multi-channel models) folders with one file per channel")
+                   help="image files, DICOM folders, (multi-channel models) folders with one file per channel, or "
+                        "CSV manifests: a case_id column and one column per model channel (outputs are named "
+                        "<case_id>_labels)")
     p.add_argument("--model", required=True, help="bundle folder or .medcnn archive")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--channels", action="append", default=[], metavar="A,B,...",
@@ -86,10 +91,12 @@ def _split_name(path: Path) -> tuple[str, str]:
     return name, sfx
 
 
-def output_name(first_input: str | Path, out_dir: str | Path, what: str = "labels") -> Path:
-    """``out_dir/<name>_<what><ext>`` in the input's format (DICOM folders → ``.nii.gz``)."""
+def output_name(first_input: str | Path, out_dir: str | Path, what: str = "labels", *,
+                stem: str | None = None) -> Path:
+    """``out_dir/<name>_<what><ext>`` in the input's format (DICOM folders → ``.nii.gz``);
+    ``stem`` replaces the input's name (manifest case ids)."""
     name, sfx = _split_name(Path(first_input))
-    return Path(out_dir) / f"{name}_{what}{sfx}"
+    return Path(out_dir) / f"{stem or name}_{what}{sfx}"
 
 
 def _channel_files_in_folder(folder: Path, channels: tuple[str, ...]) -> list[Path]:
@@ -115,10 +122,31 @@ def _is_channel_folder(p: Path) -> bool:
     return p.is_dir() and any(q.is_file() and suffix_of(q) in SUPPORTED_SUFFIXES for q in p.iterdir())
 
 
+@dataclass
+class _ManifestRow:
+    """One case of a CSV manifest: its output stem, channel files, or the problem with the row."""
+
+    stem: str
+    files: list[Path]
+    error: str | None = None
+
+
 def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """``(display name, spec)`` where spec is a path or a list of channel paths."""
+    """``(display name, spec)`` where spec is a path, a list of channel paths or a
+    :class:`_ManifestRow`."""
+    from medcnn.batch.cases import read_manifest
+
     cases: list[tuple[str, Any]] = []
     for s in args.scans:
+        if s.lower().endswith(".csv") and Path(s).is_file():
+            for case in read_manifest(s, channels=channels):
+                if case.error:
+                    cases.append((f"{case.origin} ({case.case_id})", _ManifestRow(case.case_id, [], case.error)))
+                    continue
+                for ci in case.inputs:  # one, or ED and ES of a cardiac pair
+                    stem = case.case_id + (f"_{ci.phase}" if ci.phase else "")
+                    cases.append((f"{case.origin} ({stem})", _ManifestRow(stem, [Path(p) for _, p in ci.channels])))
+            continue
         cases.append((s, Path(s)))
     for group in args.channels:
         files = [Path(f.strip()) for f in group.split(",") if f.strip()]
@@ -131,6 +159,10 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None) -> tupl
     from medcnn.io import read_volume
 
     n = len(channels)
+    if isinstance(spec, _ManifestRow):
+        if n == 1:  # a single scan or a cine series, as a path argument would be
+            return read_volume(spec.files[0], series=series), spec.files[0]
+        spec = spec.files
     if isinstance(spec, list):
         if len(spec) != n:
             raise DimensionError.expected(f"{n} channel files ({', '.join(channels)})", f"{len(spec)}",
@@ -167,8 +199,12 @@ def run(args: argparse.Namespace) -> int:
     for name, spec in cases:
         t0 = time.perf_counter()
         try:
-            first_path = spec[0] if isinstance(spec, list) else spec
-            target = output_name(first_path, out_dir, "labels")
+            if isinstance(spec, _ManifestRow) and spec.error:
+                raise ConfigError(spec.error)
+            first_path = spec.files[0] if isinstance(spec, _ManifestRow) else (spec[0] if isinstance(spec, list)
+                                                                               else spec)
+            out_stem = spec.stem if isinstance(spec, _ManifestRow) else None
+            target = output_name(first_path, out_dir, "labels", stem=out_stem)
             if target in written:
                 raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
                                            f"{written[target]}", path=first_path,
@@ -179,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             written[target] = name
             extra = ""
             if pred.probabilities is not None:
-                pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities"))
+                pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
                 extra = f" + {pout}"
             info = pred.info
             tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
