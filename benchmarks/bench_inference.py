@@ -259,6 +259,8 @@ def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args) -> int:
             ("medcnn fp32 contiguous sw1", dict(precision="fp32", memory_format="contiguous", sw_batch_size=1)),
             ("medcnn fp32 channels_last sw1", dict(precision="fp32", memory_format="channels_last",
                                                    sw_batch_size=1)),
+            ("medcnn fp32 channels_last sw2", dict(precision="fp32", memory_format="channels_last",
+                                                   sw_batch_size=2)),
             ("medcnn bf16 contiguous sw1", dict(precision="bf16", memory_format="contiguous", sw_batch_size=1)),
             ("medcnn bf16 channels_last sw1", dict(precision="bf16", memory_format="channels_last",
                                                    sw_batch_size=1)),
