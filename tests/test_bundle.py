@@ -315,3 +315,40 @@ def test_models_list_shows_tta_axes_and_postprocessing_of_the_shipped_bundles(ca
     out = capsys.readouterr().out
     assert "tta axes    [0]" in out and "postprocess keep_largest (connectivity 26)" in out
     assert load_bundle("cardiac-lv-cine-mri").postprocess["keep_largest"] is True
+
+
+def test_update_bundle_changes_json_and_keeps_the_weights_bytes(tmp_path):
+    from medcnn.models import update_bundle
+
+    for name in ("folder", "archive.medcnn"):
+        path = _save(tmp_path, name, mirror_axes=[0])
+        weights = (path / "model.safetensors").read_bytes() if path.is_dir() else \
+            zipfile.ZipFile(path).read("model.safetensors")
+        before = load_bundle(path)
+        update_bundle(path, postprocess={"keep_largest": True}, provenance={"validation": {"dice": 0.9}})
+        after = load_bundle(path)
+        now = (path / "model.safetensors").read_bytes() if path.is_dir() else \
+            zipfile.ZipFile(path).read("model.safetensors")
+        assert now == weights and after.sha256 == before.sha256
+        assert after.postprocess["keep_largest"] is True and after.provenance == {"validation": {"dice": 0.9}}
+        assert after.mirror_axes == (0,) and after.labels == before.labels  # untouched fields kept
+        with pytest.raises(ConfigError, match="mirror_axes"):
+            update_bundle(path, mirror_axes=[7])
+        assert load_bundle(path).mirror_axes == (0,)  # a refused update leaves the bundle as it was
+
+
+def test_saving_is_byte_reproducible_across_processes(tmp_path):
+    """The weights file's SHA-256 is the model hash in reports: the same weights must give the
+    same bytes in another process (safetensors orders multi-key metadata differently per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; sys.path.insert(0, %r); import test_bundle as t; from pathlib import Path; "
+            "t._save(Path(sys.argv[1]), 'b')") % str(Path(__file__).parent)
+    hashes = set()
+    for i in range(3):
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, timeout=300)
+        hashes.add(hashlib.sha256((out / "b" / "model.safetensors").read_bytes()).hexdigest())
+    assert len(hashes) == 1

@@ -150,3 +150,31 @@ def test_label_map_and_unknown_values(tmp_path):
     assert out.label.ravel().tolist() == [0, 1, 1, 1, 1]
     with pytest.raises(ConfigError, match="label_map"):
         prepare_case(Case("c", (f,), f, "g"), label_map={1: 1, 2: 1}, **kw)
+
+
+def test_held_out_foreground_metrics_ignore_classes_a_case_does_not_annotate(tmp_path, monkeypatch):
+    """End-systolic Sunnybrook contours have no myocardium: the union must be the LV alone."""
+    from medcnn.io import write_volume
+    from medcnn.train import evaluate as ev
+    from medcnn.volume import Geometry, Volume
+
+    g = Geometry((10, 10, 4), (1.0, 1.0, 10.0))
+    ref = np.zeros(g.shape, np.uint8)
+    ref[2:6, 2:6, :] = 1                      # LV only (64 voxels)
+    pred = np.zeros(g.shape, np.int64)
+    pred[2:6, 2:6, :] = 1
+    pred[1, 1:8, :] = 2                       # myocardium predicted, not annotated in this case
+    img, lab = tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz"
+    write_volume(Volume(np.ones(g.shape, np.float32), g), img)
+    write_volume(Volume(ref, g, "label"), lab)
+    monkeypatch.setattr(ev, "predict_case_labels", lambda *a, **k: pred)
+    case = Case("es", (img,), lab, "p1", meta={"phase": "ES"})
+    out = ev.evaluate_bundle("unused", [case], labels={"lv": 1, "myo": 2}, absent_classes_unannotated=True)
+    row = out["cases"][0]
+    assert set(row["dice"]) == {"lv"} and row["dice"]["lv"] == 1.0
+    assert row["foreground_volume_ml"] == row["foreground_ref_volume_ml"] == pytest.approx(64 * 10 / 1000)
+    assert row["foreground_volume_error_percent"] == 0.0 and row["foreground_dice"] == 1.0
+    assert row["volume_ml_all_slices"]["myo"] == pytest.approx(4 * 7 * 10 / 1000)  # still reported
+    # with every class annotated, the predicted myocardium counts
+    out = ev.evaluate_bundle("unused", [case], labels={"lv": 1, "myo": 2})
+    assert out["cases"][0]["foreground_volume_ml"] == pytest.approx((64 + 28) * 10 / 1000)

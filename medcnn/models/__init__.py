@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from medcnn.models.bundle import CONVERT_HINT, Bundle, load_bundle, save_bundle, sniff_model_file
+from medcnn.models.bundle import CONVERT_HINT, Bundle, load_bundle, save_bundle, sniff_model_file, update_bundle
 from medcnn.models.registry import (
     NETWORK_NAMES,
     build_network,
@@ -28,6 +28,7 @@ __all__ = [
     "dynunet_spec",
     "Bundle",
     "save_bundle",
+    "update_bundle",
     "load_bundle",
     "sniff_model_file",
     "CONVERT_HINT",

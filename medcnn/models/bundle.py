@@ -44,6 +44,7 @@ from medcnn.models.registry import build_network, network_patch_divisor, validat
 __all__ = [
     "Bundle",
     "save_bundle",
+    "update_bundle",
     "load_bundle",
     "sniff_model_file",
     "BUNDLE_JSON",
@@ -388,12 +389,50 @@ def save_bundle(
     meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance,
                         activation, mirror_axes)
     state = _state_for_saving(model, meta["network"], weights_dtype)
-    blob = st_save(state, metadata={"format": "pt", "producer": f"medcnn {meta['medcnn_version']}"})
+    # one metadata key: safetensors keeps metadata in a hash map whose order (and so the
+    # file's bytes and sha256) would otherwise change from one process to the next
+    blob = st_save(state, metadata={"format": "pt"})
     n_params = int(sum(t.numel() for t in state.values() if t.is_floating_point()))
     meta["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256_bytes(blob), "dtype": weights_dtype,
                        "n_tensors": len(state), "n_parameters": n_params, "bytes": len(blob)}
-    text = json.dumps(meta, indent=2) + "\n"
+    _write_bundle(dest, json.dumps(meta, indent=2) + "\n", blob)
+    return dest
 
+
+_KEEP: Any = object()
+
+
+def update_bundle(
+    path: str | PathLike[str],
+    *,
+    postprocess: Any = _KEEP,
+    provenance: Mapping[str, Any] | None = _KEEP,
+    mirror_axes: Sequence[int] | None = _KEEP,
+    activation: str | None = _KEEP,
+) -> Path:
+    """Change a bundle's ``bundle.json`` fields in place, keeping its weights file byte for
+    byte (so its SHA-256, the model hash in reports, stays the same).
+
+    The bundle is loaded and verified first; arguments left out keep their values. Use it
+    to add postprocessing or record an evaluation without re-serialising the weights.
+    """
+    b = load_bundle(path)
+    new = {"postprocess": b.postprocess, "provenance": b.provenance, "mirror_axes": b.mirror_axes,
+           "activation": b.activation}
+    for k, v in (("postprocess", postprocess), ("provenance", provenance), ("mirror_axes", mirror_axes),
+                 ("activation", activation)):
+        if v is not _KEEP:
+            new[k] = v
+    meta = _bundle_json(b.network, b.preprocess, b.roi_size, b.labels, b.channels, b.overlap, new["postprocess"],
+                        new["provenance"], new["activation"], new["mirror_axes"])
+    meta["weights"] = dict(b.json["weights"])
+    _, blob, _ = _read_bundle_files(b.path)
+    _write_bundle(b.path, json.dumps(meta, indent=2) + "\n", blob)
+    return b.path
+
+
+def _write_bundle(dest: Path, text: str, blob: bytes) -> None:
+    """Write bundle.json + weights as a folder or ``.medcnn`` archive at ``dest``, atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -409,7 +448,6 @@ def save_bundle(
     except BaseException:
         _remove(tmp)
         raise
-    return dest
 
 
 def _remove(p: Path) -> None:

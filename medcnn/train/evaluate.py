@@ -7,7 +7,8 @@ back onto the input grid) and is compared with its reference label there:
   classes a case does not annotate are skipped, as in training);
 * volumes in mL of each class (predicted vs reference, same slices);
 * cardiac: ejection fraction from the ED/ES pair of each patient (``phase`` field);
-* the relative volume error of the union of foreground classes (e.g. whole tumour).
+* the relative volume error of the union of foreground classes (e.g. whole tumour), over the
+  classes annotated in each case.
 
 Predictions come from ``medcnn.inference.Segmenter``, the shipped inference path.
 """
@@ -67,6 +68,7 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
         vml = ref_vol.voxel_volume_ml
         row: dict[str, Any] = {"case_id": c.case_id, "group": c.group, "meta": dict(c.meta), "dice": {},
                                "volume_ml": {}, "ref_volume_ml": {}, "volume_ml_all_slices": {}}
+        scored: list[int] = []  # classes annotated in this case: the foreground union uses only these
         for k in range(1, n_classes):
             annotated = (c.annotated_classes is None or k in c.annotated_classes)
             if absent_classes_unannotated and not (ref[valid] == k).any():
@@ -76,11 +78,14 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
             row["volume_ml_all_slices"][name] = float((pred == k).sum() * vml)
             if not annotated:
                 continue
+            scored.append(k)
             s = p.sum() + t.sum()
             row["dice"][name] = float(2 * (p & t).sum() / s) if s else float("nan")
             row["volume_ml"][name] = float(p.sum() * vml)
             row["ref_volume_ml"][name] = float(t.sum() * vml)
-        fg_p, fg_t = (pred > 0) & valid, (ref > 0) & valid
+        # an unannotated class (e.g. myocardium on end-systolic Sunnybrook contours) must not
+        # count on one side only
+        fg_p, fg_t = np.isin(pred, scored) & valid, np.isin(ref, scored) & valid
         row["foreground_dice"] = float(2 * (fg_p & fg_t).sum() / max(1, fg_p.sum() + fg_t.sum()))
         row["foreground_volume_ml"] = float(fg_p.sum() * vml)
         row["foreground_ref_volume_ml"] = float(fg_t.sum() * vml)

@@ -585,16 +585,13 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
                      train_wall_s: float, say: Callable[[str], None]) -> dict[str, Any]:
     """Evaluate the exported bundle on the held-out cases (original grids) and record the
     results, the total training wall time and the hardware in its provenance."""
-    from medcnn.models import load_bundle, save_bundle
+    from medcnn.models import load_bundle, update_bundle
     from medcnn.train.evaluate import evaluate_bundle
 
     b = load_bundle(bundle_dir)
     if b.postprocess != cfg.postprocess:  # the config decides (e.g. --evaluate-only after adding a rule)
         say(f"bundle postprocessing set from the config: {cfg.postprocess}")
-        save_bundle(b.state_dict, bundle_dir, network=b.network, preprocess=b.preprocess, roi_size=b.roi_size,
-                    labels=b.labels, channels=b.channels, overlap=b.overlap, postprocess=cfg.postprocess,
-                    provenance=b.provenance, weights_dtype=cfg.export_dtype, overwrite=True,
-                    mirror_axes=b.mirror_axes, activation=b.activation)
+        update_bundle(bundle_dir, postprocess=cfg.postprocess)  # weights untouched
     t0 = time.perf_counter()
     validation: dict[str, Any] = {}
     if val_cases:
@@ -608,14 +605,10 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
                                                  if "mean_abs_ef_error_points" in validation else "")
             + (f", foreground volume error {validation['mean_foreground_volume_error_percent']:.1f}%"
                if validation.get("mean_foreground_volume_error_percent") is not None else ""))
-    b = load_bundle(bundle_dir)
-    prov = b.provenance
+    prov = load_bundle(bundle_dir).provenance
     prov.setdefault("training", {})["wall_time_s"] = round(train_wall_s, 1)
     prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
-    save_bundle(b.state_dict, bundle_dir, network=b.network, preprocess=b.preprocess, roi_size=b.roi_size,
-                labels=b.labels, channels=b.channels, overlap=b.overlap, postprocess=b.postprocess,
-                provenance=prov, weights_dtype=cfg.export_dtype, overwrite=True, mirror_axes=b.mirror_axes,
-                activation=b.activation)
+    update_bundle(bundle_dir, provenance=prov)  # the weights file (and its sha256) stays as exported
     return validation
 
 
