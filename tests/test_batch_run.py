@@ -116,6 +116,29 @@ def test_resume_skips_up_to_date_cases_and_recomputes_changed_ones(work, tmp_pat
     assert [r["status"] for r in fourth.records] == ["ok"] * 3
 
 
+def test_changed_postprocessing_with_the_same_weights_reruns_every_case(work, tmp_path):
+    import shutil
+
+    from medcnn.models import load_bundle, update_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(work["bundle"], bundle)
+    out = tmp_path / "out"
+    scans = [work["scans"] / "s0.nii.gz", work["scans"] / "s1.nii.gz"]
+    first = run_batch(scans, model=bundle, out=out, progress=False, figures=False)
+    spec = first.records[0]["model"]["spec_sha256"]
+    assert spec == load_bundle(bundle).spec_sha256 and len(spec) == 64
+    update_bundle(bundle, provenance={"note": "provenance only"})  # does not change predictions
+    again = run_batch(scans, model=bundle, out=out, progress=False, figures=False)
+    assert [r["status"] for r in again.records] == ["skipped"] * 2
+    update_bundle(bundle, postprocess={"keep_largest": True})       # same weights, new labels possible
+    assert load_bundle(bundle).sha256 == first.records[0]["model"]["sha256"]
+    third = run_batch(scans, model=bundle, out=out, progress=False, figures=False)
+    assert [r["status"] for r in third.records] == ["ok"] * 2
+    assert third.records[0]["model"]["spec_sha256"] != spec
+    assert json.loads((out / "report.json").read_text())["model"]["spec_sha256"] == load_bundle(bundle).spec_sha256
+
+
 def test_tta_uses_the_bundles_trained_mirror_axes_and_says_so(work, tmp_path):
     mirrored = make_bundle(tmp_path / "mirrored", mirror_axes=[0])
     scan = work["scans"] / "s0.nii.gz"

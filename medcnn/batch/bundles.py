@@ -48,6 +48,14 @@ class BundleInfo:
     json: Mapping[str, Any] = field(repr=False)
 
     @property
+    def spec_sha256(self) -> str:
+        """Hash of everything that decides the predictions (weights, preprocessing,
+        postprocessing, ...): :func:`medcnn.models.bundle.bundle_spec_sha256`."""
+        from medcnn.models.bundle import bundle_spec_sha256
+
+        return bundle_spec_sha256(self.json)
+
+    @property
     def task(self) -> str | None:
         """``"cardiac"``, ``"tumour"`` or ``None``: from bundle.json ``task`` (or
         ``provenance.task``), else guessed from the label names."""

@@ -135,7 +135,8 @@ def _crash_record(case: Case, settings: BatchSettings, exc: BaseException) -> di
         "schema": "medcnn-case-result/1", "case_id": case.case_id, "status": "error", "mode": settings.mode,
         "origin": case.origin,
         "inputs": [{"phase": ci.phase, "channel": ch, "path": p} for ci in case.inputs for ch, p in ci.channels],
-        "model": {"name": settings.model_name, "sha256": settings.model_sha256, "path": settings.model},
+        "model": {"name": settings.model_name, "sha256": settings.model_sha256,
+                  "spec_sha256": settings.model_spec_sha256, "path": settings.model},
         "config_hash": settings.config_hash, "input_hash": None, "volumes": [], "lesions": [], "cardiac": None,
         "curve": None, "qc_flags": [], "outputs": {}, "timings_s": {},
         "error": {"type": type(exc).__name__,
@@ -245,7 +246,8 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
         "generated_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
-        "model": {"name": settings.model_name, "sha256": settings.model_sha256, "path": settings.model,
+        "model": {"name": settings.model_name, "sha256": settings.model_sha256,
+                  "spec_sha256": settings.model_spec_sha256, "path": settings.model,
                   "labels": {str(k): v for k, v in settings.labels.items()},
                   "validation": {k: v for k, v in (model_validation or {}).items() if k != "cases"}},
         "settings": {"mode": settings.mode, "device": settings.device, "precision": settings.precision,
@@ -316,6 +318,7 @@ def run_batch(
     info = bundle_info(model)
     settings = BatchSettings(
         model=str(Path(info.path).resolve()), model_name=info.name, model_sha256=info.sha256,
+        model_spec_sha256=info.spec_sha256,
         labels=dict(info.labels), out=str(Path(out).resolve()), mode=resolve_mode(mode, info.task),
         device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
         include_identifiers=bool(include_identifiers), resume=bool(resume), figures=bool(figures))

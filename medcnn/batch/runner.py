@@ -62,6 +62,8 @@ class BatchSettings:
         model: bundle folder / archive path (resolved).
         model_name: name shown in reports.
         model_sha256: SHA-256 of the weights (from bundle.json; verified when loaded).
+        model_spec_sha256: SHA-256 of everything that decides the predictions (weights hash,
+            preprocessing, postprocessing, TTA axes...); a change re-runs every case.
         labels: label value -> name (from the bundle).
         out: output folder.
         mode: ``cardiac``, ``tumour`` or ``volumes`` (already resolved from ``auto``).
@@ -88,12 +90,14 @@ class BatchSettings:
     include_identifiers: bool = False
     resume: bool = True
     figures: bool = True
+    model_spec_sha256: str = ""
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
         return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": self.tta,
                 "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
-                "figures": self.figures, "model_sha256": self.model_sha256}
+                "figures": self.figures, "model_sha256": self.model_sha256,
+                "model_spec_sha256": self.model_spec_sha256}
 
     @property
     def config_hash(self) -> str:
@@ -381,7 +385,8 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         "origin": case.origin,
         "inputs": [{"phase": ci.phase, "channel": ch, "path": p} for ci in case.inputs for ch, p in ci.channels]
         + [{"phase": ci.phase, "channel": "reference", "path": ci.reference} for ci in case.inputs if ci.reference],
-        "model": {"name": settings.model_name, "sha256": settings.model_sha256, "path": settings.model},
+        "model": {"name": settings.model_name, "sha256": settings.model_sha256,
+                  "spec_sha256": settings.model_spec_sha256, "path": settings.model},
         "config_hash": settings.config_hash,
         "input_hash": None,
         "volumes": [], "lesions": [], "cardiac": None, "curve": None, "qc_flags": [],

@@ -361,7 +361,8 @@ class Segmenter:
             postprocess=b.postprocess,
             activation=options.pop("activation", b.activation),
             mirror_axes=options.pop("mirror_axes", b.mirror_axes),
-            bundle_info={"path": str(b.path), "sha256": b.sha256, "medcnn_version": b.medcnn_version,
+            bundle_info={"path": str(b.path), "sha256": b.sha256, "spec_sha256": b.spec_sha256,
+                         "medcnn_version": b.medcnn_version,
                          "network": b.network.get("name")},
             **options,
         )

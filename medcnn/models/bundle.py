@@ -46,6 +46,7 @@ __all__ = [
     "save_bundle",
     "update_bundle",
     "load_bundle",
+    "bundle_spec_sha256",
     "sniff_model_file",
     "BUNDLE_JSON",
     "WEIGHTS_FILE",
@@ -197,6 +198,12 @@ class Bundle:
         return dict(self.json.get("provenance") or {})
 
     @property
+    def spec_sha256(self) -> str:
+        """SHA-256 of everything that determines this bundle's predictions (see
+        :func:`bundle_spec_sha256`): changes with the postprocessing, not with provenance."""
+        return bundle_spec_sha256(self.json)
+
+    @property
     def medcnn_version(self) -> str:
         return str(self.json.get("medcnn_version"))
 
@@ -300,6 +307,20 @@ def _bundle_json(
         "mirror_axes": mirror,
         "provenance": _json_checked(dict(provenance or {}), "provenance"),
     }
+
+
+#: bundle.json keys that decide what a bundle predicts (provenance and versions do not)
+SPEC_KEYS = ("network", "preprocess", "roi_size", "overlap", "labels", "channels", "postprocess", "activation",
+             "mirror_axes")
+
+
+def bundle_spec_sha256(meta: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a bundle's prediction-relevant fields
+    (:data:`SPEC_KEYS` plus the weights' SHA-256). Two bundles with the same weights but
+    different postprocessing get different spec hashes; editing provenance changes nothing."""
+    spec = {k: meta.get(k) for k in SPEC_KEYS}
+    spec["weights_sha256"] = str((meta.get("weights") or {}).get("sha256", "")).lower()
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_mirror_axes(axes: Any, spatial_dims: int) -> list[int]:

@@ -167,6 +167,7 @@ def _prov_block(rec: Mapping[str, Any]) -> str:
         ("medcnn version", prov.get("medcnn_version")),
         ("model", model.get("name")),
         ("model sha256", model.get("sha256")),
+        ("model spec sha256 (weights + preprocessing + postprocessing)", model.get("spec_sha256")),
         ("config hash", rec.get("config_hash")),
         ("input hash", rec.get("input_hash")),
         ("input hash method", prov.get("input_hash_method")),
