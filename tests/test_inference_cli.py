@@ -65,7 +65,20 @@ def test_segment_writes_labels_on_each_input_grid_in_its_format(tmp_path, bundle
     prob = read_volume(out / "a_probabilities.nii.gz", kind="probability")
     assert prob.shape == (2,) + GEOMS[0].shape
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.nii.gz", "a_probabilities.nii.gz",
-                                                      "b_labels.nrrd", "b_probabilities.nrrd"]
+                                                      "b_labels.nrrd", "b_probabilities.nrrd",
+                                                      "segment_provenance.json"]
+    import json
+
+    from medcnn.models import load_bundle
+    from medcnn.report.provenance import volume_hash
+
+    prov = json.loads((out / "segment_provenance.json").read_text())
+    b = load_bundle(bundle)
+    assert prov["model"]["sha256"] == b.sha256 and prov["model"]["spec_sha256"] == b.spec_sha256
+    assert prov["medcnn_version"] and prov["settings"]["tta_request"] == "axes"
+    assert [c["status"] for c in prov["cases"]] == ["ok", "ok"]
+    assert prov["cases"][0]["input_hashes"] == [volume_hash(read_volume(a))]  # independent recomputation
+    assert prov["cases"][1]["outputs"][0].endswith("b_labels.nrrd")
 
 
 def test_tta_flag_alone_mirrors_the_bundles_trained_axes(tmp_path, capsys):
@@ -111,7 +124,13 @@ def test_csv_manifest_rows_are_multi_channel_cases_named_by_case_id(tmp_path, ca
     rc = main(["segment", str(manifest), "--model", str(path), "--out", str(out), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and "segmented 2 of 4 case(s); 2 failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["pat-1_labels.nii.gz", "pat-2_labels.nrrd"]
+    assert sorted(p.name for p in out.iterdir()) == ["pat-1_labels.nii.gz", "pat-2_labels.nrrd",
+                                                      "segment_provenance.json"]
+    import json
+
+    cases = json.loads((out / "segment_provenance.json").read_text())["cases"]
+    assert [c["status"] for c in cases] == ["ok", "ok", "error", "error"]
+    assert len(cases[0]["input_hashes"]) == 2 and "empty cell" in cases[3]["error"]
     for cid, flair in (("pat-1", "p1_flair.nii.gz"), ("pat-2", "p2_flair.nrrd")):
         lab = read_volume(next(out.glob(f"{cid}_labels.*")), kind="label")
         assert lab.geometry.isclose(read_volume(scans / flair).geometry, atol_mm=1e-5)
@@ -132,7 +151,13 @@ def test_a_bad_case_prints_one_line_and_the_others_continue(tmp_path, bundle, ca
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 2 and "corrupt.nii.gz" in errors[0] and "missing.nii.gz" in errors[1]
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == ["good_labels.nii.gz"]  # nothing partial for the bad ones
+    # nothing partial for the bad ones; the provenance log names them
+    assert sorted(p.name for p in out.iterdir()) == ["good_labels.nii.gz", "segment_provenance.json"]
+    import json
+
+    log = json.loads((out / "segment_provenance.json").read_text())["cases"]
+    assert [c["status"] for c in log] == ["error", "ok", "error"]
+    assert log[0]["error_type"] == "CorruptFileError" and "outputs" not in log[0]
 
 
 def test_bad_bundle_is_one_error_line(tmp_path, capsys):

@@ -3,6 +3,9 @@
 Each case is written as ``<name>_labels<ext>`` in the input's format (DICOM folders →
 ``.nii.gz``) with exactly the input's geometry; ``--probabilities`` adds
 ``<name>_probabilities<ext>`` (``(C, I, J, K)`` float32). Writes are atomic.
+``segment_provenance.json`` records the medcnn version, the model's weights and spec
+SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
+or the error (no DICOM identifiers); it is written when at least one case produced output.
 
 Multi-channel models take a case as a folder holding one image file per channel (matched
 by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel ``FLAIR``) or as
@@ -181,9 +184,8 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None) -> tupl
 
 
 def run(args: argparse.Namespace) -> int:
-    from medcnn.errors import ConfigError, MedcnnError
+    from medcnn.errors import ConfigError
     from medcnn.inference import Segmenter
-    from medcnn.io import write_volume
 
     if not args.scans and not args.channels:
         raise ConfigError.expected("at least one scan or --channels group", "none")
@@ -196,44 +198,97 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {args.model}: {seg!r}", file=sys.stderr)
     failed = internal = 0
     written: dict[Path, str] = {}
-    for name, spec in cases:
-        t0 = time.perf_counter()
-        try:
-            if isinstance(spec, _ManifestRow) and spec.error:
-                raise ConfigError(spec.error)
-            first_path = spec.files[0] if isinstance(spec, _ManifestRow) else (spec[0] if isinstance(spec, list)
-                                                                               else spec)
-            out_stem = spec.stem if isinstance(spec, _ManifestRow) else None
-            target = output_name(first_path, out_dir, "labels", stem=out_stem)
-            if target in written:
-                raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
-                                           f"{written[target]}", path=first_path,
-                                           hint="Segment same-named scans into different --out folders")
-            image, first = _read_case(spec, seg.channels, args.series)
-            pred = seg.predict(image, return_probabilities=args.probabilities)
-            out = write_volume(pred.labels, target)
-            written[target] = name
-            extra = ""
-            if pred.probabilities is not None:
-                pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
-                extra = f" + {pout}"
-            info = pred.info
-            tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
-            print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
-                  f"{info['precision']}{tta}, {time.perf_counter() - t0:.1f} s)")
-        except MedcnnError as exc:
-            failed += 1
-            msg = str(exc)  # typed errors already start with the file name; don't repeat it
-            print(f"medcnn segment: error: {msg if msg.startswith(str(name)) else f'{name}: {msg}'}",
-                  file=sys.stderr)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
-            failed += 1
-            internal += 1
-            print(f"medcnn segment: internal error: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    log: list[dict[str, Any]] = []
+    try:
+        for name, spec in cases:
+            rec: dict[str, Any] = {"case": name}
+            log.append(rec)
+            f, i = _segment_one(name, spec, seg, args, out_dir, written, rec)
+            failed += f
+            internal += i
+    finally:
+        if any(r.get("outputs") for r in log):  # a run that wrote nothing leaves nothing behind
+            _write_provenance(out_dir, args, seg, log)
     done = len(cases) - failed
     print(f"segmented {done} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     if internal:
         return 1
     return 2 if failed else 0
+
+
+PROVENANCE_FILE = "segment_provenance.json"
+
+
+def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: list[dict[str, Any]]) -> None:
+    """``segment_provenance.json``: version, model hashes, settings and per case inputs,
+    input hashes, outputs or the error (written atomically, replaced by a later run)."""
+    from medcnn.report.provenance import HASH_METHOD, environment_info
+    from medcnn.report.tables import write_json
+
+    b = seg.bundle_info
+    write_json({
+        "tool": "medcnn segment", "medcnn_version": environment_info()["medcnn_version"],
+        "environment": environment_info(),
+        "model": {"argument": str(args.model), "path": b.get("path"), "sha256": b.get("sha256"),
+                  "spec_sha256": b.get("spec_sha256")},
+        "settings": {"device": str(seg.device), "precision": seg.precision, "tta_request": seg.tta_request,
+                     "mirror_axes_trained": None if seg.mirror_axes is None else list(seg.mirror_axes),
+                     "overlap": seg.overlap, "sw_batch_size": seg.sw_batch_size,
+                     "probabilities": bool(args.probabilities)},
+        "input_hash_method": HASH_METHOD,
+        "cases": log,
+    }, out_dir / PROVENANCE_FILE)
+
+
+def _segment_one(name: str, spec: Any, seg: Any, args: argparse.Namespace, out_dir: Path,
+                 written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
+    """Segment one case, filling ``rec``; returns ``(failed, internal_error)`` as 0/1."""
+    from medcnn.errors import ConfigError, MedcnnError
+    from medcnn.io import write_volume
+    from medcnn.report.provenance import volume_hash
+
+    t0 = time.perf_counter()
+    try:
+        if isinstance(spec, _ManifestRow) and spec.error:
+            raise ConfigError(spec.error)
+        first_path = spec.files[0] if isinstance(spec, _ManifestRow) else (spec[0] if isinstance(spec, list)
+                                                                           else spec)
+        out_stem = spec.stem if isinstance(spec, _ManifestRow) else None
+        target = output_name(first_path, out_dir, "labels", stem=out_stem)
+        if target in written:
+            raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
+                                       f"{written[target]}", path=first_path,
+                                       hint="Segment same-named scans into different --out folders")
+        image, first = _read_case(spec, seg.channels, args.series)
+        vols = image if isinstance(image, list) else [image]
+        rec["inputs"] = [str(v.source) for v in vols]
+        rec["input_hashes"] = [volume_hash(v) for v in vols]
+        pred = seg.predict(image, return_probabilities=args.probabilities)
+        out = write_volume(pred.labels, target)
+        written[target] = name
+        rec["outputs"] = [str(out)]
+        extra = ""
+        if pred.probabilities is not None:
+            pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
+            rec["outputs"].append(str(pout))
+            extra = f" + {pout}"
+        info = pred.info
+        rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
+                   seconds=round(time.perf_counter() - t0, 3))
+        tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
+        print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
+              f"{info['precision']}{tta}, {time.perf_counter() - t0:.1f} s)")
+        return 0, 0
+    except MedcnnError as exc:
+        msg = str(exc)  # typed errors already start with the file name; don't repeat it
+        rec.update(status="error", error_type=type(exc).__name__, error=msg)
+        print(f"medcnn segment: error: {msg if msg.startswith(str(name)) else f'{name}: {msg}'}",
+              file=sys.stderr)
+        return 1, 0
+    except (KeyboardInterrupt, SystemExit):
+        rec.update(status="interrupted")
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+        rec.update(status="error", error_type=type(exc).__name__, error=f"internal error: {exc}")
+        print(f"medcnn segment: internal error: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1, 1
