@@ -421,3 +421,19 @@ def test_tiny_memory_limit_streams_and_gives_identical_labels():
     assert np.array_equal(a.labels.array, b.labels.array)
     with pytest.raises(InsufficientMemoryError):
         _small_unet_segmenter(precision="fp32", memory_limit_gb=1e-6).predict(vol)
+
+
+def test_default_window_batch_drops_to_one_before_running_out_of_memory():
+    g = Geometry((64, 40, 32), (1, 1, 1))
+    seg = _small_unet_segmenter(precision="fp32", stream_above_gb=0.0)  # CPU fp32 default: 2 windows per call
+    assert seg.sw_batch_size == 2
+    # the smallest plans (streamed accumulator) for 2 and for 1 window per call
+    two = seg.plan(g.shape)
+    one = _small_unet_segmenter(precision="fp32", sw_batch_size=1, stream_above_gb=0.0).plan(g.shape)
+    assert two.slab and one.slab and two.peak_bytes > one.peak_bytes
+    limit_gb = (one.peak_bytes + two.peak_bytes) / 2 / 2**30  # fits one window per call, not two
+    tight = _small_unet_segmenter(precision="fp32", memory_limit_gb=limit_gb)
+    assert tight.plan(g.shape).sw_batch_size == 1
+    chosen = _small_unet_segmenter(precision="fp32", memory_limit_gb=limit_gb, sw_batch_size=2)
+    with pytest.raises(InsufficientMemoryError, match="lower sw_batch_size"):  # the user's choice is kept
+        chosen.plan(g.shape)

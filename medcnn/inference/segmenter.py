@@ -245,6 +245,7 @@ class Segmenter:
         self._resolve_tta(tta_axes, mirror_axes)
         if sw_batch_size is not None and int(sw_batch_size) < 1:
             raise ConfigError.expected("sw_batch_size >= 1", f"{sw_batch_size}")
+        self._sw_batch_size_chosen = bool(sw_batch_size)
         if sw_batch_size:
             self.sw_batch_size = int(sw_batch_size)
         elif self.device.type == "cpu":
@@ -388,13 +389,23 @@ class Segmenter:
             resampled = self.preprocess_spec.target_spacing is not None
         shape, roi = self._window_layout(model_shape, spacing)
         budget = None if self.memory_limit_gb is None else int(float(self.memory_limit_gb) * 1024**3)
-        return plan_memory(shape, in_channels=self.in_channels, out_channels=self.out_channels, roi_size=roi,
-                           sw_batch_size=self.sw_batch_size, device_type=self.device.type, network=self.network,
-                           n_parameters=self.n_parameters, precision=self.precision,
-                           want_probabilities=want_probabilities, input_shape=input_shape,
-                           resampled=resampled, device_budget_bytes=budget,
-                           prefer_slab_above_bytes=None if self.stream_above_gb is None
-                           else int(float(self.stream_above_gb) * 1024**3), host_budget_bytes=budget if self.device.type == "cpu" else None)
+
+        def make(sw: int) -> MemoryPlan:
+            return plan_memory(shape, in_channels=self.in_channels, out_channels=self.out_channels, roi_size=roi,
+                               sw_batch_size=sw, device_type=self.device.type, network=self.network,
+                               n_parameters=self.n_parameters, precision=self.precision,
+                               want_probabilities=want_probabilities, input_shape=input_shape,
+                               resampled=resampled, device_budget_bytes=budget,
+                               prefer_slab_above_bytes=None if self.stream_above_gb is None
+                               else int(float(self.stream_above_gb) * 1024**3),
+                               host_budget_bytes=budget if self.device.type == "cpu" else None)
+
+        try:
+            return make(self.sw_batch_size)
+        except InsufficientMemoryError:
+            if self._sw_batch_size_chosen or self.sw_batch_size == 1:
+                raise
+            return make(1)  # a default batch of windows is a speed choice: drop it before failing
 
     def _window_layout(self, model_shape: Sequence[int], spacing: Sequence[float] | None):
         shape = tuple(int(s) for s in model_shape)
