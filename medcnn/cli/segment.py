@@ -37,7 +37,8 @@ def register(sub) -> None:
                    help="image files, DICOM folders, (multi-channel models) folders with one file per channel, or "
                         "CSV manifests: a case_id column and one column per model channel (outputs are named "
                         "<case_id>_labels)")
-    p.add_argument("--model", required=True, help="bundle folder or .medcnn archive")
+    p.add_argument("--model", required=True,
+                   help="default model name (see `medcnn models list`), bundle folder or .medcnn archive")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--channels", action="append", default=[], metavar="A,B,...",
                    help="one multi-channel case: comma-separated files in the bundle's channel order (repeatable)")
@@ -54,7 +55,8 @@ def register(sub) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     p.add_argument("--series", help="DICOM series UID, index or description when a folder holds several")
     p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default: the bundle's)")
-    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call")
+    p.add_argument("--sw-batch-size", type=int, default=None,
+                   help="windows per network call (default: 4 on GPUs, on the CPU 2 in fp32 and 1 in bf16)")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="memory budget for one case")
     p.set_defaults(func=run)
 
