@@ -314,6 +314,11 @@ def test_models_list_shows_tta_axes_and_postprocessing_of_the_shipped_bundles(ca
     assert main(["models", "show", "cardiac-lv-cine-mri"]) == 0
     out = capsys.readouterr().out
     assert "tta axes    [0]" in out and "postprocess keep_largest (connectivity 26)" in out
+    assert main(["models", "list", "--json"]) == 0
+    rows = {d["name"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert {n: rows[n]["mirror_axes"] for n in rows} == {n: [0] for n in rows}  # all trained with LR flips
+    assert rows["cardiac-lv-cine-mri"]["postprocess"].startswith("keep_largest")
+    assert rows["hippocampus-mri"]["postprocess"] == ""
     assert load_bundle("cardiac-lv-cine-mri").postprocess["keep_largest"] is True
 
 
