@@ -40,8 +40,7 @@ def awkward_geometry(request) -> Geometry:
     return AWKWARD_GEOMETRIES[request.param]
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread_module():
+def _single_torch_thread():
     """Small networks run fastest on one thread, and stay fast on a busy machine."""
     import torch
 
@@ -49,3 +48,9 @@ def one_torch_thread_module():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+#: per test: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``
+one_torch_thread = pytest.fixture(_single_torch_thread, name="one_torch_thread")
+#: once per module (real-data tests whose fixtures are module-scoped)
+one_torch_thread_module = pytest.fixture(_single_torch_thread, scope="module", name="one_torch_thread_module")

@@ -23,13 +23,7 @@ SPEC = {"name": "unet", "in_channels": 2, "out_channels": 3, "channels": [4, 8, 
 PRE = PreprocessSpec(orientation="RAS", target_spacing=(1.0, 1.0, 2.0), modalities=("MR", "MR"))
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and stay fast on a busy CI machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: fastest on one thread
 
 
 def _save(tmp_path: Path, name: str = "b", net=None, **kw) -> Path:

@@ -13,13 +13,7 @@ from medcnn.preprocess import PreprocessSpec
 from medcnn.volume import Geometry, Volume
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and stay fast on a busy CI machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: fastest on one thread
 
 
 # ---------------------------------------------------------------------------- deterministic "networks"

@@ -13,12 +13,7 @@ from medcnn.preprocess import PreprocessSpec
 from medcnn.volume import Geometry, Volume
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: fastest on one thread
 
 
 def _tiny_unet(in_channels: int) -> tuple[torch.nn.Module, dict]:

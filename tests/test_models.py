@@ -19,13 +19,8 @@ from medcnn.models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest (and stay fast on a busy CI machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks: fastest on one thread
+
 
 TINY_SPECS = {
     "unet": {"name": "unet", "in_channels": 1, "out_channels": 3, "channels": [4, 8, 16], "strides": [2, 2],
