@@ -27,7 +27,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from medcnn.errors import DimensionError, GeometryMismatchError, InvalidGeometryError
+from medcnn.errors import ConfigError, DimensionError, GeometryMismatchError, InvalidGeometryError
 
 __all__ = [
     "Geometry",
@@ -35,6 +35,7 @@ __all__ = [
     "VolumeKind",
     "LeadingAxis",
     "DEFAULT_ATOL_MM",
+    "nonzero_extent",
 ]
 
 VolumeKind = Literal["intensity", "label", "probability"]
@@ -267,6 +268,18 @@ class Geometry:
                    tuple(map(tuple, d["direction"])))
 
 
+def nonzero_extent(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """``((start, stop), ...)`` per axis of the ``True`` voxels of a boolean mask (``stop``
+    exclusive), or ``None`` when there are none."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append((int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
 def _fmt(values: Any) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in np.ravel(values)) + ")"
 
@@ -374,19 +387,14 @@ class Volume:
         per axis, clipped to the grid); ``None`` when every voxel is zero. Use with
         :meth:`crop`, e.g. ``scan.crop(*labels.nonzero_box(margin_mm=20))``."""
         if not np.isfinite(margin_mm) or margin_mm < 0:
-            raise ValueError(f"expected margin_mm >= 0, got {margin_mm!r}")
+            raise ConfigError.expected("margin_mm >= 0 (mm)", repr(margin_mm), path=self.source)
         nz = np.asarray(self.array) != 0
-        if nz.ndim == 4:
-            nz = nz.any(axis=0)
-        if not nz.any():
+        box = nonzero_extent(nz.any(axis=0) if nz.ndim == 4 else nz)
+        if box is None:
             return None
         pad = [int(np.ceil(margin_mm / s - 1e-9)) for s in self.spacing]
-        start, stop = [], []
-        for axis in range(3):
-            idx = np.flatnonzero(nz.any(axis=tuple(a for a in range(3) if a != axis)))
-            start.append(max(int(idx[0]) - pad[axis], 0))
-            stop.append(min(int(idx[-1]) + 1 + pad[axis], self.geometry.shape[axis]))
-        return tuple(start), tuple(stop)
+        return (tuple(max(a - p, 0) for (a, _), p in zip(box, pad)),
+                tuple(min(b + p, n) for (_, b), p, n in zip(box, pad, self.geometry.shape)))
 
     def frame(self, t: int) -> "Volume":
         """One 3D frame of a cine volume (or one channel of a channel volume)."""

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import rotation
-from medcnn.errors import DimensionError, GeometryMismatchError, InvalidGeometryError
+from medcnn.errors import ConfigError, DimensionError, GeometryMismatchError, InvalidGeometryError
 from medcnn.volume import Geometry, Volume
 
 
@@ -96,8 +96,8 @@ def test_crop_keeps_world_positions_and_nonzero_box_adds_a_margin_in_mm(awkward_
     ijk = np.array([[0, 0, 0], [i - 1 for i in cropped.shape]])
     np.testing.assert_allclose(cropped.geometry.index_to_world(ijk), g.index_to_world(ijk + np.array(lo)),
                                atol=1e-9)
-    np.testing.assert_allclose(cropped.spacing, g.spacing) and np.testing.assert_allclose(
-        cropped.geometry.direction_matrix, g.direction_matrix)
+    np.testing.assert_allclose(cropped.spacing, g.spacing)
+    np.testing.assert_allclose(cropped.geometry.direction_matrix, g.direction_matrix)
     # margin in mm: ceil(margin / spacing) voxels per axis, clipped to the grid
     m = 2.5
     start, stop = vol.nonzero_box(margin_mm=m)
@@ -108,6 +108,8 @@ def test_crop_keeps_world_positions_and_nonzero_box_adds_a_margin_in_mm(awkward_
     cine = Volume(np.stack([arr, rng.integers(0, 2, g.shape).astype(np.uint8)]), g, "label", "time", (0.0, 30.0))
     assert cine.crop(lo, hi).shape == (2,) + cropped.shape and cine.crop(lo, hi).frame_times_ms == (0.0, 30.0)
     assert Volume(np.zeros(g.shape), g).nonzero_box() is None
+    with pytest.raises(ConfigError, match="margin_mm"):
+        vol.nonzero_box(margin_mm=-1.0)
     for bad in ((lo, lo), ((-1, 0, 0), hi), (lo, tuple(s + 1 for s in g.shape))):
         with pytest.raises(DimensionError, match="start < stop"):
             vol.crop(*bad)

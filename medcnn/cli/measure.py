@@ -241,7 +241,7 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
                                what=f"the label table {args.labels}")
         state["vol"] = vol
         df = label_volumes(vol, label_names=names, threshold=args.threshold,
-                           regions=None if vol.kind == "probability" else parse_regions(args.region))
+                           regions=None if vol.kind == "probability" else args.regions)
         report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
 
     if not report.guard(report.volumes, base, volumes):
@@ -344,7 +344,7 @@ def _provenance(args) -> dict[str, Any]:
             "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "options": {"connectivity": args.connectivity, "min_lesion_ml": args.min_lesion_ml,
                         "lesion_labels": args.lesion_labels, "merge_lesion_labels": args.merge_lesion_labels,
-                        "regions": parse_regions(args.region),
+                        "regions": args.regions,
                         "probabilities": args.probabilities, "threshold": args.threshold,
                         "labels_table": args.labels, "lv_label": args.lv_label, "myo_label": args.myo_label,
                         "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
@@ -399,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
     _parse_int_list(args.lesion_labels)
     if args.region and args.probabilities:
         raise ConfigError.expected("--region with label maps", "--probabilities")
-    parse_regions(args.region)
+    args.regions = parse_regions(args.region)  # parsed once, used by every case and the provenance
     cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
                                    rv_blood=args.rv_label or None)
 

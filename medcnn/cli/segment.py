@@ -128,34 +128,41 @@ def _is_channel_folder(p: Path) -> bool:
 
 
 @dataclass
-class _ManifestRow:
-    """One case of a CSV manifest: its output stem, channel files, or the problem with the row."""
+class _Case:
+    """One case to segment.
 
-    stem: str
-    files: list[Path]
+    Attributes:
+        name: how messages name it (the argument, or ``manifest line N (case id)``).
+        spec: a scan path (file, DICOM folder or channel folder) or a list of channel paths.
+        stem: output name stem (manifest case id); ``None``: from the first input's name.
+        error: a problem found while listing it (a bad manifest row).
+    """
+
+    name: str
+    spec: Any
+    stem: str | None = None
     error: str | None = None
 
 
-def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """``(display name, spec)`` where spec is a path, a list of channel paths or a
-    :class:`_ManifestRow`."""
+def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
+    """Every case of the SCANS arguments (CSV manifests expanded) and ``--channels`` groups."""
     from medcnn.batch.cases import read_manifest
 
-    cases: list[tuple[str, Any]] = []
+    cases: list[_Case] = []
     for s in args.scans:
         if s.lower().endswith(".csv") and Path(s).is_file():
             for case in read_manifest(s, channels=channels):
                 if case.error:
-                    cases.append((f"{case.origin} ({case.case_id})", _ManifestRow(case.case_id, [], case.error)))
+                    cases.append(_Case(f"{case.origin} ({case.case_id})", None, case.case_id, case.error))
                     continue
                 for ci in case.inputs:  # one, or ED and ES of a cardiac pair
                     stem = case.case_id + (f"_{ci.phase}" if ci.phase else "")
-                    cases.append((f"{case.origin} ({stem})", _ManifestRow(stem, [Path(p) for _, p in ci.channels])))
+                    files = [Path(p) for _, p in ci.channels]
+                    cases.append(_Case(f"{case.origin} ({stem})", files[0] if len(files) == 1 else files, stem))
             continue
-        cases.append((s, Path(s)))
+        cases.append(_Case(s, Path(s)))
     for group in args.channels:
-        files = [Path(f.strip()) for f in group.split(",") if f.strip()]
-        cases.append((group, files))
+        cases.append(_Case(group, [Path(f.strip()) for f in group.split(",") if f.strip()]))
     return cases
 
 
@@ -164,10 +171,6 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None) -> tupl
     from medcnn.io import read_volume
 
     n = len(channels)
-    if isinstance(spec, _ManifestRow):
-        if n == 1:  # a single scan or a cine series, as a path argument would be
-            return read_volume(spec.files[0], series=series), spec.files[0]
-        spec = spec.files
     if isinstance(spec, list):
         if len(spec) != n:
             raise DimensionError.expected(f"{n} channel files ({', '.join(channels)})", f"{len(spec)}",
@@ -202,10 +205,10 @@ def run(args: argparse.Namespace) -> int:
     written: dict[Path, str] = {}
     log: list[dict[str, Any]] = []
     try:
-        for name, spec in cases:
-            rec: dict[str, Any] = {"case": name}
+        for case in cases:
+            rec: dict[str, Any] = {"case": case.name}
             log.append(rec)
-            f, i = _segment_one(name, spec, seg, args, out_dir, written, rec)
+            f, i = _segment_one(case, seg, args, out_dir, written, rec)
             failed += f
             internal += i
     finally:
@@ -242,20 +245,19 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     }, out_dir / PROVENANCE_FILE)
 
 
-def _segment_one(name: str, spec: Any, seg: Any, args: argparse.Namespace, out_dir: Path,
+def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                  written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
     """Segment one case, filling ``rec``; returns ``(failed, internal_error)`` as 0/1."""
     from medcnn.errors import ConfigError, MedcnnError
     from medcnn.io import write_volume
     from medcnn.report.provenance import volume_hash
 
+    name, spec, out_stem = case.name, case.spec, case.stem
     t0 = time.perf_counter()
     try:
-        if isinstance(spec, _ManifestRow) and spec.error:
-            raise ConfigError(spec.error)
-        first_path = spec.files[0] if isinstance(spec, _ManifestRow) else (spec[0] if isinstance(spec, list)
-                                                                           else spec)
-        out_stem = spec.stem if isinstance(spec, _ManifestRow) else None
+        if case.error:
+            raise ConfigError(case.error)
+        first_path = spec[0] if isinstance(spec, list) else spec
         target = output_name(first_path, out_dir, "labels", stem=out_stem)
         if target in written:
             raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "

@@ -287,11 +287,11 @@ class Segmenter:
         axes depend on each volume's slice axis."""
         import warnings
 
+        from medcnn.models.bundle import check_mirror_axes
+
         nd = self.spatial_dims
-        if mirror_axes is not None:
-            mirror_axes = tuple(sorted(set(int(a) for a in mirror_axes)))
-            if any(not 0 <= a < nd for a in mirror_axes):
-                raise ConfigError.expected(f"mirror_axes among 0..{nd - 1} (window axes)", f"{mirror_axes}")
+        if mirror_axes is not None:  # the same rule as bundle.json
+            mirror_axes = tuple(check_mirror_axes([int(a) for a in mirror_axes], nd))
         self.mirror_axes = mirror_axes
         self._tta_window: tuple[int, ...] | None = None
         request = tta_axes.strip().lower() if isinstance(tta_axes, str) else None

@@ -56,15 +56,12 @@ def _check_regions(regions: Mapping[str, Sequence[int]] | None, source: Any) -> 
 
     out: dict[str, list[int]] = {}
     for name, members in dict(regions or {}).items():
-        try:
-            vals = sorted({int(v) for v in members})
-            ok = bool(vals) and all(v > 0 and v == m for v, m in zip(vals, sorted({m for m in members})))
-        except (TypeError, ValueError):
-            ok = False
+        ok = (isinstance(members, (list, tuple, np.ndarray)) and len(members) > 0
+              and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in members))
         if not str(name).strip() or not ok:
             raise ConfigError.expected("regions as {name: [label values > 0, ...]}",
                                        f"{name!r}: {members!r}", path=source)
-        out[str(name)] = vals
+        out[str(name)] = sorted({int(v) for v in members})
     return out
 
 
@@ -133,23 +130,16 @@ def label_volumes(
     rows = []
     for (t, _), (values, counts) in zip(frames, per_frame):
         lookup = dict(zip(values.tolist(), counts.tolist()))
-        for v in chosen:
-            n = int(lookup.get(v, 0))
-            row: dict[str, Any] = {}
-            if t is not None:
-                row["frame"] = t
-                row["time_ms"] = volume.frame_times_ms[t] if volume.frame_times_ms else np.nan
-            row.update(label=v, label_name=label_name(names, v), voxel_count=n, voxel_volume_mm3=voxel_mm3,
-                       volume_ml=n * voxel_ml, method=METHOD_VOXEL_COUNT)
-            rows.append(row)
-        for rname, members in region_sets.items():
-            n = int(sum(lookup.get(v, 0) for v in members))  # labels are disjoint: counts add up
-            row = {} if t is None else {"frame": t, "time_ms": volume.frame_times_ms[t]
-                                        if volume.frame_times_ms else np.nan}
-            row.update(label="+".join(str(v) for v in members), label_name=rname, voxel_count=n,
-                       voxel_volume_mm3=voxel_mm3, volume_ml=n * voxel_ml,
-                       method=f"union of labels {', '.join(str(v) for v in members)}: {METHOD_VOXEL_COUNT}")
-            rows.append(row)
+        base: dict[str, Any] = {} if t is None else {
+            "frame": t, "time_ms": volume.frame_times_ms[t] if volume.frame_times_ms else np.nan}
+        entries = [(v, label_name(names, v), int(lookup.get(v, 0)), METHOD_VOXEL_COUNT) for v in chosen]
+        entries += [("+".join(map(str, members)), rname,
+                     int(sum(lookup.get(v, 0) for v in members)),  # labels are disjoint: counts add up
+                     f"union of labels {', '.join(map(str, members))}: {METHOD_VOXEL_COUNT}")
+                    for rname, members in region_sets.items()]
+        for label, lname, n, method in entries:
+            rows.append({**base, "label": label, "label_name": lname, "voxel_count": n,
+                         "voxel_volume_mm3": voxel_mm3, "volume_ml": n * voxel_ml, "method": method})
     cols = (["frame", "time_ms"] if volume.leading_axis == "time" else []) + [
         "label", "label_name", "voxel_count", "voxel_volume_mm3", "volume_ml", "method"]
     df = pd.DataFrame(rows, columns=cols)

@@ -438,12 +438,9 @@ def update_bundle(
     to add postprocessing or record an evaluation without re-serialising the weights.
     """
     b = load_bundle(path)
-    new = {"postprocess": b.postprocess, "provenance": b.provenance, "mirror_axes": b.mirror_axes,
-           "activation": b.activation}
-    for k, v in (("postprocess", postprocess), ("provenance", provenance), ("mirror_axes", mirror_axes),
-                 ("activation", activation)):
-        if v is not _KEEP:
-            new[k] = v
+    given = {"postprocess": postprocess, "provenance": provenance, "mirror_axes": mirror_axes,
+             "activation": activation}
+    new = {k: getattr(b, k) if v is _KEEP else v for k, v in given.items()}
     meta = _bundle_json(b.network, b.preprocess, b.roi_size, b.labels, b.channels, b.overlap, new["postprocess"],
                         new["provenance"], new["activation"], new["mirror_axes"])
     meta["weights"] = dict(b.json["weights"])

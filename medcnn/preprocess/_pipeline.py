@@ -18,7 +18,7 @@ from medcnn.preprocess._resample import (
     anisotropic_axis,
     resampled_geometry,
 )
-from medcnn.volume import DEFAULT_ATOL_MM, Geometry, Volume
+from medcnn.volume import DEFAULT_ATOL_MM, Geometry, Volume, nonzero_extent
 
 __all__ = [
     "PreprocessSpec",
@@ -142,18 +142,7 @@ def foreground_box(arrays: Sequence[np.ndarray]) -> tuple[tuple[int, int], ...] 
     any_nz = np.zeros(arrays[0].shape, dtype=bool)
     for a in arrays:
         any_nz |= a != 0
-    if not any_nz.any():
-        return None
-    box = []
-    for axis in range(any_nz.ndim):
-        other = tuple(a for a in range(any_nz.ndim) if a != axis)
-        idx = np.flatnonzero(any_nz.any(axis=other))
-        box.append((int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)
-
-
-def _crop_geometry(geometry: Geometry, box: Sequence[tuple[int, int]]) -> Geometry:
-    return geometry.crop([b[0] for b in box], [b[1] for b in box])
+    return nonzero_extent(any_nz)
 
 
 @dataclass
@@ -346,7 +335,7 @@ class Preprocessor:
                 raise InvalidIntensityError.expected(
                     "some non-zero voxels to crop to", "an image that is zero everywhere", path=geometry.source)
             if any(b != (0, s) for b, s in zip(box, geom.shape)):
-                cropped = _crop_geometry(geom, box)
+                cropped = geom.crop([b[0] for b in box], [b[1] for b in box])
                 region = tuple(slice(a, b) for a, b in box)
                 arrays = [np.ascontiguousarray(a[region]) for a in arrays]
                 steps.append({"step": "crop", "start": [b[0] for b in box], "stop": [b[1] for b in box],
