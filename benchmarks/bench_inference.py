@@ -38,6 +38,8 @@ import numpy as np
 
 SHAPE = (192, 192, 96)
 ROI = (96, 96, 96)
+#: ``--small``: the smoke-test size (a quarter of each side's volume), seconds even where bf16 is emulated
+SMALL_SHAPE, SMALL_ROI = (96, 96, 48), (48, 48, 48)
 N_CLASSES = 3
 
 
@@ -46,9 +48,10 @@ def synthetic_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in SHAPE), indexing="ij")
     lab = np.zeros(SHAPE, np.uint8)
+    scale = np.array(SHAPE, float) / (192, 192, 96)  # the same scene at --small
     for _ in range(7):
-        c = rng.uniform([20, 20, 15], [172, 172, 81])
-        r = rng.uniform([12, 12, 8], [30, 30, 18])
+        c = rng.uniform([20, 20, 15], [172, 172, 81]) * scale
+        r = rng.uniform([12, 12, 8], [30, 30, 18]) * scale
         inside = ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1
         lab[inside] = np.maximum(lab[inside], 1)
         if rng.random() < 0.7:
@@ -80,6 +83,7 @@ def train_briefly(net, img: np.ndarray, lab: np.ndarray, steps: int, *, patch: i
         return 0.0
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
+    patch = min(patch, *SHAPE)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     net.train()
@@ -160,7 +164,7 @@ def cached_training(net, img, gt, steps: int, cache_dir: str | None) -> float:
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, f"bench_unet16_steps{steps}_seed0.safetensors")
+        path = os.path.join(cache_dir, f"bench_unet16_{'x'.join(map(str, SHAPE))}_steps{steps}_seed0.safetensors")
         if os.path.exists(path):
             net.load_state_dict(load_file(path))
             print(f"loaded trained weights from {path}", file=sys.stderr)
@@ -172,6 +176,7 @@ def cached_training(net, img, gt, steps: int, cache_dir: str | None) -> float:
 
 
 def main(argv=None) -> int:
+    global SHAPE, ROI
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds (configurations interleaved per round)")
     ap.add_argument("--overlap", type=float, default=0.25)
@@ -183,12 +188,16 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (inductor) variants")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
+    ap.add_argument("--small", action="store_true",
+                    help=f"volume {SMALL_SHAPE}, roi {SMALL_ROI} instead of {SHAPE}, {ROI} (the smoke test's size)")
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="skip the per-configuration peak-memory measurement (child processes)")
     ap.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
                     help="all (default): the CPU table, plus the GPU table when CUDA is available")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.small:
+        SHAPE, ROI = SMALL_SHAPE, SMALL_ROI
 
     import torch
 
@@ -375,7 +384,7 @@ def measure_memory_in_child(index: int, args) -> int:
            "--train-steps", str(args.train_steps), "--cache-dir", args.cache_dir]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    cmd += ["--compile"] * bool(args.compile) + ["--quick"] * bool(args.quick)
+    cmd += ["--compile"] * bool(args.compile) + ["--quick"] * bool(args.quick) + ["--small"] * bool(args.small)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return int(json.loads(out.strip().splitlines()[-1])["peak_added_bytes"])
 

@@ -8,6 +8,9 @@ import pytest
 from medcnn._testing import require_shared_data
 from medcnn.volume import Geometry
 
+#: fails the run loudly when the suite or one test exceeds its time budget (see the module)
+pytest_plugins = ("budget_plugin",)
+
 
 @pytest.fixture
 def shared_data():

@@ -29,7 +29,7 @@ def _run(script: str, *args: str, ok=(0,)) -> str:
 
 
 def test_bench_inference_prints_the_table_against_monai(tmp_path):
-    out = _run("bench_inference.py", "--quick", "--repeats", "1", "--no-memory", "--threads", "1",
+    out = _run("bench_inference.py", "--quick", "--small", "--repeats", "1", "--no-memory", "--threads", "1",
                "--train-steps", "3", "--cache-dir", str(tmp_path), "--device", "cpu", ok=(0, 1))
     assert "monai sliding_window_inference fp32 (baseline)" in out
     for row in ("medcnn fp32 contiguous sw1", "medcnn bf16 contiguous sw1", "medcnn auto (defaults)"):

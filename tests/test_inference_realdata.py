@@ -6,7 +6,8 @@ Networks used:
   that labels and probabilities land on exactly the input's grid (shape and affine to
   1e-5 mm) through reorientation and resampling;
 * agreement checks: a small DynUNet planned with :func:`medcnn.models.plan_dynunet` and
-  trained for 150 steps on one image (bf16 autocast, mirroring augmentation as mirroring
+  trained for 150 steps on one image (fp32: the thing under test is inference, and bf16
+  training is ~10x slower on CPUs without native bf16; mirroring augmentation as mirroring
   TTA presumes, one thread, well under a minute), then
   evaluated on *another* image (Sunnybrook: the same heart at end-systole; BRATS:
   another patient). Labels of an untrained network sit near its decision boundaries and
@@ -110,9 +111,7 @@ def _train_tiny(name: str, *, steps: int = 150, seed: int = 0):
         flips = [2 + a for a in range(3) if rng.random() < 0.5]  # mirroring augmentation, as TTA assumes
         if flips:
             xt, yt = xt.flip(flips), yt.flip(flips)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = net(xt)
-        loss = loss_fn(out.float(), yt)
+        loss = loss_fn(net(xt), yt)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -143,25 +142,35 @@ def _crop_to_labels(chans, label_path: str, margin_mm: float = 24.0):
 
 
 def test_precision_and_tta_agree_with_fp32_on_real_scans(trained_bundle):
+    """fp32 variants run on the whole scan; the bf16 variants run on a box around the
+    predicted structures (+10 mm) against fp32 on the same box, so they cost seconds on a
+    CPU where bf16 is emulated (AVX2 only: ~10x slower than fp32) and still compare bf16
+    labels with fp32 labels on real anatomy, everywhere."""
     name, path = trained_bundle
     chans = _read(EVAL[name])
     if name == "brats":  # the tumour region of the second patient (a 240 x 240 x 155 brain is slow here)
         chans = _crop_to_labels(chans, "brats2015/brats_2013_pat0004_1/OTMultiClass.nii.gz")
 
-    def labels(**opts):
-        pred = Segmenter.from_bundle(path, device="cpu", overlap=0.25, **opts).predict(chans)
-        assert pred.labels.geometry.isclose(chans[0].geometry, atol_mm=1e-5)
-        return pred.labels.array
+    def predict(x, **opts):
+        pred = Segmenter.from_bundle(path, device="cpu", overlap=0.25, **opts).predict(x)
+        assert pred.labels.geometry.isclose(x[0].geometry, atol_mm=1e-5)
+        return pred.labels
 
-    ref = labels(precision="fp32", memory_format="contiguous")
+    ref_vol = predict(chans, precision="fp32", memory_format="contiguous")
+    ref = ref_vol.array
     fractions = [round(float(np.mean(ref == c)), 4) for c in range(3)]
     assert sum(f >= 0.001 for f in fractions) >= 2, f"degenerate labels {fractions}"
-    tta_ref = labels(precision="fp32", tta_axes=(0, 2))
-    checks = {  # variant: (its labels, the fp32 labels with the same TTA setting)
-        "bf16": (labels(precision="bf16"), ref),
-        "fp32 channels_last": (labels(precision="fp32", memory_format="channels_last"), ref),
-        "bf16 sw2": (labels(precision="bf16", sw_batch_size=2), ref),
-        "bf16 + tta(0,2)": (labels(precision="bf16", tta_axes=(0, 2)), tta_ref),
+    tta_ref = predict(chans, precision="fp32", tta_axes=(0, 2)).array
+    box = ref_vol.nonzero_box(margin_mm=10.0)  # not None: the labels are non-degenerate (asserted)
+    small = [c.crop(*box) for c in chans]
+    small_ref = predict(small, precision="fp32", memory_format="contiguous").array
+    small_tta_ref = predict(small, precision="fp32", tta_axes=(0, 2)).array
+    assert (small_ref > 0).mean() > 0.01, "the bf16 box holds the predicted structures"
+    checks = {  # variant: (its labels, the fp32 labels with the same TTA setting on the same grid)
+        "fp32 channels_last": (predict(chans, precision="fp32", memory_format="channels_last").array, ref),
+        "bf16 (box)": (predict(small, precision="bf16").array, small_ref),
+        "bf16 sw2 (box)": (predict(small, precision="bf16", sw_batch_size=2).array, small_ref),
+        "bf16 + tta(0,2) (box)": (predict(small, precision="bf16", tta_axes=(0, 2)).array, small_tta_ref),
     }
     for vname, (got, want) in checks.items():
         agree, fg_agree = _agreement(got, want)
