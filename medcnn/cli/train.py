@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--export", default=None, help="also copy the exported bundle folder here")
     p.add_argument("--evaluate-only", action="store_true",
                    help="skip training: evaluate <out>/bundle on the held-out fold and record it in the bundle")
+    p.add_argument("--train-on-external", action="store_true",
+                   help="train on the data.extra datasets of role external too (a final model; no external test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         from medcnn.train.loop import finalise_run
 
         v = finalise_run(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
-                         device="cpu" if cfg.device == "auto" else cfg.device)
+                         device="cpu" if cfg.device == "auto" else cfg.device,
+                         train_on_external=args.train_on_external)
         if args.export:
             _export(out / "bundle", Path(args.export))
         print(f"{cfg.name}: held-out Dice {v.get('mean_dice')}")
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
                        resume=args.resume, max_steps=args.max_steps, ctx=ctx, command=command,
-                       stop_after=args.stop_after)
+                       stop_after=args.stop_after, train_on_external=args.train_on_external)
     finally:
         shutdown(ctx)
     if ctx.is_main:

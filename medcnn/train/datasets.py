@@ -50,6 +50,9 @@ class Case:
         group: patient id used to keep a patient's cases in one fold.
         annotated_classes: classes annotated in this case (``None``: all of them).
         meta: the remaining fields of the entry (strings only).
+        ignore_unlabelled_slices, absent_classes_unannotated: this case's label options
+            when they differ from the run's (``None``: the run's ``data`` settings), e.g. a
+            partially contoured dataset trained beside a fully contoured one.
     """
 
     case_id: str
@@ -58,6 +61,15 @@ class Case:
     group: str
     annotated_classes: tuple[int, ...] | None = None
     meta: Mapping[str, str] = field(default_factory=dict)
+    ignore_unlabelled_slices: bool | None = None
+    absent_classes_unannotated: bool | None = None
+
+    def label_options(self, *, ignore_unlabelled_slices: bool, absent_classes_unannotated: bool) -> tuple[bool, bool]:
+        """``(ignore_unlabelled_slices, absent_classes_unannotated)`` for this case: its own
+        values where set, else the given run defaults."""
+        return (ignore_unlabelled_slices if self.ignore_unlabelled_slices is None else self.ignore_unlabelled_slices,
+                absent_classes_unannotated if self.absent_classes_unannotated is None
+                else self.absent_classes_unannotated)
 
 
 @dataclass
@@ -249,11 +261,15 @@ def load_cases(path: str | PathLike[str], *, channels: Sequence[str] | None = No
 
 
 # ---------------------------------------------------------------------------- splits
-def kfold_split(cases: Sequence[Case], *, n_folds: int, fold: int, seed: int = 0) -> tuple[list[Case], list[Case]]:
+def kfold_split(cases: Sequence[Case], *, n_folds: int, fold: int, seed: int = 0,
+                stratify_by: str | None = None) -> tuple[list[Case], list[Case]]:
     """Split into (train, validation) for ``fold`` of ``n_folds``, grouped by ``Case.group``.
 
     Groups are shuffled with ``seed`` and dealt round-robin into folds, so all cases of a
-    patient land in the same fold. ``n_folds`` <= 1 means no validation split.
+    patient land in the same fold. With ``stratify_by`` (a field of the dataset entries,
+    e.g. ``group`` holding the pathology in ACDC), the patients of each stratum are shuffled
+    and dealt in turn (the deal continues across strata), so every fold holds each stratum
+    in proportion. ``n_folds`` <= 1 means no validation split.
     """
     if n_folds <= 1:
         return list(cases), []
@@ -262,8 +278,27 @@ def kfold_split(cases: Sequence[Case], *, n_folds: int, fold: int, seed: int = 0
         raise ConfigError.expected(f"at most {len(groups)} folds (one per patient group)", str(n_folds))
     if not 0 <= fold < n_folds:
         raise ConfigError.expected(f"a fold in 0..{n_folds - 1}", str(fold))
-    order = np.random.default_rng(seed).permutation(len(groups))
-    val_groups = {groups[j] for k, j in enumerate(order) if k % n_folds == fold}
+    if stratify_by is None:
+        order = np.random.default_rng(seed).permutation(len(groups))
+        val_groups = {groups[j] for k, j in enumerate(order) if k % n_folds == fold}
+    else:
+        stratum: dict[str, str] = {}
+        for c in cases:
+            value = c.meta.get(stratify_by)
+            if value is None:
+                raise ConfigError.expected(f"a {stratify_by!r} field in every dataset entry (data.stratify_by)",
+                                           f"none for case {c.case_id}")
+            if stratum.setdefault(c.group, value) != value:
+                raise ConfigError.expected(f"one {stratify_by!r} per patient group",
+                                           f"{stratum[c.group]!r} and {value!r} for {c.group}")
+        rng = np.random.default_rng(seed)
+        val_groups, k = set(), 0
+        for s in sorted(set(stratum.values())):
+            members = [g for g in groups if stratum[g] == s]
+            for j in rng.permutation(len(members)):
+                if k % n_folds == fold:
+                    val_groups.add(members[j])
+                k += 1
     train = [c for c in cases if c.group not in val_groups]
     val = [c for c in cases if c.group in val_groups]
     return train, val
@@ -318,8 +353,11 @@ def prepare_case(
 
     ``preprocess(case)`` returns ``(image (C,X,Y,Z) float32, label (X,Y,Z) int, spacing)``
     on the network grid. ``label_map`` maps raw label values to class indices (unlisted
-    values > 0 are an error, 0 stays 0).
+    values > 0 are an error, 0 stays 0). The two label options are the run's defaults; a
+    case's own values (:meth:`Case.label_options`) take precedence.
     """
+    ignore_unlabelled_slices, absent_classes_unannotated = case.label_options(
+        ignore_unlabelled_slices=ignore_unlabelled_slices, absent_classes_unannotated=absent_classes_unannotated)
     key_data = {"spec": spec, "label_map": {str(k): v for k, v in (label_map or {}).items()},
                 "n_classes": n_classes, "ignore": ignore_unlabelled_slices,
                 "absent": absent_classes_unannotated, "annotated": case.annotated_classes,

@@ -64,14 +64,16 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
                 mapped[ref == int(raw)] = int(k)
             ref = mapped
         pred = predict_case_labels(bundle_path, chans, device=device).astype(np.int64)
-        valid = ~unlabelled_slice_mask(ref, ref_vol.spacing) if ignore_unlabelled_slices else np.ones(ref.shape, bool)
+        ignore_slices, absent_unannotated = c.label_options(ignore_unlabelled_slices=ignore_unlabelled_slices,
+                                                            absent_classes_unannotated=absent_classes_unannotated)
+        valid = ~unlabelled_slice_mask(ref, ref_vol.spacing) if ignore_slices else np.ones(ref.shape, bool)
         vml = ref_vol.voxel_volume_ml
         row: dict[str, Any] = {"case_id": c.case_id, "group": c.group, "meta": dict(c.meta), "dice": {},
                                "volume_ml": {}, "ref_volume_ml": {}, "volume_ml_all_slices": {}}
         scored: list[int] = []  # classes annotated in this case: the foreground union uses only these
         for k in range(1, n_classes):
             annotated = (c.annotated_classes is None or k in c.annotated_classes)
-            if absent_classes_unannotated and not (ref[valid] == k).any():
+            if absent_unannotated and not (ref[valid] == k).any():
                 annotated = False
             p, t = (pred == k) & valid, (ref == k) & valid
             name = names.get(k, str(k))
@@ -101,15 +103,18 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
     fg_errs = [r["foreground_volume_error_percent"] for r in per_case if r["foreground_volume_error_percent"] is not None]
     summary["mean_foreground_dice"] = float(np.mean([r["foreground_dice"] for r in per_case])) if per_case else None
     summary["mean_foreground_volume_error_percent"] = float(np.mean(fg_errs)) if fg_errs else None
-    ef = _ejection_fractions(per_case)
-    if ef:
-        summary["ejection_fraction"] = ef
-        summary["mean_abs_ef_error_points"] = float(np.mean([e["abs_error_points"] for e in ef]))
+    lv = "lv_blood_pool" if "lv_blood_pool" in labels else names.get(1)  # else the first class: LV-only models
+    for prefix, name in (("", lv), ("rv_", "rv_blood_pool" if "rv_blood_pool" in labels else None)):
+        ef = _ejection_fractions(per_case, name) if name else []
+        if ef:
+            summary[f"{prefix}ejection_fraction"] = ef
+            summary[f"mean_abs_{prefix}ef_error_points"] = float(np.mean([e["abs_error_points"] for e in ef]))
     return summary
 
 
-def _ejection_fractions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """EF per patient from the LV blood pool (class 1) of its ED and ES cases."""
+def _ejection_fractions(rows: Sequence[Mapping[str, Any]], name: str) -> list[dict[str, Any]]:
+    """EF per patient from the blood pool class ``name`` of its ED and ES cases (patients
+    whose ED or ES case does not annotate it are skipped)."""
     by: dict[str, dict[str, Mapping[str, Any]]] = {}
     for r in rows:
         phase = str(r["meta"].get("phase", "")).upper()
@@ -119,8 +124,7 @@ def _ejection_fractions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     for g, d in sorted(by.items()):
         if "ED" not in d or "ES" not in d:
             continue
-        name = next(iter(d["ED"]["volume_ml"]), None)  # first foreground class = blood pool
-        if name is None or name not in d["ES"]["volume_ml"]:
+        if name not in d["ED"]["volume_ml"] or name not in d["ES"]["volume_ml"]:
             continue
         edv, esv = d["ED"]["volume_ml"][name], d["ES"]["volume_ml"][name]
         redv, resv = d["ED"]["ref_volume_ml"][name], d["ES"]["ref_volume_ml"][name]

@@ -34,8 +34,23 @@ from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, p
 from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
 from medcnn.train.losses import masked_dice_ce_loss
 
-__all__ = ["DataConfig", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train", "finalise_run",
+__all__ = ["DataConfig", "ExtraDataConfig", "split_cases", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train", "finalise_run",
            "save_checkpoint", "load_checkpoint", "poly_lr", "hardware_description"]
+
+
+@dataclass
+class ExtraDataConfig:
+    """A further dataset beside ``data.dataset``, with its own label options: always
+    trained on (``role: train``), or only evaluated as an external test set
+    (``role: external``, e.g. other scanners; ``medcnn train --train-on-external`` trains on
+    it too, for a final model). It uses the same label values as the main dataset."""
+
+    dataset: str = field(metadata={"help": "dataset.json / CSV manifest / folder, relative to --data"})
+    role: Literal["train", "external"] = "train"
+    annotated_classes: Optional[tuple[int, ...]] = field(default=None, metadata={
+        "help": "label values its cases annotate (others are not learnt from it); None: all, or per entry"})
+    ignore_unlabelled_slices: Optional[bool] = field(default=None, metadata={"help": "None: as data.*"})
+    absent_classes_unannotated: Optional[bool] = field(default=None, metadata={"help": "None: as data.*"})
 
 
 @dataclass
@@ -58,6 +73,10 @@ class DataConfig:
     n_folds: int = 1
     fold: int = 0
     split_seed: int = 0
+    stratify_by: Optional[str] = field(default=None, metadata={
+        "help": "dataset entry field whose values every fold holds in proportion (e.g. ACDC's pathology 'group')"})
+    extra: list[ExtraDataConfig] = field(default_factory=list, metadata={
+        "help": "further datasets with their own label options (role train or external)"})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "preprocessed-case cache (default <out>/cache)"})
 
 
@@ -100,6 +119,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     description: str = ""
+    licence: str = field(default="", metadata={"help": "licence terms of the training data, recorded in the bundle"})
     batch_size: int = 2
     max_steps: int = 1000
     steps_per_epoch: int = 50
@@ -343,12 +363,48 @@ def validate(model: torch.nn.Module, cases: Sequence[PreparedCase], cfg: TrainCo
 
 
 # ---------------------------------------------------------------------------- the loop
-def _resolve_dataset(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, config_dir: Path | None) -> Path:
-    p = Path(cfg.data.dataset)
+def _resolve_dataset(dataset: str, data_dir: str | os.PathLike[str] | None, config_dir: Path | None) -> Path:
+    p = Path(dataset)
     if p.is_absolute():
         return p
     base = Path(data_dir) if data_dir else (config_dir or Path.cwd())
     return base / p
+
+
+def split_cases(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, config_dir: Path | None,
+                *, train_on_external: bool = False) -> tuple[list[Case], list[Case], list[Case]]:
+    """``(train, validation, external)`` cases of the run: the main dataset split by fold
+    (grouped by patient, stratified when ``data.stratify_by`` is set), the ``data.extra``
+    datasets added to training (``role: train``) or kept as the external test set."""
+    main_path = _resolve_dataset(cfg.data.dataset, data_dir, config_dir)
+    cases = load_cases(main_path, channels=None, group_pattern=cfg.data.group_pattern)
+    _check_channels(cases, cfg, main_path)
+    train_cases, val_cases = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.fold,
+                                         seed=cfg.data.split_seed, stratify_by=cfg.data.stratify_by)
+    external: list[Case] = []
+    seen = {c.case_id: main_path for c in cases}
+    for extra in cfg.data.extra:
+        path = _resolve_dataset(extra.dataset, data_dir, config_dir)
+        more = load_cases(path, channels=None, group_pattern=cfg.data.group_pattern)
+        _check_channels(more, cfg, path)
+        more = [dataclasses.replace(
+            c, annotated_classes=c.annotated_classes if extra.annotated_classes is None else extra.annotated_classes,
+            ignore_unlabelled_slices=extra.ignore_unlabelled_slices,
+            absent_classes_unannotated=extra.absent_classes_unannotated) for c in more]
+        for c in more:
+            if c.case_id in seen:
+                raise ConfigError.expected("case ids unique across data.dataset and data.extra",
+                                           f"{c.case_id!r} in {seen[c.case_id]} and {path}", path=path)
+            seen[c.case_id] = path
+        (train_cases if extra.role == "train" or train_on_external else external).extend(more)
+    return train_cases, val_cases, external
+
+
+def _check_channels(cases: Sequence[Case], cfg: TrainConfig, path: Path) -> None:
+    for c in cases:
+        if len(c.images) != len(cfg.data.channels):
+            raise ConfigError.expected(f"{len(cfg.data.channels)} image channel(s) per case ({list(cfg.data.channels)})",
+                                       f"{len(c.images)} for case {c.case_id}", path=path)
 
 
 def prepare_cases(cases: Sequence[Case], cfg: TrainConfig, cache_dir: Path, *, log: Callable[[str], None]
@@ -378,6 +434,7 @@ def train(
     command: str | None = None,
     log: Callable[[str], None] | None = None,
     stop_after: int | None = None,
+    train_on_external: bool = False,
 ) -> TrainResult:
     """Train one fold of ``cfg``; write checkpoints, ``log.csv`` and ``bundle/`` in ``out_dir``.
 
@@ -385,6 +442,8 @@ def train(
         max_steps: overrides ``cfg.max_steps`` (the LR schedule follows it).
         stop_after: stop (with a checkpoint) after this many steps without shortening the
             schedule; used to test resumption.
+        train_on_external: train on the ``data.extra`` datasets of role ``external`` too
+            (a final model; its external test then is no longer independent).
     """
     t_start = time.perf_counter()
     ctx = ctx or DistContext(device="cuda" if (cfg.device == "auto" and torch.cuda.is_available()) else
@@ -408,18 +467,13 @@ def train(
     barrier(ctx)
 
     # -- data
-    dataset_path = _resolve_dataset(cfg, data_dir, Path(config_dir) if config_dir else None)
-    cases = load_cases(dataset_path, channels=None, group_pattern=cfg.data.group_pattern)
-    for c in cases:
-        if len(c.images) != len(cfg.data.channels):
-            raise ConfigError.expected(f"{len(cfg.data.channels)} image channel(s) per case ({list(cfg.data.channels)})",
-                                       f"{len(c.images)} for case {c.case_id}", path=dataset_path)
-    train_cases, val_cases = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.fold, seed=cfg.data.split_seed)
+    train_cases, val_cases, external = split_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
+                                                   train_on_external=train_on_external)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "cache"
     if not cache_dir.is_absolute() and cfg.data.cache_dir and config_dir:
         cache_dir = Path(config_dir) / cache_dir
-    say(f"{cfg.name}: {len(train_cases)} training / {len(val_cases)} validation cases "
-        f"(fold {cfg.data.fold} of {cfg.data.n_folds}); preprocessing into {cache_dir}")
+    say(f"{cfg.name}: {len(train_cases)} training / {len(val_cases)} validation / {len(external)} external test "
+        f"cases (fold {cfg.data.fold} of {cfg.data.n_folds}); preprocessing into {cache_dir}")
     # rank 0 fills the cache first, the others then read it
     if ctx.is_main:
         prep_train = prepare_cases(train_cases, cfg, cache_dir, log=say)
@@ -468,7 +522,8 @@ def train(
                    mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     run_meta = {"config": to_dict(cfg), "command": command, "hardware": hardware_description(device),
                 "world_size": ctx.world_size, "train_cases": [c.case_id for c in train_cases],
-                "val_cases": [c.case_id for c in val_cases]}
+                "val_cases": [c.case_id for c in val_cases], "external_test_cases": [c.case_id for c in external],
+                "train_on_external": bool(train_on_external)}
     bundle_dir = out / "bundle"
     last_val: float | None = None
     running: list[float] = []
@@ -558,7 +613,8 @@ def train(
         say(f"{cfg.name}: {step} steps in {wall:.0f} s ({(time.perf_counter() - t_loop) / max(step, 1):.2f} s/step)"
             + (f", best val Dice {best:.4f}" if best >= 0 else ""))
         if step == cfg.max_steps and (bundle_dir / "bundle.json").exists():
-            validation = _finalise_bundle(bundle_dir, cfg, val_cases, device=device, train_wall_s=wall, say=say)
+            validation = _finalise_bundle(bundle_dir, cfg, val_cases, external, device=device, train_wall_s=wall,
+                                          say=say)
     barrier(ctx)
     return TrainResult(out, bundle_dir if (bundle_dir / "bundle.json").exists() else None, step,
                        best if best >= 0 else None, history, wall, validation)
@@ -566,24 +622,25 @@ def train(
 
 def finalise_run(cfg: TrainConfig, *, out_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
                  config_dir: str | os.PathLike[str] | None = None, device: str = "cpu",
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """(Re)run the held-out evaluation of ``<out_dir>/bundle`` and record it in its provenance.
+                 log: Callable[[str], None] | None = None, train_on_external: bool = False) -> dict[str, Any]:
+    """(Re)run the held-out (and external test) evaluation of ``<out_dir>/bundle`` and record
+    it in its provenance.
 
     The training wall time is read from the run's checkpoint (all segments of a resumed run).
     """
     out = Path(out_dir)
-    dataset_path = _resolve_dataset(cfg, data_dir, Path(config_dir) if config_dir else None)
-    cases = load_cases(dataset_path, channels=None, group_pattern=cfg.data.group_pattern)
-    _, val_cases = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.fold, seed=cfg.data.split_seed)
+    _, val_cases, external = split_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
+                                         train_on_external=train_on_external)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
-    return _finalise_bundle(out / "bundle", cfg, val_cases, device=device,
+    return _finalise_bundle(out / "bundle", cfg, val_cases, external, device=device,
                             train_wall_s=float(state.get("elapsed_s", float("nan"))),
                             say=log or (lambda s: print(s, file=sys.stderr, flush=True)))
 
 
-def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Case], *, device: str,
-                     train_wall_s: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Evaluate the exported bundle on the held-out cases (original grids) and record the
+def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Case], external: Sequence[Case] = (),
+                     *, device: str, train_wall_s: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate the exported bundle on the held-out cases (original grids), and on the
+    external test cases when there are any (``validation["external"]``); record the
     results, the total training wall time and the hardware in its provenance."""
     from medcnn.models import load_bundle, update_bundle
     from medcnn.train.evaluate import evaluate_bundle
@@ -594,17 +651,20 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
         update_bundle(bundle_dir, postprocess=cfg.postprocess)  # weights untouched
     t0 = time.perf_counter()
     validation: dict[str, Any] = {}
+    opts = dict(labels=cfg.data.labels, label_map=cfg.data.label_map,
+                ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
+                absent_classes_unannotated=cfg.data.absent_classes_unannotated, device=device)
     if val_cases:
-        validation = evaluate_bundle(bundle_dir, val_cases, labels=cfg.data.labels, label_map=cfg.data.label_map,
-                                     ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
-                                     absent_classes_unannotated=cfg.data.absent_classes_unannotated, device=device)
+        validation = evaluate_bundle(bundle_dir, val_cases, **opts)
         validation["grid"] = "original image grid (full inference path)"
         validation["held_out_groups"] = sorted({c.group for c in val_cases})
-        say(f"held-out evaluation ({len(val_cases)} cases, {time.perf_counter() - t0:.0f} s): "
-            f"Dice {validation['mean_dice']}" + (f", |EF error| {validation['mean_abs_ef_error_points']:.1f} points"
-                                                 if "mean_abs_ef_error_points" in validation else "")
-            + (f", foreground volume error {validation['mean_foreground_volume_error_percent']:.1f}%"
-               if validation.get("mean_foreground_volume_error_percent") is not None else ""))
+        say(f"held-out evaluation ({len(val_cases)} cases, {time.perf_counter() - t0:.0f} s): {_summary(validation)}")
+    if external:
+        ext = evaluate_bundle(bundle_dir, external, **opts)
+        ext["grid"] = "original image grid (full inference path)"
+        ext["groups"] = sorted({c.group for c in external})
+        validation["external"] = ext
+        say(f"external test ({len(external)} cases): {_summary(ext)}")
     prov = load_bundle(bundle_dir).provenance
     prov.setdefault("training", {})["wall_time_s"] = round(train_wall_s, 1)
     prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
@@ -612,10 +672,20 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
     return validation
 
 
+def _summary(v: Mapping[str, Any]) -> str:
+    out = f"Dice {v['mean_dice']}"
+    for key, what in (("mean_abs_ef_error_points", "|EF error|"), ("mean_abs_rv_ef_error_points", "|RV EF error|")):
+        if key in v:
+            out += f", {what} {v[key]:.1f} points"
+    if v.get("mean_foreground_volume_error_percent") is not None:
+        out += f", foreground volume error {v['mean_foreground_volume_error_percent']:.1f}%"
+    return out
+
+
 def _bundle_kwargs(cfg: TrainConfig, run_meta: Mapping[str, Any], step: int, best: float | None,
                    history: Sequence[Mapping[str, Any]], t_start: float) -> dict[str, Any]:
     pre = to_dict(cfg.preprocess)
-    meta = {"name": cfg.name, "description": cfg.description,
+    meta = {"name": cfg.name, "description": cfg.description, **({"licence": cfg.licence} if cfg.licence else {}),
             "inference": {"slice_axis": "coarsest"} if cfg.spatial_dims == 2 else {},
             "training": {**run_meta, "step": step, "best_val_dice_network_grid": best,
                          "wall_time_s_at_export": round(time.perf_counter() - t_start, 1),
