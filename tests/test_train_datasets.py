@@ -178,3 +178,53 @@ def test_held_out_foreground_metrics_ignore_classes_a_case_does_not_annotate(tmp
     # with every class annotated, the predicted myocardium counts
     out = ev.evaluate_bundle("unused", [case], labels={"lv": 1, "myo": 2})
     assert out["cases"][0]["foreground_volume_ml"] == pytest.approx((64 + 28) * 10 / 1000)
+
+
+def _stratified_cases():
+    """15 patients in 3 pathology strata of 6, 6 and 3 (2 phases each)."""
+    groups = ["DCM"] * 6 + ["NOR"] * 6 + ["RV"] * 3
+    return [Case(f"p{p}_{ph}", (Path(f"p{p}_{ph}.nii.gz"),), None, f"p{p}", meta={"group": g, "phase": ph})
+            for p, g in enumerate(groups) for ph in ("ED", "ES")]
+
+
+def test_stratified_kfold_holds_every_stratum_in_proportion():
+    cases = _stratified_cases()
+    seen = []
+    for fold in range(3):
+        tr, va = kfold_split(cases, n_folds=3, fold=fold, seed=0, stratify_by="group")
+        assert {c.group for c in tr}.isdisjoint({c.group for c in va})
+        patients = {c.group: c.meta["group"] for c in va}
+        counts = {s: sum(1 for v in patients.values() if v == s) for s in ("DCM", "NOR", "RV")}
+        assert counts == {"DCM": 2, "NOR": 2, "RV": 1}, counts  # 6/3, 6/3, 3/3 per fold
+        seen += [c.case_id for c in va]
+    assert sorted(seen) == sorted(c.case_id for c in cases)
+
+
+def test_stratified_kfold_refuses_missing_or_inconsistent_strata():
+    cases = _stratified_cases()
+    bad = cases[:-1] + [Case("p14_ES", (Path("x.nii.gz"),), None, "p14", meta={"group": "DCM"})]
+    with pytest.raises(ConfigError, match="one 'group' per patient"):
+        kfold_split(bad, n_folds=3, fold=0, stratify_by="group")
+    with pytest.raises(ConfigError, match="'pathology' field"):
+        kfold_split(cases, n_folds=3, fold=0, stratify_by="pathology")
+
+
+def test_a_cases_own_label_options_override_the_run_defaults(tmp_path):
+    """A partially contoured dataset beside a fully contoured one: its case ignores its
+    uncontoured slices and its absent class although the run's defaults say otherwise."""
+    lab = np.zeros((6, 6, 4), np.int64)
+    lab[1:4, 1:4, 1] = 1  # one contoured slice (coarsest axis 2), no class 2
+
+    def pre(case):
+        return np.zeros((1,) + lab.shape, np.float32), lab, (1.0, 1.0, 8.0)
+
+    opts = dict(preprocess=pre, spec={}, label_map=None, n_classes=3, ignore_unlabelled_slices=False,
+                absent_classes_unannotated=False, cache_dir=tmp_path / "cache")
+    for name in ("a", "b"):  # hashed into the cache key; the stand-in preprocess never reads them
+        (tmp_path / f"{name}.nii.gz").write_bytes(name.encode())
+    run_default = prepare_case(Case("a", (tmp_path / "a.nii.gz",), None, "a"), **opts)
+    assert not run_default.ignore.any() and run_default.annotated.tolist() == [True, True, True]
+    own = prepare_case(Case("b", (tmp_path / "b.nii.gz",), None, "b", ignore_unlabelled_slices=True,
+                            absent_classes_unannotated=True), **opts)
+    assert own.ignore[:, :, [0, 2, 3]].all() and not own.ignore[:, :, 1].any()
+    assert own.annotated.tolist() == [True, True, False]

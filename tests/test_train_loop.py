@@ -184,3 +184,56 @@ def test_cli_train_and_bad_config(tiny, tmp_path, capsys):
     bad.write_text((root / "tiny.yaml").read_text() + "\nlearning_rate: 3\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def _with_extra(root: Path, role: str) -> Path:
+    """tiny.yaml plus a second dataset (the same 4 images, other case ids, class 1 not
+    annotated) as data.extra with ``role``."""
+    extra = root / "data2"
+    if not extra.exists():
+        extra.mkdir()
+        entries = json.loads((root / "data" / "dataset.json").read_text())["training"]
+        import shutil
+
+        shutil.copytree(root / "data" / "img", extra / "img")  # a symlink leaving the folder is refused
+        (extra / "dataset.json").write_text(json.dumps({"training": [
+            {**e, "case_id": f"x{i}", "patient": f"x{i}"} for i, e in enumerate(entries)]}))
+    p = root / f"extra_{role}.yaml"
+    p.write_text((root / "tiny.yaml").read_text().replace(
+        "  fold: 0\n", f"  fold: 0\n  extra:\n    - {{dataset: data2/dataset.json, role: {role}, annotated_classes: [],"
+        " ignore_unlabelled_slices: true}\n"))
+    return p
+
+
+def test_extra_datasets_train_or_form_an_external_test(tiny):
+    from medcnn.train.loop import split_cases
+
+    root, _ = tiny
+    ext = load_config(TrainConfig, _with_extra(root, "external"))
+    tr, va, ex = split_cases(ext, None, root)
+    assert (len(tr), len(va), [c.case_id for c in ex]) == (2, 2, ["x0", "x1", "x2", "x3"])
+    assert all(c.annotated_classes == () and c.ignore_unlabelled_slices is True for c in ex)
+    assert all(c.ignore_unlabelled_slices is None for c in tr + va)  # main dataset: the run's options
+    tr2, va2, ex2 = split_cases(ext, None, root, train_on_external=True)
+    assert (len(tr2), len(va2), ex2) == (6, 2, [])
+    tr3, _, ex3 = split_cases(load_config(TrainConfig, _with_extra(root, "train")), None, root)
+    assert (len(tr3), ex3) == (6, [])
+    # the external test is evaluated with the held-out fold and recorded in the bundle
+    res = train(ext, out_dir=root / "ext", config_dir=root, max_steps=2, log=lambda s: None)
+    prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
+    assert prov["training"]["external_test_cases"] == ["x0", "x1", "x2", "x3"]
+    assert prov["validation"]["n_cases"] == 2 and prov["validation"]["external"]["n_cases"] == 4
+    # class 1 is not annotated in the external cases: no Dice for it there
+    assert all(not c["dice"] for c in prov["validation"]["external"]["cases"])
+
+
+def test_clashing_case_ids_across_datasets_are_refused(tiny):
+    from medcnn.errors import ConfigError
+    from medcnn.train.loop import split_cases
+
+    root, _ = tiny
+    p = root / "clash.yaml"
+    p.write_text((root / "tiny.yaml").read_text().replace(
+        "  fold: 0\n", "  fold: 0\n  extra: [{dataset: data/dataset.json}]\n"))
+    with pytest.raises(ConfigError, match="unique across"):
+        split_cases(load_config(TrainConfig, p), None, root)
