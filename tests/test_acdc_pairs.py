@@ -113,8 +113,8 @@ ACDC_NOR_FLAGS = {"LV_RV_SV_MISMATCH": 6, "MYO_ED_ES_MISMATCH": 4}
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_qc_flag_rates_on_the_acdc_references(shared_data):
-    """The trip counts documented in docs/metrics.md, recomputed; and each flag agrees with a
-    plain numpy evaluation of its rule on the same maps."""
+    """The trip counts documented in docs/metrics.md, recomputed; each flag, and LV and RV EF,
+    agree with a plain numpy evaluation on the same maps."""
     from medcnn._testing import require_shared_data
     from medcnn.io import read_volume
     from medcnn.measure import cardiac_function
@@ -128,8 +128,11 @@ def test_qc_flag_rates_on_the_acdc_references(shared_data):
     counts, nor = collections.Counter(), collections.Counter()
     for subject, ph in sorted(by.items()):
         ed, es = (read_volume(root / ph[p]["label"], kind="label") for p in ("ED", "ES"))
-        codes = set(cardiac_function(ed, es).qc_codes)
+        fn = cardiac_function(ed, es)
+        codes = set(fn.qc_codes)
         n = {p: [int((v.array == k).sum()) for k in (1, 2, 3)] for p, v in (("ED", ed), ("ES", es))}
+        assert fn.rv_ef_percent == pytest.approx((n["ED"][2] - n["ES"][2]) / n["ED"][2] * 100, rel=1e-12)
+        assert fn.lv_ef_percent == pytest.approx((n["ED"][0] - n["ES"][0]) / n["ED"][0] * 100, rel=1e-12)
         lv_sv, rv_sv = n["ED"][0] - n["ES"][0], n["ED"][2] - n["ES"][2]
         assert ("LV_RV_SV_MISMATCH" in codes) == (abs(lv_sv - rv_sv) > SV_MISMATCH_FRACTION * max(lv_sv, rv_sv))
         myo = (n["ED"][1], n["ES"][1])

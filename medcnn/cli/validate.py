@@ -3,8 +3,9 @@
 Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.gz``,
 ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), or a CSV (``--pairs``) with columns ``pred``,
 ``ref`` and optionally ``case_id``, ``subject``, ``phase`` and a group column (``group`` or
-``--group-column``; relative paths are relative to the CSV's folder). A missing or unreadable file, or a case that fails, becomes a row with
-an ``error`` message and the others continue; the exit code is then 2.
+``--group-column``; relative paths are relative to the CSV's folder). A missing or
+unreadable file, or a case that fails, becomes a row with an ``error`` message and the
+others continue; the exit code is then 2.
 
 Outputs (written atomically into ``--out``): ``metrics.csv`` (one row per case and
 structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,

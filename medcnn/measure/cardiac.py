@@ -310,9 +310,9 @@ def _slice_qc(arr: np.ndarray, volume: Volume, labels: CardiacLabels, phase: str
         flags.append(QCFlag("LV_ON_LAST_SLICE", f"LV on the last slice ({n_slices - 1}) of {n_slices}{where}: base "
                                                 "or apex may be cut off", phase))
     if labels.rv_blood is not None:
-        rv_idx = np.flatnonzero(np.any(arr == labels.rv_blood, axis=other))
+        rv_on = np.any(arr == labels.rv_blood, axis=other)
         for code, end, hit in (("RV_ON_FIRST_SLICE", "first", 0), ("RV_ON_LAST_SLICE", "last", n_slices - 1)):
-            if len(rv_idx) and hit in (rv_idx[0], rv_idx[-1]):
+            if rv_on[hit]:
                 flags.append(QCFlag(code, f"RV on the {end} slice ({hit}) of {n_slices}{where}: base or apex may "
                                           "be cut off", phase))
     if labels.lv_myo is not None:
