@@ -57,9 +57,10 @@ def test_hand_computed_function_with_rv():
     assert fn.rv_ef_percent == pytest.approx((rv_edv - rv_esv) / rv_edv * 100)
     assert fn.lv_cardiac_output_l_per_min == pytest.approx((edv - esv) * 72 / 1000)
     assert fn.heart_rate_source == "heart_rate_bpm argument"
-    assert fn.qc_codes == []
+    # LV SV 198 vs RV SV 24 voxels, myocardium 192 vs 120 voxels: both physiological checks trip
+    assert fn.qc_codes == ["LV_RV_SV_MISMATCH", "MYO_ED_ES_MISMATCH"]
     row = fn.to_frame().iloc[0]
-    assert row["lv_ef_percent"] == pytest.approx(fn.lv_ef_percent) and row["qc_codes"] == ""
+    assert row["lv_ef_percent"] == pytest.approx(fn.lv_ef_percent) and row["rv_note"] == ""
     d = fn.to_dict()
     assert "1.05 g/mL" in d["methods"]["lv_myocardial_mass_g"]
 

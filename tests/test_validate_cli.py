@@ -165,8 +165,9 @@ def test_pairs_csv_with_cardiac_indices(tmp_path):
                "--lv-label", "LV", "--myo-label", "MYO", "--bootstrap", "100"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
-    table = {r["measurement"]: r for r in summary["cardiac_agreement"]}
-    assert set(table) == {"EDV_ml", "ESV_ml", "EF_percent", "myocardial_mass_g"}
+    table = {r["index"]: r for r in summary["acdc"]["clinical"] if r["group"] == "all"}
+    assert set(table) == {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "myo_mass_g"}   # no RV in --labels
+    assert any("--rv-label default 3" in n for n in summary["acdc"]["notes"])
     # independent: volumes from the files themselves
     vox = GEOM.voxel_volume_ml
     diffs = []
@@ -174,10 +175,10 @@ def test_pairs_csv_with_cardiac_indices(tmp_path):
         v = {(ph, kind): (read_volume(d / f"s{s}_{ph}_{kind}.nii.gz", kind="label").array == 1).sum() * vox
              for ph in ("ED", "ES") for kind in ("gt", "seg")}
         diffs.append(v[("ED", "seg")] - v[("ED", "gt")])
-    assert table["EDV_ml"]["n"] == 3
-    assert table["EDV_ml"]["bias"] == pytest.approx(np.mean(diffs))
-    assert table["EDV_ml"]["sd"] == pytest.approx(np.std(diffs, ddof=1))
-    assert "Cardiac indices" in (out / "report.html").read_text()
+    assert table["lv_edv_ml"]["n"] == 3
+    assert table["lv_edv_ml"]["bias"] == pytest.approx(np.mean(diffs))
+    assert table["lv_edv_ml"]["sd_diff"] == pytest.approx(np.std(diffs, ddof=1))
+    assert "ACDC-style evaluation" in (out / "report.html").read_text()
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):

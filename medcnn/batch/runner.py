@@ -502,7 +502,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     overlay_rows = []
     curve_png = None
     if mode == "cardiac" and (is_cine or case.kind == "pair"):
-        from medcnn.measure.cardiac import CARDIAC_COLUMNS, cardiac_function, cine_function
+        from medcnn.measure.cardiac import CARDIAC_COLUMNS, QC_FLAGS, cardiac_function, cine_function
 
         cl = cardiac_labels_from_names(settings.labels)
         if is_cine:
@@ -520,17 +520,20 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed)),
                             (f"ES (frame {es})", vols[0].frame(es), labels.frame(es))]
             if settings.figures:
-                from medcnn.report.figures import volume_curve_png
+                from medcnn.report.figures import label_colour, volume_curve_png
 
                 curve = cf.curve
                 times = curve["time_ms"].to_numpy(dtype=float)
                 xs = times if np.all(np.isfinite(times)) else curve["frame"].to_numpy(dtype=float)
                 curves = {"LV blood pool": curve["lv_volume_ml"].tolist()}
-                for col, name in (("lv_myo_volume_ml", "LV myocardium"), ("rv_volume_ml", "RV blood pool")):
+                colours = {"LV blood pool": label_colour(cl.lv_blood)}
+                for col, name, value in (("lv_myo_volume_ml", "LV myocardium", cl.lv_myo),
+                                         ("rv_volume_ml", "RV blood pool", cl.rv_blood)):
                     vals = curve[col].to_numpy(dtype=float)
                     if np.all(np.isfinite(vals)) and vals.any():
                         curves[name] = vals.tolist()
-                curve_png = volume_curve_png(xs, curves, ed_index=ed, es_index=es,
+                        colours[name] = label_colour(value)
+                curve_png = volume_curve_png(xs, curves, ed_index=ed, es_index=es, colours=colours,
                                              title=f"{case.case_id}: volume over the cardiac cycle")
         else:
             (ci_ed, v_ed, r_ed, l_ed, _), (ci_es, v_es, r_es, l_es, _) = predictions
@@ -548,14 +551,19 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
         rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
         qc = _flags(fn) + qc
-        methods["cardiac"] = ("EDV/ESV = LV blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
-                              "EF = SV / EDV x 100; LV mass = myocardium volume at ED x 1.05 g/mL"
+        methods["cardiac"] = ("EDV/ESV = blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
+                              "EF = SV / EDV x 100, for the LV and (same definitions) the RV; LV mass = myocardium "
+                              "volume at ED x 1.05 g/mL; cardiac output = SV x heart rate"
                               + ("; cine: ED = frame of largest LV volume, ES = frame of smallest non-zero LV volume"
                                  if is_cine else "; ED/ES frames as given in the manifest")
                               + f"; labels: LV blood pool {cl.lv_blood}, LV myocardium {cl.lv_myo}, "
-                                f"RV blood pool {cl.rv_blood}")
+                                f"RV blood pool {cl.rv_blood}"
+                              + ("" if cl.rv_blood is not None else
+                                 " (this model does not segment the RV: RV numbers are not reported)"))
         methods["cardiac_columns"] = "; ".join(f"{k}: {v}" for k, v in CARDIAC_COLUMNS.items()
-                                               if k in ("lv_edv_ml", "lv_ef_percent", "lv_myocardial_mass_g"))
+                                               if k in ("lv_edv_ml", "lv_ef_percent", "lv_myocardial_mass_g",
+                                                        "rv_edv_ml", "rv_ef_percent"))
+        methods["cardiac_qc"] = "; ".join(f"{k}: {v}" for k, v in QC_FLAGS.items())
     else:
         if mode == "cardiac":
             qc.append({"code": "NO_CINE_OR_PAIR",

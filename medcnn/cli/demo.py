@@ -87,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     for r in cardiac:
         c = r["cardiac"]
         ef = c.get("lv_ef_percent")
+        rv = c.get("rv_ef_percent")
         print(f"  {r['case_id']:<22} EDV {c.get('lv_edv_ml') or float('nan'):7.1f} mL  ESV "
               f"{c.get('lv_esv_ml') or float('nan'):7.1f} mL  EF {ef if ef is not None else float('nan'):5.1f} %"
+              + (f"  RV EDV {c.get('rv_edv_ml'):7.1f} mL  ESV {c.get('rv_esv_ml'):7.1f} mL  EF {rv:5.1f} %"
+                 if rv is not None else "")
               + (f"  QC: {', '.join(dict.fromkeys(f['code'] for f in r.get('qc_flags') or []))}"
                  if r.get("qc_flags") else ""))
     print(f"report: {result.report_files['html'].resolve()}")

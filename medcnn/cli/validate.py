@@ -2,19 +2,24 @@
 
 Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.gz``,
 ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), or a CSV (``--pairs``) with columns ``pred``,
-``ref`` and optionally ``case_id``, ``subject`` and ``phase`` (relative paths are relative to
-the CSV's folder). A missing or unreadable file, or a case that fails, becomes a row with
-an ``error`` message and the others continue; the exit code is then 2.
+``ref`` and optionally ``case_id``, ``subject``, ``phase`` and a group column (``group`` or
+``--group-column``; relative paths are relative to the CSV's folder). A missing or
+unreadable file, or a case that fails, becomes a row with an ``error`` message and the
+others continue; the exit code is then 2.
 
 Outputs (written atomically into ``--out``): ``metrics.csv`` (one row per case and
 structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,
 definitions, settings, medcnn version, SHA-256 of every input file), PNG plots and a
 self-contained ``report.html``.
 
-Cardiac indices: with ``subject`` and ``phase`` (ED/ES) columns in the pairs CSV and
-``--lv-label`` (and optionally ``--myo-label``), EDV, ESV, EF and myocardial mass
-(1.05 g/mL) are computed per subject from the evaluated volumes and an ACDC-style table
-(correlation, bias, SD) is added.
+ACDC-style evaluation (Bernard et al., IEEE TMI 2018; :mod:`medcnn.metrics.acdc`): when the
+pairs CSV has ``subject`` and ``phase`` (ED/ES) columns, the structures ``--lv-label``,
+``--myo-label`` and ``--rv-label`` (label values, default 1, 2, 3, or ``--labels`` names; 0 =
+none) give (1) per structure and phase Dice, HD95 and HD mean and SD, and (2) for LV EDV,
+ESV, EF, RV EDV, ESV, EF and myocardial mass (myocardium at ED x 1.05 g/mL) the Pearson
+correlation, bias, SD of the differences and 95 % limits of agreement, pooled and per group.
+They are printed and written to ``acdc_geometric.csv``, ``acdc_clinical.csv``,
+``acdc_subjects.csv`` and ``acdc.json``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run", "parse_labels", "find_pairs", "cardiac_indices"]
+__all__ = ["register", "run", "parse_labels", "find_pairs", "acdc_structures"]
 
-#: Myocardial tissue density used for mass (g/mL).
-MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+#: Default label values of the ACDC structures (medcnn's cardiac convention).
+ACDC_DEFAULT_LABELS = {"lv": "1", "myo": "2", "rv": "3"}
 
 
 def register(sub) -> None:
@@ -42,7 +47,9 @@ def register(sub) -> None:
         epilog="Exit codes: 0 every case evaluated, 2 some case failed or bad arguments, 1 internal error.")
     p.add_argument("--pred", help="folder of predicted label maps")
     p.add_argument("--ref", help="folder of reference label maps (same file names)")
-    p.add_argument("--pairs", help="CSV with columns pred,ref[,case_id,subject,phase] instead of name matching")
+    p.add_argument("--pairs", help="CSV with columns pred,ref[,case_id,subject,phase,group] instead of name matching")
+    p.add_argument("--group-column", default="group", metavar="NAME",
+                   help="pairs CSV column that groups subjects (e.g. pathology) for the ACDC tables (default group)")
     p.add_argument("--pred-suffix", default="", metavar="SUFFIX",
                    help="name ending that marks predictions, removed before matching: '_labels' pairs "
                         "case01_labels.nii.gz (medcnn segment's output) with case01.nii.gz; other files in --pred "
@@ -64,8 +71,10 @@ def register(sub) -> None:
     p.add_argument("--lesion-labels", nargs="*", default=[], metavar="NAME",
                    help="structures that get lesion-wise detection counts (or 'all')")
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="lesion connectivity")
-    p.add_argument("--lv-label", help="structure name of the LV blood pool (cardiac indices; needs subject/phase)")
-    p.add_argument("--myo-label", help="structure name of the LV myocardium (mass)")
+    p.add_argument("--lv-label", help="LV blood pool for the ACDC tables: label value or --labels name (default 1; "
+                                      "0 = none); the tables need subject/phase columns in --pairs")
+    p.add_argument("--myo-label", help="LV myocardium: label value or --labels name (default 2; 0 = none)")
+    p.add_argument("--rv-label", help="RV blood pool: label value or --labels name (default 3; 0 = none)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="threads for distance transforms (default 1)")
@@ -107,7 +116,7 @@ def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
     from medcnn.errors import ConfigError, InputFileNotFoundError
 
     if args.pairs:
-        return _pairs_from_csv(Path(args.pairs))
+        return _pairs_from_csv(Path(args.pairs), getattr(args, "group_column", "group"))
     if not (args.pred and args.ref):
         raise ConfigError.expected("--pred and --ref folders, or --pairs CSV", "neither")
     pred_dir, ref_dir = Path(args.pred), Path(args.ref)
@@ -137,7 +146,7 @@ def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
                    f"{preds[key].name}, got no such file")
         cases.append({"case_id": key, "pred": str(preds[key]) if key in preds and not err else None,
                       "ref": str(refs[key]) if key in refs and not err else None, "subject": "", "phase": "",
-                      "error": err})
+                      "group": "", "error": err})
     return cases
 
 
@@ -156,7 +165,7 @@ def _listing(folder: Path, suffix: str) -> tuple[dict[str, Path], dict[str, list
     return ({k: v[0] for k, v in found.items() if len(v) == 1}, {k: v for k, v in found.items() if len(v) > 1})
 
 
-def _pairs_from_csv(path: Path) -> list[dict[str, Any]]:
+def _pairs_from_csv(path: Path, group_column: str = "group") -> list[dict[str, Any]]:
     from medcnn.errors import ConfigError, InputFileNotFoundError
 
     if not path.is_file():
@@ -182,41 +191,70 @@ def _pairs_from_csv(path: Path) -> list[dict[str, Any]]:
             elif not p.exists():
                 err = err or f"{p}: expected an existing {what} file, got nothing at that path"
         cases.append({"case_id": cid, "pred": str(pred) if pred else None, "ref": str(ref) if ref else None,
-                      "subject": r.get("subject", ""), "phase": r.get("phase", "").upper(), "error": err})
+                      "subject": r.get("subject", ""), "phase": r.get("phase", "").upper(),
+                      "group": r.get(group_column.strip().lower(), ""), "error": err})
     if not cases:
         raise ConfigError.expected("at least one pair in the CSV", "no rows", path=path)
     return cases
 
 
-def cardiac_indices(rows: list[dict[str, Any]], cases: list[dict[str, Any]], *, lv: str,
-                    myo: str | None = None) -> dict[str, tuple[list[float], list[float]]]:
-    """Per subject EDV, ESV, EF (and mass) from ED/ES rows: ``{index: (pred, ref)}``."""
-    phase = {c["case_id"]: (c.get("subject"), c.get("phase")) for c in cases}
-    vols: dict[tuple[str, str, str], tuple[float, float]] = {}
-    for r in rows:
-        if r.get("error"):
+def acdc_structures(args: argparse.Namespace, labels: dict[str, tuple[int, ...]] | None):
+    """The :class:`~medcnn.metrics.acdc.AcdcStructures` of ``--lv/--myo/--rv-label`` and notes.
+
+    Each option is a ``--labels`` structure name or a label value (``0`` / ``none`` = not
+    evaluated); unset options take the defaults 1, 2, 3. A value names the structure whose
+    label values are exactly that value (without ``--labels``: the structure named by it). A
+    default that ``--labels`` does not define is left out with a note; an explicit option
+    that matches nothing is a :class:`~medcnn.errors.ConfigError`.
+    """
+    from medcnn.errors import ConfigError
+    from medcnn.metrics.acdc import AcdcStructures
+
+    chosen: dict[str, str | None] = {}
+    notes: list[str] = []
+    for key, flag in (("lv", "--lv-label"), ("myo", "--myo-label"), ("rv", "--rv-label")):
+        given = getattr(args, f"{key}_label", None)
+        spec = (given if given is not None else ACDC_DEFAULT_LABELS[key]).strip()
+        if spec.lower() in ("0", "none", ""):
+            chosen[key] = None
             continue
-        subj, ph = phase.get(r["case_id"], ("", ""))
-        if subj and ph in ("ED", "ES"):
-            vols[(subj, ph, r["label"])] = (float(r["pred_volume_ml"]), float(r["ref_volume_ml"]))
-    out: dict[str, tuple[list[float], list[float]]] = {"EDV_ml": ([], []), "ESV_ml": ([], []),
-                                                       "EF_percent": ([], [])}
-    if myo:
-        out["myocardial_mass_g"] = ([], [])
-    for subj in sorted({k[0] for k in vols}):
-        ed, es = vols.get((subj, "ED", lv)), vols.get((subj, "ES", lv))
-        if ed is None or es is None:
+        value = int(spec) if spec.isdigit() else None
+        if labels is None:
+            if value is None:
+                raise ConfigError.expected(f"{flag} as a label value (no --labels names are defined)", repr(spec))
+            chosen[key] = str(value)
             continue
-        for j in (0, 1):
-            edv, esv = ed[j], es[j]
-            out["EDV_ml"][j].append(edv)
-            out["ESV_ml"][j].append(esv)
-            out["EF_percent"][j].append(100.0 * (edv - esv) / edv if edv > 0 else math.nan)
-        if myo:
-            m = vols.get((subj, "ED", myo))
-            for j in (0, 1):
-                out["myocardial_mass_g"][j].append(m[j] * MYOCARDIAL_DENSITY_G_PER_ML if m else math.nan)
-    return out
+        name = spec if spec in labels else next((n for n, v in labels.items() if value is not None and v == (value,)),
+                                                None)
+        if name is None:
+            if given is not None:
+                raise ConfigError.expected(f"{flag} among the --labels names {sorted(labels)} or their single "
+                                           "label values", repr(spec))
+            notes.append(f"{flag} default {spec}: no --labels structure with label {spec}; not evaluated")
+        chosen[key] = name
+    return AcdcStructures(**chosen), notes
+
+
+def _print_acdc(acdc: dict[str, Any], percentile: float) -> None:
+    """The ACDC tables on stdout (pooled rows; groups are in the files)."""
+    hd = f"hd{percentile:g}_mm"
+
+    def pm(row: dict[str, Any], col: str, digits: int) -> str:
+        m, sd = row.get(f"{col}_mean"), row.get(f"{col}_sd")
+        return f"{m:.{digits}f} ± {sd:.{digits}f}" if sd is not None and math.isfinite(sd) else f"{m:.{digits}f}"
+
+    print("ACDC geometric (all subjects; mean ± SD):")
+    for r in acdc["geometric"]:
+        if r["group"] == "all":
+            print(f"  {r['structure']:<3} {r['phase']}  n={r['n']:<3} Dice {pm(r, 'dice', 3)}  "
+                  f"HD{percentile:g} {pm(r, hd, 2)} mm  HD {pm(r, 'hd_mm', 2)} mm")
+    print("ACDC clinical (all subjects; predicted - reference):")
+    for r in acdc["clinical"]:
+        if r["group"] == "all":
+            print(f"  {r['index']:<14} n={r['n']:<3} r {r['pearson_r']:.3f}  bias {r['bias']:.2f} {r['unit']}  "
+                  f"SD {r['sd_diff']:.2f}  LoA [{r['loa_lower']:.2f}, {r['loa_upper']:.2f}]")
+    for note in acdc["notes"]:
+        print(f"  note: {note}")
 
 
 def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +266,8 @@ def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> 
 def run(args: argparse.Namespace) -> int:
     from medcnn.errors import ConfigError, MedcnnError
     from medcnn.io import read_volume
-    from medcnn.metrics.agreement import agreement_table
+    from medcnn.measure.cardiac import MYOCARDIAL_DENSITY_G_PER_ML
+    from medcnn.metrics.acdc import acdc_evaluation
     from medcnn.metrics.evaluate import evaluate_case, metric_columns
     from medcnn.report.provenance import file_sha256
     from medcnn.report.validation import build_validation_summary, write_validation_report
@@ -243,25 +282,23 @@ def run(args: argparse.Namespace) -> int:
         unknown = set(lesion) - set(labels)
         if unknown:
             raise ConfigError.expected(f"--lesion-labels among {sorted(labels)}", f"{sorted(unknown)}")
+    structures, acdc_notes = acdc_structures(args, labels)
     cases = find_pairs(args)
-    if args.lv_label or args.myo_label:
-        if not args.lv_label:
-            raise ConfigError.expected("--lv-label with --myo-label", "only --myo-label")
-        named = [x for x in (args.lv_label, args.myo_label) if x]
-        if labels is not None and set(named) - set(labels):
-            raise ConfigError.expected(f"--lv-label/--myo-label among the --labels names {sorted(labels)}",
-                                       f"{sorted(set(named) - set(labels))}")
-        if not any(c.get("subject") and c.get("phase") in ("ED", "ES") for c in cases):
-            raise ConfigError.expected("a --pairs CSV with subject and phase (ED/ES) columns for cardiac indices",
-                                       "no case with both")
+    acdc_on = any(c.get("subject") and c.get("phase") in ("ED", "ES") for c in cases)
+    if not acdc_on and any(getattr(args, f"{k}_label", None) for k in ("lv", "myo", "rv")):
+        raise ConfigError.expected("a --pairs CSV with subject and phase (ED/ES) columns for the ACDC tables "
+                                   "(--lv-label/--myo-label/--rv-label)", "no case with both")
     settings = {
         "labels": {k: list(v) for k, v in labels.items()} if labels else "every non-zero label found",
         "tolerance_mm": float(args.tolerance_mm), "percentile": float(args.percentile),
         "empty_policy": args.empty_policy, "sparse_slices": bool(args.sparse_slices),
         "resample": bool(args.resample), "lesion_labels": lesion, "connectivity": args.connectivity,
-        "threads": args.threads, "lv_label": args.lv_label, "myo_label": args.myo_label,
-        "myocardial_density_g_per_ml": MYOCARDIAL_DENSITY_G_PER_ML if args.myo_label else None,
+        "threads": args.threads,
     }
+    if acdc_on:
+        settings["acdc_structures"] = {"LV": structures.lv, "Myo": structures.myo, "RV": structures.rv}
+        settings["myocardial_density_g_per_ml"] = MYOCARDIAL_DENSITY_G_PER_ML
+        settings["group_column"] = args.group_column
     rows: list[dict[str, Any]] = []
     internal = 0
     for case in cases:
@@ -293,12 +330,14 @@ def run(args: argparse.Namespace) -> int:
         if case["error"]:
             rows.append(_error_row(case, case["error"], settings))
             print(f"medcnn validate: error: {cid}: {case['error']}", file=sys.stderr)
-    cardiac = None
-    if args.lv_label:
-        cardiac = agreement_table(cardiac_indices(rows, cases, lv=args.lv_label, myo=args.myo_label))
+    acdc = None
+    if acdc_on:
+        acdc = acdc_evaluation(rows, cases, structures=structures, percentile=args.percentile,
+                               myocardial_density_g_per_ml=MYOCARDIAL_DENSITY_G_PER_ML, notes=acdc_notes)
+        _print_acdc(acdc, args.percentile)
     case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
-                                        "error")} for c in cases]
-    summary = build_validation_summary(rows, settings=settings, cases=case_info, cardiac=cardiac,
+                                        "group", "error")} for c in cases]
+    summary = build_validation_summary(rows, settings=settings, cases=case_info, acdc=acdc,
                                        n_bootstrap=args.bootstrap, seed=args.seed)
     paths = write_validation_report(rows, summary, args.out, columns=metric_columns(percentile=args.percentile))
     failed = sum(1 for c in cases if c["error"])

@@ -22,12 +22,27 @@ Label meanings come from a :class:`CardiacLabels` object, never from constants i
 arithmetic. The slice axis is the array axis with the coarsest spacing
 (:func:`medcnn.measure.slice_axis`).
 
-QC flags (:class:`QCFlag`, ``code`` + ``message``): ``LV_EMPTY``, ``LV_FEW_SLICES`` (LV on
-fewer than 3 slices), ``LV_SLICE_GAP`` (slices without LV between LV slices),
-``LV_ON_FIRST_SLICE`` / ``LV_ON_LAST_SLICE`` (LV touches an end of the stack: base or apex
-may be cut off), ``MYO_MISSING_ON_LV_SLICES`` (checked only when the myocardium label
-occurs somewhere in that map), ``ESV_GT_EDV``, ``RV_ESV_GT_EDV``, ``RV_EMPTY`` (RV labelled
-in one phase only), ``LV_EMPTY_FRAMES`` (cine), ``ED_ES_GRID_DIFFERS``.
+* **RV**: the same definitions on the RV blood-pool label (EDV, ESV, SV, EF, output).
+  Without an RV label (``CardiacLabels.rv_blood=None``, or the label absent from both
+  maps) every RV number is NaN, never 0, and ``rv_note`` says why.
+
+QC flags (:class:`QCFlag`, ``code`` + ``message``; every code and its tolerance in
+:data:`QC_FLAGS`): ``LV_EMPTY``, ``LV_FEW_SLICES`` (LV on fewer than 3 slices),
+``LV_SLICE_GAP`` (slices without LV between LV slices), ``LV_ON_FIRST_SLICE`` /
+``LV_ON_LAST_SLICE`` and ``RV_ON_FIRST_SLICE`` / ``RV_ON_LAST_SLICE`` (the ventricle touches
+an end of the stack: base or apex may be cut off), ``MYO_MISSING_ON_LV_SLICES`` (checked
+only when the myocardium label occurs somewhere in that map), ``ESV_GT_EDV``,
+``RV_ESV_GT_EDV``, ``RV_EMPTY`` (RV labelled in one phase only), ``LV_EMPTY_FRAMES``
+(cine), ``ED_ES_GRID_DIFFERS``, and the physiological checks
+
+* ``LV_RV_SV_MISMATCH``: ``|LV SV - RV SV| > SV_MISMATCH_FRACTION x max(LV SV, RV SV)``
+  (both ventricles eject the same blood over a beat unless a valve leaks or a shunt
+  exists);
+* ``MYO_ED_ES_MISMATCH``: the myocardium is incompressible, so ``|myo ED - myo ES| >
+  MYO_ED_ES_FRACTION x max(myo ED, myo ES)`` points at a segmentation error (checked when
+  both phases carry the myocardium label);
+* ``MYO_FRAME_OUTLIER`` (cine): frames whose myocardial volume differs from the median over
+  the frames by more than ``MYO_FRAME_FRACTION x median``.
 """
 
 from __future__ import annotations
@@ -53,13 +68,24 @@ __all__ = [
     "slice_qc",
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "MIN_LV_SLICES",
+    "SV_MISMATCH_FRACTION",
+    "MYO_ED_ES_FRACTION",
+    "MYO_FRAME_FRACTION",
     "CARDIAC_COLUMNS",
+    "QC_FLAGS",
 ]
 
 #: Density of myocardium used for LV mass (g/mL).
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 #: Fewer LV slices than this raises ``LV_FEW_SLICES``.
 MIN_LV_SLICES = 3
+#: ``LV_RV_SV_MISMATCH`` when |LV SV - RV SV| exceeds this fraction of the larger SV.
+SV_MISMATCH_FRACTION = 0.15
+#: ``MYO_ED_ES_MISMATCH`` when |myocardium ED - ES| exceeds this fraction of the larger volume.
+MYO_ED_ES_FRACTION = 0.20
+#: ``MYO_FRAME_OUTLIER`` when a cine frame's myocardium differs from the median by more than
+#: this fraction of the median.
+MYO_FRAME_FRACTION = 0.20
 
 CARDIAC_COLUMNS: dict[str, str] = {
     "lv_edv_ml": "LV end-diastolic volume in mL: blood-pool voxel count x voxel volume (mm^3) / 1000 at ED",
@@ -67,11 +93,14 @@ CARDIAC_COLUMNS: dict[str, str] = {
     "lv_sv_ml": "LV stroke volume in mL = EDV - ESV",
     "lv_ef_percent": "LV ejection fraction in % = (EDV - ESV) / EDV x 100",
     "lv_myo_ed_ml": "LV myocardium volume at ED in mL",
+    "lv_myo_es_ml": "LV myocardium volume at ES in mL (for the incompressibility check; NaN when ES has no myocardium)",
     "lv_myocardial_mass_g": f"LV myocardial mass in g = myocardium volume at ED (mL) x {MYOCARDIAL_DENSITY_G_PER_ML} g/mL",
     "rv_edv_ml": "RV end-diastolic volume in mL (RV blood-pool label)",
     "rv_esv_ml": "RV end-systolic volume in mL",
     "rv_sv_ml": "RV stroke volume in mL",
-    "rv_ef_percent": "RV ejection fraction in %",
+    "rv_ef_percent": "RV ejection fraction in % = (RV EDV - RV ESV) / RV EDV x 100",
+    "rv_note": "why the RV numbers are NaN (no RV label configured, or the RV label absent from both maps); "
+               "empty when the RV was measured",
     "heart_rate_bpm": "heart rate used for cardiac output, beats per minute",
     "heart_rate_source": "where the heart rate came from",
     "lv_cardiac_output_l_per_min": "LV cardiac output in L/min = LV SV (mL) x heart rate (bpm) / 1000",
@@ -83,6 +112,30 @@ CARDIAC_COLUMNS: dict[str, str] = {
     "qc_codes": "QC flag codes, ';'-separated (empty = no flag)",
     "qc_messages": "QC flag messages, ';'-separated",
 }
+
+#: Every QC flag code and what raises it (tolerances included): the methods text of reports.
+QC_FLAGS: dict[str, str] = {
+    "LV_EMPTY": "no LV blood-pool voxels in a phase",
+    "LV_FEW_SLICES": f"LV present on fewer than {MIN_LV_SLICES} slices",
+    "LV_SLICE_GAP": "slices without LV between LV slices",
+    "LV_ON_FIRST_SLICE": "LV on the first slice of the stack: base or apex may be cut off",
+    "LV_ON_LAST_SLICE": "LV on the last slice of the stack: base or apex may be cut off",
+    "RV_ON_FIRST_SLICE": "RV on the first slice of the stack: base or apex may be cut off",
+    "RV_ON_LAST_SLICE": "RV on the last slice of the stack: base or apex may be cut off",
+    "MYO_MISSING_ON_LV_SLICES": "LV blood pool without myocardium on some slices (when the map has myocardium)",
+    "ESV_GT_EDV": "LV ESV > EDV: ED/ES swapped or segmentation error",
+    "RV_ESV_GT_EDV": "RV ESV > EDV",
+    "RV_EMPTY": "RV labelled in one phase only",
+    "LV_RV_SV_MISMATCH": f"|LV SV - RV SV| > {SV_MISMATCH_FRACTION:.0%} of the larger SV (expected only with "
+                         "valve regurgitation or a shunt)",
+    "MYO_ED_ES_MISMATCH": f"|myocardium volume ED - ES| > {MYO_ED_ES_FRACTION:.0%} of the larger (the myocardium "
+                          "is incompressible)",
+    "MYO_FRAME_OUTLIER": f"cine frames whose myocardium volume differs from the median over the frames by more "
+                         f"than {MYO_FRAME_FRACTION:.0%} of the median",
+    "LV_EMPTY_FRAMES": "cine frames without LV",
+    "ED_ES_GRID_DIFFERS": "ED and ES maps on different grids (volumes are still in mL)",
+}
+CARDIAC_COLUMNS["qc_codes"] += " (codes: " + "; ".join(f"{k} = {v}" for k, v in QC_FLAGS.items()) + ")"
 
 
 @dataclass(frozen=True)
@@ -134,7 +187,8 @@ class CardiacFunction:
     """Cardiac function of one patient (volumes mL, EF %, mass g, output L/min).
 
     Numbers that cannot be computed are NaN (e.g. RV without an RV label, output without
-    a heart rate). ``qc_flags`` lists the findings of the QC checks.
+    a heart rate); ``rv_note`` says why the RV numbers are missing. ``qc_flags`` lists the
+    findings of the QC checks.
     """
 
     lv_edv_ml: float
@@ -142,11 +196,13 @@ class CardiacFunction:
     lv_sv_ml: float
     lv_ef_percent: float
     lv_myo_ed_ml: float = math.nan
+    lv_myo_es_ml: float = math.nan
     lv_myocardial_mass_g: float = math.nan
     rv_edv_ml: float = math.nan
     rv_esv_ml: float = math.nan
     rv_sv_ml: float = math.nan
     rv_ef_percent: float = math.nan
+    rv_note: str = ""
     heart_rate_bpm: float = math.nan
     heart_rate_source: str = "none (no heart rate, RR interval or frame times given)"
     lv_cardiac_output_l_per_min: float = math.nan
@@ -253,6 +309,12 @@ def _slice_qc(arr: np.ndarray, volume: Volume, labels: CardiacLabels, phase: str
     if idx[-1] == n_slices - 1:
         flags.append(QCFlag("LV_ON_LAST_SLICE", f"LV on the last slice ({n_slices - 1}) of {n_slices}{where}: base "
                                                 "or apex may be cut off", phase))
+    if labels.rv_blood is not None:
+        rv_on = np.any(arr == labels.rv_blood, axis=other)
+        for code, end, hit in (("RV_ON_FIRST_SLICE", "first", 0), ("RV_ON_LAST_SLICE", "last", n_slices - 1)):
+            if rv_on[hit]:
+                flags.append(QCFlag(code, f"RV on the {end} slice ({hit}) of {n_slices}{where}: base or apex may "
+                                          "be cut off", phase))
     if labels.lv_myo is not None:
         myo_on = np.any(arr == labels.lv_myo, axis=other)
         if myo_on.any():
@@ -295,18 +357,23 @@ def _function(ed_counts: dict[int, int], es_counts: dict[int, int], ed_voxel_ml:
     esv = _volume_ml(es_counts, labels.lv_blood, es_voxel_ml)
     sv = edv - esv
     ef = sv / edv * 100.0 if edv > 0 else math.nan
-    myo = math.nan
+    myo = myo_es = math.nan
     if labels.lv_myo is not None and ed_counts.get(labels.lv_myo, 0) > 0:
         myo = _volume_ml(ed_counts, labels.lv_myo, ed_voxel_ml)
+    if labels.lv_myo is not None and es_counts.get(labels.lv_myo, 0) > 0:
+        myo_es = _volume_ml(es_counts, labels.lv_myo, es_voxel_ml)
     rv_present = labels.rv_blood is not None and (ed_counts.get(labels.rv_blood, 0) + es_counts.get(labels.rv_blood, 0)) > 0
+    rv_note = "" if rv_present else (
+        "RV not measured: no RV label configured" if labels.rv_blood is None
+        else f"RV not measured: RV label {labels.rv_blood} absent from both maps")
     rv_edv = _volume_ml(ed_counts, labels.rv_blood, ed_voxel_ml) if rv_present else math.nan
     rv_esv = _volume_ml(es_counts, labels.rv_blood, es_voxel_ml) if rv_present else math.nan
     rv_sv = rv_edv - rv_esv
     rv_ef = rv_sv / rv_edv * 100.0 if rv_present and rv_edv > 0 else math.nan
     return CardiacFunction(
         lv_edv_ml=edv, lv_esv_ml=esv, lv_sv_ml=sv, lv_ef_percent=ef,
-        lv_myo_ed_ml=myo, lv_myocardial_mass_g=myo * density,
-        rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_sv_ml=rv_sv, rv_ef_percent=rv_ef,
+        lv_myo_ed_ml=myo, lv_myo_es_ml=myo_es, lv_myocardial_mass_g=myo * density,
+        rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_sv_ml=rv_sv, rv_ef_percent=rv_ef, rv_note=rv_note,
         heart_rate_bpm=hr, heart_rate_source=hr_source,
         lv_cardiac_output_l_per_min=sv * hr / 1000.0, rv_cardiac_output_l_per_min=rv_sv * hr / 1000.0,
         labels=labels)
@@ -322,7 +389,42 @@ def _pair_flags(fn: CardiacFunction) -> list[QCFlag]:
     if np.isfinite(fn.rv_edv_ml) and (fn.rv_edv_ml == 0 or fn.rv_esv_ml == 0):
         phase = "ED" if fn.rv_edv_ml == 0 else "ES"
         flags.append(QCFlag("RV_EMPTY", f"RV labelled in one phase only (empty at {phase})", phase))
+    elif np.isfinite(fn.rv_sv_ml):
+        larger = max(abs(fn.lv_sv_ml), abs(fn.rv_sv_ml))
+        if larger > 0 and abs(fn.lv_sv_ml - fn.rv_sv_ml) > SV_MISMATCH_FRACTION * larger:
+            flags.append(QCFlag(
+                "LV_RV_SV_MISMATCH",
+                f"LV SV {fn.lv_sv_ml:.2f} mL and RV SV {fn.rv_sv_ml:.2f} mL differ by "
+                f"{abs(fn.lv_sv_ml - fn.rv_sv_ml) / larger:.0%} of the larger (tolerance {SV_MISMATCH_FRACTION:.0%}): "
+                "valve regurgitation, a shunt, or a segmentation error"))
+    if np.isfinite(fn.lv_myo_ed_ml) and np.isfinite(fn.lv_myo_es_ml):
+        larger = max(fn.lv_myo_ed_ml, fn.lv_myo_es_ml)
+        if abs(fn.lv_myo_ed_ml - fn.lv_myo_es_ml) > MYO_ED_ES_FRACTION * larger:
+            flags.append(QCFlag(
+                "MYO_ED_ES_MISMATCH",
+                f"myocardium {fn.lv_myo_ed_ml:.2f} mL at ED and {fn.lv_myo_es_ml:.2f} mL at ES differ by "
+                f"{abs(fn.lv_myo_ed_ml - fn.lv_myo_es_ml) / larger:.0%} of the larger (tolerance "
+                f"{MYO_ED_ES_FRACTION:.0%}); the myocardium is incompressible: segmentation error at one phase"))
     return flags
+
+
+def _myo_frame_flags(myo_ml: np.ndarray) -> list[QCFlag]:
+    """``MYO_FRAME_OUTLIER`` for cine frames whose myocardium volume (mL, NaN = no label)
+    differs from the median of the frames with myocardium by > ``MYO_FRAME_FRACTION``."""
+    present = myo_ml[np.isfinite(myo_ml) & (myo_ml > 0)]
+    if len(present) < 2:
+        return []
+    med = float(np.median(present))
+    dev = np.abs(np.nan_to_num(myo_ml, nan=0.0) - med) / med
+    bad = np.flatnonzero(dev > MYO_FRAME_FRACTION)
+    if not len(bad):
+        return []
+    worst = int(bad[np.argmax(dev[bad])])
+    return [QCFlag("MYO_FRAME_OUTLIER",
+                   f"myocardium volume of frame(s) {_fmt_slices(bad)} differs from the median over the frames "
+                   f"({med:.2f} mL) by more than {MYO_FRAME_FRACTION:.0%} (largest: frame {worst}, "
+                   f"{float(np.nan_to_num(myo_ml[worst])):.2f} mL, {dev[worst]:.0%}); the myocardium is "
+                   "incompressible: segmentation error in those frames")]
 
 
 # ---------------------------------------------------------------------- public API
@@ -400,17 +502,25 @@ def cine_function(
     voxel_ml = cine.voxel_volume_ml
     per_frame = [_counts(a) for a in arr]
     times = cine.frame_times_ms
+
+    def series(label: int | None) -> list[float]:
+        """Volume per frame; NaN throughout when the label occurs in no frame (not labelled)."""
+        if label is None or not any(c.get(int(label), 0) for c in per_frame):
+            return [math.nan] * len(per_frame)
+        return [_volume_ml(c, label, voxel_ml) for c in per_frame]
+
     curve = pd.DataFrame({
         "frame": np.arange(len(arr)),
         "time_ms": list(times) if times else [math.nan] * len(arr),
         "lv_volume_ml": [_volume_ml(c, labels.lv_blood, voxel_ml) for c in per_frame],
-        "lv_myo_volume_ml": [_volume_ml(c, labels.lv_myo, voxel_ml) for c in per_frame],
-        "rv_volume_ml": [_volume_ml(c, labels.rv_blood, voxel_ml) for c in per_frame],
+        "lv_myo_volume_ml": series(labels.lv_myo),
+        "rv_volume_ml": series(labels.rv_blood),
     })
     curve.attrs["columns"] = {
         "frame": "frame index (0-based)", "time_ms": "trigger time in ms",
         "lv_volume_ml": "LV blood-pool volume in mL (voxel count x voxel volume)",
-        "lv_myo_volume_ml": "LV myocardium volume in mL", "rv_volume_ml": "RV blood-pool volume in mL"}
+        "lv_myo_volume_ml": "LV myocardium volume in mL (NaN when no frame has the label)",
+        "rv_volume_ml": "RV blood-pool volume in mL (NaN when no frame has the label)"}
     lv = curve["lv_volume_ml"].to_numpy()
     flags: list[QCFlag] = []
     nonzero = np.flatnonzero(lv > 0)
@@ -432,5 +542,6 @@ def cine_function(
     qc = _slice_qc(arr[ed_t], cine, labels, f"ED (frame {ed_t})")
     if es_t != ed_t:
         qc += _slice_qc(arr[es_t], cine, labels, f"ES (frame {es_t})")
-    fn.qc_flags = flags + qc + _pair_flags(fn)
+    myo_flags = _myo_frame_flags(curve["lv_myo_volume_ml"].to_numpy(dtype=np.float64))
+    fn.qc_flags = flags + qc + _pair_flags(fn) + myo_flags
     return CineFunction(curve=curve, function=fn)

@@ -10,6 +10,8 @@ real voxel spacing; prediction and reference must share a grid unless ``resample
 * :mod:`~medcnn.metrics.agreement`: summaries with bootstrap CIs, Bland-Altman, Pearson r,
   ICC(2,1)/ICC(3,1), Lin's CCC, ACDC-style tables.
 * :mod:`~medcnn.metrics.evaluate`: every metric of a case, one row per structure.
+* :mod:`~medcnn.metrics.acdc`: the ACDC challenge tables (Dice/HD95/HD per structure and
+  phase; LV/RV EDV, ESV, EF and myocardial mass agreement), pooled and per group.
 * :mod:`~medcnn.metrics.policy`: the explicit empty-mask policy.
 * :mod:`~medcnn.metrics.grid`: grid checks, nearest-neighbour resampling, label masks.
 
@@ -18,6 +20,7 @@ See ``docs/metrics.md`` for definitions and how they differ from MONAI's.
 
 from __future__ import annotations
 
+from medcnn.metrics.acdc import AcdcStructures, acdc_evaluation
 from medcnn.metrics.agreement import (
     agreement_table,
     bland_altman,
@@ -48,6 +51,7 @@ __all__ = [
     "summarize", "bland_altman", "pearson_r", "icc", "icc_anova", "lin_ccc", "paired_agreement",
     "agreement_table",
     "evaluate_case", "aggregate", "volume_agreement",
+    "AcdcStructures", "acdc_evaluation",
     "align_to_reference", "resample_nearest", "label_mask",
     "EMPTY_POLICIES", "DEFAULT_EMPTY_POLICY",
 ]

@@ -22,14 +22,17 @@ import numpy as np
 
 from medcnn.volume import Geometry, Volume
 
-__all__ = ["overlay_png", "volume_curve_png", "display_arrays", "structure_centroid", "LABEL_COLOURS"]
+__all__ = ["overlay_png", "volume_curve_png", "display_arrays", "structure_centroid", "label_colour",
+           "LABEL_COLOURS"]
 
 #: Contour colours by label value (cycled); chosen to be distinguishable on grey scans.
 LABEL_COLOURS = ("#ff3b30", "#34c759", "#ffcc00", "#0a84ff", "#ff9f0a", "#bf5af2", "#64d2ff", "#ff2d55")
 _WORLD = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
 
 
-def _colour(label: int) -> str:
+def label_colour(label: int) -> str:
+    """Contour colour of a label value in :func:`overlay_png` (cycled :data:`LABEL_COLOURS`):
+    with the cardiac labels 1 LV blood pool red, 2 LV myocardium green, 3 RV blood pool yellow."""
     return LABEL_COLOURS[(int(label) - 1) % len(LABEL_COLOURS)]
 
 
@@ -86,13 +89,13 @@ def _draw_view(ax, img: np.ndarray, lab: np.ndarray, aspect: float, window: tupl
 
         rgba = np.zeros(lab.T.shape + (4,), dtype=np.float32)
         for v in labels:
-            rgba[lab.T == v] = to_rgba(_colour(v), alpha=0.28)
+            rgba[lab.T == v] = to_rgba(label_colour(v), alpha=0.28)
         ax.imshow(rgba, origin="lower", aspect=aspect, interpolation="nearest")
     if min(lab.shape) >= 2:
         for v in labels:
             m = (lab == v)
             if m.any() and not m.all():
-                ax.contour(m.T.astype(np.float32), levels=[0.5], colors=[_colour(v)], linewidths=1.2,
+                ax.contour(m.T.astype(np.float32), levels=[0.5], colors=[label_colour(v)], linewidths=1.2,
                            origin="lower")
     if invert_x:
         ax.invert_xaxis()
@@ -155,7 +158,7 @@ def overlay_png(
             ax = fig.add_subplot(len(rows), 3, r * 3 + v + 1)
             _draw_view(ax, im2, lb2, aspect, window, present, invert_x=inv, title=f"{title}: {vt}{note}")
     if all_labels:
-        handles = [Line2D([0], [0], color=_colour(v), lw=2) for v in sorted(all_labels)]
+        handles = [Line2D([0], [0], color=label_colour(v), lw=2) for v in sorted(all_labels)]
         fig.legend(handles, [f"{v}: {names.get(v, f'label_{v}')}" for v in sorted(all_labels)],
                    loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.93, bottom=0.1 if all_labels else 0.02, wspace=0.04,
@@ -172,6 +175,7 @@ def volume_curve_png(
     ed_index: int | None = None,
     es_index: int | None = None,
     title: str = "LV volume over the cardiac cycle",
+    colours: Mapping[str, str] | None = None,
     dpi: int = 80,
 ) -> bytes:
     """PNG of volume curves (mL) against time (ms), ED/ES frames marked.
@@ -180,6 +184,9 @@ def volume_curve_png(
         times_ms: time of each frame in ms (frame indices may be passed when unknown).
         curves_ml: name -> volume in mL per frame (same length as ``times_ms``).
         ed_index, es_index: frame indices of end-diastole / end-systole.
+        colours: curve name -> colour (e.g. :func:`label_colour` of the structure's label, so
+            a curve has the colour of the structure's overlay contour); default cycled
+            :data:`LABEL_COLOURS`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -190,7 +197,7 @@ def volume_curve_png(
     ax = fig.add_subplot(1, 1, 1)
     for i, (name, vals) in enumerate(curves_ml.items()):
         ax.plot(t, np.asarray(vals, dtype=np.float64), marker="o", ms=3, lw=1.5, label=name,
-                color=LABEL_COLOURS[i % len(LABEL_COLOURS)])
+                color=(colours or {}).get(name, LABEL_COLOURS[i % len(LABEL_COLOURS)]))
     for idx, name, style in ((ed_index, "ED", "--"), (es_index, "ES", ":")):
         if idx is not None and 0 <= idx < len(t):
             ax.axvline(t[idx], color="k", ls=style, lw=1)

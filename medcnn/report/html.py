@@ -115,6 +115,14 @@ def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
         cols["LV SV (mL)"] = card.get("lv_sv_ml")
         cols["LV EF (%)"] = card.get("lv_ef_percent")
         cols["LV mass (g)"] = card.get("lv_myocardial_mass_g")
+        if card.get("rv_edv_ml") is not None:  # None (NaN) when the RV is not labelled: no RV columns
+            cols["RV EDV (mL)"] = card.get("rv_edv_ml")
+            cols["RV ESV (mL)"] = card.get("rv_esv_ml")
+            cols["RV SV (mL)"] = card.get("rv_sv_ml")
+            cols["RV EF (%)"] = card.get("rv_ef_percent")
+        for side in ("lv", "rv"):
+            if card.get(f"{side}_cardiac_output_l_per_min") is not None:
+                cols[f"{side.upper()} CO (L/min)"] = card.get(f"{side}_cardiac_output_l_per_min")
         if card.get("ed_frame") is not None:
             cols["ED / ES frame"] = f"{card.get('ed_frame')} / {card.get('es_frame')}"
         return cols
@@ -219,12 +227,14 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
             f'<li><span class="qc">{_e(f.get("code"))}</span> {_e(f.get("message"))}</li>' for f in qc) + "</ul>")
     card = rec.get("cardiac")
     if card:
-        keys = [k for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_myo_ed_ml",
+        keys = [k for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_myo_ed_ml", "lv_myo_es_ml",
                             "lv_myocardial_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_percent",
-                            "heart_rate_bpm", "lv_cardiac_output_l_per_min", "ed_frame", "es_frame", "ed_time_ms",
-                            "es_time_ms") if card.get(k) is not None]
+                            "heart_rate_bpm", "lv_cardiac_output_l_per_min", "rv_cardiac_output_l_per_min",
+                            "ed_frame", "es_frame", "ed_time_ms", "es_time_ms") if card.get(k) is not None]
         parts.append(_table(["measure", "value", "definition"],
                             [[unit_header(k), card.get(k), columns.get(k, "")] for k in keys]))
+        if card.get("rv_note"):
+            parts.append(f'<p class="muted">{_e(card.get("rv_note"))}</p>')
     vols = rec.get("volumes") or []
     if vols:
         has_ref = any(v.get("reference_volume_ml") is not None for v in vols)

@@ -13,6 +13,10 @@ Figures (matplotlib Agg canvas, no pyplot state):
 * ``metric_distributions.png``: per metric (Dice, HD95, ASSD, NSD), one box per
   structure with every case drawn as a point.
 
+With an ACDC evaluation (:func:`medcnn.metrics.acdc.acdc_evaluation`) also
+``acdc_geometric.csv``, ``acdc_clinical.csv``, ``acdc_subjects.csv`` and ``acdc.json``, and
+its tables in the HTML page.
+
 The HTML page embeds the PNGs as base64 ``data:`` URIs and has no external resources.
 """
 
@@ -44,6 +48,10 @@ VALIDATION_FILES = {
     "scatter": "volume_scatter.png",
     "distributions": "metric_distributions.png",
     "html": "report.html",
+    "acdc_geometric": "acdc_geometric.csv",
+    "acdc_clinical": "acdc_clinical.csv",
+    "acdc_subjects": "acdc_subjects.csv",
+    "acdc": "acdc.json",
 }
 
 _DIST_METRICS = ("dice", "hd95_mm", "assd_mm", "nsd")
@@ -65,7 +73,7 @@ def _labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Mapping[str, Any],
-                             cases: Sequence[Mapping[str, Any]], cardiac: Sequence[Mapping[str, Any]] | None = None,
+                             cases: Sequence[Mapping[str, Any]], acdc: Mapping[str, Any] | None = None,
                              n_bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The content of ``summary.json``.
 
@@ -74,8 +82,7 @@ def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Map
         settings: the evaluation settings (tolerance, percentile, empty policy, ...).
         cases: one dict per case: ``case_id``, ``pred``, ``ref`` (paths), ``pred_sha256``,
             ``ref_sha256``, ``error``.
-        cardiac: optional ACDC-style agreement rows (see
-            :func:`medcnn.metrics.agreement.agreement_table`).
+        acdc: optional ACDC evaluation (:func:`medcnn.metrics.acdc.acdc_evaluation`).
         n_bootstrap, seed: bootstrap settings for the confidence intervals.
     """
     from medcnn.metrics.evaluate import aggregate, definitions, volume_agreement
@@ -98,7 +105,7 @@ def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Map
                    "rows": len(rows), "evaluated_rows": len(_ok(rows))},
         "aggregates": aggregate(rows, n_bootstrap=n_bootstrap, seed=seed),
         "volume_agreement": volume_agreement(rows),
-        "cardiac_agreement": list(cardiac or []),
+        **({"acdc": dict(acdc)} if acdc else {}),
         "cases": [dict(c) for c in cases],
     }
 
@@ -259,6 +266,38 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], row_classes: S
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _acdc_html(acdc: Mapping[str, Any], pct: float) -> str:
+    hd = f"hd{pct:g}_mm"
+    parts = ["<h2>ACDC-style evaluation</h2>",
+             f'<p class="muted">As reported by {_e(acdc.get("reference"))}. Structures (evaluated label): '
+             + _e(", ".join(f"{k} {v}" for k, v in (acdc.get("structures") or {}).items() if v is not None))
+             + ". Mean ± SD over cases; SD with ddof = 1.</p>"]
+    groups = list(dict.fromkeys([r["group"] for r in acdc.get("geometric") or []]
+                                + [r["group"] for r in acdc.get("clinical") or []]))
+    for group in groups:
+        geo = [r for r in acdc.get("geometric") or [] if r["group"] == group]
+        clin = [r for r in acdc.get("clinical") or [] if r["group"] == group]
+        parts.append(f"<h3>{_e('all subjects' if group == 'all' else 'group ' + group)}</h3>")
+        if geo:
+            parts.append(_table(["structure", "phase", "n", "Dice mean", "Dice SD", f"HD{pct:g} mean (mm)",
+                                 f"HD{pct:g} SD (mm)", "HD mean (mm)", "HD SD (mm)"],
+                                [[r["structure"], r["phase"], r["n"], r.get("dice_mean"), r.get("dice_sd"),
+                                  r.get(f"{hd}_mean"), r.get(f"{hd}_sd"), r.get("hd_mm_mean"), r.get("hd_mm_sd")]
+                                 for r in geo]))
+        if clin:
+            parts.append(_table(["index", "unit", "n", "reference mean", "predicted mean", "Pearson r", "bias",
+                                 "SD of differences", "LoA low", "LoA high"],
+                                [[r["index"], r["unit"], r["n"], r.get("ref_mean"), r.get("pred_mean"),
+                                  r.get("pearson_r"), r.get("bias"), r.get("sd_diff"), r.get("loa_lower"),
+                                  r.get("loa_upper")] for r in clin]))
+    notes = acdc.get("notes") or []
+    if notes:
+        parts.append('<ul class="muted">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    defs = acdc.get("definitions") or {}
+    parts.append('<p class="muted">' + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in defs.items()) + "</p>")
+    return "".join(parts)
+
+
 def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                            figures: Mapping[str, bytes]) -> str:
     """One self-contained HTML page (figures inline as base64 PNG)."""
@@ -300,13 +339,9 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
         parts.append('<p class="muted">ICC(2,1): two-way random, absolute agreement, single measurement '
                      "(McGraw &amp; Wong ICC(A,1)); ICC(3,1): two-way mixed, consistency (ICC(C,1)). "
                      "LoA = bias &plusmn; 1.96 SD.</p>")
-    card = summary.get("cardiac_agreement") or []
-    if card:
-        parts.append("<h2>Cardiac indices (ACDC-style)</h2>")
-        parts.append(_table(["index", "n", "corr", "bias", "SD", "LoA low", "LoA high", "ICC(2,1)", "Lin CCC"],
-                            [[c.get("measurement"), c.get("n"), c.get("corr"), c.get("bias"), c.get("sd"),
-                              c.get("loa_lower"), c.get("loa_upper"), c.get("icc_a1"), c.get("lin_ccc")]
-                             for c in card]))
+    acdc = summary.get("acdc")
+    if acdc:
+        parts.append(_acdc_html(acdc, pct))
     titles = {"bland_altman": "Bland-Altman plot of volumes", "scatter": "Predicted vs reference volume",
               "distributions": "Metric distributions per structure"}
     for key in ("bland_altman", "scatter", "distributions"):
@@ -365,6 +400,13 @@ def write_validation_report(rows: Sequence[Mapping[str, Any]], summary: Mapping[
     for key, png in figures.items():
         paths[key] = _write_bytes(out / VALIDATION_FILES[key], png)
     paths["html"] = write_text(out / VALIDATION_FILES["html"], html_text)
+    acdc = summary.get("acdc")
+    if acdc:
+        for key in ("geometric", "clinical", "subjects"):
+            paths[f"acdc_{key}"] = write_text(out / VALIDATION_FILES[f"acdc_{key}"],
+                                              pd.DataFrame(list(acdc[key]), columns=(acdc.get("columns") or {})
+                                                           .get(key)).to_csv(index=False))
+        paths["acdc"] = write_json(acdc, out / VALIDATION_FILES["acdc"])
     full = dict(summary)
     full["outputs"] = {k: p.name for k, p in paths.items()} | {"summary": VALIDATION_FILES["summary"]}
     paths["summary"] = write_json(full, out / VALIDATION_FILES["summary"])
