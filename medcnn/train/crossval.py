@@ -1,0 +1,159 @@
+"""Cross-validation summaries: the held-out evaluations of k fold models in one table.
+
+Each fold's bundle records its held-out evaluation (``provenance.validation``, written by
+:func:`medcnn.train.loop.train`; see :func:`medcnn.train.evaluate.evaluate_bundle`) and,
+when the config has an external test set, ``validation["external"]``. This module pools
+them the way papers report cross-validation:
+
+* per fold: mean Dice per structure over the held-out cases (ED and ES pooled), mean
+  absolute LV and RV EF error (points) over the held-out patients;
+* the mean over folds of those numbers (the headline figure) and their range;
+* per phase (ED / ES) and per stratum (e.g. ACDC pathology, the case field ``group``),
+  pooled over every held-out case of every fold (each case is held out exactly once);
+* the external test set: per patient, the EF error of every fold model and their mean.
+
+Inputs are plain JSON-able dicts; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["summarise_folds", "crossval_markdown"]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def _dice_by(cases: Sequence[Mapping[str, Any]], key) -> dict[str, dict[str, float | None]]:
+    """Mean Dice per structure for each value of ``key(case)``."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for c in cases:
+        k = key(c)
+        if k is None:
+            continue
+        for name, d in c.get("dice", {}).items():
+            out.setdefault(str(k), {}).setdefault(name, []).append(d)
+    return {k: {n: _mean(v) for n, v in d.items()} for k, d in sorted(out.items())}
+
+
+def _ef_errors(validation: Mapping[str, Any], prefix: str) -> list[Mapping[str, Any]]:
+    return list(validation.get(f"{prefix}ejection_fraction") or [])
+
+
+def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: str | None = "group"
+                    ) -> dict[str, Any]:
+    """Pool the held-out evaluations of the fold models (fold ``i`` = ``validations[i]``).
+
+    Returns a JSON-able dict with ``folds``, ``mean_over_folds``, ``range_over_folds``,
+    ``by_phase``, ``by_stratum`` (when ``stratum_field`` is a case ``meta`` field) and
+    ``external`` (when the folds carry ``validation["external"]``). Dice values are
+    fractions, EF errors absolute percentage points.
+    """
+    folds, all_cases, ef_all = [], [], {"": [], "rv_": []}
+    for i, v in enumerate(validations):
+        row: dict[str, Any] = {"fold": i, "n_cases": int(v.get("n_cases", len(v.get("cases", [])))),
+                               "dice": dict(v.get("mean_dice", {}))}
+        for prefix in ("", "rv_"):
+            key = f"mean_abs_{prefix}ef_error_points"
+            row[key] = v.get(key)
+            ef_all[prefix] += _ef_errors(v, prefix)
+        folds.append(row)
+        all_cases += list(v.get("cases", []))
+    structures = sorted({n for f in folds for n in f["dice"]})
+    metrics = [f"dice.{n}" for n in structures] + ["mean_abs_ef_error_points", "mean_abs_rv_ef_error_points"]
+
+    def value(f: Mapping[str, Any], m: str):
+        return f["dice"].get(m[5:]) if m.startswith("dice.") else f.get(m)
+
+    mean_over, range_over = {}, {}
+    for m in metrics:
+        vals = [value(f, m) for f in folds if value(f, m) is not None]
+        if vals:
+            mean_over[m] = float(np.mean(vals))
+            range_over[m] = [float(min(vals)), float(max(vals))]
+    summary: dict[str, Any] = {
+        "n_folds": len(folds), "folds": folds, "mean_over_folds": mean_over, "range_over_folds": range_over,
+        "by_phase": _dice_by(all_cases, lambda c: str(c.get("meta", {}).get("phase", "")).upper() or None),
+        "rules": "Dice: mean over a fold's held-out cases (ED and ES pooled), then mean over folds; EF error: "
+                 "|predicted - reference| in points per held-out patient (volumes from voxel counts), mean per "
+                 "fold, then mean over folds; by_phase / by_stratum pool every held-out case once."}
+    if stratum_field:
+        patient_stratum = {c.get("group"): c.get("meta", {}).get(stratum_field) for c in all_cases}
+        if any(v is not None for v in patient_stratum.values()):
+            by = _dice_by(all_cases, lambda c: c.get("meta", {}).get(stratum_field))
+            strata = {k: {"dice": d} for k, d in by.items()}
+            for prefix in ("", "rv_"):
+                for s in strata:
+                    errs = [e["abs_error_points"] for e in ef_all[prefix] if patient_stratum.get(e["patient"]) == s]
+                    strata[s][f"mean_abs_{prefix}ef_error_points"] = _mean(errs)
+            summary["by_stratum"] = {"field": stratum_field, "strata": strata}
+    externals = [v.get("external") for v in validations]
+    if any(externals):
+        per_patient: dict[str, dict[str, Any]] = {}
+        for i, ext in enumerate(externals):
+            for e in _ef_errors(ext or {}, ""):
+                p = per_patient.setdefault(e["patient"], {"patient": e["patient"], "ref_ef_percent": e["ref_ef_percent"],
+                                                          "ef_error_points_by_fold": {}})
+                p["ef_error_points_by_fold"][str(i)] = float(e["ef_percent"] - e["ref_ef_percent"])
+        for p in per_patient.values():
+            p["mean_ef_error_points"] = _mean(list(p["ef_error_points_by_fold"].values()))
+        summary["external"] = {
+            "n_cases": int(np.mean([len((e or {}).get("cases", [])) for e in externals])),
+            "mean_dice_over_folds": {n: _mean([(e or {}).get("mean_dice", {}).get(n) for e in externals])
+                                     for n in sorted({n for e in externals for n in (e or {}).get("mean_dice", {})})},
+            "lv_ef_error_per_patient": [per_patient[k] for k in sorted(per_patient)],
+            "rules": "each fold model on every external case (none of them trained on these); EF error signed, "
+                     "predicted - reference, points"}
+    return summary
+
+
+def _fmt(v: Any, points: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.1f}" if points else f"{v:.3f}"
+
+
+def crossval_markdown(summary: Mapping[str, Any]) -> str:
+    """Markdown tables of :func:`summarise_folds` (for docs/training.md and the notes)."""
+    structures = sorted({m[5:] for m in summary["mean_over_folds"] if m.startswith("dice.")})
+    head = "| fold | cases | " + " | ".join(f"{s} Dice" for s in structures) + " | LV EF abs err (points) | RV EF abs err (points) |"
+    lines = [head, "|" + "---|" * (len(structures) + 4)]
+
+    def row(label: str, n: Any, dice: Mapping[str, Any], lv: Any, rv: Any) -> str:
+        return f"| {label} | {n} | " + " | ".join(_fmt(dice.get(s)) for s in structures) + \
+            f" | {_fmt(lv, True)} | {_fmt(rv, True)} |"
+
+    for f in summary["folds"]:
+        lines.append(row(str(f["fold"]), f["n_cases"], f["dice"], f["mean_abs_ef_error_points"],
+                         f["mean_abs_rv_ef_error_points"]))
+    m = summary["mean_over_folds"]
+    lines.append(row("**mean**", "", {s: m.get(f"dice.{s}") for s in structures}, m.get("mean_abs_ef_error_points"),
+                     m.get("mean_abs_rv_ef_error_points")))
+    lines += ["", "| phase | " + " | ".join(f"{s} Dice" for s in structures) + " |", "|" + "---|" * (len(structures) + 1)]
+    for ph, d in summary["by_phase"].items():
+        lines.append(f"| {ph} | " + " | ".join(_fmt(d.get(s)) for s in structures) + " |")
+    if "by_stratum" in summary:
+        st = summary["by_stratum"]
+        lines += ["", f"| {st['field']} | " + " | ".join(f"{s} Dice" for s in structures)
+                  + " | LV EF abs err | RV EF abs err |", "|" + "---|" * (len(structures) + 3)]
+        for k, d in st["strata"].items():
+            lines.append(f"| {k} | " + " | ".join(_fmt(d["dice"].get(s)) for s in structures)
+                         + f" | {_fmt(d['mean_abs_ef_error_points'], True)} | {_fmt(d['mean_abs_rv_ef_error_points'], True)} |")
+    if "external" in summary:
+        ext = summary["external"]
+        folds = sorted({k for p in ext["lv_ef_error_per_patient"] for k in p["ef_error_points_by_fold"]}, key=int)
+        lines += ["", "External test, mean Dice over the fold models: "
+                  + ", ".join(f"{k} {_fmt(v)}" for k, v in ext["mean_dice_over_folds"].items()), "",
+                  "| patient | reference LV EF (%) | " + " | ".join(f"fold {k}" for k in folds) + " | mean |",
+                  "|" + "---|" * (len(folds) + 3)]
+        for p in ext["lv_ef_error_per_patient"]:
+            lines.append(f"| {p['patient']} | {p['ref_ef_percent']:.1f} | "
+                         + " | ".join(f"{p['ef_error_points_by_fold'].get(k, float('nan')):+.1f}" for k in folds)
+                         + f" | {p['mean_ef_error_points']:+.1f} |")
+    return "\n".join(lines) + "\n"
