@@ -46,3 +46,8 @@ def test_bench_metrics_measure_and_batch_run_small():
     assert "baseline" in out.lower()
     out = _run("bench_batch.py", "--cases", "2", "--shape", "32", "32", "16", "--repeats", "1")
     assert "baseline" in out.lower() or "bare" in out.lower()
+
+
+def test_bench_training_prints_step_time_against_the_network_alone():
+    out = _run("bench_training.py", "--steps", "1")
+    assert "network alone (baseline)" in out and "whole training step" in out and "CPU hours" in out
