@@ -133,8 +133,7 @@ def _deidentify(ds: Any) -> None:
         if kw in ds:
             delattr(ds, kw)
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = ("medcnn: patient and study identifiers emptied or removed; "
-                                 "UIDs retained to reference the source series")
+    ds.DeidentificationMethod = "medcnn: patient/study identifiers removed; UIDs kept"
 
 
 def _atomic_save(ds: Any, out: Path) -> Path:
