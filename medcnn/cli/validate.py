@@ -1,7 +1,8 @@
 """``medcnn validate --pred DIR --ref DIR --out DIR``: metrics of predictions against references.
 
 Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.gz``,
-``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), or a CSV (``--pairs``) with columns ``pred``,
+``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; DICOM RTSTRUCT / SEG files as ``<case>.dcm``, an
+RTSTRUCT being rasterised on the prediction's grid), or a CSV (``--pairs``) with columns ``pred``,
 ``ref`` and optionally ``case_id``, ``subject`` and ``phase`` (relative paths are relative to
 the CSV's folder). A missing or unreadable file, or a case that fails, becomes a row with
 an ``error`` message and the others continue; the exit code is then 2.
@@ -41,7 +42,8 @@ def register(sub) -> None:
                     "reference geometry) and write metrics.csv, summary.json, PNG plots and report.html.",
         epilog="Exit codes: 0 every case evaluated, 2 some case failed or bad arguments, 1 internal error.")
     p.add_argument("--pred", help="folder of predicted label maps")
-    p.add_argument("--ref", help="folder of reference label maps (same file names)")
+    p.add_argument("--ref", help="folder of reference label maps (same file names); DICOM RTSTRUCT or SEG "
+                                 "references as <case>.dcm (an RTSTRUCT is rasterised on the prediction's grid)")
     p.add_argument("--pairs", help="CSV with columns pred,ref[,case_id,subject,phase] instead of name matching")
     p.add_argument("--pred-suffix", default="", metavar="SUFFIX",
                    help="name ending that marks predictions, removed before matching: '_labels' pairs "
@@ -96,8 +98,12 @@ def parse_labels(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
 
 
 def _strip_suffix(name: str) -> str | None:
+    """Case key of a label file: the name without its image extension; DICOM annotations
+    (RTSTRUCT / SEG) may be named ``<case>.dcm``."""
     from medcnn.io import image_stem
 
+    if name.lower().endswith(".dcm") and len(name) > 4:
+        return name[:-4]
     return image_stem(name)
 
 
@@ -227,7 +233,7 @@ def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> 
 
 def run(args: argparse.Namespace) -> int:
     from medcnn.errors import ConfigError, MedcnnError
-    from medcnn.io import read_volume
+    from medcnn.io import annotation_kind, read_labels
     from medcnn.metrics.agreement import agreement_table
     from medcnn.metrics.evaluate import evaluate_case, metric_columns
     from medcnn.report.provenance import file_sha256
@@ -274,8 +280,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"medcnn validate: error: {cid}: {case['error']}", file=sys.stderr)
             continue
         try:
-            pred = read_volume(case["pred"], kind="label", require_3d=True)
-            ref = read_volume(case["ref"], kind="label", require_3d=True)
+            pred = read_labels(case["pred"])
+            # an RT Structure Set is rasterised on the prediction's grid (the scan's grid)
+            ref = read_labels(case["ref"], reference=pred if annotation_kind(case["ref"]) == "rtstruct" else None)
             case_rows = evaluate_case(
                 pred, ref, labels=labels, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
                 empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,

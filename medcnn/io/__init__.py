@@ -24,6 +24,7 @@ from medcnn.volume import Volume, VolumeKind
 __all__ = [
     "read_volume",
     "read_labels",
+    "annotation_kind",
     "write_volume",
     "list_dicom_series",
     "read_dicom_identifiers",
@@ -116,6 +117,17 @@ def read_labels(path: str | PathLike[str], reference: "Volume | str | PathLike[s
     from medcnn.io._labels import read_labels as _read_labels
 
     return _read_labels(path, reference, roi=roi)
+
+
+def annotation_kind(path: str | PathLike[str]) -> str | None:
+    """``"rtstruct"`` or ``"seg"`` when ``path`` is (or is a folder holding just) a DICOM RT
+    Structure Set or Segmentation; ``None`` for anything else (label images, image series)."""
+    from medcnn.io._labels import find_annotation
+
+    p = Path(path)
+    check_exists(p)
+    found = find_annotation(p)
+    return None if found is None else found[1]
 
 
 def write_volume(volume: Volume, path: str | PathLike[str]) -> Path:
