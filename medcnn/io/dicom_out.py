@@ -25,7 +25,8 @@ import numpy as np
 from medcnn.errors import DimensionError, DicomSeriesError, InvalidLabelError
 from medcnn.volume import Volume
 
-__all__ = ["AlgorithmInfo", "SEGMENT_CODES", "segment_codes", "write_dicom_seg", "write_dicom_sr",
+__all__ = ["AlgorithmInfo", "SEGMENT_CODES", "CARDIAC_SR_CODES", "segment_codes", "write_dicom_seg",
+           "write_dicom_sr", "write_dicom_results", "algorithm_from_model", "is_dicom_series",
            "DEIDENTIFIED_KEYWORDS"]
 
 #: label name (lower case, ``_``/``-`` read as spaces) -> (category, type) as
@@ -300,3 +301,40 @@ def _grid_of(seg_ds: Any, source: str | Path) -> Volume:
     from medcnn.io import read_volume
 
     return read_volume(source, series=str(seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID))
+
+
+def algorithm_from_model(name: str, *, weights_sha256: str | None, spec_sha256: str | None) -> AlgorithmInfo:
+    """:class:`AlgorithmInfo` of a model bundle: version = first 16 hex digits of its spec
+    SHA-256 (weights + every setting that decides predictions); both hashes in full as
+    parameters."""
+    params = {k: v for k, v in (("weights_sha256", weights_sha256), ("spec_sha256", spec_sha256)) if v}
+    return AlgorithmInfo(name=str(name)[:64], version=(spec_sha256 or weights_sha256 or "unknown")[:16],
+                         parameters=params)
+
+
+def is_dicom_series(path: str | Path, volume: Volume) -> bool:
+    """True when ``volume`` was read from the DICOM series folder ``path``."""
+    return Path(path).is_dir() and volume.meta.get("format") == "dicom"
+
+
+def write_dicom_results(labels: Volume, source: str | Path, seg_path: str | Path, sr_path: str | Path, *,
+                        label_names: Mapping[Any, str] | None, volumes_ml: Mapping[int, float],
+                        algorithm: AlgorithmInfo | None = None, cardiac: Mapping[str, float] | None = None,
+                        lv_label: int | None = None, include_identifiers: bool = False) -> list[Path]:
+    """SEG of ``labels`` and the SR of its measurements (``volumes_ml``: ``{label value: mL}``,
+    as in the CSV report) for one DICOM series; both or neither are left on disk.
+
+    Returns:
+        ``[seg_path, sr_path]``.
+    """
+    seg = write_dicom_seg(labels, source, seg_path, label_names=label_names, algorithm=algorithm,
+                          include_identifiers=include_identifiers)
+    try:
+        by_segment = {n: float(volumes_ml[v]) for n, (v, _) in seg["segments"].items() if v in volumes_ml}
+        lv_segment = next((n for n, (v, _) in seg["segments"].items() if v == lv_label), None)
+        write_dicom_sr(seg, source, sr_path, volumes_ml=by_segment, cardiac=cardiac, lv_segment=lv_segment,
+                       algorithm=algorithm, include_identifiers=include_identifiers)
+    except BaseException:
+        Path(seg_path).unlink(missing_ok=True)
+        raise
+    return [Path(seg_path), Path(sr_path)]
