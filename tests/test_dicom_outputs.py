@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicom_factory import write_series
+from dicom_factory import voxel_to_lps, write_rtstruct, write_series
 from test_batch_support import make_bundle
 from medcnn.cli import main
 from medcnn.io import read_labels, read_volume, write_volume
@@ -40,10 +40,14 @@ def batch(bundle, tmp_path_factory):
     write_volume(read_volume(root / "in" / "scan1"), root / "in" / "nifti1.nii.gz")
     (root / "in" / "broken").mkdir()
     (root / "in" / "broken" / "x.dcm").write_bytes(b"not dicom")
+    # a reference outline for scan1 as an RT Structure Set: 4 x 3 voxels on slice 2
+    square = voxel_to_lps([[2.5, 3.5, 2], [6.5, 3.5, 2], [6.5, 6.5, 2], [2.5, 6.5, 2]], spacing=SERIES["spacing"],
+                          dz=SERIES["dz"])
+    write_rtstruct(root / "ref" / "scan1_RS.dcm", {"LV": [square]}, series_uid="1.2.3.4.1")
     manifest = root / "cases.csv"
-    rows = ["case_id,image,ed,es", f"scan1,{root / 'in' / 'scan1'},,", f"h1,,{root / 'in' / 'h1_ED'},"
-            f"{root / 'in' / 'h1_ES'}", f"cine1,{root / 'in' / 'cine1'},,", f"nifti1,{root / 'in' / 'nifti1.nii.gz'},,",
-            f"broken,{root / 'in' / 'broken'},,"]
+    rows = ["case_id,image,ed,es,label", f"scan1,{root / 'in' / 'scan1'},,,{root / 'ref' / 'scan1_RS.dcm'}",
+            f"h1,,{root / 'in' / 'h1_ED'},{root / 'in' / 'h1_ES'},", f"cine1,{root / 'in' / 'cine1'},,,",
+            f"nifti1,{root / 'in' / 'nifti1.nii.gz'},,,", f"broken,{root / 'in' / 'broken'},,,"]
     manifest.write_text("\n".join(rows) + "\n")
     out = root / "out"
     rc = main(["run", str(manifest), "--model", str(bundle), "--out", str(out), "--dicom", "--no-progress",
@@ -110,6 +114,8 @@ def test_sr_one_group_per_segment_with_csv_volumes(batch):
     mine = vols[vols["case_id"] == "scan1"].set_index("label")
     for number in (1, 2):
         assert groups[number]["Volume"] == mine.loc[number, "volume_ml"]
+    # the RTSTRUCT reference (manifest label column) was rasterised on the scan's grid
+    assert mine.loc[1, "reference_volume_ml"] == pytest.approx(12 * 1.4 * 1.3 * 6.0 / 1000)
     ev = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
     assert seg.SOPInstanceUID in {str(i.ReferencedSOPInstanceUID) for s in ev for i in s.ReferencedSOPSequence}
 

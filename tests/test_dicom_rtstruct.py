@@ -167,3 +167,19 @@ def test_sarcoma_rtstruct_matches_independent_voxelisation(shared_data):
     dice = 2 * (a & b).sum() / (a.sum() + b.sum())
     assert dice >= 0.97
     assert abs(int(a.sum()) - int(b.sum())) / b.sum() <= 0.03
+
+
+def test_training_label_entry_may_be_an_rtstruct(tmp_path):
+    import json
+
+    from medcnn.train._compat import make_preprocess
+    from medcnn.train.datasets import load_dataset_json
+
+    g = _series(tmp_path, "oblique")
+    write_rtstruct(tmp_path / "mask" / "RS.dcm", {"sq": [_square(1.5, 4.5, 0.5, 3.5, 1, g)],
+                                                  "ring": [_square(5.5, 12.5, 1.5, 9.5, 3, g)]})
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [{"image": "image", "label": "mask/RS.dcm"}]}))
+    (case,) = load_dataset_json(tmp_path / "dataset.json")
+    image, label, _ = make_preprocess({"orientation": None, "target_spacing": None})(case)
+    assert image.shape[1:] == label.shape == (14, 12, 5)
+    assert (label == 1).sum() == 9 and (label == 2).sum() == 7 * 8
