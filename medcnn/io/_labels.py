@@ -54,7 +54,7 @@ def find_annotation(path: Path) -> tuple[Path, str] | None:
         ds = _dcmread(path, header_only=True)
         kind = annotation_kind(ds) if ds is not None else None
         return (path, kind) if kind else None
-    found, images = [], 0
+    found = []
     for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
         ds = _dcmread(f, header_only=True)
         if ds is None:
@@ -63,10 +63,10 @@ def find_annotation(path: Path) -> tuple[Path, str] | None:
         if kind:
             found.append((f, kind))
         elif "ImagePositionPatient" in ds:
-            images += 1
-    if len(found) == 1 and images == 0:
+            return None  # an image series (perhaps with its annotations): not an annotation folder
+    if len(found) == 1:
         return found[0]
-    if len(found) > 1 and images == 0:
+    if len(found) > 1:
         raise AnnotationError.expected("one RTSTRUCT or SEG file in the folder", f"{len(found)}: "
                                        + ", ".join(f.name for f, _ in found[:5]), path=path,
                                        hint="name the file itself")

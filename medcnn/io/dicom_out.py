@@ -90,8 +90,9 @@ def segment_codes(name: str) -> tuple[tuple[str, str, str], tuple[str, str, str]
     return SEGMENT_CODES.get(_norm(name), GENERIC_CODE)
 
 
-def _source_series(source: str | Path, geometry_of: Volume) -> tuple[list[Any], Volume]:
-    """Headers of the source series sorted as medcnn's K axis, and the series Volume."""
+def _source_series(source: str | Path, labels: Volume) -> tuple[list[Any], Volume]:
+    """Headers of the source series (the one on ``labels``' grid when the folder holds several)
+    sorted as medcnn's K axis, and the series Volume."""
     from medcnn.io import list_dicom_series, read_volume
     from medcnn.io._dicom import _read_headers
 
@@ -99,32 +100,27 @@ def _source_series(source: str | Path, geometry_of: Volume) -> tuple[list[Any], 
     if not folder.is_dir():
         raise DicomSeriesError.expected("the DICOM image series folder the label map was computed from",
                                         "a file" if folder.exists() else "nothing at that path", path=folder)
-    series = list_dicom_series(folder)
-    chosen = None
+    uids = [s["uid"] for s in list_dicom_series(folder)]
     vol = None
-    for s in series:
-        v = read_volume(folder, series=s["uid"]) if len(series) > 1 else read_volume(folder)
-        if v.leading_axis is not None:
+    for uid in uids or [None]:
+        vol = read_volume(folder, series=uid if len(uids) > 1 else None)
+        if vol.leading_axis is not None:
             raise DimensionError.expected("a 3D DICOM series for SEG/SR output",
-                                          f"a cine series with {v.array.shape[0]} frames", path=folder,
+                                          f"a cine series with {vol.array.shape[0]} frames", path=folder,
                                           hint="cine (4D) results are written as NIfTI only")
-        if v.geometry.isclose(geometry_of.geometry, atol_mm=1e-3):
-            chosen, vol = s["uid"], v
+        if vol.geometry.isclose(labels.geometry, atol_mm=1e-3):
             break
-    if chosen is None:
-        if vol is None and series:
-            vol = read_volume(folder, series=series[0]["uid"])
-        if vol is not None:
-            vol.geometry.check_matches(geometry_of.geometry, atol_mm=1e-3, what="label map and DICOM source series")
-        raise DicomSeriesError.expected("a DICOM image series", "none", path=folder)
+    assert vol is not None
+    vol.geometry.check_matches(labels.geometry, atol_mm=1e-3, what="label map and DICOM source series")
+    chosen = uid
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         headers, _ = _read_headers(folder)
-    dss = [ds for _, ds in headers if str(getattr(ds, "SeriesInstanceUID", "")) == chosen]
+    dss = [ds for _, ds in headers if chosen is None or str(getattr(ds, "SeriesInstanceUID", "")) == chosen]
     iop = np.asarray([float(v) for v in dss[0].ImageOrientationPatient])
     normal = np.cross(iop[:3], iop[3:])
     dss.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
-    return dss, vol  # type: ignore[return-value]
+    return dss, vol
 
 
 def _deidentify(ds: Any) -> None:
@@ -170,7 +166,7 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
 
     Returns:
         ``{"path", "sop_instance_uid", "series_instance_uid", "segments": {number: (value, name)},
-        "dataset"}``.
+        "dataset", "source_datasets"}`` (the source headers, in slice order).
     """
     import highdicom as hd
 
@@ -219,7 +215,8 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     _atomic_save(seg, out)
     return {"path": out, "sop_instance_uid": str(seg.SOPInstanceUID),
             "series_instance_uid": str(seg.SeriesInstanceUID),
-            "segments": {n: (v, names[v]) for n, v in enumerate(values, start=1)}, "dataset": seg}
+            "segments": {n: (v, names[v]) for n, v in enumerate(values, start=1)}, "dataset": seg,
+            "source_datasets": dss}
 
 
 #: Cardiac measurements of the LV group: (column in medcnn's cardiac table, code, unit).
@@ -232,15 +229,15 @@ CARDIAC_SR_CODES = {
 }
 
 
-def write_dicom_sr(seg: Mapping[str, Any], source: str | Path, out: str | Path, *,
+def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
                    volumes_ml: Mapping[int, float], cardiac: Mapping[str, float] | None = None,
                    lv_segment: int | None = None, algorithm: AlgorithmInfo | None = None,
                    include_identifiers: bool = False) -> dict[str, Any]:
     """Write a TID 1500 measurement report referencing the SEG written by :func:`write_dicom_seg`.
 
     Args:
-        seg: the dict returned by :func:`write_dicom_seg`.
-        source: the DICOM image series folder (same as for the SEG).
+        seg: the dict returned by :func:`write_dicom_seg` (its SEG and source headers are
+            the evidence).
         volumes_ml: ``{segment number: volume in mL}``; one measurement group per segment.
         cardiac: optional ``{"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent"}`` values,
             added to the group of ``lv_segment``.
@@ -255,7 +252,7 @@ def write_dicom_sr(seg: Mapping[str, Any], source: str | Path, out: str | Path, 
 
     out = Path(out)
     seg_ds = seg["dataset"]
-    dss, _ = _source_series(source, _grid_of(seg_ds, source))
+    dss = list(seg["source_datasets"])
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -297,12 +294,6 @@ def write_dicom_sr(seg: Mapping[str, Any], source: str | Path, out: str | Path, 
     return {"path": out, "sop_instance_uid": str(sr.SOPInstanceUID), "dataset": sr}
 
 
-def _grid_of(seg_ds: Any, source: str | Path) -> Volume:
-    from medcnn.io import read_volume
-
-    return read_volume(source, series=str(seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID))
-
-
 def algorithm_from_model(name: str, *, weights_sha256: str | None, spec_sha256: str | None) -> AlgorithmInfo:
     """:class:`AlgorithmInfo` of a model bundle: version = first 16 hex digits of its spec
     SHA-256 (weights + every setting that decides predictions); both hashes in full as
@@ -332,7 +323,7 @@ def write_dicom_results(labels: Volume, source: str | Path, seg_path: str | Path
     try:
         by_segment = {n: float(volumes_ml[v]) for n, (v, _) in seg["segments"].items() if v in volumes_ml}
         lv_segment = next((n for n, (v, _) in seg["segments"].items() if v == lv_label), None)
-        write_dicom_sr(seg, source, sr_path, volumes_ml=by_segment, cardiac=cardiac, lv_segment=lv_segment,
+        write_dicom_sr(seg, sr_path, volumes_ml=by_segment, cardiac=cardiac, lv_segment=lv_segment,
                        algorithm=algorithm, include_identifiers=include_identifiers)
     except BaseException:
         Path(seg_path).unlink(missing_ok=True)
