@@ -158,3 +158,19 @@ def test_seg_on_another_grid_refused(tmp_path):
     write_series(tmp_path / "other", n_slices=6, rows=12, cols=14, origin=(11.0, -20.0, 30.0), series_uid="5.6.7")
     with pytest.raises(GeometryMismatchError, match=r"seg.dcm: expected SEG frames on the grid"):
         read_labels(tmp_path / "seg.dcm", reference=tmp_path / "other")
+
+
+@pytest.mark.realdata
+def test_sarcoma_ct_rtstruct_to_seg_round_trip(shared_data, tmp_path):
+    """Real CT headers: RTSTRUCT -> label map -> SEG on the CT series -> the same voxels,
+    and (where dciodvfy is installed) a conformant SEG."""
+    case = shared_data / "sarcoma" / "STS_001" / "CT" / "dicom"
+    labels = read_labels(case / "mask")  # the folder holding just the structure set
+    info = write_dicom_seg(labels, case / "image", tmp_path / "gtv_seg.dcm")
+    assert info["segments"] == {1: (1, "GTV_Mass_CT")}
+    back = read_labels(tmp_path / "gtv_seg.dcm", reference=case / "image")
+    np.testing.assert_array_equal(back.array, labels.array)
+    assert back.geometry.isclose(labels.geometry)
+    if shutil.which("dciodvfy"):
+        res = subprocess.run(["dciodvfy", str(tmp_path / "gtv_seg.dcm")], capture_output=True, text=True, timeout=120)
+        assert not [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")], res.stderr
