@@ -149,8 +149,8 @@ def test_no_identifiers_in_dicom_outputs(batch):
 @pytest.mark.skipif(shutil.which("dciodvfy") is None,
                     reason="dciodvfy not installed (Debian package dicom3tools: apt-get install dicom3tools)")
 def test_dciodvfy_reports_no_errors(batch):
-    for name in ("scan1_seg.dcm", "scan1_sr.dcm"):
-        res = subprocess.run(["dciodvfy", str(batch["out"] / "cases" / "scan1" / name)], capture_output=True,
+    for name in ("scan1/scan1_seg.dcm", "scan1/scan1_sr.dcm", "h1/h1_ED_sr.dcm"):
+        res = subprocess.run(["dciodvfy", str(batch["out"] / "cases" / name)], capture_output=True,
                              text=True, timeout=120)
         report = res.stdout + res.stderr
         errors = [ln for ln in report.splitlines() if ln.startswith("Error")]
@@ -161,9 +161,13 @@ def test_segment_dicom_with_identifiers(bundle, tmp_path, capsys):
     import pydicom
 
     write_series(tmp_path / "s1", patient_name="Privacy^Patient", **SERIES)
-    rc = main(["segment", str(tmp_path / "s1"), "--model", str(bundle), "--out", str(tmp_path / "o"), "--dicom",
-               "--include-identifiers"])
-    assert rc == 0, capsys.readouterr().err
+    write_volume(read_volume(tmp_path / "s1"), tmp_path / "n1.nii.gz")
+    rc = main(["segment", str(tmp_path / "s1"), str(tmp_path / "n1.nii.gz"), "--model", str(bundle),
+               "--out", str(tmp_path / "o"), "--dicom", "--include-identifiers"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "--dicom: not a DICOM series, no SEG/SR" in out  # the NIfTI case: labels only
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.dcm")) == ["s1_seg.dcm", "s1_sr.dcm"]
     seg = pydicom.dcmread(str(tmp_path / "o" / "s1_seg.dcm"))
     assert str(seg.PatientName) == "Privacy^Patient" and seg.PatientID == "PID-12345"
     labels = read_volume(tmp_path / "o" / "s1_labels.nii.gz", kind="label")

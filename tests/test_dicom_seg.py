@@ -69,7 +69,7 @@ def test_round_trip_identical(tmp_path, geom, sparse):
         assert own.geometry.isclose(img.geometry)
 
 
-@pytest.mark.parametrize("geom", ["reversed", "oblique"])
+@pytest.mark.parametrize("geom", list(GEOMS))
 def test_highdicom_decodes_the_same_voxels(tmp_path, geom):
     import highdicom as hd
 
@@ -90,9 +90,10 @@ def _tool(name: str) -> str | None:
 
 @pytest.mark.skipif(_tool("segimage2itkimage") is None,
                     reason="dcmqi's segimage2itkimage not installed (pip install dcmqi)")
-def test_dcmqi_decodes_the_same_voxels(tmp_path):
+@pytest.mark.parametrize("geom", list(GEOMS))
+def test_dcmqi_decodes_the_same_voxels(tmp_path, geom):
     exe = _tool("segimage2itkimage")
-    _, labels = _case(tmp_path, "oblique")
+    _, labels = _case(tmp_path, geom)
     write_dicom_seg(labels, tmp_path / "image", tmp_path / "seg.dcm", label_names=NAMES)
     out = tmp_path / "dcmqi"
     out.mkdir()

@@ -28,6 +28,8 @@ PLANE_TOL_FRACTION = 0.05
 #: Voxel-index coordinates are rounded to this many decimals so that edges meant to pass
 #: exactly through voxel centres are not moved to either side by floating-point noise.
 _INDEX_DECIMALS = 6
+#: The referenced series is looked for in at most this many folders beside the annotation's.
+MAX_SIBLING_FOLDERS = 16
 
 
 def referenced_series_uid(ds: Any) -> str | None:
@@ -57,7 +59,7 @@ def roi_table(ds: Any, path: Path) -> list[tuple[int, str, list[Any]]]:
 def select_rois(table: list[tuple[int, str, list[Any]]], roi: Sequence[str] | None, path: Path):
     if not roi:
         return table
-    by_name = {name: row for row in table for name in [row[1]]}
+    by_name = {row[1]: row for row in table}
     missing = [r for r in roi if r not in by_name]
     if missing:
         raise AnnotationError.expected(f"ROI names among {[r[1] for r in table]}", f"{missing}", path=path)
@@ -187,14 +189,16 @@ def referenced_frame_of_reference(ds: Any) -> str | None:
 def find_referenced_series(path: Path, series_uid: str | None,
                            frame_of_reference_uid: str | None = None) -> tuple[Path, str] | None:
     """``(folder, series_uid)`` of the image series an annotation refers to: in the
-    annotation's folder, or one of the folders beside it (``.../mask/RS.dcm`` finds
-    ``.../image/``). Matched by SeriesInstanceUID; failing that, by the one series sharing
+    annotation's folder, or one of the (at most 16) folders beside it (``.../mask/RS.dcm``
+    finds ``.../image/``). Matched by SeriesInstanceUID; failing that, by the one series sharing
     the annotation's FrameOfReferenceUID (a re-exported copy of the series the contours were
     drawn on; the slice-plane checks still apply). ``None`` when absent."""
     from medcnn.io._dicom import _read_headers
 
     parent = path.parent
-    candidates = [parent] + sorted(p for p in parent.parent.iterdir() if p.is_dir() and p != parent)
+    siblings = sorted(p for p in parent.parent.iterdir() if p.is_dir() and p != parent)
+    # beside it means a case folder (image/, mask/...), not a whole archive of patients
+    candidates = [parent] + (siblings if len(siblings) <= MAX_SIBLING_FOLDERS else [])
     by_frame: dict[str, Path] = {}
     for folder in candidates:
         with warnings.catch_warnings():
