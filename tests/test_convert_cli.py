@@ -125,3 +125,17 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, bad):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(src) in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_measure_keeps_going_past_bad_annotations(case, capsys):
+    write_rtstruct(case / "bad" / "empty.dcm", {"GTV": []})
+    (case / "bad" / "junk.dcm").write_bytes(b"junk")
+    report = case / "m.csv"
+    rc = main(["measure", str(case / "mask" / "RS.dcm"), str(case / "bad" / "empty.dcm"), str(case / "bad" / "junk.dcm"),
+               "--out", str(report), "--no-lesions"])
+    assert rc == 2
+    df = read_table(report)
+    errors = dict(zip(df["case"], df["error"].fillna("")))
+    assert errors["RS"] == ""
+    assert "empty.dcm: expected closed planar contours for ROI 'GTV'" in errors["empty"]
+    assert "junk.dcm" in errors["junk"]
