@@ -89,6 +89,18 @@ def test_measure_and_validate_take_annotations(case):
     dice = dict(zip(m["label"].astype(str), m["dice"]))
     assert dice["1"] == pytest.approx(2 * 17 / (17 + 18))
     assert dice["2"] == pytest.approx(1.0)
+    # a sparse SEG prediction (slices 0, 3, 4 left out) against a NIfTI reference, and against the RTSTRUCT
+    from medcnn.io.dicom_out import write_dicom_seg
+
+    (case / "pred2").mkdir()
+    write_dicom_seg(pred, case / "image", case / "pred2" / "c1.dcm")
+    assert read_labels(case / "pred2" / "c1.dcm").shape[2] == 2  # its own grid: 2 slices
+    write_volume(pred, case / "ref2" / "c1.nii.gz")
+    for ref in ("ref", "ref2"):
+        assert main(["validate", "--pred", str(case / "pred2"), "--ref", str(case / ref), "--out",
+                     str(case / f"val_{ref}"), "--bootstrap", "0"]) == 0
+        m = pd.read_csv(case / f"val_{ref}" / "metrics.csv", comment="#")
+        assert m["dice"].tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("bad", ["no_series", "other_grid_seg", "empty_roi", "not_dicom", "sr_object"])

@@ -329,7 +329,7 @@ def _flags(fn) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- one case
 def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], str, list[dict]]:
     """Read every scan of a case: [(input, channel volumes, reference or None)], input hash, grids."""
-    from medcnn.io import annotation_kind, read_labels, read_volume
+    from medcnn.io import annotation_kind, read_labels_on_grid, read_volume
     from medcnn.report.provenance import volume_hash
 
     read = []
@@ -357,8 +357,8 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
             for v in vols[1:]:
                 vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
         ref = None
-        if ci.reference:  # a label image, or an RTSTRUCT (rasterised on the scan's grid) / SEG (checked on it)
-            ref = read_labels(ci.reference, reference=vols[0]) if annotation_kind(ci.reference) else \
+        if ci.reference:  # a label image, or an RTSTRUCT / SEG placed on the scan's grid where exact
+            ref = read_labels_on_grid(ci.reference, vols[0]) if annotation_kind(ci.reference) else \
                 read_volume(ci.reference, kind="label")
             parts.append(f"{ci.phase or ''}/reference:{volume_hash(ref)}")
         read.append((ci, vols, ref))

@@ -225,6 +225,21 @@ def cardiac_indices(rows: list[dict[str, Any]], cases: list[dict[str, Any]], *, 
     return out
 
 
+def _read_pair(pred_path: str, ref_path: str) -> tuple[Any, Any]:
+    """Prediction and reference label maps. The grid is the first plain label map of the two
+    (prediction first), else the reference read on its own (an RTSTRUCT on its image series);
+    DICOM annotations are placed on that grid where exact (an RTSTRUCT rasterised on it, a
+    sparse SEG given back its empty slices), see :func:`medcnn.io.read_labels_on_grid`."""
+    from medcnn.io import annotation_kind, read_labels, read_labels_on_grid
+
+    plain = [p for p in (pred_path, ref_path) if annotation_kind(p) is None]
+    base = plain[0] if plain else ref_path
+    grid = read_labels(base)
+    pred = grid if pred_path == base else read_labels_on_grid(pred_path, grid)
+    ref = grid if ref_path == base else read_labels_on_grid(ref_path, grid)
+    return pred, ref
+
+
 def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"case_id": case["case_id"], "label": "", "label_values": "", "empty_policy": settings["empty_policy"],
             "nsd_tolerance_mm": settings["tolerance_mm"], "hd_percentile": settings["percentile"],
@@ -233,7 +248,6 @@ def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> 
 
 def run(args: argparse.Namespace) -> int:
     from medcnn.errors import ConfigError, MedcnnError
-    from medcnn.io import annotation_kind, read_labels
     from medcnn.metrics.agreement import agreement_table
     from medcnn.metrics.evaluate import evaluate_case, metric_columns
     from medcnn.report.provenance import file_sha256
@@ -280,9 +294,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"medcnn validate: error: {cid}: {case['error']}", file=sys.stderr)
             continue
         try:
-            pred = read_labels(case["pred"])
-            # an RT Structure Set is rasterised on the prediction's grid (the scan's grid)
-            ref = read_labels(case["ref"], reference=pred if annotation_kind(case["ref"]) == "rtstruct" else None)
+            pred, ref = _read_pair(case["pred"], case["ref"])
             case_rows = evaluate_case(
                 pred, ref, labels=labels, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
                 empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,

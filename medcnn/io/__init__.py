@@ -25,6 +25,7 @@ __all__ = [
     "read_volume",
     "read_labels",
     "annotation_kind",
+    "read_labels_on_grid",
     "write_volume",
     "list_dicom_series",
     "read_dicom_identifiers",
@@ -117,6 +118,16 @@ def read_labels(path: str | PathLike[str], reference: "Volume | str | PathLike[s
     from medcnn.io._labels import read_labels as _read_labels
 
     return _read_labels(path, reference, roi=roi)
+
+
+def read_labels_on_grid(path: str | PathLike[str], grid: Volume) -> Volume:
+    """Read a label map onto ``grid`` where that is exact (RTSTRUCT: rasterised on it; SEG:
+    decoded onto it when its frames lie on it, restoring the slices a sparse SEG leaves
+    out); a SEG on another grid and label images come back as read, for the caller's own
+    geometry check or resampling."""
+    from medcnn.io._labels import read_labels_on_grid as _on_grid
+
+    return _on_grid(path, grid)
 
 
 def annotation_kind(path: str | PathLike[str]) -> str | None:

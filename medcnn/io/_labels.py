@@ -124,7 +124,7 @@ def read_labels(path: Any, reference: Any = None, *, roi: Sequence[str] | None =
         vol = read_volume(p, kind="label", require_3d=True)
         if reference is not None:
             ref = _reference_volume(reference, None)
-            ref.geometry.check_matches(vol.geometry, what="label map and reference image")
+            ref.geometry.check_matches(vol.geometry, atol_mm=1e-3, what="label map and reference image")
         return vol
     file, kind = found
     if kind == RTSTRUCT:
@@ -152,3 +152,24 @@ def _seg_series_uid(ds: Any) -> str | None:
         if uid:
             return str(uid)
     return None
+
+
+def read_labels_on_grid(path: Any, grid: Volume) -> Volume:
+    """The label map at ``path`` on ``grid`` wherever that is exact: an RTSTRUCT is rasterised on
+    it, a SEG whose frames lie on it is decoded onto it (a sparse SEG then gets its empty
+    slices back); a SEG on another grid and label images are returned as read, so the caller's
+    usual geometry check (or resampling) applies."""
+    from medcnn.errors import GeometryMismatchError
+
+    p = Path(path)
+    check_exists(p)
+    found = find_annotation(p)
+    kind = None if found is None else found[1]
+    if kind == RTSTRUCT:
+        return read_labels(p, grid)
+    if kind == SEG:
+        try:
+            return read_labels(p, grid)
+        except GeometryMismatchError:
+            return read_labels(p)
+    return read_labels(p)
