@@ -183,3 +183,11 @@ def test_training_label_entry_may_be_an_rtstruct(tmp_path):
     image, label, _ = make_preprocess({"orientation": None, "target_spacing": None})(case)
     assert image.shape[1:] == label.shape == (14, 12, 5)
     assert (label == 1).sum() == 9 and (label == 2).sum() == 7 * 8
+
+
+def test_series_with_a_missing_middle_slice_is_refused(tmp_path):
+    positions = [np.array([10.0, -20.0, 30.0 + 2.5 * k]) for k in (0, 1, 2, 4, 5)]  # slice 3 missing
+    write_series(tmp_path / "image", **SHAPE, positions=positions)
+    write_rtstruct(tmp_path / "mask" / "RS.dcm", {"sq": [_square(1.5, 4.5, 0.5, 3.5, 1, {})]})
+    with pytest.raises(DicomSeriesError, match="a slice is probably missing"):
+        read_labels(tmp_path / "mask" / "RS.dcm")

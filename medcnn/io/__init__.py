@@ -46,8 +46,9 @@ def read_volume(
     """Read a scan, label map or probability map.
 
     Args:
-        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` file, or a
-            folder of DICOM files (one series, or a cine series read as 4D).
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` file, a
+            folder of DICOM files (one series, or a cine series read as 4D), or a DICOM
+            RTSTRUCT / SEG file (read as a label map by :func:`read_labels`).
         kind: ``"label"`` validates integer, non-negative, finite values and stores the
             smallest unsigned dtype; ``"intensity"`` and ``"probability"`` keep the dtype.
         series: for a DICOM folder holding several series: UID, index (see
