@@ -69,6 +69,22 @@ def test_round_trip_identical(tmp_path, geom, sparse):
         assert own.geometry.isclose(img.geometry)
 
 
+def test_label_values_that_are_not_1_to_n_come_back(tmp_path):
+    _, labels = _case(tmp_path, "axial")
+    brats = labels.with_array(np.choose(labels.array, [0, 1, 2, 4]).astype(np.uint8))
+    info = write_dicom_seg(brats, tmp_path / "image", tmp_path / "seg.dcm",
+                           label_names={1: "necrosis", 2: "oedema", 4: "enhancing tumour"})
+    assert info["segments"] == {1: (1, "necrosis"), 2: (2, "oedema"), 3: (4, "enhancing tumour")}
+    back = read_labels(tmp_path / "seg.dcm", reference=tmp_path / "image")
+    np.testing.assert_array_equal(back.array, brats.array)
+    assert back.meta["label_names"] == {"1": "necrosis", "2": "oedema", "4": "enhancing tumour"}
+    import pydicom
+
+    seg = pydicom.dcmread(str(tmp_path / "seg.dcm"))
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == [
+        "6574001", "79654002", "108369006"]  # SNOMED CT necrosis, edema, neoplasm
+
+
 @pytest.mark.parametrize("geom", list(GEOMS))
 def test_highdicom_decodes_the_same_voxels(tmp_path, geom):
     import highdicom as hd

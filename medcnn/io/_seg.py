@@ -5,7 +5,8 @@ Each frame is one plane of one segment (binary / fractional) or of all segments
 (orientation, pixel spacing, frame positions; slices the SEG leaves out because they are
 empty are zero); with a reference volume the frames must lie on the reference grid and
 the result is on that grid. Fractional segments count where the fraction is >= 0.5.
-Binary / fractional segments become label = segment number (or 1..n in the order of
+Binary / fractional segments become label = segment number, or the label value medcnn
+recorded in each Segment Description when it wrote the SEG (or 1..n in the order of
 ``roi`` when segments are chosen by name); overlapping segments give the voxel to the
 smallest segment.
 """
@@ -23,6 +24,9 @@ from medcnn.io._rtstruct import _paint
 from medcnn.volume import Volume
 
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+#: Segment Description (0062,0006) medcnn writes for each segment (``"medcnn label value 4"``),
+#: so label maps whose labels are not 1..N (BraTS 1, 2, 4) come back with their own values.
+LABEL_VALUE_PREFIX = "medcnn label value "
 #: Tolerance (mm) for frame positions on the slice grid and for in-plane offsets.
 _POS_TOL_MM = 0.01
 
@@ -155,11 +159,28 @@ def read_seg(ds: Any, *, path: Path, reference: Volume | None = None, roi: Seque
                 m[:, :, ks[n]] |= (px[n] >= threshold).T
             masks.append(m)
     values = wanted if not roi else list(range(1, len(wanted) + 1))
+    if not roi:  # label values medcnn recorded when it wrote the SEG (labels that were not 1..N)
+        recorded = _recorded_values(ds)
+        if recorded is not None:
+            values = [recorded[s] for s in wanted]
     for s, m in zip(wanted, masks):
         if roi and not m.any():
             raise AnnotationError.expected(f"segment {segments[s]!r} to cover at least one voxel",
                                            "an empty segment", path=path)
     return _paint(masks, [segments[s] for s in wanted], ref_vol, path, meta, values=values)
+
+
+def _recorded_values(ds: Any) -> dict[int, int] | None:
+    """``{segment number: label value}`` from medcnn's Segment Descriptions, when every segment
+    has one and the values are distinct; else ``None``."""
+    out = {}
+    for s in getattr(ds, "SegmentSequence", []) or []:
+        text = str(getattr(s, "SegmentDescription", "") or "")
+        tail = text[len(LABEL_VALUE_PREFIX):]
+        if not text.startswith(LABEL_VALUE_PREFIX) or not tail.isdigit() or int(tail) == 0:
+            return None
+        out[int(s.SegmentNumber)] = int(tail)
+    return out if out and len(set(out.values())) == len(out) else None
 
 
 def _by_name(segments: dict[int, str], roi: Sequence[str], path: Path) -> list[int]:

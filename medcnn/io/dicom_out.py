@@ -9,7 +9,9 @@ identifiers are copied only with ``include_identifiers=True``; otherwise they ar
 docs/dicom.md for the full list.
 
 Segments: one per non-zero label value, numbered 1..N in ascending label order (DICOM
-binary SEGs need consecutive numbers; with labels 1..N the numbers equal the labels).
+binary SEGs need consecutive numbers; with labels 1..N the numbers equal the labels); each
+segment's Segment Description records its label value, which :func:`medcnn.io.read_labels`
+restores.
 Coded concepts come from :data:`SEGMENT_CODES` (SNOMED CT) by label name.
 """
 
@@ -23,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from medcnn.errors import DimensionError, DicomSeriesError, InvalidLabelError
+from medcnn.io._seg import LABEL_VALUE_PREFIX
 from medcnn.volume import Volume
 
 __all__ = ["AlgorithmInfo", "SEGMENT_CODES", "CARDIAC_SR_CODES", "segment_codes", "write_dicom_seg",
@@ -196,11 +199,13 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     descriptions = []
     for number, value in enumerate(values, start=1):
         cat, typ = segment_codes(names[value])
-        descriptions.append(hd.seg.SegmentDescription(
+        d = hd.seg.SegmentDescription(
             segment_number=number, segment_label=names[value][:64],
             segmented_property_category=hd.sr.CodedConcept(*cat), segmented_property_type=hd.sr.CodedConcept(*typ),
             algorithm_type="AUTOMATIC" if algo is not None else "MANUAL", algorithm_identification=algo,
-            tracking_uid=hd.UID(), tracking_id=f"{names[value]}"[:64]))
+            tracking_uid=hd.UID(), tracking_id=f"{names[value]}"[:64])
+        d.SegmentDescription = f"{LABEL_VALUE_PREFIX}{value}"  # read back by medcnn: the label value
+        descriptions.append(d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = hd.seg.Segmentation(
