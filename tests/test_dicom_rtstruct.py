@@ -191,3 +191,14 @@ def test_series_with_a_missing_middle_slice_is_refused(tmp_path):
     write_rtstruct(tmp_path / "mask" / "RS.dcm", {"sq": [_square(1.5, 4.5, 0.5, 3.5, 1, {})]})
     with pytest.raises(DicomSeriesError, match="a slice is probably missing"):
         read_labels(tmp_path / "mask" / "RS.dcm")
+
+
+def test_folder_with_series_and_structure_set_side_by_side(tmp_path):
+    g = _series(tmp_path, "axial")
+    write_rtstruct(tmp_path / "image" / "RS.dcm", {"sq": [_square(1.5, 4.5, 0.5, 3.5, 1, g)]})
+    lab = read_labels(tmp_path / "image")  # the one annotation in the folder, on the series beside it
+    assert lab.array.sum() == 9 and lab.meta["label_names"] == {"1": "sq"}
+    assert read_volume(tmp_path / "image").kind == "intensity"  # the series itself is unaffected
+    write_rtstruct(tmp_path / "image" / "RS2.dcm", {"other": [_square(1.5, 4.5, 0.5, 3.5, 1, g)]})
+    with pytest.raises(AnnotationError, match="one RTSTRUCT or SEG file in the folder"):
+        read_labels(tmp_path / "image")

@@ -100,7 +100,8 @@ def read_labels(path: str | PathLike[str], reference: "Volume | str | PathLike[s
 
     Args:
         path: label map file, DICOM folder, RTSTRUCT / SEG file (recognised by its SOP
-            class, any file name) or a folder holding one RTSTRUCT / SEG and no images.
+            class, any file name) or a folder holding one RTSTRUCT / SEG (alone or beside
+            its image series).
         reference: image grid (Volume, image file or DICOM series folder). RTSTRUCT: the
             grid the contours are rasterised on (default: the series it refers to, looked
             up in its folder and the folders beside it). SEG: frames must lie on it (default:
@@ -132,8 +133,9 @@ def read_labels_on_grid(path: str | PathLike[str], grid: Volume) -> Volume:
 
 
 def annotation_kind(path: str | PathLike[str]) -> str | None:
-    """``"rtstruct"`` or ``"seg"`` when ``path`` is (or is a folder holding just) a DICOM RT
-    Structure Set or Segmentation; ``None`` for anything else (label images, image series)."""
+    """``"rtstruct"`` or ``"seg"`` when ``path`` is a DICOM RT Structure Set or Segmentation
+    file, or a folder holding one (alone or beside its image series); ``None`` for anything
+    else (label images, image series without annotation)."""
     from medcnn.io._labels import find_annotation
 
     p = Path(path)

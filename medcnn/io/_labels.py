@@ -46,8 +46,9 @@ def annotation_kind(ds: Any) -> str | None:
 
 
 def find_annotation(path: Path) -> tuple[Path, str] | None:
-    """``(file, kind)`` when ``path`` is an RTSTRUCT/SEG file, or a folder whose only DICOM
-    objects of those kinds are one file and that holds no images; else ``None``."""
+    """``(file, kind)`` when ``path`` is an RTSTRUCT/SEG file, or a folder holding exactly one
+    such file (alone, or beside its image series, as many exports are laid out); ``None``
+    for anything else. Several annotations in one folder: AnnotationError."""
     if path.is_file():
         if suffix_of(path) in SUPPORTED_SUFFIXES:
             return None
@@ -56,21 +57,17 @@ def find_annotation(path: Path) -> tuple[Path, str] | None:
         return (path, kind) if kind else None
     found = []
     for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        ds = _dcmread(f, header_only=True)
-        if ds is None:
+        if suffix_of(f) in SUPPORTED_SUFFIXES:
             continue
-        kind = annotation_kind(ds)
+        ds = _dcmread(f, header_only=True)
+        kind = annotation_kind(ds) if ds is not None else None
         if kind:
             found.append((f, kind))
-        elif "ImagePositionPatient" in ds:
-            return None  # an image series (perhaps with its annotations): not an annotation folder
-    if len(found) == 1:
-        return found[0]
     if len(found) > 1:
         raise AnnotationError.expected("one RTSTRUCT or SEG file in the folder", f"{len(found)}: "
                                        + ", ".join(f.name for f, _ in found[:5]), path=path,
                                        hint="name the file itself")
-    return None
+    return found[0] if found else None
 
 
 def _reference_volume(reference: Any, series_uid: str | None) -> Volume:
@@ -91,7 +88,8 @@ def read_labels(path: Any, reference: Any = None, *, roi: Sequence[str] | None =
 
     Args:
         path: label map file (``.nii.gz`` ...), DICOM label series folder, RTSTRUCT or SEG
-            file (any name; recognised by its SOP class), or a folder holding one of those.
+            file (any name; recognised by its SOP class), or a folder holding one of those
+            (alone or beside its image series).
         reference: the image grid: a :class:`Volume`, an image file or a DICOM series folder.
             RTSTRUCT: the contours are rasterised on it; when omitted, the series the
             structure set refers to is looked up in its folder and the folders beside it.
