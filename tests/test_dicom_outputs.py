@@ -177,3 +177,30 @@ def test_segment_dicom_with_identifiers(bundle, tmp_path, capsys):
     vox_ml = 1.4 * 1.3 * 6.0 / 1000
     for number in groups:
         assert groups[number]["Volume"] == pytest.approx(int((labels.array == number).sum()) * vox_ml, rel=1e-12)
+
+
+def test_segment_fractional_seg_of_the_probabilities(bundle, tmp_path, capsys):
+    write_series(tmp_path / "s1", **SERIES)
+    rc = main(["segment", str(tmp_path / "s1"), "--model", str(bundle), "--out", str(tmp_path / "o"), "--dicom",
+               "--dicom-fractional", "--probabilities"])
+    assert rc == 0, capsys.readouterr().err
+    probs = read_volume(tmp_path / "o" / "s1_probabilities.nii.gz")  # (C, I, J, K), channel c = label c
+    seg = hd.seg.segread(str(tmp_path / "o" / "s1_seg.dcm"))
+    assert seg.SegmentationType == "FRACTIONAL" and len(seg.SegmentSequence) == probs.shape[0] - 1
+    import pydicom
+
+    dss = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in (tmp_path / "s1").iterdir()]
+    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))  # axial series: slice order = z
+    px = seg.get_pixels_by_source_instance([str(d.SOPInstanceUID) for d in dss], combine_segments=False,
+                                           rescale_fractional=True)  # (K, rows, cols, segments)
+    for c in range(1, probs.shape[0]):
+        np.testing.assert_allclose(px[..., c - 1], probs.array[c].transpose(2, 1, 0), atol=0.5 / 255 + 1e-6)
+    _, groups = _groups(tmp_path / "o" / "s1_sr.dcm")  # volumes still those of the label map
+    labels = read_volume(tmp_path / "o" / "s1_labels.nii.gz", kind="label")
+    assert groups[1]["Volume"] == pytest.approx(int((labels.array == 1).sum()) * 1.4 * 1.3 * 6.0 / 1000, rel=1e-12)
+    if shutil.which("dciodvfy"):
+        res = subprocess.run(["dciodvfy", str(tmp_path / "o" / "s1_seg.dcm")], capture_output=True, text=True,
+                             timeout=120)
+        assert not [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")], res.stderr
+    assert main(["segment", str(tmp_path / "s1"), "--model", str(bundle), "--out", str(tmp_path / "o2"),
+                 "--dicom-fractional"]) == 2

@@ -155,8 +155,10 @@ def _label_values(labels: Volume, label_names: Mapping[Any, str] | None) -> tupl
 def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
                     label_names: Mapping[Any, str] | None = None, algorithm: AlgorithmInfo | None = None,
                     include_identifiers: bool = False, sparse: bool = True,
-                    series_description: str = "medcnn segmentation") -> dict[str, Any]:
-    """Write ``labels`` as a binary DICOM SEG referencing the series in ``source``.
+                    series_description: str = "medcnn segmentation",
+                    fractions: Mapping[int, np.ndarray] | None = None) -> dict[str, Any]:
+    """Write ``labels`` as a binary DICOM SEG referencing the series in ``source`` (a
+    FRACTIONAL one of ``fractions`` when given).
 
     Args:
         labels: label Volume ``(I, J, K)`` on the grid of the source series (checked, 1e-3 mm).
@@ -166,6 +168,8 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
         algorithm: the model (AUTOMATIC segments); ``None`` = MANUAL segments.
         include_identifiers: copy the patient module and study identifiers of the source.
         sparse: leave out empty frames (readers then need the source series for the full grid).
+        fractions: ``{label value: (I, J, K) probability in [0, 1]}``: write a FRACTIONAL
+            (PROBABILITY, 8-bit) SEG with one segment per entry instead; ``labels`` gives the grid.
 
     Returns:
         ``{"path", "sop_instance_uid", "series_instance_uid", "segments": {number: (value, name)},
@@ -182,6 +186,9 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     dss, _ = _source_series(source, labels)
     names_in = label_names if label_names is not None else labels.meta.get("label_names")
     values, names = _label_values(labels, names_in)
+    if fractions is not None:
+        values = sorted(int(v) for v in fractions if int(v) != 0)
+        names = {v: names.get(v, f"label {v}") for v in values}
     if not values:
         raise InvalidLabelError.expected("at least one labelled structure (or a label table) for a DICOM SEG",
                                          "an empty label map without label names", path=labels.source)
@@ -190,6 +197,9 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     for number, value in enumerate(values, start=1):
         seg_pixels[arr == value] = number
     frames = np.ascontiguousarray(seg_pixels.transpose(2, 1, 0))  # (K, rows = J, cols = I)
+    if fractions is not None:  # (K, rows, cols, segments)
+        frames = np.stack([np.clip(np.asarray(fractions[v], np.float32), 0, 1).transpose(2, 1, 0) for v in values],
+                          axis=-1)
     algo = None
     if algorithm is not None:
         algo = hd.AlgorithmIdentificationSequence(
@@ -209,7 +219,8 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = hd.seg.Segmentation(
-            source_images=dss, pixel_array=frames, segmentation_type="BINARY", segment_descriptions=descriptions,
+            source_images=dss, pixel_array=frames, segmentation_type="FRACTIONAL" if fractions is not None else "BINARY",
+            segment_descriptions=descriptions,
             series_instance_uid=hd.UID(), series_number=int(getattr(dss[0], "SeriesNumber", 0) or 0) + 9000,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer=_MANUFACTURER,
             manufacturer_model_name=algorithm.name[:64] if algorithm else "medcnn convert",
@@ -316,15 +327,17 @@ def is_dicom_series(path: str | Path, volume: Volume) -> bool:
 def write_dicom_results(labels: Volume, source: str | Path, seg_path: str | Path, sr_path: str | Path, *,
                         label_names: Mapping[Any, str] | None, volumes_ml: Mapping[int, float],
                         algorithm: AlgorithmInfo | None = None, cardiac: Mapping[str, float] | None = None,
-                        lv_label: int | None = None, include_identifiers: bool = False) -> list[Path]:
+                        lv_label: int | None = None, include_identifiers: bool = False,
+                        fractions: Mapping[int, np.ndarray] | None = None) -> list[Path]:
     """SEG of ``labels`` and the SR of its measurements (``volumes_ml``: ``{label value: mL}``,
-    as in the CSV report) for one DICOM series; both or neither are left on disk.
+    as in the CSV report, of the label map) for one DICOM series; both or neither are left on
+    disk. ``fractions``: write a FRACTIONAL SEG (see :func:`write_dicom_seg`).
 
     Returns:
         ``[seg_path, sr_path]``.
     """
     seg = write_dicom_seg(labels, source, seg_path, label_names=label_names, algorithm=algorithm,
-                          include_identifiers=include_identifiers)
+                          include_identifiers=include_identifiers, fractions=fractions)
     try:
         by_segment = {n: float(volumes_ml[v]) for n, (v, _) in seg["segments"].items() if v in volumes_ml}
         lv_segment = next((n for n, (v, _) in seg["segments"].items() if v == lv_label), None)
