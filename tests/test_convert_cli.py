@@ -94,6 +94,7 @@ def test_measure_and_validate_take_annotations(case):
 
     (case / "pred2").mkdir()
     write_dicom_seg(pred, case / "image", case / "pred2" / "c1.dcm")
+    write_non_image(case / "pred2", "c1_sr.dcm")  # other DICOM objects in the folder are not cases
     assert read_labels(case / "pred2" / "c1.dcm").shape[2] == 2  # its own grid: 2 slices
     write_volume(pred, case / "ref2" / "c1.nii.gz")
     for ref in ("ref", "ref2"):

@@ -153,9 +153,13 @@ def _listing(folder: Path, suffix: str) -> tuple[dict[str, Path], dict[str, list
     The key is the file name without its image extension and without ``suffix`` (files whose
     stem does not end in ``suffix`` are skipped), so ``case01.nrrd`` pairs with
     ``case01.nii.gz`` and ``case01_labels.nii.gz`` with ``case01_gt.nii.gz`` given the suffixes."""
+    from medcnn.io import annotation_kind
+
     found: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         stem = _strip_suffix(p.name) if p.is_file() and not p.name.startswith(".") else None
+        if stem and p.name.lower().endswith(".dcm") and annotation_kind(p) is None:
+            continue  # other DICOM objects (an SR, an image) are not label maps
         if not stem or (suffix and (not stem.endswith(suffix) or stem == suffix)):
             continue
         found.setdefault(stem[: len(stem) - len(suffix)] if suffix else stem, []).append(p)
