@@ -115,7 +115,7 @@ def rasterise_rtstruct(ds: Any, reference: Volume, *, path: Path, roi: Sequence[
     dz = g.spacing[2]
     chosen = select_rois(roi_table(ds, path), roi, path)
     masks: list[np.ndarray] = []
-    for num, name, contours in chosen:
+    for _, name, contours in chosen:
         closed = [c for c in contours if str(getattr(c, "ContourGeometricType", "CLOSED_PLANAR")) == "CLOSED_PLANAR"]
         if not closed:
             kinds = sorted({str(getattr(c, "ContourGeometricType", "?")) for c in contours})
