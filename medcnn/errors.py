@@ -28,6 +28,7 @@ __all__ = [
     "InvalidLabelError",
     "DicomSeriesError",
     "MultipleSeriesError",
+    "AnnotationError",
     "BundleError",
     "UnsafeModelFileError",
     "ConfigError",
@@ -123,6 +124,11 @@ class MultipleSeriesError(DicomSeriesError):
     def __init__(self, message: str, *, path=None, series=None) -> None:
         super().__init__(message, path=path)
         self.series = list(series or [])
+
+
+class AnnotationError(MedcnnError, ValueError):
+    """A DICOM annotation (RTSTRUCT, SEG) cannot be turned into a label map: an empty or
+    unknown ROI, contours off the slice planes or on missing slices, broken frames."""
 
 
 class BundleError(MedcnnError, ValueError):

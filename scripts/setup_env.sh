@@ -30,4 +30,15 @@ else
 fi
 
 "$VPY" -m pip install -q -e ".[dev]"
+
+# dcmqi (segimage2itkimage: an independent DICOM SEG decoder for the tests; a 50 MB wheel, so
+# optional: its test skips with a reason when it is absent)
+"$VPY" -m pip install -q "dcmqi>=1.3" 2>/dev/null || echo "setup: dcmqi not installed (its SEG cross-check test will be skipped)"
+
+# dciodvfy (Debian package dicom3tools) checks the DICOM SEG/SR medcnn writes; optional:
+# its tests skip with a reason when it is absent. Installed only where apt-get works as root.
+if ! command -v dciodvfy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq dicom3tools) >/dev/null 2>&1 \
+    || echo "setup: dicom3tools not installed (DICOM conformance tests will be skipped)"
+fi
 "$VPY" -c "import torch, monai, medcnn; print('setup: medcnn', medcnn.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"

@@ -279,6 +279,7 @@ def run_batch(
     include_identifiers: bool = False,
     resume: bool = True,
     figures: bool = True,
+    dicom: bool = False,
     progress: bool = True,
     on_case: Callable[[dict[str, Any]], None] | None = None,
     title: str | None = None,
@@ -298,6 +299,8 @@ def run_batch(
         include_identifiers: add DICOM patient name / ID / birth date to the report.
         resume: skip cases whose outputs are up to date (input hash, model sha256, settings).
         figures: draw overlay and curve figures.
+        dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan
+            (``cases/<id>/<id>_seg.dcm``, ``<id>_sr.dcm``; see docs/dicom.md).
         progress: show a progress bar with ETA on stderr.
         on_case: called in this process with each finished record (in completion order).
 
@@ -321,7 +324,8 @@ def run_batch(
         model_spec_sha256=info.spec_sha256,
         labels=dict(info.labels), out=str(Path(out).resolve()), mode=resolve_mode(mode, info.task),
         device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
-        include_identifiers=bool(include_identifiers), resume=bool(resume), figures=bool(figures))
+        include_identifiers=bool(include_identifiers), resume=bool(resume), figures=bool(figures),
+        dicom=bool(dicom))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle

@@ -75,6 +75,7 @@ class BatchSettings:
         include_identifiers: add DICOM patient name / ID / birth date to the records.
         resume: skip cases whose outputs are up to date.
         figures: draw the overlay / curve figures.
+        dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan.
     """
 
     model: str
@@ -91,13 +92,14 @@ class BatchSettings:
     resume: bool = True
     figures: bool = True
     model_spec_sha256: str = ""
+    dicom: bool = False
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
         return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": self.tta,
                 "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
                 "figures": self.figures, "model_sha256": self.model_sha256,
-                "model_spec_sha256": self.model_spec_sha256}
+                "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {})}
 
     @property
     def config_hash(self) -> str:
@@ -180,7 +182,7 @@ def _load_previous(folder: Path) -> dict[str, Any] | None:
 
 def _output_files(rec: Mapping[str, Any]) -> list[str]:
     outs = rec.get("outputs") or {}
-    files = list(outs.get("labels") or [])
+    files = list(outs.get("labels") or []) + list(outs.get("dicom") or [])
     files += [outs[k] for k in ("overlay", "curve") if outs.get(k)]
     return files
 
@@ -327,7 +329,7 @@ def _flags(fn) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- one case
 def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], str, list[dict]]:
     """Read every scan of a case: [(input, channel volumes, reference or None)], input hash, grids."""
-    from medcnn.io import read_volume
+    from medcnn.io import annotation_kind, read_labels_on_grid, read_volume
     from medcnn.report.provenance import volume_hash
 
     read = []
@@ -355,8 +357,9 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
             for v in vols[1:]:
                 vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
         ref = None
-        if ci.reference:
-            ref = read_volume(ci.reference, kind="label")
+        if ci.reference:  # a label image, or an RTSTRUCT / SEG placed on the scan's grid where exact
+            ref = read_labels_on_grid(ci.reference, vols[0]) if annotation_kind(ci.reference) else \
+                read_volume(ci.reference, kind="label")
             parts.append(f"{ci.phase or ''}/reference:{volume_hash(ref)}")
         read.append((ci, vols, ref))
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest() if len(parts) > 1 else parts[0].split(":")[-1]
@@ -592,6 +595,12 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     rec["n_labels_found"] = len({int(v) for _, _, _, lab, _ in predictions for v in np.unique(lab.array) if v != 0})
     rec["_methods"] = methods
 
+    if settings.dicom:
+        t = time.perf_counter()
+        _write_dicom(case, settings, predictions, rec, qc, folder, out)
+        rec["qc_flags"] = jsonable(qc)
+        timings["dicom_s"] = time.perf_counter() - t
+
     if settings.include_identifiers:
         ids: dict[str, str] = {}
         for ci, _, _, _, _ in predictions:
@@ -613,6 +622,32 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             _write_bytes(folder / "curve.png", curve_png)
             rec["outputs"]["curve"] = str((folder / "curve.png").relative_to(out))
     timings["figures_s"] = time.perf_counter() - t
+
+
+def _write_dicom(case: Case, settings: BatchSettings, predictions, rec: dict[str, Any], qc: list, folder: Path,
+                 out: Path) -> None:
+    """DICOM SEG + SR per 3D DICOM series input (``--dicom``); other inputs get a QC flag."""
+    from medcnn.io.dicom_out import algorithm_from_model, is_dicom_series, write_dicom_results
+
+    algorithm = algorithm_from_model(settings.model_name, weights_sha256=settings.model_sha256,
+                                     spec_sha256=settings.model_spec_sha256)
+    cl = cardiac_labels_from_names(settings.labels) if rec.get("cardiac") else None
+    written = rec["outputs"].setdefault("dicom", [])
+    for ci, vols, _, labels, _ in predictions:
+        src = ci.channels[0][1]
+        if labels.leading_axis is not None or not is_dicom_series(src, vols[0]):
+            why = ("a cine (4D) series: DICOM SEG/SR are written for 3D series only" if labels.leading_axis
+                   else "the input is not a DICOM series")
+            qc.append({"code": "DICOM_NOT_WRITTEN", "message": f"--dicom: {why}", "phase": ci.phase})
+            continue
+        volumes = {int(r["label"]): float(r["volume_ml"]) for r in rec["volumes"]
+                   if r.get("phase") == ci.phase and str(r.get("label", "")).isdigit()}
+        stem = f"{case.case_id}{'_' + ci.phase if ci.phase else ''}"
+        paths = write_dicom_results(labels, src, folder / f"{stem}_seg.dcm", folder / f"{stem}_sr.dcm",
+                                    label_names=settings.labels, volumes_ml=volumes, algorithm=algorithm,
+                                    cardiac=rec.get("cardiac"), lv_label=cl.lv_blood if cl else None,
+                                    include_identifiers=settings.include_identifiers)
+        written += [str(p.relative_to(out)) for p in paths]
 
 
 def _lesion_rows(labels, settings: BatchSettings) -> list[dict[str, Any]]:

@@ -47,7 +47,8 @@ def register(sub) -> None:
                     "LV/RV volumes, EF, myocardial mass and cardiac output with QC flags. One failing case "
                     "becomes an error row; the exit code is then 2.")
     p.add_argument("labelmaps", nargs="*", metavar="LABELMAP",
-                   help="label maps (NIfTI/NRRD/MHA/MHD); probability maps with --probabilities; "
+                   help="label maps (NIfTI/NRRD/MHA/MHD, DICOM RTSTRUCT or SEG files; an RTSTRUCT is rasterised on "
+                        "the image series found beside it); probability maps with --probabilities; "
                         "cine label series (T, I, J, K) with --cine")
     p.add_argument("--out", required=True, metavar="REPORT",
                    help="report.csv (side tables report.lesions.csv, report.cardiac.csv, report.cine.csv) "
@@ -179,7 +180,7 @@ def _read(path: str, *, probabilities: bool, cine: bool):
     import numpy as np
 
     from medcnn.errors import DimensionError
-    from medcnn.io import read_volume
+    from medcnn.io import annotation_kind, read_labels, read_volume
     from medcnn.volume import Volume
 
     if probabilities:
@@ -188,6 +189,8 @@ def _read(path: str, *, probabilities: bool, cine: bool):
         if vol.leading_axis is None:  # one foreground probability -> channels (1 - p, p)
             arr = np.stack([1.0 - arr.astype(np.float32), arr.astype(np.float32)])
         return Volume(arr, vol.geometry, "probability", "channel", None, vol.meta)
+    if not cine and annotation_kind(path):  # DICOM RTSTRUCT / SEG
+        return read_labels(path)
     vol = read_volume(path, kind="label")
     if cine and vol.leading_axis != "time":
         raise DimensionError.expected("a cine label series (4D: time, I, J, K)", f"a 3D volume of shape {vol.shape}",
@@ -240,7 +243,7 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
             check_known_labels(*count_values(label_array(vol, allow_time=True)), names, path=path,
                                what=f"the label table {args.labels}")
         state["vol"] = vol
-        df = label_volumes(vol, label_names=names, threshold=args.threshold,
+        df = label_volumes(vol, label_names=names or vol.meta.get("label_names"), threshold=args.threshold,
                            regions=None if vol.kind == "probability" else args.regions)
         report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
 
@@ -268,7 +271,8 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
                 hard = np.where(fg.any(axis=0), fg.argmax(axis=0) + 1, 0)
             lab = vol.with_array(hard.astype(np.uint16), kind="label", leading_axis=None)
         df = measure_lesions(lab, labels=_parse_int_list(args.lesion_labels), per_label=not args.merge_lesion_labels,
-                             connectivity=args.connectivity, min_volume_ml=args.min_lesion_ml, label_names=names)
+                             connectivity=args.connectivity, min_volume_ml=args.min_lesion_ml,
+                             label_names=names or vol.meta.get("label_names"))
         report.lesions.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
 
     report.guard(report.lesions, base, lesions)

@@ -1,7 +1,8 @@
 """``medcnn run SCANS... --model NAME|PATH --out DIR``: segment and measure many scans.
 
-Writes one label map per case (in the input's format; DICOM -> ``.nii.gz``), CSV/JSON
-tables and a self-contained ``report.html``. Failed cases become error rows; the exit
+Writes one label map per case (in the input's format; DICOM -> ``.nii.gz``; with
+``--dicom`` also a DICOM SEG + SR per DICOM series), CSV/JSON tables and a self-contained
+``report.html``. Failed cases become error rows; the exit
 code is 2 when any case failed. Rerunning the same command skips cases that are up to
 date (same input pixels + geometry, model and settings).
 """
@@ -45,7 +46,12 @@ def register(sub) -> None:
                         "to be mirror-invariant to (bundle.json mirror_axes; slower)")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower on GPU)")
     p.add_argument("--include-identifiers", action="store_true",
-                   help="include DICOM patient name, ID and birth date in the report (off by default)")
+                   help="include DICOM patient name, ID and birth date in the report, and copy the patient "
+                        "module into --dicom outputs (off by default)")
+    p.add_argument("--dicom", action="store_true",
+                   help="for DICOM series inputs also write a DICOM SEG (label map) and a DICOM SR TID 1500 "
+                        "(volumes; cardiac EDV/ESV/SV/EF) per scan, referencing the source series; cine "
+                        "series get a QC flag instead (see docs/dicom.md)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cases whose outputs are up to date (default: --resume)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip overlay and curve figures")
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             args.scans, model=args.model, out=args.out, mode=args.mode, workers=args.workers,
             scheduler=args.scheduler, device=args.device, precision=args.precision, tta=args.tta,
             deterministic=args.deterministic, include_identifiers=args.include_identifiers, resume=args.resume,
-            figures=args.figures, progress=args.progress, title=args.title)
+            figures=args.figures, dicom=args.dicom, progress=args.progress, title=args.title)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",
               file=sys.stderr)

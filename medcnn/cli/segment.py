@@ -1,7 +1,8 @@
 """``medcnn segment SCANS... --model BUNDLE --out DIR``: label maps on the scans' own grids.
 
 Each case is written as ``<name>_labels<ext>`` in the input's format (DICOM folders →
-``.nii.gz``) with exactly the input's geometry; ``--probabilities`` adds
+``.nii.gz``; with ``--dicom`` also ``<name>_seg.dcm`` + ``<name>_sr.dcm``) with exactly the
+input's geometry; ``--probabilities`` adds
 ``<name>_probabilities<ext>`` (``(C, I, J, K)`` float32). Writes are atomic.
 ``segment_provenance.json`` records the medcnn version, the model's weights and spec
 SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
@@ -58,6 +59,14 @@ def register(sub) -> None:
     p.add_argument("--sw-batch-size", type=int, default=None,
                    help="windows per network call (default: 4 on GPUs, on the CPU 2 in fp32 and 1 in bf16)")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="memory budget for one case")
+    p.add_argument("--dicom", action="store_true",
+                   help="for DICOM series inputs also write <name>_seg.dcm (DICOM SEG) and <name>_sr.dcm (SR TID "
+                        "1500 with the label volumes) referencing the source series (see docs/dicom.md)")
+    p.add_argument("--dicom-fractional", action="store_true",
+                   help="with --dicom: write a FRACTIONAL SEG of the class probabilities (8-bit) instead of the "
+                        "binary label map (the SR still reports the label map's volumes)")
+    p.add_argument("--include-identifiers", action="store_true",
+                   help="with --dicom: copy the patient module and study identifiers of the source")
     p.set_defaults(func=run)
 
 
@@ -194,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.scans and not args.channels:
         raise ConfigError.expected("at least one scan or --channels group", "none")
+    if args.dicom_fractional and not args.dicom:
+        raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision,
                                 tta_axes=parse_tta_axes(args.tta), overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb)
@@ -245,6 +256,39 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     }, out_dir / PROVENANCE_FILE)
 
 
+def _write_dicom(seg: Any, pred: Any, source: Path, image: Any, target: Path,
+                 args: argparse.Namespace) -> tuple[list[Path], str]:
+    """``<name>_seg.dcm`` + ``<name>_sr.dcm`` beside ``target`` for a 3D DICOM series input,
+    and a note; other inputs (not DICOM, cine series) get no files and a note saying why."""
+    import numpy as np
+
+    from medcnn.io.dicom_out import algorithm_from_model, is_dicom_series, write_dicom_results
+    from medcnn.measure import label_volumes
+
+    labels = pred.labels
+    if not is_dicom_series(source, image):
+        return [], "--dicom: not a DICOM series, no SEG/SR"
+    if labels.leading_axis is not None:
+        return [], "--dicom: a cine (4D) series; SEG/SR are written for 3D series only"
+    base = target.name[: -len("_labels" + _split_name(target)[1])]
+    names = {k: v for k, v in seg.labels.items() if k != 0}
+    df = label_volumes(labels, label_names=seg.labels, labels=sorted(names) or None)
+    volumes = {int(r["label"]): float(r["volume_ml"]) for r in df.to_dict(orient="records")}
+    b = seg.bundle_info
+    algorithm = algorithm_from_model(Path(str(b.get("path") or args.model)).name,
+                                     weights_sha256=b.get("sha256"), spec_sha256=b.get("spec_sha256"))
+    fractions = None
+    if args.dicom_fractional:  # channel c is label c (softmax, one sigmoid channel) or c + 1 (several sigmoids)
+        probs = np.asarray(pred.probabilities.array)
+        shift = 1 if seg.activation == "sigmoid" and seg.out_channels > 1 else 0
+        fractions = {c + shift: probs[c] for c in range(probs.shape[0]) if c + shift > 0}
+    paths = write_dicom_results(labels, source, target.with_name(f"{base}_seg.dcm"),
+                                target.with_name(f"{base}_sr.dcm"), label_names=names, volumes_ml=volumes,
+                                algorithm=algorithm, include_identifiers=args.include_identifiers,
+                                fractions=fractions)
+    return paths, ", ".join(p.name for p in paths)
+
+
 def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                  written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
     """Segment one case, filling ``rec``; returns ``(failed, internal_error)`` as 0/1."""
@@ -267,15 +311,27 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
         vols = image if isinstance(image, list) else [image]
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
-        pred = seg.predict(image, return_probabilities=args.probabilities)
+        pred = seg.predict(image, return_probabilities=args.probabilities or args.dicom_fractional)
         out = write_volume(pred.labels, target)
         written[target] = name
         rec["outputs"] = [str(out)]
         extra = ""
-        if pred.probabilities is not None:
-            pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
-            rec["outputs"].append(str(pout))
-            extra = f" + {pout}"
+        try:
+            if args.probabilities:
+                pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
+                rec["outputs"].append(str(pout))
+                extra = f" + {pout}"
+            if args.dicom:
+                dcm, note = _write_dicom(seg, pred, Path(first_path), vols[0], target, args)
+                rec["outputs"] += [str(p) for p in dcm]
+                extra += f" + {note}" if dcm else f" ({note})"
+                if not dcm:
+                    rec["dicom_note"] = note
+        except BaseException:  # a case is written whole or not at all
+            for f in rec.pop("outputs"):
+                Path(f).unlink(missing_ok=True)
+            written.pop(target, None)
+            raise
         info = pred.info
         rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
                    seconds=round(time.perf_counter() - t0, 3))

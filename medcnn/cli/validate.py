@@ -1,11 +1,12 @@
 """``medcnn validate --pred DIR --ref DIR --out DIR``: metrics of predictions against references.
 
 Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.gz``,
-``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``), or a CSV (``--pairs``) with columns ``pred``,
-``ref`` and optionally ``case_id``, ``subject``, ``phase`` and a group column (``group`` or
-``--group-column``; relative paths are relative to the CSV's folder). A missing or
-unreadable file, or a case that fails, becomes a row with an ``error`` message and the
-others continue; the exit code is then 2.
+``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; DICOM RTSTRUCT / SEG files as ``<case>.dcm``, an
+RTSTRUCT being rasterised on the prediction's grid), or a CSV (``--pairs``) with columns
+``pred``, ``ref`` and optionally ``case_id``, ``subject``, ``phase`` and a group column
+(``group`` or ``--group-column``; relative paths are relative to the CSV's folder). A
+missing or unreadable file, or a case that fails, becomes a row with an ``error`` message
+and the others continue; the exit code is then 2.
 
 Outputs (written atomically into ``--out``): ``metrics.csv`` (one row per case and
 structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,
@@ -46,7 +47,8 @@ def register(sub) -> None:
                     "reference geometry) and write metrics.csv, summary.json, PNG plots and report.html.",
         epilog="Exit codes: 0 every case evaluated, 2 some case failed or bad arguments, 1 internal error.")
     p.add_argument("--pred", help="folder of predicted label maps")
-    p.add_argument("--ref", help="folder of reference label maps (same file names)")
+    p.add_argument("--ref", help="folder of reference label maps (same file names); DICOM RTSTRUCT or SEG "
+                                 "references as <case>.dcm (an RTSTRUCT is rasterised on the prediction's grid)")
     p.add_argument("--pairs", help="CSV with columns pred,ref[,case_id,subject,phase,group] instead of name matching")
     p.add_argument("--group-column", default="group", metavar="NAME",
                    help="pairs CSV column that groups subjects (e.g. pathology) for the ACDC tables (default group)")
@@ -105,8 +107,12 @@ def parse_labels(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
 
 
 def _strip_suffix(name: str) -> str | None:
+    """Case key of a label file: the name without its image extension; DICOM annotations
+    (RTSTRUCT / SEG) may be named ``<case>.dcm``."""
     from medcnn.io import image_stem
 
+    if name.lower().endswith(".dcm") and len(name) > 4:
+        return name[:-4]
     return image_stem(name)
 
 
@@ -156,9 +162,13 @@ def _listing(folder: Path, suffix: str) -> tuple[dict[str, Path], dict[str, list
     The key is the file name without its image extension and without ``suffix`` (files whose
     stem does not end in ``suffix`` are skipped), so ``case01.nrrd`` pairs with
     ``case01.nii.gz`` and ``case01_labels.nii.gz`` with ``case01_gt.nii.gz`` given the suffixes."""
+    from medcnn.io import annotation_kind
+
     found: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         stem = _strip_suffix(p.name) if p.is_file() and not p.name.startswith(".") else None
+        if stem and p.name.lower().endswith(".dcm") and annotation_kind(p) is None:
+            continue  # other DICOM objects (an SR, an image) are not label maps
         if not stem or (suffix and (not stem.endswith(suffix) or stem == suffix)):
             continue
         found.setdefault(stem[: len(stem) - len(suffix)] if suffix else stem, []).append(p)
@@ -257,6 +267,21 @@ def _print_acdc(acdc: dict[str, Any], percentile: float) -> None:
         print(f"  note: {note}")
 
 
+def _read_pair(pred_path: str, ref_path: str) -> tuple[Any, Any]:
+    """Prediction and reference label maps. The grid is the first plain label map of the two
+    (prediction first), else the reference read on its own (an RTSTRUCT on its image series);
+    DICOM annotations are placed on that grid where exact (an RTSTRUCT rasterised on it, a
+    sparse SEG given back its empty slices), see :func:`medcnn.io.read_labels_on_grid`."""
+    from medcnn.io import annotation_kind, read_labels, read_labels_on_grid
+
+    plain = [p for p in (pred_path, ref_path) if annotation_kind(p) is None]
+    base = plain[0] if plain else ref_path
+    grid = read_labels(base)
+    pred = grid if pred_path == base else read_labels_on_grid(pred_path, grid)
+    ref = grid if ref_path == base else read_labels_on_grid(ref_path, grid)
+    return pred, ref
+
+
 def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"case_id": case["case_id"], "label": "", "label_values": "", "empty_policy": settings["empty_policy"],
             "nsd_tolerance_mm": settings["tolerance_mm"], "hd_percentile": settings["percentile"],
@@ -265,7 +290,6 @@ def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> 
 
 def run(args: argparse.Namespace) -> int:
     from medcnn.errors import ConfigError, MedcnnError
-    from medcnn.io import read_volume
     from medcnn.measure.cardiac import MYOCARDIAL_DENSITY_G_PER_ML
     from medcnn.metrics.acdc import acdc_evaluation
     from medcnn.metrics.evaluate import evaluate_case, metric_columns
@@ -311,8 +335,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"medcnn validate: error: {cid}: {case['error']}", file=sys.stderr)
             continue
         try:
-            pred = read_volume(case["pred"], kind="label", require_3d=True)
-            ref = read_volume(case["ref"], kind="label", require_3d=True)
+            pred, ref = _read_pair(case["pred"], case["ref"])
             case_rows = evaluate_case(
                 pred, ref, labels=labels, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
                 empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,

@@ -1,4 +1,6 @@
-"""Reading and writing volumes: NIfTI, NRRD, MHA/MHD and DICOM series / cine folders.
+"""Reading and writing volumes: NIfTI, NRRD, MHA/MHD and DICOM series / cine folders;
+label maps also from DICOM annotations (RT Structure Sets and DICOM SEG, see
+:func:`read_labels`), and results as DICOM SEG + SR (:mod:`medcnn.io.dicom_out`).
 
 This package is the only place that knows file conventions: SimpleITK's LPS+ world and
 ``(z, y, x)`` array order, DICOM's ImagePositionPatient / ImageOrientationPatient, and
@@ -16,11 +18,14 @@ from pathlib import Path
 
 from medcnn.errors import DimensionError, UnsupportedFormatError
 from medcnn.io._common import (ITK_SUFFIXES, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, as_label_array, check_exists,
-                               check_suffix, image_stem)
+                               check_suffix, image_stem, suffix_of)
 from medcnn.volume import Volume, VolumeKind
 
 __all__ = [
     "read_volume",
+    "read_labels",
+    "annotation_kind",
+    "read_labels_on_grid",
     "write_volume",
     "list_dicom_series",
     "read_dicom_identifiers",
@@ -41,8 +46,9 @@ def read_volume(
     """Read a scan, label map or probability map.
 
     Args:
-        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` file, or a
-            folder of DICOM files (one series, or a cine series read as 4D).
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` file, a
+            folder of DICOM files (one series, or a cine series read as 4D), or a DICOM
+            RTSTRUCT / SEG file (read as a label map by :func:`read_labels`).
         kind: ``"label"`` validates integer, non-negative, finite values and stores the
             smallest unsigned dtype; ``"intensity"`` and ``"probability"`` keep the dtype.
         series: for a DICOM folder holding several series: UID, index (see
@@ -59,6 +65,11 @@ def read_volume(
     """
     p = Path(path)
     check_exists(p)
+    if p.is_file() and suffix_of(p) not in SUPPORTED_SUFFIXES:
+        from medcnn.io._labels import find_annotation
+
+        if find_annotation(p) is not None:  # an RTSTRUCT / SEG file: unambiguous as a label map
+            return read_labels(p)
     if p.is_dir():
         from medcnn.io._dicom import read_dicom_folder
 
@@ -81,6 +92,56 @@ def read_volume(
     elif kind != "intensity":
         vol = vol.with_array(vol.array, kind=kind)
     return vol
+
+
+def read_labels(path: str | PathLike[str], reference: "Volume | str | PathLike[str] | None" = None, *,
+                roi: "list[str] | tuple[str, ...] | None" = None) -> Volume:
+    """Read a label map: a label image, a DICOM label series, an RT Structure Set or a DICOM SEG.
+
+    Args:
+        path: label map file, DICOM folder, RTSTRUCT / SEG file (recognised by its SOP
+            class, any file name) or a folder holding one RTSTRUCT / SEG (alone or beside
+            its image series).
+        reference: image grid (Volume, image file or DICOM series folder). RTSTRUCT: the
+            grid the contours are rasterised on (default: the series it refers to, looked
+            up in its folder and the folders beside it). SEG: frames must lie on it (default:
+            the SEG's own grid). Label images: its geometry must match.
+        roi: ROI / segment names to keep, labelled 1..n in that order (default: all).
+
+    Returns:
+        label Volume ``(I, J, K)`` uint8/uint16; annotations carry
+        ``meta["label_names"] = {"1": "GTV", ...}``. Rasterisation rule: docs/dicom.md.
+
+    Raises:
+        AnnotationError (empty / unknown ROI, contours off the slice planes or on missing
+        slices), DicomSeriesError (referenced series not found), GeometryMismatchError
+        (SEG on another grid), UnsupportedFormatError (not DICOM), and read_volume's errors.
+    """
+    from medcnn.io._labels import read_labels as _read_labels
+
+    return _read_labels(path, reference, roi=roi)
+
+
+def read_labels_on_grid(path: str | PathLike[str], grid: Volume) -> Volume:
+    """Read a label map onto ``grid`` where that is exact (RTSTRUCT: rasterised on it; SEG:
+    decoded onto it when its frames lie on it, restoring the slices a sparse SEG leaves
+    out); a SEG on another grid and label images come back as read, for the caller's own
+    geometry check or resampling."""
+    from medcnn.io._labels import read_labels_on_grid as _on_grid
+
+    return _on_grid(path, grid)
+
+
+def annotation_kind(path: str | PathLike[str]) -> str | None:
+    """``"rtstruct"`` or ``"seg"`` when ``path`` is a DICOM RT Structure Set or Segmentation
+    file, or a folder holding one (alone or beside its image series); ``None`` for anything
+    else (label images, image series without annotation)."""
+    from medcnn.io._labels import find_annotation
+
+    p = Path(path)
+    check_exists(p)
+    found = find_annotation(p)
+    return None if found is None else found[1]
 
 
 def write_volume(volume: Volume, path: str | PathLike[str]) -> Path:

@@ -29,7 +29,7 @@ def make_preprocess(spec: Mapping[str, Any]) -> Callable[[Any], tuple[np.ndarray
     The image goes through :class:`medcnn.preprocess.Preprocessor`; the label map follows
     the same spatial steps (nearest neighbour) with ``PreprocessRecord.to_model_grid``.
     """
-    from medcnn.io import read_volume
+    from medcnn.io import read_labels_on_grid, read_volume
     from medcnn.preprocess import Preprocessor, PreprocessSpec
 
     pre = Preprocessor(PreprocessSpec.from_dict(dict(spec)))
@@ -38,7 +38,8 @@ def make_preprocess(spec: Mapping[str, Any]) -> Callable[[Any], tuple[np.ndarray
         channels = [read_volume(p, require_3d=True) for p in case.images]
         image, record = pre.forward(channels)
         if case.label is not None:
-            label_vol = read_volume(case.label, kind="label", require_3d=True)
+            # label images, RTSTRUCT (rasterised on the image grid) or SEG (decoded onto it)
+            label_vol = read_labels_on_grid(case.label, channels[0])
             label_vol.geometry.check_matches(channels[0].geometry, what=f"case {case.case_id}: label vs image")
             label = np.asarray(record.to_model_grid(label_vol, order=0).array)
         else:

@@ -49,14 +49,14 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
                     label_map: Mapping[int, int] | None = None, ignore_unlabelled_slices: bool = False,
                     absent_classes_unannotated: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Metrics of the bundle on ``cases`` (on their original grids). JSON-able dict."""
-    from medcnn.io import read_volume
+    from medcnn.io import read_labels_on_grid, read_volume
 
     names = {v: k for k, v in labels.items()}
     n_classes = max(labels.values()) + 1
     per_case = []
     for c in cases:
         chans = [read_volume(p, require_3d=True) for p in c.images]
-        ref_vol = read_volume(c.label, kind="label", require_3d=True)
+        ref_vol = read_labels_on_grid(c.label, chans[0])
         ref = np.asarray(ref_vol.array).astype(np.int64)
         if label_map:
             mapped = np.zeros_like(ref)
