@@ -574,11 +574,12 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                 if mode == "tumour":
                     rec["lesions"] += _lesion_rows(labels, settings)
         if mode == "tumour":
-            from medcnn.measure.lesions import METHOD_DIAMETER_3D
+            from medcnn.measure.lesions import METHOD_DIAMETER_3D, METHOD_DIAMETER_INPLANE, METHOD_MESH_VOLUME
 
             methods["lesions"] = ("lesion = 26-connected component of the union of all tumour labels (whole "
                                   "tumour); lesion volume_ml = voxel count x voxel volume / 1000; "
-                                  f"max_3d_diameter_mm: {METHOD_DIAMETER_3D}")
+                                  f"mesh_volume_ml: {METHOD_MESH_VOLUME}; max_3d_diameter_mm: {METHOD_DIAMETER_3D}; "
+                                  f"max_inplane_diameter_mm: {METHOD_DIAMETER_INPLANE}")
     timings["measure_s"] = time.perf_counter() - t
     rec["qc_flags"] = jsonable(qc)
     rec["n_labels_found"] = len({int(v) for _, _, _, lab, _ in predictions for v in np.unique(lab.array) if v != 0})
