@@ -73,6 +73,8 @@ class BatchSettings:
             when the bundle does not record them).
         deterministic: deterministic torch algorithms (slower on GPU).
         include_identifiers: add DICOM patient name / ID / birth date to the records.
+        include_paths: keep full input (and model) paths in the records; by default only
+            file / folder names (:func:`medcnn.report.provenance.display_path`).
         resume: skip cases whose outputs are up to date.
         figures: draw the overlay / curve figures.
     """
@@ -88,6 +90,7 @@ class BatchSettings:
     tta: bool = False
     deterministic: bool = False
     include_identifiers: bool = False
+    include_paths: bool = False
     resume: bool = True
     figures: bool = True
     model_spec_sha256: str = ""
@@ -96,6 +99,7 @@ class BatchSettings:
         """The settings that change a case's result (hashed into ``config_hash``)."""
         return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": self.tta,
                 "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
+                "include_paths": self.include_paths,
                 "figures": self.figures, "model_sha256": self.model_sha256,
                 "model_spec_sha256": self.model_spec_sha256}
 
@@ -138,6 +142,47 @@ def cardiac_labels_from_names(names: Mapping[int, str]):
 
 
 # ----------------------------------------------------------------------------- small helpers
+def record_inputs(case: Case, settings: BatchSettings) -> list[dict[str, Any]]:
+    """The ``inputs`` of a case record: phase, channel and path (file name only unless
+    ``settings.include_paths``)."""
+    from medcnn.report.provenance import display_path
+
+    def show(p: str | None) -> str | None:
+        return display_path(p, include_paths=settings.include_paths)
+
+    return ([{"phase": ci.phase, "channel": ch, "path": show(p)} for ci in case.inputs for ch, p in ci.channels]
+            + [{"phase": ci.phase, "channel": "reference", "path": show(ci.reference)}
+               for ci in case.inputs if ci.reference])
+
+
+def record_model(settings: BatchSettings) -> dict[str, Any]:
+    """The ``model`` of a case record (bundle path reduced like input paths)."""
+    from medcnn.report.provenance import display_path
+
+    return {"name": settings.model_name, "sha256": settings.model_sha256, "spec_sha256": settings.model_spec_sha256,
+            "path": display_path(settings.model, include_paths=settings.include_paths)}
+
+
+def redact_record(rec: dict[str, Any], case: Case, settings: BatchSettings) -> dict[str, Any]:
+    """Remove the case's input paths from the free-text fields of ``rec`` (error message,
+    origin, QC messages) unless ``settings.include_paths``. Returns ``rec``."""
+    from medcnn.report.provenance import redact_paths
+
+    if settings.include_paths:
+        return rec
+    paths = [*case.paths, *(ci.reference for ci in case.inputs if ci.reference), case.origin]
+
+    def red(text: Any) -> Any:
+        return redact_paths(text, paths)
+
+    rec["origin"] = red(rec.get("origin"))
+    if rec.get("error"):
+        rec["error"] = {k: red(v) for k, v in rec["error"].items()}
+    for flag in rec.get("qc_flags") or []:
+        flag["message"] = red(flag.get("message"))
+    return rec
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     from medcnn.io._common import atomic_path
 
@@ -383,10 +428,8 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         "mode": settings.mode,
         "input_kind": None,
         "origin": case.origin,
-        "inputs": [{"phase": ci.phase, "channel": ch, "path": p} for ci in case.inputs for ch, p in ci.channels]
-        + [{"phase": ci.phase, "channel": "reference", "path": ci.reference} for ci in case.inputs if ci.reference],
-        "model": {"name": settings.model_name, "sha256": settings.model_sha256,
-                  "spec_sha256": settings.model_spec_sha256, "path": settings.model},
+        "inputs": record_inputs(case, settings),
+        "model": record_model(settings),
         "config_hash": settings.config_hash,
         "input_hash": None,
         "volumes": [], "lesions": [], "cardiac": None, "curve": None, "qc_flags": [],
@@ -423,6 +466,7 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         timings["total_s"] = time.perf_counter() - t_start
         from medcnn.report.tables import write_json
 
+        redact_record(rec, case, settings)
         write_json(rec, folder / RESULT_FILE)  # last: marks the case complete
         return rec
     except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
@@ -432,6 +476,7 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         rec["error"] = _error_record(exc) if not isinstance(exc, _ListedError) else exc.record
         rec["volumes"], rec["lesions"], rec["cardiac"], rec["curve"] = [], [], None, None
         timings["total_s"] = time.perf_counter() - t_start
+        redact_record(rec, case, settings)
         with contextlib.suppress(Exception):
             # outputs of this attempt and of an earlier run no longer describe these inputs
             _remove_outputs(folder, rec, out)

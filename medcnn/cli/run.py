@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower on GPU)")
     p.add_argument("--include-identifiers", action="store_true",
                    help="include DICOM patient name, ID and birth date in the report (off by default)")
+    p.add_argument("--include-paths", action="store_true",
+                   help="keep full input paths in the reports, tables, JSON and HTML (default: case id and file name "
+                        "only; folder names often hold patient names)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cases whose outputs are up to date (default: --resume)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip overlay and curve figures")
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_batch(
             args.scans, model=args.model, out=args.out, mode=args.mode, workers=args.workers,
             scheduler=args.scheduler, device=args.device, precision=args.precision, tta=args.tta,
-            deterministic=args.deterministic, include_identifiers=args.include_identifiers, resume=args.resume,
+            deterministic=args.deterministic, include_identifiers=args.include_identifiers, include_paths=args.include_paths,
+            resume=args.resume,
             figures=args.figures, progress=args.progress, title=args.title)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",

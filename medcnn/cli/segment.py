@@ -58,6 +58,9 @@ def register(sub) -> None:
     p.add_argument("--sw-batch-size", type=int, default=None,
                    help="windows per network call (default: 4 on GPUs, on the CPU 2 in fp32 and 1 in bf16)")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="memory budget for one case")
+    p.add_argument("--include-paths", action="store_true",
+                   help="keep full input paths in segment_provenance.json (default: file names only; folder names "
+                        "often hold patient names)")
     p.set_defaults(func=run)
 
 
@@ -230,11 +233,27 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     from medcnn.report.provenance import HASH_METHOD, environment_info
     from medcnn.report.tables import write_json
 
+    from medcnn.report.provenance import PATHS_METHOD, display_path, redact_paths
+
     b = seg.bundle_info
+    keep = bool(getattr(args, "include_paths", False))
+    if not keep:
+        raw = [str(s) for s in args.scans] + [f.strip() for g in args.channels for f in g.split(",")]
+        for rec in log:
+            raw_inputs = rec.get("inputs") or []
+            every = raw + raw_inputs
+            rec["case"] = redact_paths(rec.get("case"), every)
+            for key in ("inputs", "outputs"):
+                if key in rec:
+                    rec[key] = [display_path(p) for p in rec[key]]
+            if rec.get("error"):
+                rec["error"] = redact_paths(rec["error"], every)
     write_json({
         "tool": "medcnn segment", "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
-        "model": {"argument": str(args.model), "path": b.get("path"), "sha256": b.get("sha256"),
+        "paths": "full paths (--include-paths)" if keep else PATHS_METHOD + "; outputs are in this file's folder",
+        "model": {"argument": display_path(args.model, include_paths=keep),
+                  "path": display_path(b.get("path"), include_paths=keep), "sha256": b.get("sha256"),
                   "spec_sha256": b.get("spec_sha256")},
         "settings": {"device": str(seg.device), "precision": seg.precision, "tta_request": seg.tta_request,
                      "mirror_axes_trained": None if seg.mirror_axes is None else list(seg.mirror_axes),
