@@ -239,7 +239,9 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
     out = Path(out)
     tables = build_tables(records)
     columns: dict[str, str] = {}
-    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS):
+    from medcnn.measure.intervals import INTERVAL_COLUMNS
+
+    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS, INTERVAL_COLUMNS):
         for k, v in d.items():
             columns.setdefault(k, v)
     columns["input_hash"] = HASH_METHOD

@@ -64,7 +64,8 @@ TABLE_FILES: dict[str, str] = {
 _CASE_COLUMNS = ["case_id", "status", "mode", "input_kind", "inputs", "message", "qc_codes", "n_labels_found",
                  "input_hash", "model_sha256", "config_hash", "device", "precision", "tta", "total_s"]
 _VOLUME_COLUMNS = ["case_id", "phase", "frame", "label", "label_name", "voxel_count", "voxel_volume_mm3",
-                   "volume_ml", "reference_volume_ml", "volume_difference_ml", "dice", "method"]
+                   "volume_ml", "volume_low_ml", "volume_high_ml", "volume_soft_ml", "reference_volume_ml",
+                   "volume_difference_ml", "dice", "method"]
 _ERROR_COLUMNS = ["case_id", "inputs", "error_type", "message"]
 
 #: Meaning and unit of the columns that are not documented by :mod:`medcnn.measure`.
