@@ -46,3 +46,14 @@ def test_bench_metrics_measure_and_batch_run_small():
     assert "baseline" in out.lower()
     out = _run("bench_batch.py", "--cases", "2", "--shape", "32", "32", "16", "--repeats", "1")
     assert "baseline" in out.lower() or "bare" in out.lower()
+
+
+@pytest.mark.realdata
+def test_calibrate_volume_intervals_prints_the_coverage_table():
+    from medcnn._testing import require_shared_data
+
+    require_shared_data("hippocampus")
+    out = _run("calibrate_volume_intervals.py", "--bundles", "hippocampus-mri", "--max-cases", "2", "--no-tta",
+               "--markdown")
+    assert "| bundle | structure | TTA | n | coverage |" in out
+    assert "| hippocampus-mri | anterior | off | 2 |" in out
