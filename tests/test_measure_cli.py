@@ -200,6 +200,13 @@ def test_probability_maps(tmp_path):
         assert df.loc[c, "soft_volume_ml"] == pytest.approx(stored[c].sum(dtype=np.float64) * g.voxel_volume_ml,
                                                            rel=1e-6)
         assert df.loc[c, "voxel_count"] == int((stored.argmax(0) == c).sum())
+        # the volume interval of the same probabilities, around the argmax volume
+        from medcnn.measure.intervals import volume_interval
+
+        ref = volume_interval(Volume(stored.argmax(0).astype(np.uint8), g, "label"), c, stored[c])
+        assert df.loc[c, "volume_low_ml"] == pytest.approx(ref["volume_low_ml"])
+        assert df.loc[c, "volume_high_ml"] == pytest.approx(ref["volume_high_ml"])
+        assert df.loc[c, "volume_low_ml"] <= df.loc[c, "volume_ml"] <= df.loc[c, "volume_high_ml"]
 
 
 def test_cardiac_and_cine(tmp_path):

@@ -240,6 +240,19 @@ class _Report:
             return False
 
 
+def _hard_labels(vol, threshold: float | None):
+    """Label map of a probability Volume: argmax, or with ``threshold`` the first foreground
+    channel at or above it (0 where none)."""
+    import numpy as np
+
+    if threshold is None:
+        hard = np.argmax(vol.array, axis=0)
+    else:
+        fg = vol.array[1:] >= threshold
+        hard = np.where(fg.any(axis=0), fg.argmax(axis=0) + 1, 0)
+    return vol.with_array(hard.astype(np.uint16), kind="label", leading_axis=None)
+
+
 def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> None:
     import numpy as np
 
@@ -261,7 +274,18 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         state["vol"] = vol
         df = label_volumes(vol, label_names=names, threshold=args.threshold,
                            regions=None if vol.kind == "probability" else args.regions)
-        report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
+        rows = df.to_dict(orient="records")
+        if vol.kind == "probability":  # volume intervals from the same probabilities and hard labels
+            from medcnn.measure.intervals import volume_intervals
+
+            iv = volume_intervals(vol, _hard_labels(vol, args.threshold), label_values=sorted(
+                {int(r["label"]) for r in rows if 0 < int(r["label"]) < vol.shape[0]}))
+            by = {int(r["label"]): r for r in iv.to_dict(orient="records")}
+            for r in rows:
+                extra = by.get(int(r["label"]), {})
+                r.update({k: extra.get(k) for k in ("volume_low_ml", "volume_high_ml", "volume_prob_low_ml",
+                                                    "volume_prob_high_ml", "interval_method") if k in extra})
+        report.volumes.extend({**base, **row, "error": None} for row in rows)
 
     if not report.guard(report.volumes, base, volumes):
         return
@@ -278,14 +302,7 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         return
 
     def lesions() -> None:
-        lab = vol
-        if vol.kind == "probability":
-            if args.threshold is None:
-                hard = np.argmax(vol.array, axis=0)
-            else:  # first foreground channel at or above the threshold; 0 where none
-                fg = vol.array[1:] >= args.threshold
-                hard = np.where(fg.any(axis=0), fg.argmax(axis=0) + 1, 0)
-            lab = vol.with_array(hard.astype(np.uint16), kind="label", leading_axis=None)
+        lab = _hard_labels(vol, args.threshold) if vol.kind == "probability" else vol
         df = measure_lesions(lab, labels=_parse_int_list(args.lesion_labels), per_label=not args.merge_lesion_labels,
                              connectivity=args.connectivity, min_volume_ml=args.min_lesion_ml, label_names=names)
         report.lesions.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
@@ -327,7 +344,12 @@ def _methods(args) -> dict[str, dict[str, str]]:
     common = {"case": "case id = input file name without extension",
               "path": "input file" + ("" if args.include_paths else " (name only; --include-paths keeps the path)"),
               "error": "empty when the case was measured; else why it failed"}
+    from medcnn.measure.intervals import INTERVAL_COLUMNS
+
     vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS}
+    if args.probabilities:
+        vol_cols.update({k: v for k, v in INTERVAL_COLUMNS.items() if k.startswith(("volume_", "interval_"))
+                         and "tta" not in k and k != "volume_soft_ml"})
     out = {"volumes": vol_cols}
     if not args.no_lesions and not args.cine:
         out["lesions"] = {**common, **LESION_COLUMNS}
