@@ -556,12 +556,17 @@ class Segmenter:
         resampled = record.step("resample") is not None
         via_probs = return_probabilities or resampled
         input_shape = record.input_geometry.shape
-        try:
-            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=via_probs,
-                             input_shape=input_shape, resampled=resampled)
+        intervals_skipped = None
+        try:  # intervals need the weight channel too: planned like probabilities (conservative)
+            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing,
+                             want_probabilities=via_probs or volume_intervals, input_shape=input_shape,
+                             resampled=resampled)
         except InsufficientMemoryError:
             if return_probabilities:
                 raise
+            if volume_intervals:
+                volume_intervals = False
+                intervals_skipped = "skipped: not enough memory for the probabilities"
             via_probs = False  # map labels back with nearest neighbour instead of resampling probabilities
             plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=False,
                              input_shape=input_shape, resampled=resampled)
@@ -632,6 +637,8 @@ class Segmenter:
             info["bundle"] = dict(self.bundle_info)
         if intervals is not None:
             info["volume_intervals"] = {"tta_views": n_views, "probabilities": "uint8 (round(p x 255))"}
+        elif intervals_skipped:
+            info["volume_intervals"] = intervals_skipped
         return Prediction(labels_vol, probs_vol, info, intervals)
 
     def _foreground_channels(self, n_prob: int) -> list[tuple[int, int]]:
