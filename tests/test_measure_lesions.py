@@ -321,7 +321,8 @@ def test_mesh_features_against_pyradiomics_reference(case):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_mesh_features_on_other_shared_label_maps():
-    """Every other shared tumour label map: the same brute-force PyRadiomics definitions."""
+    """The other shared tumour label maps (prostate phantom, sarcoma CT/MR/PET masks, a BRATS
+    whole tumour): the same brute-force PyRadiomics definitions."""
     from medcnn.io import read_volume
 
     maps = [(require_shared_data("pyradiomics", "prostate_phantom_subvolume-label.nrrd"), None)]
@@ -329,8 +330,11 @@ def test_mesh_features_on_other_shared_label_maps():
 
     maps += [(p, None) for p in sorted(glob.glob(str(require_shared_data("sarcoma") / "STS_001" / "*" / "nifti"
                                                           / "mask" / "*.nii.gz")))]
-    for path, _ in maps:
+    maps.append((require_shared_data("brats2015", "brats_2013_pat0004_1", "OTMultiClass.nii.gz"), "whole tumour"))
+    for path, merge in maps:
         vol = read_volume(path, kind="label")
+        if merge:  # BRATS: the union of the tumour labels
+            vol = vol.with_array((np.asarray(vol.array) > 0).astype(np.uint8), kind="label")
         df = measure_lesions(vol, connectivity=None)
         for _, row in df.iterrows():
             mask, sp = vol.array == row["label"], vol.spacing
