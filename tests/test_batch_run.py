@@ -241,6 +241,21 @@ def test_cardiac_cine_and_pairs_match_hand_calculation(work, tmp_path):
     assert set(filter(None, cases.loc["cine", "qc_codes"].split(";"))) == codes
     vols = pd.read_csv(out / "volumes.csv")
     assert set(vols[vols.case_id == "h1"]["phase"]) == {"ED", "ES"}
+    # volume intervals by default: around every predicted volume, EF interval = exact extremes
+    assert vols["volume_low_ml"].notna().all() and vols["volume_high_ml"].notna().all()
+    assert (vols["volume_low_ml"] <= vols["volume_ml"] + 1e-12).all()
+    assert (vols["volume_ml"] <= vols["volume_high_ml"] + 1e-12).all()
+    for cid in ("h1", "cine"):
+        lv_rows = vols[(vols.case_id == cid) & (vols.label == 1)].set_index("phase")
+        edv_lo, edv_hi = lv_rows.loc["ED", ["volume_low_ml", "volume_high_ml"]]
+        esv_lo, esv_hi = lv_rows.loc["ES", ["volume_low_ml", "volume_high_ml"]]
+        assert card.loc[cid, "lv_edv_low_ml"] == pytest.approx(edv_lo)
+        assert card.loc[cid, "lv_ef_low_percent"] == pytest.approx(100 * (1 - esv_hi / edv_lo))
+        assert card.loc[cid, "lv_ef_high_percent"] == pytest.approx(100 * (1 - esv_lo / edv_hi))
+        assert card.loc[cid, "lv_ef_low_percent"] <= card.loc[cid, "lv_ef_percent"] <= card.loc[cid, "lv_ef_high_percent"]
+    report = json.loads((out / "report.json").read_text())
+    assert "not a confidence interval" in report["cases"][0]["provenance"]["methods"]["volume_interval"]
+    assert "interval low (mL)" in (out / "report.html").read_text()
 
 
 def test_tumour_mode_lesions_and_reference(tmp_path):

@@ -51,3 +51,14 @@ def test_bench_metrics_measure_and_batch_run_small():
 def test_bench_training_prints_step_time_against_the_network_alone():
     out = _run("bench_training.py", "--steps", "1")
     assert "network alone (baseline)" in out and "whole training step" in out and "CPU hours" in out
+
+
+@pytest.mark.realdata
+def test_calibrate_volume_intervals_prints_the_coverage_table():
+    from medcnn._testing import require_shared_data
+
+    require_shared_data("hippocampus")
+    out = _run("calibrate_volume_intervals.py", "--bundles", "hippocampus-mri", "--max-cases", "2", "--no-tta",
+               "--markdown")
+    assert "| bundle | structure | TTA | n | coverage |" in out
+    assert "| hippocampus-mri | anterior | off | 2 |" in out

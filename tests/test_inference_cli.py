@@ -175,8 +175,8 @@ def test_multichannel_cases_from_folders_and_channel_lists(tmp_path, capsys):
     f2 = _scan(other / "x_flair.mha", g, seed=4)
     t2 = _scan(other / "x_t1c.mha", g, seed=5)
     out = tmp_path / "out"
-    rc = main(["segment", str(case), "--channels", f"{f2},{t2}", "--model", str(bdir), "--out", str(out),
-               "--device", "cpu", "--precision", "fp32"])
+    rc = main(["segment", "--channels", str(case), "--channels", f"{f2},{t2}", "--model", str(bdir), "--out",
+               str(out), "--device", "cpu", "--precision", "fp32"])
     assert rc == 0, capsys.readouterr().err
     assert (out / "case1_labels.nii.gz").exists() and (out / "x_flair_labels.mha").exists()
     # the folder case equals the explicit channel list of the same files
@@ -186,11 +186,57 @@ def test_multichannel_cases_from_folders_and_channel_lists(tmp_path, capsys):
     a = read_volume(out / "case1_labels.nii.gz", kind="label").array
     b = read_volume(tmp_path / "out2" / "case1_flair_labels.nii.gz", kind="label").array
     assert np.array_equal(a, b)
-    # wrong number of channels, and an ambiguous folder: error lines, exit 2
+    # wrong number of channels, and a single image for a 2-channel model: error lines, exit 2
     rc = main(["segment", "--channels", str(f), str(f), "--model", str(bdir), "--out", str(tmp_path / "o3"),
                "--device", "cpu"])
     err = capsys.readouterr().err
-    assert rc == 2 and "expected 2 channel files" in err and "a folder with one image per channel" in err
+    assert rc == 2 and "expected 2 channel files" in err and "--channels FOLDER with one image per channel" in err
+    # the channel folder given as SCANS reads two ways: refused, naming both readings and how to choose
+    rc = main(["segment", str(case), "--model", str(bdir), "--out", str(tmp_path / "o4"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len([ln for ln in err.splitlines() if "error:" in ln]) == 1
+    assert "a folder of scans (each image file one case" in err and "one 2-channel case" in err
+    assert "FLAIR=case1_flair.nii.gz" in err and f"--channels {case}" in err and "case_id,FLAIR,T1c" in err
+    assert not (tmp_path / "o4" / "case1_labels.nii.gz").exists()
+    # a folder of several cases' files: each file is a case, which a 2-channel model cannot run alone
+    mixed = tmp_path / "mixed"
+    for i in range(2):
+        _scan(mixed / f"p{i}_flair.nii.gz", g, seed=i)
+    rc = main(["segment", str(mixed), "--model", str(bdir), "--out", str(tmp_path / "o5"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("p0_flair.nii.gz") >= 1 and "p1_flair.nii.gz" in err
+    assert "one column per input channel" in err
+
+
+def test_a_folder_of_image_files_segments_each_file_as_run_does(tmp_path, bundle, capsys):
+    folder = tmp_path / "scans"
+    a = _scan(folder / "a.nii.gz", GEOMS[0])
+    b = _scan(folder / "b.nrrd", GEOMS[1], seed=1)
+    (folder / "notes.txt").write_text("not an image: ignored, as by medcnn run")
+    c = _scan(folder / "sub" / "c.mha", GEOMS[1], seed=2)
+    out = tmp_path / "out"
+    rc = main(["segment", str(folder), "--model", str(bundle), "--out", str(out), "--device", "cpu",
+               "--precision", "fp32"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.nii.gz", "b_labels.nrrd", "segment_provenance.json"]
+    # the same labels as segmenting the files one by one (sub-folders are not searched when files are present,
+    # as in medcnn run)
+    single = tmp_path / "single"
+    assert main(["segment", str(a), str(b), "--model", str(bundle), "--out", str(single), "--device", "cpu",
+                 "--precision", "fp32"]) == 0
+    for name in ("a_labels.nii.gz", "b_labels.nrrd"):
+        assert np.array_equal(read_volume(out / name, kind="label").array,
+                              read_volume(single / name, kind="label").array)
+    from medcnn.batch.cases import discover_cases
+
+    assert [cs.inputs[0].channels[0][1] for cs in discover_cases([folder])] == [str(a), str(b)]
+    # a folder holding only sub-folders: each sub-folder by the same rules
+    top = tmp_path / "top"
+    _scan(top / "x" / "x1.nii.gz", GEOMS[1], seed=3)
+    _scan(top / "y" / "y1.nii.gz", GEOMS[1], seed=4)
+    assert main(["segment", str(top), "--model", str(bundle), "--out", str(tmp_path / "o6"), "--device", "cpu"]) == 0
+    assert (tmp_path / "o6" / "x1_labels.nii.gz").exists() and (tmp_path / "o6" / "y1_labels.nii.gz").exists()
+    assert c.exists()
 
 
 @pytest.mark.slow

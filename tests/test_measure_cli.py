@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import re
 
@@ -82,16 +84,34 @@ def test_good_and_corrupt_files_csv(cases, tmp_path, capsys):
     _check_units(les)
     assert sorted(les["n_voxels"].tolist()) == [4, 18, 24]
     assert les.loc[les["case"] == "case_b", "touches_border"].item()
-    # header: version, method and unit, sha256 of each input file's bytes
+    # a plain CSV: header row first, read by the csv module and pandas with default options
     text = out.read_text()
-    header = [ln for ln in text.splitlines() if ln.startswith("#")]
+    assert text.splitlines()[0].startswith('"case","path"') and "#" not in text.splitlines()[0]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == list(df.columns) and len(rows) == len(df)
+    assert len(pd.read_csv(out)) == len(df)
+    # the sidecar: version, method and unit, sha256 of each input file's bytes (file names only)
+    meta = json.loads(out.with_name("report.csv-metadata.json").read_text())
     from medcnn import __version__
 
-    assert any(f"medcnn version {__version__}" in ln for ln in header)
-    assert any("volume_ml: label volume in mL = voxel count x voxel volume (mm^3) / 1000" in ln for ln in header)
+    assert meta["@context"] == "http://www.w3.org/ns/csvw" and meta["url"] == "report.csv"
+    assert meta["dc:creator"] == f"medcnn {__version__}"
+    cols = {c["name"]: c for c in meta["tableSchema"]["columns"]}
+    assert list(cols) == list(df.columns)
+    assert "label volume in mL = voxel count x voxel volume (mm^3) / 1000" in cols["volume_ml"]["dc:description"]
+    assert cols["volume_ml"]["datatype"] == "number"
+    inputs = {i["path"]: i["sha256"] for i in meta["medcnn"]["inputs"]}
     for p in (good, good2, cases["bad"]):
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
-        assert any(f"sha256={digest}" in ln and str(p) in ln for ln in header)
+        assert inputs[p.name] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(meta)
+    assert set(df["path"]) == {good.name, good2.name, cases["bad"].name}
+
+
+def test_include_paths_keeps_full_paths(cases, tmp_path):
+    good, _, _ = cases["a"]
+    out = tmp_path / "full.csv"
+    assert main(["measure", str(good), "--include-paths", "--out", str(out)]) == 0
+    assert read_table(out)["path"].unique().tolist() == [str(good)]
 
 
 def test_json_report(cases, tmp_path):
@@ -145,7 +165,7 @@ def test_output_is_atomic(cases, tmp_path, monkeypatch):
     import medcnn.cli.measure as m
 
     calls = {"n": 0}
-    real = m._csv_text
+    real = m._csv_outputs
 
     def flaky(*args, **kw):
         calls["n"] += 1
@@ -153,7 +173,7 @@ def test_output_is_atomic(cases, tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(*args, **kw)
 
-    monkeypatch.setattr(m, "_csv_text", flaky)
+    monkeypatch.setattr(m, "_csv_outputs", flaky)
     assert main(["measure", str(good), "--out", str(out)]) == 1
     assert out.read_text() == "previous report\n"             # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.csv", "case_a.nii.gz", "case_b.nrrd",
@@ -180,6 +200,13 @@ def test_probability_maps(tmp_path):
         assert df.loc[c, "soft_volume_ml"] == pytest.approx(stored[c].sum(dtype=np.float64) * g.voxel_volume_ml,
                                                            rel=1e-6)
         assert df.loc[c, "voxel_count"] == int((stored.argmax(0) == c).sum())
+        # the volume interval of the same probabilities, around the argmax volume
+        from medcnn.measure.intervals import volume_interval
+
+        ref = volume_interval(Volume(stored.argmax(0).astype(np.uint8), g, "label"), c, stored[c])
+        assert df.loc[c, "volume_low_ml"] == pytest.approx(ref["volume_low_ml"])
+        assert df.loc[c, "volume_high_ml"] == pytest.approx(ref["volume_high_ml"])
+        assert df.loc[c, "volume_low_ml"] <= df.loc[c, "volume_ml"] <= df.loc[c, "volume_high_ml"]
 
 
 def test_cardiac_and_cine(tmp_path):

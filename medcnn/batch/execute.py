@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from medcnn.batch.bundles import bundle_info
 from medcnn.batch.cases import Case, discover_cases
-from medcnn.batch.runner import MODES, BatchSettings, run_case
+from medcnn.batch.runner import MODES, BatchSettings, record_inputs, record_model, redact_record, run_case
 from medcnn.errors import ConfigError
 
 __all__ = ["run_batch", "BatchResult", "resolve_mode", "write_report"]
@@ -131,18 +131,16 @@ class _suppress:
 
 def _crash_record(case: Case, settings: BatchSettings, exc: BaseException) -> dict[str, Any]:
     """Record for a case whose worker died (or a scheduler failure) before returning."""
-    return {
+    rec = {
         "schema": "medcnn-case-result/1", "case_id": case.case_id, "status": "error", "mode": settings.mode,
-        "origin": case.origin,
-        "inputs": [{"phase": ci.phase, "channel": ch, "path": p} for ci in case.inputs for ch, p in ci.channels],
-        "model": {"name": settings.model_name, "sha256": settings.model_sha256,
-                  "spec_sha256": settings.model_spec_sha256, "path": settings.model},
+        "origin": case.origin, "inputs": record_inputs(case, settings), "model": record_model(settings),
         "config_hash": settings.config_hash, "input_hash": None, "volumes": [], "lesions": [], "cardiac": None,
         "curve": None, "qc_flags": [], "outputs": {}, "timings_s": {},
         "error": {"type": type(exc).__name__,
                   "message": f"worker failed while processing the case: {type(exc).__name__}: "
                              f"{' '.join(str(exc).split())}"},
     }
+    return redact_record(rec, case, settings)
 
 
 def _run_inline(cases, settings, done):
@@ -217,6 +215,15 @@ def _run_dask(cases, settings, done, scheduler):
 
 
 # ----------------------------------------------------------------------------- report
+def _methods_union(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Every method text of the records' provenance (first wording of each key)."""
+    out: dict[str, str] = {}
+    for r in records:
+        for k, v in ((r.get("provenance") or {}).get("methods") or {}).items():
+            out.setdefault(k, v)
+    return out
+
+
 def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str], *, settings: BatchSettings,
                  title: str | None = None, model_validation: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the CSV tables, ``report.json`` and ``report.html`` of a batch into ``out``."""
@@ -227,15 +234,30 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
     from medcnn.report.provenance import HASH_METHOD, environment_info
     from medcnn.report.tables import COLUMN_DESCRIPTIONS
 
+    from medcnn.report.provenance import PATHS_METHOD, display_path
+
     out = Path(out)
     tables = build_tables(records)
-    paths = write_tables(tables, out)
     columns: dict[str, str] = {}
-    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS):
+    from medcnn.measure.intervals import INTERVAL_COLUMNS
+
+    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS, INTERVAL_COLUMNS):
         for k, v in d.items():
             columns.setdefault(k, v)
     columns["input_hash"] = HASH_METHOD
+    if not settings.include_paths:
+        columns["inputs"] = f"{columns['inputs']} ({PATHS_METHOD})"
     used = {c for df in tables.values() for c in df.columns}
+    model_path = display_path(settings.model, include_paths=settings.include_paths)
+    sidecar = {"report": "report.json", "model": {"name": settings.model_name, "sha256": settings.model_sha256,
+                                                  "spec_sha256": settings.model_spec_sha256},
+               "environment": environment_info(),
+               "settings": {"mode": settings.mode, "precision": settings.precision, "tta": settings.tta,
+                            "config_hash": settings.config_hash},
+               "methods": _methods_union(records),
+               "inputs": [{"case_id": r["case_id"], "input_hash": r.get("input_hash"),
+                           "files": [i.get("path") for i in r.get("inputs") or []]} for r in records]}
+    paths = write_tables(tables, out, descriptions=columns, extra=sidecar)
     counts = {"total": len(records), "ok": sum(r["status"] in ("ok", "skipped") for r in records),
               "computed": sum(r["status"] == "ok" for r in records),
               "skipped": sum(r["status"] == "skipped" for r in records),
@@ -247,12 +269,13 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
         "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
         "model": {"name": settings.model_name, "sha256": settings.model_sha256,
-                  "spec_sha256": settings.model_spec_sha256, "path": settings.model,
+                  "spec_sha256": settings.model_spec_sha256, "path": model_path,
                   "labels": {str(k): v for k, v in settings.labels.items()},
                   "validation": {k: v for k, v in (model_validation or {}).items() if k != "cases"}},
         "settings": {"mode": settings.mode, "device": settings.device, "precision": settings.precision,
                      "tta": settings.tta, "deterministic": settings.deterministic,
-                     "include_identifiers": settings.include_identifiers, "config_hash": settings.config_hash},
+                     "include_identifiers": settings.include_identifiers, "include_paths": settings.include_paths,
+                     "config_hash": settings.config_hash},
         "counts": counts,
         "tables": {k: p.name for k, p in paths.items()},
         "columns": {k: v for k, v in columns.items() if k in used},
@@ -277,6 +300,7 @@ def run_batch(
     tta: bool = False,
     deterministic: bool = False,
     include_identifiers: bool = False,
+    include_paths: bool = False,
     resume: bool = True,
     figures: bool = True,
     dicom: bool = False,
@@ -297,6 +321,8 @@ def run_batch(
         scheduler: Dask scheduler address or ``distributed.Client`` (each case a task).
         device, precision, tta, deterministic: inference settings.
         include_identifiers: add DICOM patient name / ID / birth date to the report.
+        include_paths: keep full input and model paths in every output; by default
+            reports name inputs by case id and file name only.
         resume: skip cases whose outputs are up to date (input hash, model sha256, settings).
         figures: draw overlay and curve figures.
         dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan
@@ -324,8 +350,8 @@ def run_batch(
         model_spec_sha256=info.spec_sha256,
         labels=dict(info.labels), out=str(Path(out).resolve()), mode=resolve_mode(mode, info.task),
         device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
-        include_identifiers=bool(include_identifiers), resume=bool(resume), figures=bool(figures),
-        dicom=bool(dicom))
+        include_identifiers=bool(include_identifiers), include_paths=bool(include_paths), resume=bool(resume),
+        figures=bool(figures), dicom=bool(dicom))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle

@@ -73,6 +73,8 @@ class BatchSettings:
             when the bundle does not record them).
         deterministic: deterministic torch algorithms (slower on GPU).
         include_identifiers: add DICOM patient name / ID / birth date to the records.
+        include_paths: keep full input (and model) paths in the records; by default only
+            file / folder names (:func:`medcnn.report.provenance.display_path`).
         resume: skip cases whose outputs are up to date.
         figures: draw the overlay / curve figures.
         dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan.
@@ -89,6 +91,7 @@ class BatchSettings:
     tta: bool = False
     deterministic: bool = False
     include_identifiers: bool = False
+    include_paths: bool = False
     resume: bool = True
     figures: bool = True
     model_spec_sha256: str = ""
@@ -98,6 +101,7 @@ class BatchSettings:
         """The settings that change a case's result (hashed into ``config_hash``)."""
         return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": self.tta,
                 "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
+                "include_paths": self.include_paths,
                 "figures": self.figures, "model_sha256": self.model_sha256,
                 "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {})}
 
@@ -140,6 +144,47 @@ def cardiac_labels_from_names(names: Mapping[int, str]):
 
 
 # ----------------------------------------------------------------------------- small helpers
+def record_inputs(case: Case, settings: BatchSettings) -> list[dict[str, Any]]:
+    """The ``inputs`` of a case record: phase, channel and path (file name only unless
+    ``settings.include_paths``)."""
+    from medcnn.report.provenance import display_path
+
+    def show(p: str | None) -> str | None:
+        return display_path(p, include_paths=settings.include_paths)
+
+    return ([{"phase": ci.phase, "channel": ch, "path": show(p)} for ci in case.inputs for ch, p in ci.channels]
+            + [{"phase": ci.phase, "channel": "reference", "path": show(ci.reference)}
+               for ci in case.inputs if ci.reference])
+
+
+def record_model(settings: BatchSettings) -> dict[str, Any]:
+    """The ``model`` of a case record (bundle path reduced like input paths)."""
+    from medcnn.report.provenance import display_path
+
+    return {"name": settings.model_name, "sha256": settings.model_sha256, "spec_sha256": settings.model_spec_sha256,
+            "path": display_path(settings.model, include_paths=settings.include_paths)}
+
+
+def redact_record(rec: dict[str, Any], case: Case, settings: BatchSettings) -> dict[str, Any]:
+    """Remove the case's input paths from the free-text fields of ``rec`` (error message,
+    origin, QC messages) unless ``settings.include_paths``. Returns ``rec``."""
+    from medcnn.report.provenance import redact_paths
+
+    if settings.include_paths:
+        return rec
+    paths = [*case.paths, *(ci.reference for ci in case.inputs if ci.reference), case.origin]
+
+    def red(text: Any) -> Any:
+        return redact_paths(text, paths)
+
+    rec["origin"] = red(rec.get("origin"))
+    if rec.get("error"):
+        rec["error"] = {k: red(v) for k, v in rec["error"].items()}
+    for flag in rec.get("qc_flags") or []:
+        flag["message"] = red(flag.get("message"))
+    return rec
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     from medcnn.io._common import atomic_path
 
@@ -254,7 +299,17 @@ def _segmenter(settings: BatchSettings):
 def _predict(settings: BatchSettings, channels: Sequence[Any]):
     seg = _segmenter(settings)
     inp = channels[0] if len(channels) == 1 else list(channels)
-    return seg.predict(inp)
+    return seg.predict(inp, volume_intervals=True)  # cheap: uint8 probabilities on the model grid
+
+
+#: Interval columns copied from the prediction into each volume row.
+_INTERVAL_KEYS = ("volume_low_ml", "volume_high_ml", "volume_soft_ml", "volume_prob_low_ml", "volume_prob_high_ml",
+                  "volume_tta_min_ml", "volume_tta_max_ml")
+
+
+def _intervals_by_label(intervals, frame: int | None = None) -> dict[int, dict[str, Any]]:
+    """``{label: interval row}`` of a prediction (one cine frame when ``frame`` is given)."""
+    return {int(r["label"]): r for r in intervals or [] if frame is None or r.get("frame") == frame}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -277,9 +332,11 @@ REFERENCE_BINARISED = ("the model has one foreground label and the reference map
 
 
 def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: int | None,
-                 reference=None, qc: list, methods: dict | None = None) -> list[dict[str, Any]]:
+                 reference=None, qc: list, methods: dict | None = None,
+                 intervals: Mapping[int, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Label volume rows (mL) of one 3D label map, with reference volume, difference and
-    Dice per label when a reference map on the same grid is given."""
+    Dice per label when a reference map on the same grid is given, and the volume interval
+    of each predicted label (``intervals``: ``{label: row}`` from the prediction)."""
     from medcnn.measure import label_volumes
 
     label_set = sorted(v for v in settings.labels if v != 0)
@@ -313,6 +370,10 @@ def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: i
     out = []
     for r in rows:
         r = {"phase": phase, "frame": frame, **r}
+        iv = (intervals or {}).get(int(r["label"]))
+        if iv is not None:
+            r.update({k: iv.get(k) for k in _INTERVAL_KEYS})
+            r["interval_method"] = "see methods: volume_interval"
         if ref_arr is not None:
             lab = int(r["label"])
             r["reference_volume_ml"] = float(ref_by_label.get(lab, 0.0))
@@ -386,10 +447,8 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         "mode": settings.mode,
         "input_kind": None,
         "origin": case.origin,
-        "inputs": [{"phase": ci.phase, "channel": ch, "path": p} for ci in case.inputs for ch, p in ci.channels]
-        + [{"phase": ci.phase, "channel": "reference", "path": ci.reference} for ci in case.inputs if ci.reference],
-        "model": {"name": settings.model_name, "sha256": settings.model_sha256,
-                  "spec_sha256": settings.model_spec_sha256, "path": settings.model},
+        "inputs": record_inputs(case, settings),
+        "model": record_model(settings),
         "config_hash": settings.config_hash,
         "input_hash": None,
         "volumes": [], "lesions": [], "cardiac": None, "curve": None, "qc_flags": [],
@@ -426,6 +485,7 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         timings["total_s"] = time.perf_counter() - t_start
         from medcnn.report.tables import write_json
 
+        redact_record(rec, case, settings)
         write_json(rec, folder / RESULT_FILE)  # last: marks the case complete
         return rec
     except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
@@ -435,6 +495,7 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         rec["error"] = _error_record(exc) if not isinstance(exc, _ListedError) else exc.record
         rec["volumes"], rec["lesions"], rec["cardiac"], rec["curve"] = [], [], None, None
         timings["total_s"] = time.perf_counter() - t_start
+        redact_record(rec, case, settings)
         with contextlib.suppress(Exception):
             # outputs of this attempt and of an earlier run no longer describe these inputs
             _remove_outputs(folder, rec, out)
@@ -471,7 +532,9 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
             raise GeometryMismatchError(f"segmenter returned labels on grid {labels.geometry} instead of the input "
                                         f"grid {vols[0].geometry}", path=vols[0].source)
-        predictions.append((ci, vols, ref, labels, dict(getattr(pred, "info", {}) or {})))
+        info_i = dict(getattr(pred, "info", {}) or {})
+        info_i["_intervals"] = getattr(pred, "volume_intervals", None)
+        predictions.append((ci, vols, ref, labels, info_i))
     timings["predict_s"] = time.perf_counter() - t
     info = predictions[0][4]
     rec["_device"] = str(info.get("device", settings.device))
@@ -479,7 +542,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     rec["_tta_axes"] = [int(a) for a in info.get("tta_axes") or []]
     from medcnn.report.tables import jsonable
 
-    rec["_inference"] = jsonable({k: v for k, v in info.items() if k != "per_frame" and isinstance(
+    rec["_inference"] = jsonable({k: v for k, v in info.items() if k not in ("per_frame", "_intervals") and isinstance(
         v, (str, int, float, bool, list, tuple, dict, type(None)))})
 
     # label maps, in the input's format
@@ -495,8 +558,12 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
     # measurements
     t = time.perf_counter()
+    from medcnn.measure.intervals import INTERVAL_METHOD, cardiac_intervals
+
     methods = {"volume_ml": f"label volume in mL = {METHOD_VOXEL_COUNT}, counted on the predicted label map on "
                             "the input's own grid (no resampling of the result)",
+               "volume_interval": INTERVAL_METHOD + " (probabilities stored as uint8 on the model grid and mapped to "
+                                                    "the input grid by nearest neighbour)",
                "segmentation": f"model {settings.model_name} (sha256 {settings.model_sha256[:12]}...) run by "
                                "medcnn.inference; labels returned on the exact input grid"}
     qc: list[dict[str, Any]] = []
@@ -509,16 +576,17 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
         cl = cardiac_labels_from_names(settings.labels)
         if is_cine:
-            _, vols, ref, labels, _ = predictions[0]
+            _, vols, ref, labels, info0 = predictions[0]
             cf = cine_function(labels, labels=cl)
             fn = cf.function
             ed, es = int(fn.ed_frame or 0), int(fn.es_frame or 0)
             ref_ed = ref.frame(ed) if ref is not None and ref.leading_axis == "time" else None
             ref_es = ref.frame(es) if ref is not None and ref.leading_axis == "time" else None
+            iv_ed, iv_es = (_intervals_by_label(info0["_intervals"], f) for f in (ed, es))
             rec["volumes"] = (_volume_rows(labels.frame(ed), settings=settings, phase="ED", frame=ed,
-                                           reference=ref_ed, qc=qc, methods=methods)
+                                           reference=ref_ed, qc=qc, methods=methods, intervals=iv_ed)
                               + _volume_rows(labels.frame(es), settings=settings, phase="ES", frame=es,
-                                             reference=ref_es, qc=qc, methods=methods))
+                                             reference=ref_es, qc=qc, methods=methods, intervals=iv_es))
             rec["curve"] = _rows(cf.curve)
             overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed)),
                             (f"ES (frame {es})", vols[0].frame(es), labels.frame(es))]
@@ -539,7 +607,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                 curve_png = volume_curve_png(xs, curves, ed_index=ed, es_index=es, colours=colours,
                                              title=f"{case.case_id}: volume over the cardiac cycle")
         else:
-            (ci_ed, v_ed, r_ed, l_ed, _), (ci_es, v_es, r_es, l_es, _) = predictions
+            (ci_ed, v_ed, r_ed, l_ed, i_ed), (ci_es, v_es, r_es, l_es, i_es) = predictions
             for lab, ci in ((l_ed, ci_ed), (l_es, ci_es)):
                 if lab.leading_axis is not None:
                     from medcnn.errors import DimensionError
@@ -547,12 +615,14 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                     raise DimensionError.expected(f"a 3D {ci.phase} scan", f"a 4D series of shape {lab.shape}",
                                                   path=ci.channels[0][1])
             fn = cardiac_function(l_ed, l_es, labels=cl)
+            iv_ed, iv_es = _intervals_by_label(i_ed["_intervals"]), _intervals_by_label(i_es["_intervals"])
             rec["volumes"] = (_volume_rows(l_ed, settings=settings, phase="ED", frame=None, reference=r_ed, qc=qc,
-                                           methods=methods)
+                                           methods=methods, intervals=iv_ed)
                               + _volume_rows(l_es, settings=settings, phase="ES", frame=None, reference=r_es, qc=qc,
-                                             methods=methods))
+                                             methods=methods, intervals=iv_es))
             overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
         rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
+        rec["cardiac"].update(jsonable(cardiac_intervals(iv_ed, iv_es, lv_blood=cl.lv_blood, rv_blood=cl.rv_blood)))
         qc = _flags(fn) + qc
         methods["cardiac"] = ("EDV/ESV = blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
                               "EF = SV / EDV x 100, for the LV and (same definitions) the RV; LV mass = myocardium "
@@ -572,24 +642,27 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             qc.append({"code": "NO_CINE_OR_PAIR",
                        "message": "a single 3D scan: EF needs a cine series or an ED/ES pair (manifest columns "
                                   "ed, es); only label volumes are reported", "phase": None})
-        for ci, vols, ref, labels, _ in predictions:
+        for ci, vols, ref, labels, info_i in predictions:
             if labels.leading_axis == "time":
                 for t_idx in range(labels.shape[0]):
                     rec["volumes"] += _volume_rows(labels.frame(t_idx), settings=settings,
-                                                   phase=f"frame {t_idx}", frame=t_idx, reference=None, qc=qc)
+                                                   phase=f"frame {t_idx}", frame=t_idx, reference=None, qc=qc,
+                                                   intervals=_intervals_by_label(info_i["_intervals"], t_idx))
                 overlay_rows.append((f"{ci.phase or 'frame'} 0", vols[0].frame(0), labels.frame(0)))
             else:
                 rec["volumes"] += _volume_rows(labels, settings=settings, phase=ci.phase, frame=None,
-                                               reference=ref, qc=qc, methods=methods)
+                                               reference=ref, qc=qc, methods=methods,
+                                               intervals=_intervals_by_label(info_i["_intervals"]))
                 overlay_rows.append((ci.phase or vols[0].meta.get("channel", ci.channels[0][0]), vols[0], labels))
                 if mode == "tumour":
                     rec["lesions"] += _lesion_rows(labels, settings)
         if mode == "tumour":
-            from medcnn.measure.lesions import METHOD_DIAMETER_3D
+            from medcnn.measure.lesions import METHOD_DIAMETER_3D, METHOD_DIAMETER_INPLANE, METHOD_MESH_VOLUME
 
             methods["lesions"] = ("lesion = 26-connected component of the union of all tumour labels (whole "
                                   "tumour); lesion volume_ml = voxel count x voxel volume / 1000; "
-                                  f"max_3d_diameter_mm: {METHOD_DIAMETER_3D}")
+                                  f"mesh_volume_ml: {METHOD_MESH_VOLUME}; max_3d_diameter_mm: {METHOD_DIAMETER_3D}; "
+                                  f"max_inplane_diameter_mm: {METHOD_DIAMETER_INPLANE}")
     timings["measure_s"] = time.perf_counter() - t
     rec["qc_flags"] = jsonable(qc)
     rec["n_labels_found"] = len({int(v) for _, _, _, lab, _ in predictions for v in np.unique(lab.array) if v != 0})

@@ -9,12 +9,16 @@ complete):
   ``report.cardiac.csv`` one row per patient, and with ``--cine`` ``report.cine.csv`` the
   volume curves. The label maps of each ``--cardiac`` pair also get volume rows (column
   ``phase`` = ED / ES); lesions are computed for LABELMAPs only (not cine, not cardiac
-  pairs). Every file starts with ``#`` lines stating the medcnn version, the
+  pairs). Every CSV starts with its header row (any CSV reader reads it with default
+  options); beside each, ``<name>.csv-metadata.json`` (CSVW metadata, see
+  :func:`medcnn.report.tables.write_csv`) states the medcnn version, the options, the
   method and unit of each column, and the SHA-256 of each input (of the file bytes; for a
-  DICOM folder, of its files' relative names and bytes in sorted order). Strings are
-  quoted, so ``pandas.read_csv(path, comment="#")`` reads them back.
+  DICOM folder, of its files' relative names and bytes in sorted order).
 * JSON: one object with ``provenance``, ``methods``, ``inputs`` and the tables
   ``volumes``, ``lesions``, ``cardiac``, ``cine_curves`` (NaN written as null).
+
+Input paths appear as file names only (columns ``path``, ``ed_path``, ``es_path``, the
+inputs list and error messages) unless ``--include-paths`` is given.
 
 A case that fails (unreadable file, wrong dimensions...) becomes a row whose ``error``
 column holds the message; the exit code is then 2. Case id = file name without its
@@ -53,6 +57,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="REPORT",
                    help="report.csv (side tables report.lesions.csv, report.cardiac.csv, report.cine.csv) "
                         "or report.json (one file)")
+    p.add_argument("--include-paths", action="store_true",
+                   help="keep full input paths in the report (default: case id and file name only; folder names "
+                        "often hold patient names)")
     p.add_argument("--labels", metavar="TABLE", help="label names: .json ({value: name}, MSD dataset.json) or .csv; "
                    "a map holding a label the table does not list is an error row (see --allow-unlisted-labels)")
     p.add_argument("--allow-unlisted-labels", action="store_true",
@@ -169,10 +176,10 @@ def _clean(value: Any) -> Any:
 
 
 def read_table(path: str | os.PathLike[str]):
-    """Read one CSV table written by ``medcnn measure`` (skips the ``#`` header lines)."""
+    """Read one CSV table written by ``medcnn measure`` (a plain CSV: header row first)."""
     import pandas as pd
 
-    return pd.read_csv(path, comment="#", keep_default_na=True)
+    return pd.read_csv(path)
 
 
 # ---------------------------------------------------------------------- measurement
@@ -202,16 +209,24 @@ def _read(path: str, *, probabilities: bool, cine: bool):
 
 
 class _Report:
-    def __init__(self) -> None:
+    def __init__(self, include_paths: bool = False) -> None:
+        self.include_paths = include_paths
         self.volumes: list[dict] = []
         self.lesions: list[dict] = []
         self.cardiac: list[dict] = []
         self.cine: list[dict] = []
         self.inputs: list[dict] = []
         self.failed = 0
+        self.raw_paths: dict[str, list[str]] = {}  # case -> its input paths as given (to redact messages)
+
+    def show(self, path: Any) -> str | None:
+        """An input path as the report shows it (file name only unless --include-paths)."""
+        from medcnn.report.provenance import display_path
+
+        return display_path(path, include_paths=self.include_paths)
 
     def add_input(self, case: str, path: str, role: str) -> None:
-        self.inputs.append({"case": case, "role": role, "path": str(path), "sha256": sha256_of(path)})
+        self.inputs.append({"case": case, "role": role, "path": self.show(path), "sha256": sha256_of(path)})
 
     def guard(self, table: list[dict], base: dict, fn: Callable[[], None]) -> bool:
         try:
@@ -220,9 +235,25 @@ class _Report:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - isolate one bad case from the batch
+            from medcnn.report.provenance import redact_paths
+
             self.failed += 1
-            table.append({**base, "error": _error_text(exc)})
+            paths = [v for k, v in base.items() if k.endswith("path")] + list(self.raw_paths.get(base["case"], ()))
+            table.append({**base, "error": redact_paths(_error_text(exc), paths, include_paths=self.include_paths)})
             return False
+
+
+def _hard_labels(vol, threshold: float | None):
+    """Label map of a probability Volume: argmax, or with ``threshold`` the first foreground
+    channel at or above it (0 where none)."""
+    import numpy as np
+
+    if threshold is None:
+        hard = np.argmax(vol.array, axis=0)
+    else:
+        fg = vol.array[1:] >= threshold
+        hard = np.where(fg.any(axis=0), fg.argmax(axis=0) + 1, 0)
+    return vol.with_array(hard.astype(np.uint16), kind="label", leading_axis=None)
 
 
 def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> None:
@@ -231,7 +262,8 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
     from medcnn.measure import cine_function, label_volumes, measure_lesions
 
     case = case_id(path)
-    base = {"case": case, "path": str(path)}
+    report.raw_paths.setdefault(case, []).append(str(path))
+    base = {"case": case, "path": report.show(path)}
     report.add_input(case, path, "cine" if args.cine else ("probabilities" if args.probabilities else "labelmap"))
     state: dict[str, Any] = {}
 
@@ -245,7 +277,18 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         state["vol"] = vol
         df = label_volumes(vol, label_names=names or vol.meta.get("label_names"), threshold=args.threshold,
                            regions=None if vol.kind == "probability" else args.regions)
-        report.volumes.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
+        rows = df.to_dict(orient="records")
+        if vol.kind == "probability":  # volume intervals from the same probabilities and hard labels
+            from medcnn.measure.intervals import volume_intervals
+
+            iv = volume_intervals(vol, _hard_labels(vol, args.threshold), label_values=sorted(
+                {int(r["label"]) for r in rows if 0 < int(r["label"]) < vol.shape[0]}))
+            by = {int(r["label"]): r for r in iv.to_dict(orient="records")}
+            for r in rows:
+                extra = by.get(int(r["label"]), {})
+                r.update({k: extra.get(k) for k in ("volume_low_ml", "volume_high_ml", "volume_prob_low_ml",
+                                                    "volume_prob_high_ml", "interval_method") if k in extra})
+        report.volumes.extend({**base, **row, "error": None} for row in rows)
 
     if not report.guard(report.volumes, base, volumes):
         return
@@ -262,14 +305,7 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         return
 
     def lesions() -> None:
-        lab = vol
-        if vol.kind == "probability":
-            if args.threshold is None:
-                hard = np.argmax(vol.array, axis=0)
-            else:  # first foreground channel at or above the threshold; 0 where none
-                fg = vol.array[1:] >= args.threshold
-                hard = np.where(fg.any(axis=0), fg.argmax(axis=0) + 1, 0)
-            lab = vol.with_array(hard.astype(np.uint16), kind="label", leading_axis=None)
+        lab = _hard_labels(vol, args.threshold) if vol.kind == "probability" else vol
         df = measure_lesions(lab, labels=_parse_int_list(args.lesion_labels), per_label=not args.merge_lesion_labels,
                              connectivity=args.connectivity, min_volume_ml=args.min_lesion_ml,
                              label_names=names or vol.meta.get("label_names"))
@@ -282,7 +318,8 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
     from medcnn.measure import cardiac_function, label_volumes
 
     case = case_id(ed)
-    base = {"case": case, "ed_path": str(ed), "es_path": str(es)}
+    report.raw_paths.setdefault(case, []).extend([str(ed), str(es)])
+    base = {"case": case, "ed_path": report.show(ed), "es_path": report.show(es)}
     report.add_input(case, ed, "cardiac ED")
     report.add_input(case_id(es), es, "cardiac ES")
 
@@ -295,7 +332,8 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
         report.cardiac.append({**base, **fn.to_row(), "error": None})
         for phase, path in (("ED", ed), ("ES", es)):
             df = label_volumes(vols[phase], label_names=names)
-            report.volumes.extend({"case": case_id(path), "path": str(path), "phase": phase, **row, "error": None}
+            report.volumes.extend({"case": case_id(path), "path": report.show(path), "phase": phase, **row,
+                                   "error": None}
                                   for row in df.to_dict(orient="records"))
 
     report.guard(report.cardiac, base, run_pair)
@@ -307,9 +345,15 @@ def _methods(args) -> dict[str, dict[str, str]]:
     from medcnn.measure.lesions import LESION_COLUMNS
     from medcnn.measure.volumes import VOLUME_COLUMNS
 
-    common = {"case": "case id = input file name without extension", "path": "input file",
+    common = {"case": "case id = input file name without extension",
+              "path": "input file" + ("" if args.include_paths else " (name only; --include-paths keeps the path)"),
               "error": "empty when the case was measured; else why it failed"}
+    from medcnn.measure.intervals import INTERVAL_COLUMNS
+
     vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS}
+    if args.probabilities:
+        vol_cols.update({k: v for k, v in INTERVAL_COLUMNS.items() if k.startswith(("volume_", "interval_"))
+                         and "tta" not in k and k != "volume_soft_ml"})
     out = {"volumes": vol_cols}
     if not args.no_lesions and not args.cine:
         out["lesions"] = {**common, **LESION_COLUMNS}
@@ -350,27 +394,27 @@ def _provenance(args) -> dict[str, Any]:
                         "lesion_labels": args.lesion_labels, "merge_lesion_labels": args.merge_lesion_labels,
                         "regions": args.regions,
                         "probabilities": args.probabilities, "threshold": args.threshold,
-                        "labels_table": args.labels, "lv_label": args.lv_label, "myo_label": args.myo_label,
+                        "labels_table": _display(args.labels, args),
+                        "include_paths": args.include_paths, "lv_label": args.lv_label, "myo_label": args.myo_label,
                         "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
             "sha256": "SHA-256 of each input file's bytes (DICOM folder: relative names + bytes, sorted)",
             "world_convention": "RAS+ mm"}
 
 
-def _csv_text(title: str, df, methods: dict[str, str], prov: dict, inputs: list[dict]) -> str:
-    import io
+def _display(path: Any, args) -> Any:
+    from medcnn.report.provenance import display_path
 
-    lines = [f"medcnn measure report: {title}",
-             f"medcnn version {prov['medcnn_version']}; created {prov['created_utc']}; world coordinates RAS+ mm",
-             "options: " + json.dumps(prov["options"], sort_keys=True),
-             "columns (meaning, method and unit):"]
-    lines += [f"  {c}: {methods.get(c, '')}" for c in df.columns]
-    lines.append("inputs (" + prov["sha256"] + "):")
-    lines += [f"  {i['case']} [{i['role']}] sha256={i['sha256']} {i['path']}" for i in inputs]
-    lines.append('read with pandas.read_csv(path, comment="#")')
-    header = "".join("# " + ln.replace("\n", " ") + "\n" for ln in lines)
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
-    return header + buf.getvalue()
+    return display_path(path, include_paths=args.include_paths) if path else path
+
+
+def _csv_outputs(path: Path, title: str, df, methods: dict[str, str], prov: dict, inputs: list[dict]) -> dict[Path, str]:
+    """A plain CSV (header row first) and its CSVW sidecar (``<name>.csv-metadata.json``)."""
+    from medcnn.report.tables import csv_metadata, csv_text, metadata_path
+
+    meta = csv_metadata(df, path.name, title=f"medcnn measure report: {title}", descriptions=methods,
+                        extra={"provenance": prov, "inputs": inputs})
+    return {path: csv_text(df, quoting=csv.QUOTE_NONNUMERIC),
+            metadata_path(path): json.dumps(meta, indent=1, allow_nan=False) + "\n"}
 
 
 def _write_all(outputs: dict[Path, str]) -> None:
@@ -407,7 +451,7 @@ def run(args: argparse.Namespace) -> int:
     cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
                                    rv_blood=args.rv_label or None)
 
-    report = _Report()
+    report = _Report(include_paths=args.include_paths)
     for path in args.labelmaps:
         _measure_case(path, args, names, report, cardiac_labels)
     for ed, es in args.cardiac:
@@ -428,7 +472,9 @@ def run(args: argparse.Namespace) -> int:
                 "cardiac": out.with_name(out.stem + ".cardiac.csv"), "cine_curves": out.with_name(out.stem + ".cine.csv")}
         titles = {"volumes": "label volumes (one row per case and label)", "lesions": "lesions (one row per lesion)",
                   "cardiac": "cardiac function (one row per patient)", "cine_curves": "cine volume curves"}
-        outputs = {side[k]: _csv_text(titles[k], df, methods[k], prov, report.inputs) for k, df in frames.items()}
+        outputs = {}
+        for k, df in frames.items():
+            outputs.update(_csv_outputs(side[k], titles[k], df, methods[k], prov, report.inputs))
     _write_all(outputs)
     n_cases = len(args.labelmaps) + len(args.cardiac)
     written = ", ".join(str(p) for p in outputs)

@@ -48,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--include-identifiers", action="store_true",
                    help="include DICOM patient name, ID and birth date in the report, and copy the patient "
                         "module into --dicom outputs (off by default)")
+    p.add_argument("--include-paths", action="store_true",
+                   help="keep full input paths in the reports, tables, JSON and HTML (default: case id and file name "
+                        "only; folder names often hold patient names)")
     p.add_argument("--dicom", action="store_true",
                    help="for DICOM series inputs also write a DICOM SEG (label map) and a DICOM SR TID 1500 "
                         "(volumes; cardiac EDV/ESV/SV/EF) per scan, referencing the source series; cine "
@@ -67,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         result = run_batch(
             args.scans, model=args.model, out=args.out, mode=args.mode, workers=args.workers,
             scheduler=args.scheduler, device=args.device, precision=args.precision, tta=args.tta,
-            deterministic=args.deterministic, include_identifiers=args.include_identifiers, resume=args.resume,
-            figures=args.figures, dicom=args.dicom, progress=args.progress, title=args.title)
+            deterministic=args.deterministic, include_identifiers=args.include_identifiers,
+            include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
+            progress=args.progress, title=args.title)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",
               file=sys.stderr)

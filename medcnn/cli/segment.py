@@ -8,12 +8,17 @@ input's geometry; ``--probabilities`` adds
 SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
 or the error (no DICOM identifiers); it is written when at least one case produced output.
 
-Multi-channel models take a case as a folder holding one image file per channel (matched
-by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel ``FLAIR``) or as
-``--channels a.nii.gz,b.nii.gz`` (in the bundle's channel order; repeatable), or as a row of
-a CSV manifest (``case_id`` plus one column per channel, as for ``medcnn run``; outputs are
-named after the case id). A case that fails prints one error line and the others continue;
-the exit code is 2 if any failed.
+A folder of image files (not a DICOM series) is a folder of cases, as for ``medcnn run``:
+each image file is segmented on its own (sub-folders likewise; a folder of non-image files is
+one DICOM series). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
+the bundle's channel order; repeatable), as ``--channels FOLDER`` (one image file per
+channel, matched by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel
+``FLAIR``) or as a row of a CSV manifest (``case_id`` plus one column per channel, as for
+``medcnn run``; outputs are named after the case id). A folder given as SCANS whose files
+match a multi-channel model's channels reads two ways (one multi-channel case, or separate
+scans each missing the other channels): it is refused with a message naming both readings
+and how to choose. A case that fails prints one error line and the others continue; the
+exit code is 2 if any failed.
 """
 
 from __future__ import annotations
@@ -35,14 +40,15 @@ def register(sub) -> None:
                     "exact geometry (DICOM input is written as NIfTI .nii.gz).",
         epilog="Exit codes: 0 all cases ok, 2 some case failed or bad arguments, 1 internal error.")
     p.add_argument("scans", nargs="*", metavar="SCANS",
-                   help="image files, DICOM folders, (multi-channel models) folders with one file per channel, or "
-                        "CSV manifests: a case_id column and one column per model channel (outputs are named "
-                        "<case_id>_labels)")
+                   help="image files, folders of image files (each file one case, as for medcnn run), DICOM "
+                        "folders, or CSV manifests: a case_id column and one column per model channel (outputs are "
+                        "named <case_id>_labels)")
     p.add_argument("--model", required=True,
                    help="default model name (see `medcnn models list`), bundle folder or .medcnn archive")
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--channels", action="append", default=[], metavar="A,B,...",
-                   help="one multi-channel case: comma-separated files in the bundle's channel order (repeatable)")
+    p.add_argument("--channels", action="append", default=[], metavar="A,B,...|FOLDER",
+                   help="one multi-channel case: comma-separated files in the bundle's channel order, or a folder "
+                        "holding one image file per channel (matched by channel name); repeatable")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto (default: bf16 where the hardware has it), fp32, bf16, fp16 (GPU only)")
@@ -67,6 +73,9 @@ def register(sub) -> None:
                         "binary label map (the SR still reports the label map's volumes)")
     p.add_argument("--include-identifiers", action="store_true",
                    help="with --dicom: copy the patient module and study identifiers of the source")
+    p.add_argument("--include-paths", action="store_true",
+                   help="keep full input paths in segment_provenance.json (default: file names only; folder names "
+                        "often hold patient names)")
     p.set_defaults(func=run)
 
 
@@ -130,10 +139,39 @@ def _channel_files_in_folder(folder: Path, channels: tuple[str, ...]) -> list[Pa
     return chosen
 
 
-def _is_channel_folder(p: Path) -> bool:
-    from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
+def _is_folder_of_cases(p: Path) -> bool:
+    """A folder holding image files, or only sub-folders: a folder of cases, not one DICOM
+    series (the rule of :func:`medcnn.batch.cases.discover_cases`)."""
+    from medcnn.batch.cases import _image_files
 
-    return p.is_dir() and any(q.is_file() and suffix_of(q) in SUPPORTED_SUFFIXES for q in p.iterdir())
+    if not p.is_dir():
+        return False
+    if _image_files(p):
+        return True
+    entries = [q for q in p.iterdir() if not q.name.startswith(".")]
+    return bool(entries) and all(q.is_dir() for q in entries)
+
+
+def _ambiguous_folder(folder: Path, channels: tuple[str, ...]) -> str | None:
+    """For a multi-channel model: the message when ``folder``'s files match its channels
+    (one multi-channel case, or a folder of separate scans?), else ``None``."""
+    from medcnn.errors import ConfigError, MedcnnError
+
+    if len(channels) < 2:
+        return None
+    try:
+        files = _channel_files_in_folder(folder, channels)
+    except MedcnnError:
+        return None
+    matched = ", ".join(f"{c}={p.name}" for c, p in zip(channels, files))
+    return str(ConfigError.expected(
+        "one reading of the folder: a folder of scans (each image file one case, as medcnn run reads it) or one "
+        f"{len(channels)}-channel case",
+        f"a folder that reads both ways (its files match the model's channels: {matched})", path=folder,
+        hint=f"To segment it as one case pass --channels {folder} (or --channels "
+             + ",".join(str(p) for p in files) + ", or a CSV manifest with columns case_id,"
+             + ",".join(channels) + "); as separate scans this model cannot run on them: each needs all "
+             f"{len(channels)} channels"))
 
 
 @dataclass
@@ -144,13 +182,16 @@ class _Case:
         name: how messages name it (the argument, or ``manifest line N (case id)``).
         spec: a scan path (file, DICOM folder or channel folder) or a list of channel paths.
         stem: output name stem (manifest case id); ``None``: from the first input's name.
-        error: a problem found while listing it (a bad manifest row).
+        error: a problem found while listing it (a bad manifest row, an ambiguous folder).
+        channel_folder: ``spec`` is a folder holding one image file per channel
+            (``--channels FOLDER``).
     """
 
     name: str
     spec: Any
     stem: str | None = None
     error: str | None = None
+    channel_folder: bool = False
 
 
 def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
@@ -169,13 +210,41 @@ def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
                     files = [Path(p) for _, p in ci.channels]
                     cases.append(_Case(f"{case.origin} ({stem})", files[0] if len(files) == 1 else files, stem))
             continue
-        cases.append(_Case(s, Path(s)))
+        p = Path(s)
+        if _is_folder_of_cases(p):  # as for medcnn run
+            cases.extend(_folder_cases(p, channels))
+            continue
+        cases.append(_Case(s, p))
     for group in args.channels:
-        cases.append(_Case(group, [Path(f.strip()) for f in group.split(",") if f.strip()]))
+        parts = [f.strip() for f in group.split(",") if f.strip()]
+        if len(parts) == 1 and Path(parts[0]).is_dir():
+            cases.append(_Case(group, Path(parts[0]), channel_folder=True))
+            continue
+        cases.append(_Case(group, [Path(f) for f in parts]))
     return cases
 
 
-def _read_case(spec: Any, channels: tuple[str, ...], series: str | None) -> tuple[Any, Path]:
+def _folder_cases(folder: Path, channels: tuple[str, ...]) -> list[_Case]:
+    """The cases of a folder of image files: each file (and each sub-folder's files) one
+    case, by :func:`medcnn.batch.cases.discover_cases`; an ambiguous multi-channel folder is
+    one failed case naming both readings."""
+    from medcnn.batch.cases import discover_cases
+
+    msg = _ambiguous_folder(folder, channels)
+    if msg is not None:
+        return [_Case(str(folder), None, None, msg)]
+    out = []
+    for case in discover_cases([folder], channels=channels):
+        if case.error:
+            out.append(_Case(case.origin, None, None, case.error))
+            continue
+        files = [Path(p) for _, p in case.inputs[0].channels]
+        out.append(_Case(str(files[0]), files[0] if len(files) == 1 else files))
+    return out
+
+
+def _read_case(spec: Any, channels: tuple[str, ...], series: str | None, *,
+               channel_folder: bool = False) -> tuple[Any, Path]:
     from medcnn.errors import DimensionError
     from medcnn.io import read_volume
 
@@ -186,14 +255,13 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None) -> tupl
                                           path=",".join(map(str, spec)))
         return [read_volume(p, series=series, require_3d=True) for p in spec], spec[0]
     path = spec
+    if channel_folder:
+        files = _channel_files_in_folder(path, channels)
+        return [read_volume(p, require_3d=True) for p in files], path
     if n > 1:
-        if _is_channel_folder(path):
-            files = _channel_files_in_folder(path, channels)
-            vols = [read_volume(p, require_3d=True) for p in files]
-            return vols, path
         raise DimensionError.expected(
-            f"a folder with one image per channel ({', '.join(channels)}) or --channels A,B", "a single image",
-            path=path)
+            f"--channels A,B (or --channels FOLDER with one image per channel: {', '.join(channels)}) or a manifest "
+            f"row for this {n}-channel model", "a single image", path=path)
     return read_volume(path, series=series), path
 
 
@@ -241,11 +309,27 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     from medcnn.report.provenance import HASH_METHOD, environment_info
     from medcnn.report.tables import write_json
 
+    from medcnn.report.provenance import PATHS_METHOD, display_path, redact_paths
+
     b = seg.bundle_info
+    keep = bool(getattr(args, "include_paths", False))
+    if not keep:
+        raw = [str(s) for s in args.scans] + [f.strip() for g in args.channels for f in g.split(",")]
+        for rec in log:
+            raw_inputs = rec.get("inputs") or []
+            every = raw + raw_inputs
+            rec["case"] = redact_paths(rec.get("case"), every)
+            for key in ("inputs", "outputs"):
+                if key in rec:
+                    rec[key] = [display_path(p) for p in rec[key]]
+            if rec.get("error"):
+                rec["error"] = redact_paths(rec["error"], every)
     write_json({
         "tool": "medcnn segment", "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
-        "model": {"argument": str(args.model), "path": b.get("path"), "sha256": b.get("sha256"),
+        "paths": "full paths (--include-paths)" if keep else PATHS_METHOD + "; outputs are in this file's folder",
+        "model": {"argument": display_path(args.model, include_paths=keep),
+                  "path": display_path(b.get("path"), include_paths=keep), "sha256": b.get("sha256"),
                   "spec_sha256": b.get("spec_sha256")},
         "settings": {"device": str(seg.device), "precision": seg.precision, "tta_request": seg.tta_request,
                      "mirror_axes_trained": None if seg.mirror_axes is None else list(seg.mirror_axes),
@@ -307,7 +391,7 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
                                        f"{written[target]}", path=first_path,
                                        hint="Segment same-named scans into different --out folders")
-        image, first = _read_case(spec, seg.channels, args.series)
+        image, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
         vols = image if isinstance(image, list) else [image]
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]

@@ -80,6 +80,9 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="threads for distance transforms (default 1)")
+    p.add_argument("--include-paths", action="store_true",
+                   help="keep full input paths in metrics.csv, summary.json and report.html (default: file names "
+                        "only; folder names often hold patient names)")
     p.set_defaults(func=run)
 
 
@@ -358,6 +361,19 @@ def run(args: argparse.Namespace) -> int:
         acdc = acdc_evaluation(rows, cases, structures=structures, percentile=args.percentile,
                                myocardial_density_g_per_ml=MYOCARDIAL_DENSITY_G_PER_ML, notes=acdc_notes)
         _print_acdc(acdc, args.percentile)
+    from medcnn.report.provenance import display_path, redact_paths
+
+    keep = bool(getattr(args, "include_paths", False))
+    raw = [p for c in cases for p in (c.get("pred"), c.get("ref")) if p] + [a for a in (args.pred, args.ref, args.pairs)
+                                                                            if a]
+    for c in cases:
+        c["error"] = redact_paths(c["error"], raw, include_paths=keep)
+        c["pred"] = display_path(c.get("pred"), include_paths=keep)
+        c["ref"] = display_path(c.get("ref"), include_paths=keep)
+    for r in rows:
+        if r.get("error"):
+            r["error"] = redact_paths(r["error"], raw, include_paths=keep)
+    settings["include_paths"] = keep
     case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
                                         "group", "error")} for c in cases]
     summary = build_validation_summary(rows, settings=settings, cases=case_info, acdc=acdc,

@@ -53,11 +53,16 @@ class Prediction:
             (for one sigmoid output: ``C = 2``, background and foreground), else ``None``.
         info: JSON-able facts: device, precision, tta_axes, windows, memory plan,
             timings in seconds, model grid, bundle hash.
+        volume_intervals: with ``predict(..., volume_intervals=True)``, one dict per
+            foreground label (``label``, ``volume_ml``, ``volume_low_ml``, ``volume_high_ml``,
+            ``volume_soft_ml``, ... see :mod:`medcnn.measure.intervals`; cine: also
+            ``frame``), else ``None``.
     """
 
     labels: Volume
     probabilities: Volume | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    volume_intervals: list[dict[str, Any]] | None = None
 
 
 def make_predictor(
@@ -68,6 +73,7 @@ def make_predictor(
     tta_axes: Sequence[int] = (),
     memory_format: Any = None,
     squeeze_dim: int | None = None,
+    per_view: bool = False,
 ) -> Callable[[Any], Any]:
     """Wrap a network as ``(B, C, *roi) → (B, K, *roi)`` float32 logits.
 
@@ -78,6 +84,9 @@ def make_predictor(
             flips is run and the logits are averaged (``2 ** len(tta_axes)`` passes).
         memory_format: e.g. ``torch.channels_last_3d`` for the network input.
         squeeze_dim: run a 2D network on 3D windows by removing this singleton dim.
+        per_view: with TTA, return the mean logits followed by each view's own logits,
+            concatenated along the channel axis (``(B, K x (1 + n_views), *roi)``; for
+            per-view volume intervals). ``predict.n_groups`` says how many blocks.
     """
     import torch
 
@@ -89,6 +98,7 @@ def make_predictor(
     def predict(x):
         x = x.to(device, non_blocking=True)
         out = None
+        views: list | None = [] if per_view and len(dims_list) > 1 else None
         for dims in dims_list:
             xi = torch.flip(x, dims) if dims else x
             if squeeze_dim is not None:
@@ -104,12 +114,18 @@ def make_predictor(
                 yi = yi.unsqueeze(squeeze_dim)
             if dims:
                 yi = torch.flip(yi, dims)
+            if views is not None:
+                views.append(yi)
+                yi = yi.clone()
             out = yi if out is None else out.add_(yi)
         if len(dims_list) > 1:
             out = out.div_(len(dims_list))
+        if views:
+            return torch.cat([out] + views, dim=1)
         return out
 
     predict.n_passes = len(dims_list)  # type: ignore[attr-defined]
+    predict.n_groups = 1 + len(dims_list) if per_view and len(dims_list) > 1 else 1  # type: ignore[attr-defined]
     return predict
 
 
@@ -422,14 +438,18 @@ class Segmenter:
         spacing: Sequence[float] | None = None,
         outputs: Sequence[str] = ("labels",),
         plan: MemoryPlan | None = None,
+        per_view: bool = False,
     ) -> WindowResult:
         """Sliding-window prediction of an already preprocessed ``(C, X, Y, Z)`` array.
 
         Args:
             array: float32 numpy array or tensor on the model grid.
             spacing: model-grid spacing in mm (picks the slice axis of 2D networks).
-            outputs: any of ``"labels"``, ``"probabilities"``, ``"logits"``.
+            outputs: any of ``"labels"``, ``"probabilities"``, ``"logits"``,
+                ``"probabilities_u8"`` (uint8, 1 byte per voxel and class).
             plan: memory plan (default :meth:`plan`).
+            per_view: with TTA, ``probabilities_u8`` also holds each mirrored view's own
+                probabilities (``(1 + n_views, K', X, Y, Z)``, the mean first).
 
         Returns:
             :class:`WindowResult` with CPU tensors on the model grid ``(X, Y, Z)``.
@@ -461,14 +481,15 @@ class Segmenter:
         if plan.stitch == "device":
             img = img.to(self.device)
         predictor = make_predictor(self.model, device=self.device, precision=self.precision, tta_axes=tta,
-                                   memory_format=self._torch_memory_format, squeeze_dim=squeeze)
+                                   memory_format=self._torch_memory_format, squeeze_dim=squeeze,
+                                   per_view=per_view and "probabilities_u8" in outputs)
         with torch.inference_mode():
             res = sliding_window_inference(
                 img, predictor, roi_size=roi, out_channels=self.out_channels, overlap=self.overlap,
                 mode=self.blend_mode, sigma_scale=self.sigma_scale, sw_batch_size=plan.sw_batch_size,
                 outputs=outputs, activation=self.activation,
                 stitch_device=self.device if plan.stitch == "device" else "cpu",
-                slab=plan.slab, slab_axis=plan.slab_axis)
+                slab=plan.slab, slab_axis=plan.slab_axis, groups=predictor.n_groups)  # type: ignore[attr-defined]
         res.info["n_forward_passes"] = res.n_windows * predictor.n_passes  # type: ignore[attr-defined]
         if perm is not None:
             inv = list(np.argsort(perm))
@@ -478,6 +499,8 @@ class Segmenter:
                 t = getattr(res, name)
                 if t is not None:
                     setattr(res, name, t.permute([0] + [1 + a for a in inv]).contiguous())
+            if res.probabilities_u8 is not None:
+                res.probabilities_u8 = res.probabilities_u8.permute([0, 1] + [2 + a for a in inv]).contiguous()
             res.info["slice_axis"] = perm[0]
             res.info["tta_axes"] = sorted(perm[a] for a in tta)  # model-grid axes actually mirrored
         else:
@@ -500,7 +523,8 @@ class Segmenter:
                                        type(image).__name__)
         return vols
 
-    def predict(self, image: Any, *, return_probabilities: bool = False) -> Prediction:
+    def predict(self, image: Any, *, return_probabilities: bool = False,
+                volume_intervals: bool = False) -> Prediction:
         """Segment one case.
 
         Args:
@@ -509,12 +533,19 @@ class Segmenter:
                 or a 4D ``(T, I, J, K)`` cine Volume (predicted frame by frame).
             return_probabilities: also return ``(C, I, J, K)`` float32 probabilities on the
                 input grid (not for cine input).
+            volume_intervals: also compute each foreground label's volume interval
+                (:mod:`medcnn.measure.intervals`; with TTA, the per-view spread) into
+                :attr:`Prediction.volume_intervals`. Cheap: the probabilities are kept as
+                uint8 (1 byte per voxel and class) on the model grid while they exist, then
+                mapped to the input grid one label at a time; with TTA the stitching
+                accumulator holds one block of channels per mirrored view.
 
         Returns:
             :class:`Prediction` whose label Volume has exactly the input's geometry.
         """
         if isinstance(image, Volume) and image.leading_axis == "time":
-            return self._predict_cine(image, return_probabilities=return_probabilities)
+            return self._predict_cine(image, return_probabilities=return_probabilities,
+                                      volume_intervals=volume_intervals)
         from medcnn.preprocess import Preprocessor
 
         t0 = time.perf_counter()
@@ -525,18 +556,27 @@ class Segmenter:
         resampled = record.step("resample") is not None
         via_probs = return_probabilities or resampled
         input_shape = record.input_geometry.shape
-        try:
-            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=via_probs,
-                             input_shape=input_shape, resampled=resampled)
+        intervals_skipped = None
+        try:  # intervals need the weight channel too: planned like probabilities (conservative)
+            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing,
+                             want_probabilities=via_probs or volume_intervals, input_shape=input_shape,
+                             resampled=resampled)
         except InsufficientMemoryError:
             if return_probabilities:
                 raise
+            if volume_intervals:
+                volume_intervals = False
+                intervals_skipped = "skipped: not enough memory for the probabilities"
             via_probs = False  # map labels back with nearest neighbour instead of resampling probabilities
             plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=False,
                              input_shape=input_shape, resampled=resampled)
         outputs = ("probabilities",) if via_probs else ("labels",)
-        res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan)
+        if volume_intervals:
+            outputs += ("probabilities_u8",)
+        res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan,
+                                 per_view=bool(volume_intervals))
         del x
+        probs_u8, res.probabilities_u8 = res.probabilities_u8, None
         t2 = time.perf_counter()
         probs_vol = None
         if via_probs:
@@ -560,6 +600,12 @@ class Segmenter:
         if probs_vol is not None:
             probs_vol = Volume(probs_vol.array, record.input_geometry.with_source(None), "probability", "channel",
                                None, meta)
+        intervals = None
+        n_views = 0
+        if probs_u8 is not None:
+            n_views = int(probs_u8.shape[0]) - 1
+            intervals = self._volume_intervals(probs_u8.numpy(), record, labels_vol)
+            del probs_u8
         info = {
             "device": str(self.device),
             "precision": self.precision,
@@ -589,7 +635,43 @@ class Segmenter:
             info["slice_axis"] = res.info["slice_axis"]
         if self.bundle_info:
             info["bundle"] = dict(self.bundle_info)
-        return Prediction(labels_vol, probs_vol, info)
+        if intervals is not None:
+            info["volume_intervals"] = {"tta_views": n_views, "probabilities": "uint8 (round(p x 255))"}
+        elif intervals_skipped:
+            info["volume_intervals"] = intervals_skipped
+        return Prediction(labels_vol, probs_vol, info, intervals)
+
+    def _foreground_channels(self, n_prob: int) -> list[tuple[int, int]]:
+        """``(probability channel, label value)`` of every foreground class."""
+        if self.activation == "sigmoid" and self.out_channels > 1:
+            return [(c, c + 1) for c in range(n_prob)]  # nested sigmoid regions: channel c marks label c + 1
+        return [(c, c) for c in range(1, n_prob)]
+
+    def _volume_intervals(self, probs_u8: np.ndarray, record: Any, labels: Volume) -> list[dict[str, Any]]:
+        """Volume interval rows from uint8 probabilities ``(G, K', X, Y, Z)`` on the model grid
+        (the prediction first, then each TTA view), mapped to the input grid one map at a time."""
+        from medcnn.measure.intervals import volume_interval
+
+        def to_input(arr: np.ndarray) -> np.ndarray:
+            return record.to_input_grid(np.ascontiguousarray(arr), kind="label").array
+
+        views = [to_input(self._labels_u8(probs_u8[g])) for g in range(1, probs_u8.shape[0])]
+        rows = []
+        for c, value in self._foreground_channels(probs_u8.shape[1]):
+            rows.append({"label": value, "label_name": self.labels.get(value, f"label_{value}"),
+                         **volume_interval(labels, value, to_input(probs_u8[0, c]), view_labels=views,
+                                           scale=1.0 / 255)})
+        return rows
+
+    def _labels_u8(self, probs: np.ndarray) -> np.ndarray:
+        """Labels ``(X, Y, Z)`` uint8 of quantised probabilities ``(K', X, Y, Z)``, by the rule
+        that makes the prediction's labels (argmax; nested sigmoid: last channel >= 0.5)."""
+        if self.activation == "sigmoid" and self.out_channels > 1:
+            lab = np.zeros(probs.shape[1:], np.uint8)
+            for c in range(probs.shape[0]):
+                lab[probs[c] >= 128] = c + 1
+            return lab
+        return np.argmax(probs, axis=0).astype(np.uint8)
 
     def _labels_from_probabilities(self, probs: Volume) -> Volume:
         from medcnn.postprocess import argmax_labels, threshold_labels
@@ -598,7 +680,7 @@ class Segmenter:
             return threshold_labels(probs, 0.5)
         return argmax_labels(probs)
 
-    def _predict_cine(self, image: Volume, *, return_probabilities: bool) -> Prediction:
+    def _predict_cine(self, image: Volume, *, return_probabilities: bool, volume_intervals: bool = False) -> Prediction:
         if return_probabilities:
             raise ConfigError.expected("return_probabilities=False for 4D cine input",
                                        "return_probabilities=True", path=image.source,
@@ -607,7 +689,7 @@ class Segmenter:
             raise DimensionError.expected(f"{self.in_channels} channels", "a single-channel cine volume",
                                           path=image.source)
         t0 = time.perf_counter()
-        preds = [self.predict(f) for f in image.frames()]
+        preds = [self.predict(f, volume_intervals=volume_intervals) for f in image.frames()]
         labels = Volume.stack([p.labels for p in preds], leading_axis="time", frame_times_ms=image.frame_times_ms)
         labels = Volume(labels.array, labels.geometry, "label", "time", image.frame_times_ms, preds[0].labels.meta)
         info = dict(preds[0].info)
@@ -615,4 +697,7 @@ class Segmenter:
         info["timings_s"] = {"total": time.perf_counter() - t0,
                              "network": sum(p.info["timings_s"]["network"] for p in preds)}
         info["per_frame"] = [{"timings_s": p.info["timings_s"], "n_windows": p.info["n_windows"]} for p in preds]
-        return Prediction(labels, None, info)
+        intervals = None
+        if volume_intervals:
+            intervals = [{"frame": t, **row} for t, p in enumerate(preds) for row in (p.volume_intervals or [])]
+        return Prediction(labels, None, info, intervals)

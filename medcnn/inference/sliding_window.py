@@ -44,7 +44,10 @@ __all__ = [
     "choose_slab_axis",
 ]
 
-Output = Literal["labels", "probabilities", "logits"]
+Output = Literal["labels", "probabilities", "logits", "probabilities_u8"]
+
+#: Scale of the ``"probabilities_u8"`` output: probability p is stored as round(p x 255).
+U8_SCALE = 255
 
 
 def window_starts(size: int, roi: int, overlap: float) -> tuple[int, ...]:
@@ -151,6 +154,9 @@ class WindowResult:
             like :func:`medcnn.postprocess.threshold_labels`).
         probabilities: ``(K', *S)`` float32 CPU tensor (``K' = 2`` for one sigmoid channel).
         logits: ``(K, *S)`` float32 CPU tensor of blended logits, when asked for.
+        probabilities_u8: ``(G, K', *S)`` uint8 CPU tensor, probabilities quantised to
+            ``round(p x 255)`` (1 byte per voxel and class instead of 4), one block per
+            channel group ``G`` of the predictor's output (see ``groups``), when asked for.
         n_windows: windows evaluated (each once, however many TTA flips).
         slab_axis, slab: how the accumulator was streamed.
     """
@@ -158,6 +164,7 @@ class WindowResult:
     labels: object = None
     probabilities: object = None
     logits: object = None
+    probabilities_u8: object = None
     n_windows: int = 0
     slab_axis: int = 0
     slab: bool = False
@@ -201,6 +208,7 @@ def sliding_window_inference(
     slab_axis: int | None = None,
     chunk_planes: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    groups: int = 1,
 ) -> WindowResult:
     """Predict a whole image window by window.
 
@@ -216,13 +224,18 @@ def sliding_window_inference(
         sigma_scale: Gaussian sigma as a fraction of the ROI (MONAI's default 0.125).
         min_weight: floor of the importance map (MONAI's 1e-3).
         sw_batch_size: windows per network call.
-        outputs: any of ``"labels"``, ``"probabilities"``, ``"logits"``.
+        outputs: any of ``"labels"``, ``"probabilities"``, ``"logits"``, ``"probabilities_u8"``
+            (quantised probabilities of every channel group, 1 byte per voxel and class).
         activation: ``"softmax"`` (default for K >= 2) or ``"sigmoid"`` (default for K == 1).
         stitch_device: device of the accumulator (default: the image's device). Use
             ``"cpu"`` to keep a GPU's memory for the network (host stitching).
         slab: stream the accumulator: hold only ``roi`` planes along ``slab_axis``.
         slab_axis: spatial axis to stream along (default :func:`choose_slab_axis`).
         chunk_planes: planes reduced at once when writing outputs (bounds temporaries).
+        groups: the predictor returns ``groups`` blocks of ``K`` channels (e.g. the TTA
+            mean followed by each mirrored view); labels, probabilities and logits come from
+            the first block, ``probabilities_u8`` from every block. The accumulator holds
+            ``groups x K`` channels.
 
     Returns:
         :class:`WindowResult` with CPU tensors on the unpadded grid.
@@ -235,8 +248,11 @@ def sliding_window_inference(
     nd = image.ndim - 1
     outputs = tuple(outputs)
     for o in outputs:
-        if o not in ("labels", "probabilities", "logits"):
-            raise ConfigError.expected("outputs among labels, probabilities, logits", repr(o))
+        if o not in ("labels", "probabilities", "logits", "probabilities_u8"):
+            raise ConfigError.expected("outputs among labels, probabilities, logits, probabilities_u8", repr(o))
+    G = int(groups)
+    if G < 1:
+        raise ConfigError.expected("groups >= 1", repr(groups))
     if activation is None:
         activation = "sigmoid" if out_channels == 1 else "softmax"
     if sw_batch_size < 1:
@@ -259,9 +275,10 @@ def sliding_window_inference(
         gmap = gmap * torch.as_tensor(gaussian_1d(r, sigma_scale, mode=mode)).reshape(shape)
     gmap = gmap.clamp(min=max(float(gmap.min()), float(min_weight))).to(torch.float32)
     gmap = gmap.to(sdev).unsqueeze(0).contiguous()  # (1, *roi)
-    need_w = "probabilities" in outputs or "logits" in outputs
+    need_w = "probabilities" in outputs or "logits" in outputs or "probabilities_u8" in outputs
+    KG = K * G
 
-    acc_shape = [K + int(need_w)] + list(grid.shape)
+    acc_shape = [KG + int(need_w)] + list(grid.shape)
     acc_shape[1 + ax] = L
     acc = torch.zeros(acc_shape, dtype=torch.float32, device=sdev)
 
@@ -273,6 +290,15 @@ def sliding_window_inference(
     labels = torch.zeros(out_shape, dtype=_label_dtype(n_labels)) if "labels" in outputs else None
     probs = torch.zeros([n_prob] + out_shape, dtype=torch.float32) if "probabilities" in outputs else None
     logits = torch.zeros([K] + out_shape, dtype=torch.float32) if "logits" in outputs else None
+    probs_u8 = torch.zeros([G, n_prob] + out_shape, dtype=torch.uint8) if "probabilities_u8" in outputs else None
+
+    def activate(blended):
+        if activation == "softmax":
+            return torch.softmax(blended, dim=0)
+        if K == 1:
+            fg = torch.sigmoid(blended[0])
+            return torch.stack([1 - fg, fg])
+        return torch.sigmoid(blended)
 
     def flush(lo: int, hi: int) -> None:
         """Reduce planes [lo, hi) (padded coordinates along ax) into the outputs."""
@@ -301,18 +327,17 @@ def sliding_window_inference(
                     lab = _argmax_channels(region[:K], labels.dtype)
                 labels[out_idx] = lab.to(labels.dtype).cpu()
             if need_w:
-                blended = region[:K] / region[K:]
+                w = region[KG:]
+                blended = region[:K] / w
                 if logits is not None:
                     logits[(slice(None),) + out_idx] = blended.cpu()
+                p = activate(blended) if probs is not None or probs_u8 is not None else None
                 if probs is not None:
-                    if activation == "softmax":
-                        p = torch.softmax(blended, dim=0)
-                    elif K == 1:
-                        fg = torch.sigmoid(blended[0])
-                        p = torch.stack([1 - fg, fg])
-                    else:
-                        p = torch.sigmoid(blended)
                     probs[(slice(None),) + out_idx] = p.cpu()
+                if probs_u8 is not None:
+                    for g in range(G):
+                        pg = p if g == 0 else activate(region[g * K:(g + 1) * K] / w)
+                        probs_u8[(g, slice(None)) + out_idx] = (pg * U8_SCALE).round_().to(torch.uint8).cpu()
 
     lo = 0
     n_done = 0
@@ -339,8 +364,8 @@ def sliding_window_inference(
             sls = [tuple(slice(s, s + r) for s, r in zip(st, grid.roi)) for st in batch]
             x = torch.stack([image[(slice(None),) + sl] for sl in sls])
             y = predictor(x)
-            if y.shape[0] != len(batch) or y.shape[1] != K or tuple(y.shape[2:]) != grid.roi:
-                raise ConfigError.expected(f"network output of shape {(len(batch), K, *grid.roi)}",
+            if y.shape[0] != len(batch) or y.shape[1] != KG or tuple(y.shape[2:]) != grid.roi:
+                raise ConfigError.expected(f"network output of shape {(len(batch), KG, *grid.roi)}",
                                            f"{tuple(y.shape)}",
                                            hint="Check out_channels and that the network keeps the ROI size")
             y = y.to(device=sdev, dtype=torch.float32)
@@ -348,14 +373,15 @@ def sliding_window_inference(
                 loc = [slice(None)] + [slice(s, s + r) for s, r in zip(st, grid.roi)]
                 loc[1 + ax] = slice(st[ax] - lo, st[ax] - lo + roi_a)
                 if need_w:
-                    acc[tuple(loc)][:K].addcmul_(y[b], gmap)
-                    acc[tuple(loc)][K:].add_(gmap)
+                    acc[tuple(loc)][:KG].addcmul_(y[b], gmap)
+                    acc[tuple(loc)][KG:].add_(gmap)
                 else:
                     acc[tuple(loc)].addcmul_(y[b], gmap)
             n_done += len(batch)
             if progress is not None:
                 progress(n_done, n_total)
     flush(lo, size_a)
-    return WindowResult(labels=labels, probabilities=probs, logits=logits, n_windows=n_total, slab_axis=ax,
+    return WindowResult(labels=labels, probabilities=probs, logits=logits, probabilities_u8=probs_u8,
+                        n_windows=n_total, slab_axis=ax,
                         slab=bool(slab), info={"grid_starts": [list(s) for s in grid.starts],
                                                "padded_shape": list(grid.shape)})

@@ -9,27 +9,40 @@ Definitions
 * **volume_ml** = voxel count x voxel volume (mm^3) / 1000.
 * **centroid_{x,y,z}_mm**: mean of the voxel-centre positions, RAS+ world mm
   (``Geometry.index_to_world`` of the mean voxel index).
-* **max_3d_diameter_mm**: the largest distance between the *centres* of two surface
-  voxels (a surface voxel has at least one of its 6 face neighbours outside the lesion or
-  outside the image). Computed exactly and without a loop over voxel pairs: the two
-  farthest points of a set are vertices of its convex hull (``scipy.spatial.ConvexHull``
-  of the surface-voxel centres in mm), so the maximum is taken over hull vertices only.
-  A one-voxel lesion has diameter 0.
-
-  *Difference from PyRadiomics* ``Maximum3DDiameter``: PyRadiomics measures between
-  vertices of a marching-cubes mesh, which lie half way between an inside and an outside
-  voxel centre, i.e. about half a voxel outside the outermost voxel centres at each end.
-  Its values are therefore larger by up to about one voxel spacing along the diameter
-  (for a ball of radius r mm: ours ~ 2r - spacing, PyRadiomics ~ 2r).
-* **max_inplane_diameter_mm**: RECIST-like long axis. The acquisition plane is the plane
-  of the two finest-spaced array axes; the slice axis is the coarsest one (see
-  :func:`medcnn.measure.slice_axis`). In every slice of the lesion, the largest distance
-  between centres of the slice's in-plane boundary pixels (4-neighbourhood in the
-  plane); the maximum over slices is reported, with that slice's index in
-  ``inplane_slice_index``.
-* **perpendicular_diameter_mm**: in the slice of the long axis, the extent of the lesion
-  (pixel centres) measured along the in-plane direction perpendicular to the long axis
-  (max - min of the projections onto that direction): the RECIST short-axis surrogate.
+* **Surface mesh** (IBSI reference manual, section 3.1, "Morphological features"; as
+  PyRadiomics builds it): the component's bounding box is padded with one background
+  voxel and triangulated by marching cubes at level 0.5 on the binary mask
+  (``skimage.measure.marching_cubes``, Lewiner variant) in index space, then scaled by the
+  spacing. Every mesh vertex lies half way on an edge between an inside and an outside
+  voxel centre, i.e. on the voxel boundary: distances are measured *edge to edge*, as a
+  radiologist's calliper does, not between voxel centres (a one-voxel lesion of spacing
+  ``(a, b, c)`` has a 3D diameter of ``max(a, b, c)``, not 0).
+* **mesh_volume_ml**: IBSI "Volume (mesh)" (feature RNU0, PyRadiomics ``MeshVolume``): the
+  volume enclosed by the mesh, the sum of the signed volumes of the tetrahedra spanned by
+  each triangle and a fixed point, / 1000. An extra column: the primary ``volume_ml``
+  stays the voxel count (IBSI "Volume (voxel counting)", YEKZ). For a one-voxel lesion the
+  mesh is an octahedron of 1/6 of the voxel volume; for large lesions the mesh volume is a
+  little smaller than the voxel count (the mesh cuts the corners of the staircase).
+* **max_3d_diameter_mm**: IBSI "Maximum 3D diameter" (L0JK, PyRadiomics
+  ``Maximum3DDiameter``): the largest Euclidean distance between two mesh vertices.
+  Computed exactly and without a loop over vertex pairs: the two farthest points of a set
+  are vertices of its convex hull (``scipy.spatial.ConvexHull``), so the maximum is taken
+  over hull vertices only.
+* **max_inplane_diameter_mm**: RECIST-like long axis, edge to edge in the acquisition
+  plane. The acquisition plane is the plane of the two finest-spaced array axes; the
+  slice axis is the coarsest one (see :func:`medcnn.measure.slice_axis`). In every slice
+  of the lesion, the largest distance between the mesh vertices lying in that slice (the
+  marching-squares contour of the slice: in-plane edge midpoints); the maximum over
+  slices is reported, with that slice's index in ``inplane_slice_index``. This is
+  PyRadiomics' ``Maximum2DDiameterSlice`` (largest distance between mesh vertices sharing
+  a slice coordinate) restricted to whole slices: PyRadiomics also groups the vertices
+  that lie half way *between* two slices, whose in-plane positions are voxel centres of
+  either slice, so both agree unless a lesion is offset between consecutive slices by
+  more than its own size (the slice axis is always the third array axis in PyRadiomics).
+* **perpendicular_diameter_mm**: in the slice of the long axis, the extent of the slice's
+  contour (mesh vertices, edge to edge) along the in-plane direction perpendicular to the
+  long axis (max - min of the projections onto that direction): the RECIST short-axis
+  surrogate.
 * **touches_border**: the lesion contains a voxel on a face of the image grid, so it may
   be cut off and its size underestimated.
 
@@ -43,7 +56,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from medcnn.errors import ConfigError
 from medcnn.measure._common import label_array, slice_axis
@@ -57,12 +69,19 @@ __all__ = [
     "LESION_COLUMNS",
     "METHOD_DIAMETER_3D",
     "METHOD_DIAMETER_INPLANE",
+    "METHOD_MESH_VOLUME",
 ]
 
-METHOD_DIAMETER_3D = ("max distance between surface-voxel centres (convex hull vertices of the "
-                      "surface-voxel centres in mm)")
-METHOD_DIAMETER_INPLANE = ("per slice along the coarsest axis: max distance between in-plane boundary pixel "
-                           "centres; perpendicular = extent of pixel centres perpendicular to it in that slice")
+METHOD_MESH = ("surface mesh = marching cubes at level 0.5 on the binary mask padded by one voxel (vertices "
+               "half way between inside and outside voxel centres, i.e. on the voxel boundary: edge to edge)")
+METHOD_DIAMETER_3D = ("IBSI Maximum 3D diameter (L0JK; PyRadiomics Maximum3DDiameter): largest distance between "
+                      f"two vertices of the {METHOD_MESH}")
+METHOD_DIAMETER_INPLANE = ("RECIST-like long axis: per slice along the coarsest axis, largest distance between the "
+                           "mesh vertices in that slice (edge to edge in the acquisition plane; PyRadiomics "
+                           "Maximum2DDiameterSlice on whole slices); perpendicular = extent of that slice's contour "
+                           "perpendicular to the long axis")
+METHOD_MESH_VOLUME = ("IBSI Volume (mesh) (RNU0; PyRadiomics MeshVolume): volume enclosed by the surface mesh (sum "
+                      "of signed tetrahedron volumes) / 1000")
 
 LESION_COLUMNS: dict[str, str] = {
     "lesion_id": "1-based lesion number (per case), ordered by label then decreasing volume",
@@ -70,13 +89,15 @@ LESION_COLUMNS: dict[str, str] = {
              "smallest label in the lesion)",
     "label_name": "structure name from the label table",
     "n_voxels": "number of voxels in the connected component",
-    "volume_ml": "lesion volume in mL = voxel count x voxel volume (mm^3) / 1000",
+    "volume_ml": "lesion volume in mL = voxel count x voxel volume (mm^3) / 1000 (IBSI Volume (voxel counting), "
+                 "YEKZ)",
+    "mesh_volume_ml": f"lesion volume in mL enclosed by the surface mesh: {METHOD_MESH_VOLUME}",
     "centroid_x_mm": "centroid (mean voxel centre), RAS+ world x in mm (R positive)",
     "centroid_y_mm": "centroid, RAS+ world y in mm (A positive)",
     "centroid_z_mm": "centroid, RAS+ world z in mm (S positive)",
     "max_3d_diameter_mm": f"longest 3D diameter in mm: {METHOD_DIAMETER_3D}",
     "max_inplane_diameter_mm": f"longest in-plane (acquisition plane) diameter in mm: {METHOD_DIAMETER_INPLANE}",
-    "perpendicular_diameter_mm": "longest extent perpendicular to the in-plane long axis, same slice, in mm",
+    "perpendicular_diameter_mm": "extent (edge to edge) perpendicular to the in-plane long axis, same slice, in mm",
     "inplane_slice_index": "index along the slice axis of the slice holding the in-plane long axis",
     "slice_axis": "array axis (0=I, 1=J, 2=K) taken as slice axis: the coarsest spacing",
     "touches_border": "True when the lesion has a voxel on a face of the image grid (may be cut off)",
@@ -143,48 +164,60 @@ def max_diameter(points_mm: np.ndarray) -> tuple[float, np.ndarray]:
     return dist, cand[[i, j]]
 
 
-_FACE3 = ndimage.generate_binary_structure(3, 1)
+def _surface_mesh(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Marching-cubes mesh of a binary ``mask`` (bool, I, J, K), padded by one voxel.
+
+    Returns ``(vertices, faces)``: vertices (N, 3) float64 in voxel-index units of
+    ``mask`` (each on an edge midpoint: one coordinate is ``n + 0.5``, the others
+    integers), faces (M, 3) int. Memory: one float32 copy of the padded box.
+    """
+    from skimage.measure import marching_cubes
+
+    padded = np.pad(mask, 1).astype(np.float32)
+    verts, faces, _, _ = marching_cubes(padded, level=0.5, method="lewiner", allow_degenerate=True)
+    return verts.astype(np.float64) - 1.0, faces
 
 
-def _surface(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with a neighbour (per ``structure``) outside it or outside the array."""
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+def _mesh_volume_mm3(verts_mm: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed triangle mesh: |sum of signed tetrahedra| (mm^3)."""
+    if len(faces) == 0:
+        return 0.0
+    v = verts_mm - verts_mm.mean(axis=0)  # any fixed point works for a closed mesh; the centre keeps it precise
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    return abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum())) / 6.0
 
 
 def _component_shape(mask: np.ndarray, spacing: np.ndarray, ax: int) -> dict[str, Any]:
-    """Diameters of one component given its bounding-box crop ``mask`` (bool, I, J, K)."""
-    surf = _surface(mask, _FACE3)
-    d3, _ = max_diameter(np.argwhere(surf) * spacing)
-
+    """Mesh volume and diameters of one component given its bounding-box crop ``mask``
+    (bool, I, J, K); ``ax`` = slice axis. See the module docstring."""
+    verts, faces = _surface_mesh(mask)
+    verts_mm = verts * spacing
+    d3, _ = max_diameter(verts_mm)
     plane = [a for a in range(3) if a != ax]
-    inplane = _FACE3.copy()
-    idx = [1, 1, 1]
-    for off in (0, 2):
-        idx[ax] = off
-        inplane[tuple(idx)] = False
-    surf2 = _surface(mask, inplane)
-    pts_all = np.argwhere(surf2)
-    sp2 = spacing[plane]
-    best = (-1.0, 0, 0.0)  # (long, slice, perpendicular)
+    coord = verts[:, ax]
+    on_slice = np.abs(coord - np.round(coord)) < 0.25  # vertices in a slice plane, not between two slices
+    slice_of = np.round(coord[on_slice]).astype(np.int64)
+    pts_all = verts_mm[on_slice][:, plane]
+    best = (0.0, 0, 0.0)  # (long, slice, perpendicular)
     if len(pts_all):
-        order = np.argsort(pts_all[:, ax], kind="stable")
-        pts_all = pts_all[order]
-        slices, starts = np.unique(pts_all[:, ax], return_index=True)
+        order = np.argsort(slice_of, kind="stable")
+        slice_of, pts_all = slice_of[order], pts_all[order]
+        slices, starts = np.unique(slice_of, return_index=True)
         bounds = list(starts[1:]) + [len(pts_all)]
+        best = (-1.0, 0, 0.0)
         for s, a, b in zip(slices.tolist(), starts.tolist(), bounds):
-            pts = pts_all[a:b][:, plane] * sp2
+            pts = pts_all[a:b]
             long_mm, ends = max_diameter(pts)
             if long_mm > best[0]:
+                perp = 0.0
                 if long_mm > 0:
                     u = (ends[1] - ends[0]) / long_mm
-                    normal = np.array([-u[1], u[0]])
-                    proj = pts @ normal
+                    proj = pts @ np.array([-u[1], u[0]])
                     perp = float(proj.max() - proj.min())
-                else:
-                    perp = 0.0
                 best = (long_mm, s, perp)
     return {"max_3d_diameter_mm": d3, "max_inplane_diameter_mm": max(best[0], 0.0),
-            "perpendicular_diameter_mm": best[2], "inplane_slice_local": best[1]}
+            "perpendicular_diameter_mm": best[2], "inplane_slice_local": best[1],
+            "mesh_volume_ml": _mesh_volume_mm3(verts_mm, faces) / 1000.0}
 
 
 # ---------------------------------------------------------------------- components
@@ -349,6 +382,7 @@ def measure_lesions(
             "label_name": label_name(names, lab),
             "n_voxels": int(counts[cid]),
             "volume_ml": int(counts[cid]) * g.voxel_volume_ml,
+            "mesh_volume_ml": info["mesh_volume_ml"],
             "centroid_x_mm": float(centroids_world[lesion_id - 1, 0]),
             "centroid_y_mm": float(centroids_world[lesion_id - 1, 1]),
             "centroid_z_mm": float(centroids_world[lesion_id - 1, 2]),

@@ -227,7 +227,9 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
             f'<li><span class="qc">{_e(f.get("code"))}</span> {_e(f.get("message"))}</li>' for f in qc) + "</ul>")
     card = rec.get("cardiac")
     if card:
-        keys = [k for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "lv_myo_ed_ml", "lv_myo_es_ml",
+        keys = [k for k in ("lv_edv_ml", "lv_edv_low_ml", "lv_edv_high_ml", "lv_esv_ml", "lv_esv_low_ml",
+                            "lv_esv_high_ml", "lv_sv_ml", "lv_ef_percent", "lv_ef_low_percent", "lv_ef_high_percent",
+                            "lv_myo_ed_ml", "lv_myo_es_ml",
                             "lv_myocardial_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_percent",
                             "heart_rate_bpm", "lv_cardiac_output_l_per_min", "rv_cardiac_output_l_per_min",
                             "ed_frame", "es_frame", "ed_time_ms", "es_time_ms") if card.get(k) is not None]
@@ -238,12 +240,17 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
     vols = rec.get("volumes") or []
     if vols:
         has_ref = any(v.get("reference_volume_ml") is not None for v in vols)
+        has_iv = any(v.get("volume_low_ml") is not None for v in vols)
         headers = ["phase", "label", "name", "voxels", "volume (mL)"] + (
+            ["interval low (mL)", "interval high (mL)"] if has_iv else []) + (
             ["reference (mL)", "difference (mL)", "Dice"] if has_ref else [])
         rows = [[v.get("phase") or "", v.get("label"), v.get("label_name"), v.get("voxel_count"), v.get("volume_ml")]
+                + ([v.get("volume_low_ml"), v.get("volume_high_ml")] if has_iv else [])
                 + ([v.get("reference_volume_ml"), v.get("volume_difference_ml"), v.get("dice")] if has_ref else [])
                 for v in vols]
-        parts.append(_table(headers, rows, titles={"volume (mL)": columns.get("volume_ml", "")}))
+        parts.append(_table(headers, rows, titles={"volume (mL)": columns.get("volume_ml", ""),
+                                                   "interval low (mL)": columns.get("volume_low_ml", ""),
+                                                   "interval high (mL)": columns.get("volume_high_ml", "")}))
     les = rec.get("lesions") or []
     if les:
         shown = les[:20]
@@ -304,7 +311,9 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
         f'<b>{counts.get("failed", 0)} failed</b>, {counts.get("total", len(records))} cases.</p>',
         "<h2>Summary</h2>",
         _summary(records),
-        '<p class="muted">Volumes are voxel count &times; voxel volume on the input grid (mL). '
+        '<p class="muted">Volumes are voxel count &times; voxel volume on the input grid (mL); the interval '
+        "(low&ndash;high) is a sensitivity band from the model's own probabilities, not a confidence interval "
+        "(docs/volume_intervals.md). "
         "Highlighted cells are quality-control flags: check those cases before using their numbers.</p>",
     ]
     val = _validation_text(model.get("validation") or {})

@@ -6,6 +6,8 @@
 * :func:`config_hash` -- SHA-256 of a canonical JSON dump of a settings mapping.
 * :func:`file_sha256` -- SHA-256 of a file's bytes (model weights).
 * :func:`environment_info` -- versions of medcnn and the libraries that shaped the result.
+* :func:`display_path`, :func:`redact_paths` -- input paths as reports show them: the file
+  (or folder) name only unless ``include_paths`` (folder names often hold patient names).
 
 Imports numpy only (no torch): library versions are read from package metadata.
 """
@@ -29,7 +31,14 @@ __all__ = [
     "file_sha256",
     "environment_info",
     "HASH_METHOD",
+    "display_path",
+    "redact_paths",
+    "PATHS_METHOD",
 ]
+
+#: One sentence for reports: how input paths are shown.
+PATHS_METHOD = ("input paths are reduced to the file (or DICOM folder) name; pass --include-paths to keep full "
+                "paths")
 
 #: One sentence describing :func:`volume_hash`, for reports.
 HASH_METHOD = ("input hash = SHA-256 of a JSON header (dtype as little-endian, array shape, leading axis, "
@@ -129,3 +138,54 @@ def environment_info() -> dict[str, Any]:
         if v is not None:
             info[dist.lower().replace("-", "_")] = v
     return info
+
+
+def display_path(path: str | PathLike[str] | None, *, include_paths: bool = False) -> str | None:
+    """How a report shows an input path: the path as given with ``include_paths``, else
+    only its last component (the file name, or a DICOM folder's name).
+
+    Folder names in hospitals often hold patient names (``/data/DOE^JOHN/ct.nii.gz``);
+    the case id (from the file name or the manifest) and the file name identify the input
+    within a report without them.
+    """
+    if path is None:
+        return None
+    text = str(path)
+    if include_paths:
+        return text
+    stripped = text.rstrip("/\\")
+    name = stripped.replace("\\", "/").rsplit("/", 1)[-1]
+    return name or text
+
+
+def redact_paths(text: Any, paths: Any, *, include_paths: bool = False) -> Any:
+    """``text`` with every occurrence of the given input ``paths`` (as given and resolved)
+    replaced by :func:`display_path`, and their parent folders removed (error messages
+    name the file they are about). Non-strings pass through unchanged."""
+    import os
+
+    if include_paths or not isinstance(text, str) or not text:
+        return text
+    full: dict[str, str] = {}
+    parents: set[str] = set()
+    for p in paths or ():
+        if p is None:
+            continue
+        forms = {str(p), str(p).rstrip("/\\")}
+        try:
+            forms.add(os.path.abspath(str(p)))
+            forms.add(os.path.realpath(str(p)))
+        except (OSError, ValueError):
+            pass
+        for f in forms:
+            if f and f not in (".", os.sep):
+                full[f] = display_path(f) or f
+                parent = os.path.dirname(f)
+                while parent and parent not in (os.sep, ".") and parent != os.path.dirname(parent):
+                    parents.add(parent)
+                    parent = os.path.dirname(parent)
+    for f in sorted(full, key=len, reverse=True):
+        text = text.replace(f, full[f])
+    for d in sorted(parents, key=len, reverse=True):
+        text = text.replace(d + os.sep, "").replace(d, "<folder>")
+    return text

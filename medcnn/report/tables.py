@@ -17,6 +17,14 @@ Tables (one row per case x label, units in every numeric column name):
 ``curves.csv``     per cine frame: ``time_ms``, ``lv_volume_ml``, ...
 ``errors.csv``     per failed case: input, error type, message
 =================  ==========================================================
+
+Every CSV medcnn writes starts with its header row (no comment lines: Excel, R's
+``read.csv``, Python's ``csv`` and ``pandas.read_csv`` read it with default options) and has
+a **sidecar** ``<name>.csv-metadata.json`` beside it (:func:`write_csv`), in the W3C *CSV on
+the Web* metadata vocabulary (CSVW): ``url`` (the CSV's file name), ``dc:title``,
+``dc:creator`` (medcnn and its version), ``dc:created``, ``tableSchema.columns`` (``name``,
+``datatype``, ``dc:description`` = meaning, method and unit of each column) and a
+``medcnn`` object with the provenance (options, methods, inputs and their hashes).
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ __all__ = [
     "write_tables",
     "write_json",
     "write_text",
+    "write_csv",
+    "csv_text",
+    "csv_metadata",
+    "metadata_path",
     "jsonable",
     "TABLE_FILES",
     "COLUMN_DESCRIPTIONS",
@@ -52,7 +64,8 @@ TABLE_FILES: dict[str, str] = {
 _CASE_COLUMNS = ["case_id", "status", "mode", "input_kind", "inputs", "message", "qc_codes", "n_labels_found",
                  "input_hash", "model_sha256", "config_hash", "device", "precision", "tta", "total_s"]
 _VOLUME_COLUMNS = ["case_id", "phase", "frame", "label", "label_name", "voxel_count", "voxel_volume_mm3",
-                   "volume_ml", "reference_volume_ml", "volume_difference_ml", "dice", "method"]
+                   "volume_ml", "volume_low_ml", "volume_high_ml", "volume_soft_ml", "reference_volume_ml",
+                   "volume_difference_ml", "dice", "method"]
 _ERROR_COLUMNS = ["case_id", "inputs", "error_type", "message"]
 
 #: Meaning and unit of the columns that are not documented by :mod:`medcnn.measure`.
@@ -184,12 +197,96 @@ def write_text(path: str | Path, text: str) -> Path:
     return p
 
 
-def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> dict[str, Path]:
-    """Write every table as CSV (atomic; header-only when empty). Returns name -> path."""
+def metadata_path(csv_path: str | Path) -> Path:
+    """The sidecar of a CSV file: ``<name>.csv-metadata.json`` beside it (CSVW convention)."""
+    p = Path(csv_path)
+    return p.with_name(p.name + "-metadata.json")
+
+
+def _datatype(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_numeric_dtype(series):
+        return "number"
+    return "string"
+
+
+def csv_metadata(df: pd.DataFrame, csv_name: str, *, title: str, descriptions: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """CSVW metadata (JSON-able) describing ``df`` written as ``csv_name``.
+
+    Args:
+        df: the table.
+        csv_name: the CSV's file name (the sidecar's ``url``, relative to it).
+        title: what the table holds.
+        descriptions: column -> meaning, method and unit.
+        extra: provenance stored under ``"medcnn"`` (options, methods, inputs...).
+    """
+    from datetime import datetime, timezone
+
+    from medcnn import __version__
+
+    desc = dict(descriptions or {})
+    cols = []
+    for c in df.columns:
+        col: dict[str, Any] = {"name": str(c), "titles": str(c), "datatype": _datatype(df[c])}
+        if desc.get(c):
+            col["dc:description"] = desc[c]
+        cols.append(col)
+    return {
+        "@context": "http://www.w3.org/ns/csvw",
+        "url": csv_name,
+        "dc:title": title,
+        "dc:creator": f"medcnn {__version__}",
+        "dc:created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dialect": {"header": True, "delimiter": ",", "encoding": "utf-8"},
+        "tableSchema": {"columns": cols},
+        "medcnn": jsonable(dict(extra or {})),
+    }
+
+
+def csv_text(df: pd.DataFrame, **to_csv: Any) -> str:
+    """``df`` as CSV text: the header row first, no index, ``\\n`` line ends."""
+    return df.to_csv(index=False, lineterminator="\n", **to_csv)
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, *, title: str, descriptions: Mapping[str, str] | None = None,
+              extra: Mapping[str, Any] | None = None, **to_csv: Any) -> tuple[Path, Path]:
+    """Write ``df`` as a plain CSV (header row first) and its CSVW sidecar
+    ``<name>.csv-metadata.json`` (:func:`csv_metadata`), both atomically.
+
+    Returns:
+        ``(csv_path, sidecar_path)``.
+    """
+    p = Path(path)
+    write_text(p, csv_text(df, **to_csv))
+    side = write_json(csv_metadata(df, p.name, title=title, descriptions=descriptions, extra=extra), metadata_path(p))
+    return p, side
+
+
+#: Title of each batch table (the sidecars' ``dc:title``).
+TABLE_TITLES: dict[str, str] = {
+    "cases": "medcnn run: one row per case (status, QC codes, hashes, timings)",
+    "volumes": "medcnn run: label volumes, one row per case, phase and label",
+    "lesions": "medcnn run: lesions, one row per lesion",
+    "cardiac": "medcnn run: cardiac function, one row per case",
+    "curves": "medcnn run: cine volume curves, one row per frame",
+    "errors": "medcnn run: failed cases",
+}
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, *,
+                 descriptions: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write every table as CSV (atomic; header-only when empty) with its CSVW sidecar
+    (:func:`write_csv`). Returns name -> CSV path."""
     out = Path(out_dir)
     paths = {}
     for name, df in tables.items():
-        paths[name] = write_text(out / TABLE_FILES.get(name, f"{name}.csv"), df.to_csv(index=False))
+        paths[name], _ = write_csv(df, out / TABLE_FILES.get(name, f"{name}.csv"),
+                                   title=TABLE_TITLES.get(name, name), descriptions=descriptions, extra=extra)
     return paths
 
 

@@ -385,7 +385,7 @@ def write_validation_report(rows: Sequence[Mapping[str, Any]], summary: Mapping[
     """
     import pandas as pd
 
-    from medcnn.report.tables import write_json, write_text
+    from medcnn.report.tables import write_csv, write_json, write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,8 +395,13 @@ def write_validation_report(rows: Sequence[Mapping[str, Any]], summary: Mapping[
     figures = validation_figures(rows)
     html_text = render_validation_html(summary, rows, figures)
     paths: dict[str, Path] = {}
-    paths["metrics"] = write_text(out / VALIDATION_FILES["metrics"],
-                                  pd.DataFrame(list(rows), columns=cols).to_csv(index=False))
+    metrics = pd.DataFrame(list(rows), columns=cols)
+    paths["metrics"], _ = write_csv(metrics, out / VALIDATION_FILES["metrics"],
+                                    title="medcnn validate: one row per case and structure",
+                                    descriptions=summary.get("definitions") or summary.get("columns"),
+                                    extra={"summary": VALIDATION_FILES["summary"],
+                                           "medcnn_version": summary.get("medcnn_version"),
+                                           "settings": summary.get("settings"), "cases": summary.get("cases")})
     for key, png in figures.items():
         paths[key] = _write_bytes(out / VALIDATION_FILES[key], png)
     paths["html"] = write_text(out / VALIDATION_FILES["html"], html_text)
