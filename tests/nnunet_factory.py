@@ -32,7 +32,7 @@ def blob_image(shape: Sequence[int], *, seed: int, n_classes: int = 2, zero_marg
     lab = np.zeros(shape, np.uint8)
     for c in range(1, n_classes):
         centre = rng.uniform(-0.35, 0.35, len(shape))
-        radii = rng.uniform(0.25, 0.45, len(shape))
+        radii = rng.uniform(0.35, 0.6, len(shape))
         r = sum(((g - m) / a) ** 2 for g, m, a in zip(grid, centre, radii))
         lab[r < 1] = c
     img = 0.3 * rng.standard_normal(shape) + lab.astype(float) + 1.0
@@ -78,7 +78,7 @@ def build_network(dim: int, in_ch: int, out_ch: int, kw: dict[str, Any], arch: s
 
 
 def train_briefly(net, dim: int, patch: Sequence[int], *, in_ch: int, n_classes: int, regions: bool, seed: int,
-                  steps: int = 20):
+                  steps: int = 40):
     """A few Adam steps on synthetic blobs (z-scored), enough for structured predictions."""
     import torch
 
@@ -127,7 +127,7 @@ def make_nnunet_folder(
     strides=None,
     kernels=None,
     seed: int = 0,
-    steps: int = 20,
+    steps: int = 40,
     configuration: str | None = None,
     postprocessing: list[dict[str, Any]] | None = None,
 ) -> Path:
@@ -222,11 +222,12 @@ def reference_predictor(folder: Path, folds: Sequence[int], *, use_mirroring: bo
         params.append(ck["network_weights"])
     cm = pm.get_configuration(ck["init_args"]["configuration"])
     lm = pm.get_label_manager(dataset)
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
-    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                 cm.network_arch_init_kwargs_req_import, len(dataset["channel_names"]),
-                                 lm.num_segmentation_heads, allow_init=True, deep_supervision=False)
+    # the class by its last name: nnU-Net's class search would import every architecture
+    # module (some need timm), and its old-plans path names a module that no longer exists
+    kw = dict(cm.network_arch_init_kwargs)
+    dim = len(cm.patch_size)
+    net = build_network(dim, len(dataset["channel_names"]), lm.num_segmentation_heads, kw,
+                        cm.network_arch_class_name.rsplit(".", 1)[-1])
     net.load_state_dict(params[0])
     pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
                            perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
