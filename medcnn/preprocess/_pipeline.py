@@ -10,6 +10,7 @@ import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
 from medcnn.preprocess._intensity import _normalise_array, check_finite, check_modality
+from medcnn.preprocess._monai import check_monai_ops, monai_forward
 from medcnn.preprocess._nnunet import check_nnunet_options, nnunet_forward, nnunet_resample_back
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
 from medcnn.preprocess._resample import (
@@ -57,6 +58,8 @@ class PreprocessSpec:
             non-zero, per-channel normalisation, resampling; see
             :mod:`medcnn.preprocess._nnunet`), as written by ``medcnn models import``;
             ``orientation`` must then be ``None`` and ``modalities`` ``"none"``.
+        monai: a MONAI bundle's preprocessing as an ordered list of operations
+            (:mod:`medcnn.preprocess._monai`) instead of the fields above (same rule).
     """
 
     orientation: str | None = "RAS"
@@ -70,6 +73,7 @@ class PreprocessSpec:
     anisotropy_threshold: float = 3.0
     anisotropic_order: int = 1
     nnunet: dict[str, Any] | None = None
+    monai: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.orientation is not None:
@@ -98,10 +102,15 @@ class PreprocessSpec:
             raise ConfigError.expected("anisotropy_threshold >= 1", repr(self.anisotropy_threshold))
         if self.nnunet is not None:
             object.__setattr__(self, "nnunet", check_nnunet_options(self.nnunet, len(mods)))
+        if self.monai is not None:
+            object.__setattr__(self, "monai", check_monai_ops(self.monai))
+        if self.nnunet is not None and self.monai is not None:
+            raise ConfigError.expected("nnunet or monai preprocessing, not both", "both")
+        if self.nnunet is not None or self.monai is not None:
             if self.orientation is not None or self.target_spacing is not None or self.crop_foreground \
                     or any(m != "none" for m in mods):
                 raise ConfigError.expected("orientation, target_spacing and crop_foreground unset and modalities "
-                                           "'none' with nnunet preprocessing (the nnunet options decide them)",
+                                           "'none' with nnunet/monai preprocessing (their options decide them)",
                                            f"orientation={self.orientation!r}, target_spacing={self.target_spacing!r}, "
                                            f"crop_foreground={self.crop_foreground}, modalities={list(mods)}")
 
@@ -363,6 +372,9 @@ class Preprocessor:
         arrays = [np.asarray(c.array) for c in chans]
         if spec.nnunet is not None:
             data, geom, steps = nnunet_forward(arrays, geometry, spec.nnunet, source=geometry.source)
+            return data, PreprocessRecord(geometry, geom.with_source(None), steps)
+        if spec.monai is not None:
+            data, geom, steps = monai_forward(arrays, geometry, spec.monai, source=geometry.source)
             return data, PreprocessRecord(geometry, geom.with_source(None), steps)
         steps: list[dict[str, Any]] = []
         geom = geometry
