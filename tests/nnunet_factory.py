@@ -130,13 +130,14 @@ def make_nnunet_folder(
     steps: int = 40,
     configuration: str | None = None,
     postprocessing: list[dict[str, Any]] | None = None,
+    n_stages: int = 3,
+    features: Sequence[int] = (4, 8, 16),
 ) -> Path:
     """Write a trained-model folder; returns its path (``.../Trainer__Plans__config``)."""
     import torch
 
     configuration = configuration or ("2d" if dim == 2 else "3d_fullres")
-    n_stages = 3
-    kw = arch_kwargs(dim, n_stages, arch, strides=strides, kernels=kernels)
+    kw = arch_kwargs(dim, n_stages, arch, features=features, strides=strides, kernels=kernels)
     if regions:
         labels = {"background": 0, **{f"region{c}": list(range(c, n_classes)) for c in range(1, n_classes)}}
         out_ch = n_classes - 1
@@ -161,7 +162,8 @@ def make_nnunet_folder(
         "batch_dice": False,
     }
     if old_plans:
-        conf.update({"UNet_class_name": arch, "UNet_base_num_features": 4, "unet_max_num_features": 16,
+        conf.update({"UNet_class_name": arch, "UNet_base_num_features": features[0],
+                     "unet_max_num_features": features[n_stages - 1],
                      "n_conv_per_stage_encoder": [2] * n_stages if arch == "PlainConvUNet" else [1] * n_stages,
                      "n_conv_per_stage_decoder": [1] * (n_stages - 1), "num_pool_per_axis": [n_stages - 1] * dim,
                      "pool_op_kernel_sizes": kw["strides"], "conv_kernel_sizes": kw["kernel_sizes"]})
