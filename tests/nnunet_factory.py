@@ -32,7 +32,7 @@ def blob_image(shape: Sequence[int], *, seed: int, n_classes: int = 2, zero_marg
     lab = np.zeros(shape, np.uint8)
     for c in range(1, n_classes):
         centre = rng.uniform(-0.35, 0.35, len(shape))
-        radii = rng.uniform(0.35, 0.6, len(shape))
+        radii = rng.uniform(0.25, 0.45, len(shape))
         r = sum(((g - m) / a) ** 2 for g, m, a in zip(grid, centre, radii))
         lab[r < 1] = c
     img = 0.3 * rng.standard_normal(shape) + lab.astype(float) + 1.0

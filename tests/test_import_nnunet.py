@@ -86,7 +86,7 @@ def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool,
           f"label voxels nnU-Net {np.bincount(ref.ravel()).tolist()} medcnn {np.bincount(got.ravel()).tolist()}")
     assert equal >= min_equal, f"only {equal:.5f} of voxels equal nnUNetPredictor's"
     n_ref, n_got = np.bincount(ref.ravel(), minlength=8), np.bincount(got.ravel(), minlength=8)
-    assert n_ref[1:].sum() > 200, "the test network predicts no structure: parity would be meaningless"
+    assert n_ref[1:].sum() > 100, "the test network predicts no structure: parity would be meaningless"
     for lab in range(1, 8):
         if n_ref[lab] >= 100:
             assert abs(int(n_got[lab]) - int(n_ref[lab])) <= 0.005 * n_ref[lab], (lab, n_got[lab], n_ref[lab])
@@ -292,7 +292,7 @@ def test_refuses_checkpoint_with_objects(tmp_path, capsys):
     torch.save(ck, ck_path)
     from medcnn.models.importers import import_model
 
-    with pytest.raises(UnsafeModelFileError, match="checkpoint_final.pth"):
+    with pytest.raises(UnsafeModelFileError, match=r"checkpoint_final.pth.*pathlib"):
         import_model(folder, tmp_path / "x")
     _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
 
@@ -346,3 +346,21 @@ def test_refuses_cascade_and_unknown_format(tmp_path, capsys):
     with pytest.raises(UnsupportedFormatError):
         import_model(empty, tmp_path / "x")
     _cli_refusal(tmp_path, empty, "not_a_model", capsys)
+
+
+def test_run_report_shows_the_import(tmp_path, capsys):
+    """`medcnn run` with an imported bundle: volumes per nnU-Net label name, and the report
+    names where the model came from."""
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    bundle = import_model(folder, tmp_path / "bundle")
+    case = write_case(tmp_path, shape=(20, 18, 22))[0]
+    code = main(["run", case, "--model", str(bundle), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    src = report["model"]["imported_from"]
+    assert src["format"] == "nnunet-v2" and src["configuration"] == "3d_fullres"
+    assert "imported from nnunet-v2" in (tmp_path / "out" / "report.html").read_text()
+    assert set(report["model"]["labels"].values()) == {"background", "class1", "class2"}

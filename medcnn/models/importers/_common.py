@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,12 +49,8 @@ def load_checkpoint(path: Path) -> Any:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        bad = ""
-        for line in msg.splitlines():
-            if "Unsupported global" in line or "GLOBAL" in line:
-                bad = line.strip().split("GLOBAL")[-1].strip(" :.")
-                break
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        bad = found.group(1) if found else ""
         raise UnsafeModelFileError.expected(
             "a checkpoint holding only tensors and plain types (read with torch.load(weights_only=True))",
             f"a reference to {bad or 'a class or function that is not allowed'}", path=path,
