@@ -185,6 +185,7 @@ def make_nnunet_folder(
     (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
     (folder / "plans.json").write_text(json.dumps(plans, indent=2))
     for f in folds:
+        torch.manual_seed(seed + f)  # deterministic initial weights
         net = build_network(dim, n_channels, out_ch, kw, arch)
         train_briefly(net, dim, patch, in_ch=n_channels, n_classes=n_classes, regions=regions, seed=seed + f,
                       steps=steps)

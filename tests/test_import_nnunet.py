@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from medcnn.errors import BundleError, ConfigError, UnsafeModelFileError, Unsupp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
 #: an oblique direction (rotation about all three axes) and a non-zero origin
 OBLIQUE = np.array([[0.9362934, -0.2896295, 0.1986693], [0.3129918, 0.9447025, -0.0978434],
                     [-0.1593451, 0.1537920, 0.9751703]])
@@ -94,6 +92,7 @@ def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool,
 
 
 # ---------------------------------------------------------------------------- parity
+@pytest.mark.slow
 def test_parity_3d_fullres_isotropic_mirroring(tmp_path):
     _needs_nnunet()
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), spacing=(1.0, 1.0, 1.0), mirror=(0, 1, 2))
@@ -122,7 +121,7 @@ def test_parity_anisotropic_separate_z(tmp_path):
     assert nnunet_separate_axis([2.0, 1.0, 1.0], [3.5, 1.0, 1.0]) == 0
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(8, 24, 24), spacing=(3.5, 1.0, 1.0), mirror=(1, 2),
                                 strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]], kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-                                seed=5)
+                                seed=2)
     files = write_case(tmp_path, shape=(30, 34, 21), spacing=(1.0, 1.0, 2.0))
     _, pred, _ = check_parity(tmp_path, folder, files, (0,), tta=True)
 
@@ -141,7 +140,7 @@ def test_parity_regions_old_plans_ct(tmp_path):
     normalisation with the dataset's percentiles and statistics."""
     _needs_nnunet()
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), regions=True, old_plans=True,
-                                scheme="CTNormalization", seed=3)
+                                scheme="CTNormalization", seed=5)
     _, pred, bundle = check_parity(tmp_path, folder, write_case(tmp_path, ct=True), (0,), tta=True)
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["activation"] == "sigmoid" and meta["preprocess"]["nnunet"]["normalization"][0]["lower"] == -150.0
@@ -253,17 +252,15 @@ def test_no_unpickling_at_run_time_and_provenance(tmp_path, monkeypatch):
     assert pred.info["bundle"]["imported_from"]["format"] == "nnunet-v2"
 
 
-def test_cli_import_and_show(tmp_path):
+def test_cli_import_and_show(tmp_path, capsys):
+    from medcnn.cli import main
+
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
-    env_py = sys.executable
-    r = subprocess.run([env_py, "-m", "medcnn", "models", "import", str(folder), "--out", str(tmp_path / "b")],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([env_py, "-m", "medcnn", "models", "show", str(tmp_path / "b")], capture_output=True,
-                       text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    assert "imported    nnunet-v2" in r.stdout and "nnUNetTrainer" in r.stdout and "CC-BY-4.0" in r.stdout
-    assert "fold_0/checkpoint_final.pth  sha256 " in r.stdout
+    assert main(["models", "import", str(folder), "--out", str(tmp_path / "b"), "--folds", "0"]) == 0
+    assert main(["models", "show", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "imported    nnunet-v2" in out and "nnUNetTrainer" in out and "CC-BY-4.0" in out
+    assert "fold_0/checkpoint_final.pth  sha256 " in out
 
 
 # ---------------------------------------------------------------------------- refusals
