@@ -46,3 +46,9 @@ def test_bench_metrics_measure_and_batch_run_small():
     assert "baseline" in out.lower()
     out = _run("bench_batch.py", "--cases", "2", "--shape", "32", "32", "16", "--repeats", "1")
     assert "baseline" in out.lower() or "bare" in out.lower()
+
+
+def test_bench_import_nnunet_prints_the_ratio_to_nnunet():
+    pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (scripts/setup_env.sh installs it)")
+    out = _run("bench_import_nnunet.py", "--quick", "--repeats", "1")
+    assert "nnUNetPredictor (baseline)" in out and "the imported bundle's defaults" in out

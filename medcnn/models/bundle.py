@@ -315,7 +315,7 @@ def _bundle_json(
 
 #: ``bundle.json["inference"]`` keys: run-time rules an imported model needs (defaults of
 #: the :class:`~medcnn.inference.Segmenter` options of the same names).
-INFERENCE_KEYS = ("blend_mode", "sigma_scale", "window_placement", "slice_axis")
+INFERENCE_KEYS = ("blend_mode", "sigma_scale", "window_placement", "slice_axis", "memory_format")
 
 
 def check_inference_options(d: Mapping[str, Any], spatial_dims: int) -> dict[str, Any]:
@@ -330,6 +330,8 @@ def check_inference_options(d: Mapping[str, Any], spatial_dims: int) -> dict[str
         raise ConfigError.expected("blend_mode 'gaussian', 'constant' or 'nnunet'", repr(out["blend_mode"]))
     if out.get("window_placement", "monai") not in ("monai", "nnunet"):
         raise ConfigError.expected("window_placement 'monai' or 'nnunet'", repr(out["window_placement"]))
+    if out.get("memory_format", "auto") not in ("auto", "channels_last", "contiguous"):
+        raise ConfigError.expected("memory_format 'auto', 'channels_last' or 'contiguous'", repr(out["memory_format"]))
     sa = out.get("slice_axis")
     if sa is not None and (spatial_dims != 2 or sa not in (0, 1, 2) or isinstance(sa, bool)):
         raise ConfigError.expected("slice_axis 0, 1 or 2, for a 2D network only", repr(sa))
