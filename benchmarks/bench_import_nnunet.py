@@ -61,10 +61,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_nnunet_"))
     if args.quick:
-        folder = make_nnunet_folder(tmp, patch=(32, 32, 32), steps=10)
+        folder = make_nnunet_folder(tmp, patch=(32, 32, 32), steps=40)
         shape = (40, 36, 34)
     else:
-        folder = make_nnunet_folder(tmp, patch=(64, 64, 64), steps=10, n_stages=4, features=(16, 32, 64, 128))
+        folder = make_nnunet_folder(tmp, patch=(64, 64, 64), steps=40, n_stages=4, features=(16, 32, 64, 128))
         shape = tuple(args.shape)
     img, _ = blob_image(shape, seed=7)
     im = sitk.GetImageFromArray(img)
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     predictor = reference_predictor(folder, (0,), use_mirroring=mirror)
     bundle = import_model(folder, tmp / "bundle")
     configs = {
-        "medcnn, the imported bundle's defaults (fp32, contiguous, 1 window per call)": {},
-        "medcnn fp32 contiguous, 2 windows per call": {"sw_batch_size": 2},
+        "medcnn, the imported bundle's defaults (fp32, contiguous, 2 windows per call)": {},
+        "medcnn fp32 contiguous, 1 window per call (nnU-Net's settings)": {"sw_batch_size": 1},
         "medcnn fp32 channels-last, 2 windows (medcnn's CPU default for MONAI UNets)": {
             "memory_format": "channels_last"},
     }

@@ -153,8 +153,7 @@ class Segmenter:
             (measured: a hippocampus model trained without flips changed 5% of voxels).
         mirror_axes: window axes (``0..spatial_dims-1``) that training mirrored; ``None``:
             unknown (``"trained"`` then mirrors every axis, with a warning).
-        sw_batch_size: windows per network call (default: 4 on GPUs; on the CPU 2 in fp32 (1 for
-            nnU-Net's networks, which measured faster so),
+        sw_batch_size: windows per network call (default: 4 on GPUs; on the CPU 2 in fp32,
             where a batch of 2 lets PyTorch use oneDNN for every convolution — 1.4-1.6x faster
             per window for a MONAI UNet, benchmarks/bench_inference.py — and 1 in bf16, which
             gains nothing from batching).
@@ -256,10 +255,7 @@ class Segmenter:
         if sw_batch_size:
             self.sw_batch_size = int(sw_batch_size)
         elif self.device.type == "cpu":
-            # nnU-Net's networks (InstanceNorm, imported) ran 0.89x as fast with 2 windows per call
-            # as with 1 on this CPU (benchmarks/bench_import_nnunet.py); MONAI UNets gain 1.4x
-            nnunet_net = (self.network or {}).get("name") in ("plainconvunet", "residualencoderunet")
-            self.sw_batch_size = 2 if self.precision == "fp32" and not nnunet_net else 1
+            self.sw_batch_size = 2 if self.precision == "fp32" else 1
         else:
             self.sw_batch_size = 4
         if memory_limit_gb is not None and not float(memory_limit_gb) > 0:

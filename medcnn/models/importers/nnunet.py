@@ -311,8 +311,8 @@ def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[s
         "roi_size": [int(v) for v in conf["patch_size"]], "labels": labels, "channels": chan_names,
         "overlap": 0.5, "postprocess": postprocess, "provenance": provenance, "activation": activation,
         "mirror_axes": mirror_axes,
-        # contiguous tensors: nnU-Net's InstanceNorm networks ran 0.74-0.80x as fast channels-last on the
-        # CPU (benchmarks/bench_import_nnunet.py), unlike medcnn's MONAI UNets
+        # contiguous tensors: channels-last ran nnU-Net's networks 0.26-0.99x as fast on the CPU
+        # (benchmarks/bench_import_nnunet.py), unlike medcnn's MONAI UNets
         "inference": {"blend_mode": "nnunet", "window_placement": "nnunet", "memory_format": "contiguous",
                       **({"slice_axis": 0} if nd == 2 else {})},
     }
