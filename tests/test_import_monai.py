@@ -321,3 +321,18 @@ def test_refuses_pickled_objects(tmp_path):
     with pytest.raises(UnsafeModelFileError, match="model.pt"):
         import_model(bundle, tmp_path / "out")
     del torch
+
+
+def test_cli_import_with_set_and_show(tmp_path, capsys):
+    from medcnn.cli import main
+
+    bundle = spleen_bundle(tmp_path)
+    out = tmp_path / "imported"
+    assert main(["models", "import", str(bundle), "--out", str(out), "--name", "spleen-tiny",
+                 "--set", "inferer.overlap=0.25"]) == 0
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["overlap"] == 0.25 and meta["provenance"]["imported_from"]["overrides"] == {"inferer.overlap": 0.25}
+    assert main(["models", "show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "imported    monai-bundle 'spleen-tiny'" in text and "LICENSE file: 'Apache License 2.0 (test)'" in text
+    assert "models/model.pt  sha256 " in text

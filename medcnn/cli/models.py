@@ -128,8 +128,14 @@ def _print(d: Mapping[str, Any]) -> None:
                           if src.get(k) not in (None, "", []))
         print(f"  imported    {src.get('format')} {src.get('name') or src.get('source')!r}" + (f" ({names})" if names else ""))
         lic = src.get("licence")
-        if lic:
-            print(f"  licence     {_fmt_value(lic) if not isinstance(lic, str) else lic}")
+        if isinstance(lic, Mapping):
+            text = "; ".join(f"{k}: {v}" for k, v in lic.items() if k != "licence_file")
+            if lic.get("licence_file"):
+                first = str(lic["licence_file"]).strip().splitlines()[0][:80]
+                text += ("; " if text else "") + f"LICENSE file: {first!r} ({len(lic['licence_file'])} characters kept)"
+            print(f"  licence     {text}")
+        elif lic:
+            print(f"  licence     {lic}")
         for fname, sha in sorted((src.get("files_sha256") or {}).items()):
             print(f"  source file {fname}  sha256 {sha}")
     print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
