@@ -250,6 +250,14 @@ def test_no_unpickling_at_run_time_and_provenance(tmp_path, monkeypatch):
     pred = medcnn_predict(bundle, files, tta=True)
     assert pred.labels.array.shape == (22, 18, 20)
     assert pred.info["bundle"]["imported_from"]["format"] == "nnunet-v2"
+    from medcnn.inference import Segmenter
+    from medcnn.io import read_volume
+
+    p = Segmenter.from_bundle(bundle, device="cpu", precision="fp32").predict(read_volume(files[0]),
+                                                                              return_probabilities=True)
+    probs = p.probabilities.array  # softmax after resampling the logits, background outside the crop
+    assert probs.shape == (3, 22, 18, 20) and np.allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(p.labels.array, probs.argmax(0))
 
 
 def test_cli_import_and_show(tmp_path, capsys):
