@@ -124,6 +124,9 @@ class PreprocessSpec:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        for k in ("nnunet", "monai"):  # only when set: other bundles' JSON (and spec hash) stay as they were
+            if d[k] is None:
+                del d[k]
         return d
 
     @classmethod
