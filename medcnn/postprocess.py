@@ -121,6 +121,10 @@ class PostprocessSpec:
         slice_axis: array axis for per-slice filling; ``None`` = the coarsest-spacing axis.
         connectivity: 6, 18 or 26 (3D neighbourhood for components).
         per_label: ``{label: LabelRule}`` overrides.
+        keep_largest_groups: label groups, applied first and in order: keep only the
+            largest connected component of the union of each group's labels (others
+            become 0), as nnU-Net's ``remove_all_but_largest_component_from_segmentation``
+            (a group of one label is that label's largest component).
     """
 
     keep_largest: bool = False
@@ -130,8 +134,16 @@ class PostprocessSpec:
     slice_axis: int | None = None
     connectivity: int = 26
     per_label: dict[int, LabelRule] = field(default_factory=dict)
+    keep_largest_groups: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        groups = []
+        for g in self.keep_largest_groups:
+            g = (g,) if isinstance(g, int) else tuple(g)
+            if not g or any(isinstance(v, bool) or int(v) != v or int(v) <= 0 for v in g):
+                raise ConfigError.expected("keep_largest_groups: non-empty lists of labels > 0", repr(g))
+            groups.append(tuple(int(v) for v in g))
+        object.__setattr__(self, "keep_largest_groups", tuple(groups))
         if self.connectivity not in _CONNECTIVITIES:
             raise ConfigError.expected(f"connectivity in {_CONNECTIVITIES}", repr(self.connectivity))
         if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
@@ -162,12 +174,14 @@ class PostprocessSpec:
 
     @property
     def is_noop(self) -> bool:
-        return all(not (r.keep_largest or r.fill_holes or (r.min_component_ml or 0) > 0)
+        return not self.keep_largest_groups and all(not (r.keep_largest or r.fill_holes or (r.min_component_ml or 0) > 0)
                    for r in [self.rule(0)] + [self.rule(k) for k in self.per_label])
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_label"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("per_label", "keep_largest_groups")}
         d["per_label"] = {str(k): r.to_dict() for k, r in sorted(self.per_label.items())}
+        if self.keep_largest_groups:  # only when set: older bundles keep their spec hash
+            d["keep_largest_groups"] = [list(g) for g in self.keep_largest_groups]
         return d
 
     @classmethod
@@ -282,6 +296,11 @@ def postprocess(labels: Volume, spec: PostprocessSpec) -> Volume:
     out = arr.copy()
     if spec.is_noop:
         return labels.with_array(out, kind="label")
+    for group in spec.keep_largest_groups:
+        mask = np.isin(out, group)
+        if mask.any():
+            out[mask & ~_keep_largest(mask, spec.connectivity)] = 0
+    arr = out.copy()
     values = np.unique(arr)
     values = values[values != 0]
     boxes = ndimage.find_objects(arr.astype(np.int64, copy=False)) if values.size else []

@@ -41,4 +41,17 @@ if ! command -v dciodvfy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   (apt-get update -qq && apt-get install -y -qq dicom3tools) >/dev/null 2>&1 \
     || echo "setup: dicom3tools not installed (DICOM conformance tests will be skipped)"
 fi
+
+# Importing nnU-Net models (medcnn models import) and the parity tests against nnUNetPredictor.
+# --no-deps: nnunetv2 / dynamic-network-architectures would otherwise pull a CUDA torch,
+# torchvision and timm; these are the pure-Python packages their inference path imports.
+# Runtime: dynamic-network-architectures (builds an imported nnU-Net network). Tests only:
+# the rest (the reference predictor). Skip with MEDCNN_NNUNET=skip.
+if [ "${MEDCNN_NNUNET:-}" != "skip" ]; then
+  "$VPY" -m pip install -q --no-deps \
+    "dynamic-network-architectures>=0.4,<0.5" "nnunetv2>=2.5,<2.9" "acvl-utils>=0.2.6,<0.3" \
+    "batchgenerators>=0.25" "batchgeneratorsv2>=0.3.2" scikit-image lazy-loader imageio tifffile networkx \
+    threadpoolctl blosc2 numexpr ndindex msgpack httpx idna \
+    || echo "setup: could not install the nnU-Net packages; the nnU-Net import tests will be skipped"
+fi
 "$VPY" -c "import torch, monai, medcnn; print('setup: medcnn', medcnn.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"

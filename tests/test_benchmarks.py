@@ -62,3 +62,9 @@ def test_calibrate_volume_intervals_prints_the_coverage_table():
                "--markdown")
     assert "| bundle | structure | TTA | n | coverage |" in out
     assert "| hippocampus-mri | anterior | off | 2 |" in out
+
+
+def test_bench_import_nnunet_prints_the_ratio_to_nnunet():
+    pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (scripts/setup_env.sh installs it)")
+    out = _run("bench_import_nnunet.py", "--quick", "--repeats", "1")
+    assert "nnUNetPredictor (baseline)" in out and "the imported bundle's defaults" in out

@@ -225,7 +225,8 @@ def _methods_union(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str], *, settings: BatchSettings,
-                 title: str | None = None, model_validation: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                 title: str | None = None, model_validation: Mapping[str, Any] | None = None,
+                 model_source: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the CSV tables, ``report.json`` and ``report.html`` of a batch into ``out``."""
     from medcnn.measure.cardiac import CARDIAC_COLUMNS
     from medcnn.measure.lesions import LESION_COLUMNS
@@ -271,7 +272,8 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
         "model": {"name": settings.model_name, "sha256": settings.model_sha256,
                   "spec_sha256": settings.model_spec_sha256, "path": model_path,
                   "labels": {str(k): v for k, v in settings.labels.items()},
-                  "validation": {k: v for k, v in (model_validation or {}).items() if k != "cases"}},
+                  "validation": {k: v for k, v in (model_validation or {}).items() if k != "cases"},
+                  **({"imported_from": dict(model_source)} if model_source else {})},
         "settings": {"mode": settings.mode, "device": settings.device, "precision": settings.precision,
                      "tta": settings.tta, "deterministic": settings.deterministic,
                      "include_identifiers": settings.include_identifiers, "include_paths": settings.include_paths,
@@ -399,6 +401,7 @@ def run_batch(
     records = sorted(results.values(), key=lambda r: order.get(r["case_id"], 0))
     result = BatchResult(records=records, out=Path(settings.out))
     result.report_files = write_report(records, settings.out, settings=settings, title=title,
-                                       model_validation=info.validation)
+                                       model_validation=info.validation,
+                                       model_source=(info.json.get("provenance") or {}).get("imported_from"))
     result.elapsed_s = time.perf_counter() - t0
     return result

@@ -14,7 +14,7 @@ __all__ = ["register", "run", "format_validation"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list the default model bundles (labels, channels, validation, sha256)",
+    p = sub.add_parser("models", help="list, show or import model bundles (labels, channels, validation, sha256)",
                        description="Default model bundles installed with medcnn (use their names with "
                                    "`medcnn run --model NAME`).")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
@@ -29,6 +29,21 @@ def register(sub) -> None:
     sp.add_argument("--json", action="store_true", help="print the whole bundle.json")
     sp.add_argument("--no-verify", dest="verify", action="store_false", help="do not hash the weights file")
     sp.set_defaults(func=run)
+    ip = msub.add_parser("import", help="translate an nnU-Net v2 result folder or a MONAI bundle into a medcnn bundle",
+                         description="Read a foreign trained model once (checkpoints with torch.load(weights_only="
+                                     "True), configs as plain JSON/YAML, no expression evaluated) and write an "
+                                     "ordinary medcnn bundle (safetensors + bundle.json) that `medcnn segment/run "
+                                     "--model DIR` runs. See docs/import-nnunet.md and docs/import-monai.md.")
+    ip.add_argument("source", help="nnU-Net result folder (Trainer__Plans__configuration) or MONAI bundle folder")
+    ip.add_argument("--out", required=True, help="bundle folder (or .medcnn archive) to write")
+    ip.add_argument("--name", help="display name recorded in the provenance (default: the source folder name)")
+    ip.add_argument("--folds", help="nnU-Net: comma-separated folds to ensemble, e.g. 0,1,2 or all "
+                                    "(default: every fold_N with checkpoint_final.pth)")
+    ip.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="MONAI: replace a config value (e.g. a $ expression) by a JSON value, by dotted key; "
+                         "repeatable")
+    ip.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    ip.set_defaults(func=run)
 
 
 def _fmt_value(v: Any) -> str:
@@ -75,7 +90,8 @@ def _postprocess_text(spec: Mapping[str, Any] | None) -> str:
     """The active rules of a bundle's PostprocessSpec dict, e.g. ``keep_largest`` (``""``: none)."""
     if not spec:
         return ""
-    on = [k for k in ("keep_largest", "fill_holes", "fill_holes_per_slice") if spec.get(k)]
+    on = [f"keep_largest_groups={spec['keep_largest_groups']}"] if spec.get("keep_largest_groups") else []
+    on += [k for k in ("keep_largest", "fill_holes", "fill_holes_per_slice") if spec.get(k)]
     if spec.get("min_component_ml"):
         on.append(f"min_component_ml={spec['min_component_ml']}")
     if spec.get("per_label"):
@@ -89,7 +105,8 @@ def _entry(info, verify: bool) -> dict[str, Any]:
          "validation": info.validation, "sha256": info.sha256,
          "network": (info.json.get("network") or {}).get("name"),
          "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm"),
-         "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess"))}
+         "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess")),
+         "imported_from": (info.json.get("provenance") or {}).get("imported_from")}
     if verify:
         d["sha256_check"] = _weights_check(info)
     return d
@@ -105,8 +122,54 @@ def _print(d: Mapping[str, Any]) -> None:
     print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}")
     print(f"  postprocess {d.get('postprocess') or 'none'}")
     print(f"  validation  {format_validation(d['validation'])}")
+    src = d.get("imported_from")
+    if src:
+        names = ", ".join(f"{k} {src[k]}" for k in ("trainer", "plans", "configuration", "folds", "network_class")
+                          if src.get(k) not in (None, "", []))
+        print(f"  imported    {src.get('format')} {src.get('name') or src.get('source')!r}" + (f" ({names})" if names else ""))
+        lic = src.get("licence")
+        if isinstance(lic, Mapping):
+            text = "; ".join(f"{k}: {v}" for k, v in lic.items() if k != "licence_file")
+            if lic.get("licence_file"):
+                first = str(lic["licence_file"]).strip().splitlines()[0][:80]
+                text += ("; " if text else "") + f"LICENSE file: {first!r} ({len(lic['licence_file'])} characters kept)"
+            print(f"  licence     {text}")
+        elif lic:
+            print(f"  licence     {lic}")
+        for fname, sha in sorted((src.get("files_sha256") or {}).items()):
+            print(f"  source file {fname}  sha256 {sha}")
     print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
     print(f"  path        {d['path']}")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    from medcnn.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError.expected("--set KEY=VALUE", repr(item))
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _import(args: argparse.Namespace) -> int:
+    from medcnn.models.importers import import_model
+
+    folds = [f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None
+    path = import_model(args.source, args.out, name=args.name, folds=folds,
+                        overrides=_parse_overrides(args.overrides), overwrite=args.overwrite)
+    from medcnn.batch.bundles import bundle_info
+
+    info = bundle_info(str(path))
+    src = (info.json.get("provenance") or {}).get("imported_from") or {}
+    print(f"imported {src.get('format')} model {src.get('name')!r} -> {path}")
+    _print(_entry(info, True))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     from medcnn.models.defaults import bundled_names, default_bundles_dir
     from medcnn.errors import MedcnnError
 
+    if args.models_command == "import":
+        return _import(args)
     if args.models_command == "show":
         info = bundle_info(args.model)
         if args.json:

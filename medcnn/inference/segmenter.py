@@ -181,7 +181,11 @@ class Segmenter:
         compile: wrap the network with ``torch.compile`` (inductor, weights frozen; the first
             call compiles, ~15 s on a 2-core CPU with a warm cache). Measured ~10% faster
             than eager bf16 for a MONAI UNet on this CPU (benchmarks/bench_inference.py).
-        blend_mode, sigma_scale: window blending (``"gaussian"``, 0.125 as MONAI).
+        blend_mode, sigma_scale: window blending (``"gaussian"``, 0.125 as MONAI;
+            ``"nnunet"``: nnU-Net's importance map).
+        window_placement: ``"monai"`` (default) or ``"nnunet"`` (nnU-Net's evenly spread
+            windows, :func:`medcnn.inference.sliding_window.nnunet_window_starts`).
+        slice_axis: model-grid axis a 2D network runs along (default: the coarsest axis).
     """
 
     def __init__(
@@ -211,6 +215,8 @@ class Segmenter:
         blend_mode: str = "gaussian",
         sigma_scale: float = 0.125,
         bundle_info: Mapping[str, Any] | None = None,
+        window_placement: str = "monai",
+        slice_axis: int | None = None,
     ) -> None:
         import torch
 
@@ -279,6 +285,16 @@ class Segmenter:
                 else "contiguous"
         self.memory_format = memory_format
         self.blend_mode = blend_mode
+        from medcnn.inference.sliding_window import PLACEMENTS
+
+        if window_placement not in PLACEMENTS:
+            raise ConfigError.expected(f"window_placement one of {', '.join(PLACEMENTS)}", repr(window_placement))
+        self.window_placement = window_placement
+        if slice_axis is not None and slice_axis not in (0, 1, 2):
+            raise ConfigError.expected("slice_axis 0, 1, 2 or None", repr(slice_axis))
+        self.slice_axis = slice_axis
+        # nnU-Net's export: logits go back to the input grid, the activation follows
+        self.resample_logits = preprocess.nnunet is not None
         self.sigma_scale = float(sigma_scale)
         self.bundle_info = dict(bundle_info or {})
         self.n_parameters = int(sum(p.numel() for p in model.parameters()))
@@ -367,6 +383,8 @@ class Segmenter:
         from medcnn.models.bundle import load_bundle
 
         b = load_bundle(bundle)
+        for k, v in (b.json.get("inference") or {}).items():  # run-time rules of imported models
+            options.setdefault(k, v)
         return cls(
             b.build_model(),
             roi_size=b.roi_size,
@@ -380,7 +398,9 @@ class Segmenter:
             mirror_axes=options.pop("mirror_axes", b.mirror_axes),
             bundle_info={"path": str(b.path), "sha256": b.sha256, "spec_sha256": b.spec_sha256,
                          "medcnn_version": b.medcnn_version,
-                         "network": b.network.get("name")},
+                         "network": b.network.get("name"),
+                         **({"imported_from": b.provenance["imported_from"]} if b.provenance.get("imported_from")
+                            else {})},
             **options,
         )
 
@@ -392,6 +412,8 @@ class Segmenter:
 
     # ------------------------------------------------------------------ model-grid prediction
     def _slice_axis(self, spacing: Sequence[float]) -> int:
+        if self.slice_axis is not None:
+            return self.slice_axis
         sp = np.asarray(spacing, dtype=float)
         return int(np.flatnonzero(np.isclose(sp, sp.max(), rtol=1e-6))[-1])
 
@@ -489,7 +511,8 @@ class Segmenter:
                 mode=self.blend_mode, sigma_scale=self.sigma_scale, sw_batch_size=plan.sw_batch_size,
                 outputs=outputs, activation=self.activation,
                 stitch_device=self.device if plan.stitch == "device" else "cpu",
-                slab=plan.slab, slab_axis=plan.slab_axis, groups=predictor.n_groups)  # type: ignore[attr-defined]
+                slab=plan.slab, slab_axis=plan.slab_axis, groups=predictor.n_groups,  # type: ignore[attr-defined]
+                placement=self.window_placement)
         res.info["n_forward_passes"] = res.n_windows * predictor.n_passes  # type: ignore[attr-defined]
         if perm is not None:
             inv = list(np.argsort(perm))
@@ -554,7 +577,7 @@ class Segmenter:
         x, record = Preprocessor(self.preprocess_spec).forward(chans)
         t1 = time.perf_counter()
         resampled = record.step("resample") is not None
-        via_probs = return_probabilities or resampled
+        via_probs = return_probabilities or resampled or self.resample_logits
         input_shape = record.input_geometry.shape
         intervals_skipped = None
         try:  # intervals need the weight channel too: planned like probabilities (conservative)
@@ -571,6 +594,8 @@ class Segmenter:
             plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=False,
                              input_shape=input_shape, resampled=resampled)
         outputs = ("probabilities",) if via_probs else ("labels",)
+        if via_probs and self.resample_logits:
+            outputs = ("logits",)
         if volume_intervals:
             outputs += ("probabilities_u8",)
         res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan,
@@ -580,7 +605,11 @@ class Segmenter:
         t2 = time.perf_counter()
         probs_vol = None
         if via_probs:
-            probs_vol = record.to_input_grid(res.probabilities.numpy(), kind="probability")
+            if self.resample_logits:
+                probs_vol = record.to_input_grid(res.logits.numpy(), kind="logits", activation=self.activation)
+                res.logits = None
+            else:
+                probs_vol = record.to_input_grid(res.probabilities.numpy(), kind="probability")
             res.probabilities = None
             labels_vol = self._labels_from_probabilities(probs_vol)
             if not return_probabilities:
@@ -618,6 +647,7 @@ class Segmenter:
             "overlap": self.overlap,
             "sw_batch_size": plan.sw_batch_size,
             "blend_mode": self.blend_mode,
+            "window_placement": self.window_placement,
             "n_windows": res.n_windows,
             "n_forward_passes": res.info.get("n_forward_passes"),
             "spatial_dims": self.spatial_dims,

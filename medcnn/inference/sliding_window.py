@@ -42,7 +42,14 @@ __all__ = [
     "plan_windows",
     "sliding_window_inference",
     "choose_slab_axis",
+    "nnunet_window_starts",
+    "nnunet_gaussian",
+    "PLACEMENTS",
 ]
+
+#: Window placements: MONAI's (fixed step, last window moved back) and nnU-Net's
+#: (``ceil((size - roi) / (roi * (1 - overlap))) + 1`` windows spread evenly).
+PLACEMENTS = ("monai", "nnunet")
 
 Output = Literal["labels", "probabilities", "logits", "probabilities_u8"]
 
@@ -65,6 +72,33 @@ def window_starts(size: int, roi: int, overlap: float) -> tuple[int, ...]:
     step = max(int(roi * (1.0 - overlap)), 1)
     n = int(math.ceil((size - roi) / step)) + 1
     return tuple(sorted({min(i * step, size - roi) for i in range(n)}))
+
+
+def nnunet_window_starts(size: int, roi: int, overlap: float) -> tuple[int, ...]:
+    """nnU-Net's window starts (``compute_steps_for_sliding_window`` with step
+    ``1 - overlap``): the fewest windows whose step is at most ``roi * (1 - overlap)``,
+    spread evenly over ``[0, size - roi]`` and rounded."""
+    if roi > size:
+        raise ValueError(f"expected roi <= size (pad first), got roi {roi} > size {size}")
+    step = roi * (1.0 - overlap)
+    n = int(np.ceil((size - roi) / step)) + 1
+    actual = (size - roi) / (n - 1) if n > 1 else 0.0
+    return tuple(sorted({int(np.round(actual * i)) for i in range(n)}))
+
+
+def nnunet_gaussian(roi: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """nnU-Net's importance map (float64, maximum 1): a unit impulse at ``roi // 2``
+    smoothed by ``scipy.ndimage.gaussian_filter`` with ``sigma = sigma_scale * roi``
+    (truncated at 4 sigma, zero outside), zeros replaced by the smallest non-zero value."""
+    from scipy.ndimage import gaussian_filter
+
+    tmp = np.zeros(tuple(int(r) for r in roi))
+    tmp[tuple(int(r) // 2 for r in roi)] = 1.0
+    g = gaussian_filter(tmp, [r * sigma_scale for r in roi], 0, mode="constant", cval=0)
+    g /= g.max()
+    if (g == 0).any():
+        g[g == 0] = g[g != 0].min()
+    return g
 
 
 def gaussian_1d(roi: int, sigma_scale: float = 0.125, *, mode: str = "gaussian") -> np.ndarray:
@@ -120,8 +154,13 @@ class WindowGrid:
         return out
 
 
-def plan_windows(spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> WindowGrid:
-    """Window grid for an image; axes smaller than the ROI are zero-padded symmetrically."""
+def plan_windows(spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: float, *,
+                 placement: str = "monai") -> WindowGrid:
+    """Window grid for an image; axes smaller than the ROI are zero-padded symmetrically.
+    ``placement``: ``"monai"`` (:func:`window_starts`) or ``"nnunet"``
+    (:func:`nnunet_window_starts`)."""
+    if placement not in PLACEMENTS:
+        raise ConfigError.expected(f"window placement one of {', '.join(PLACEMENTS)}", repr(placement))
     if len(spatial_shape) != len(roi_size):
         raise ConfigError.expected(f"roi_size with {len(spatial_shape)} entries", f"{tuple(roi_size)}")
     if not 0.0 <= overlap < 1.0:
@@ -134,7 +173,8 @@ def plan_windows(spatial_shape: Sequence[int], roi_size: Sequence[int], overlap:
         extra = max(r - int(n), 0)
         pad.append((extra // 2, extra - extra // 2))
         shape.append(int(n) + extra)
-    starts = tuple(window_starts(n, r, overlap) for n, r in zip(shape, roi))
+    fn = window_starts if placement == "monai" else nnunet_window_starts
+    starts = tuple(fn(n, r, overlap) for n, r in zip(shape, roi))
     return WindowGrid(tuple(shape), roi, starts, tuple(pad))
 
 
@@ -209,6 +249,7 @@ def sliding_window_inference(
     chunk_planes: int = 8,
     progress: Callable[[int, int], None] | None = None,
     groups: int = 1,
+    placement: str = "monai",
 ) -> WindowResult:
     """Predict a whole image window by window.
 
@@ -220,7 +261,8 @@ def sliding_window_inference(
         roi_size: window size in voxels per spatial axis.
         out_channels: ``K``, the number of network output channels.
         overlap: fraction of window overlap, in [0, 1).
-        mode: ``"gaussian"`` or ``"constant"`` blending.
+        mode: ``"gaussian"``, ``"constant"`` or ``"nnunet"`` blending (nnU-Net's
+            importance map, :func:`nnunet_gaussian`, without the ``min_weight`` floor).
         sigma_scale: Gaussian sigma as a fraction of the ROI (MONAI's default 0.125).
         min_weight: floor of the importance map (MONAI's 1e-3).
         sw_batch_size: windows per network call.
@@ -236,6 +278,7 @@ def sliding_window_inference(
             mean followed by each mirrored view); labels, probabilities and logits come from
             the first block, ``probabilities_u8`` from every block. The accumulator holds
             ``groups x K`` channels.
+        placement: window placement, ``"monai"`` or ``"nnunet"`` (:func:`plan_windows`).
 
     Returns:
         :class:`WindowResult` with CPU tensors on the unpadded grid.
@@ -257,7 +300,7 @@ def sliding_window_inference(
         activation = "sigmoid" if out_channels == 1 else "softmax"
     if sw_batch_size < 1:
         raise ConfigError.expected("sw_batch_size >= 1", f"{sw_batch_size}")
-    grid = plan_windows(image.shape[1:], roi_size, overlap)
+    grid = plan_windows(image.shape[1:], roi_size, overlap, placement=placement)
     if any(b or a for b, a in grid.pad):
         flat = [v for pair in reversed(grid.pad) for v in pair]
         image = F.pad(image, flat)
@@ -268,12 +311,15 @@ def sliding_window_inference(
     L = roi_a if slab else size_a
 
     # importance map (float32, on the stitch device), computed once
-    gmap = torch.ones((), dtype=torch.float64)
-    for a, r in enumerate(grid.roi):
-        shape = [1] * nd
-        shape[a] = r
-        gmap = gmap * torch.as_tensor(gaussian_1d(r, sigma_scale, mode=mode)).reshape(shape)
-    gmap = gmap.clamp(min=max(float(gmap.min()), float(min_weight))).to(torch.float32)
+    if mode == "nnunet":  # (a 2D network's (1, h, w) windows get its 2D map: the unit axis only scales it)
+        gmap = torch.as_tensor(nnunet_gaussian(grid.roi, sigma_scale)).to(torch.float32)
+    else:
+        gmap = torch.ones((), dtype=torch.float64)
+        for a, r in enumerate(grid.roi):
+            shape = [1] * nd
+            shape[a] = r
+            gmap = gmap * torch.as_tensor(gaussian_1d(r, sigma_scale, mode=mode)).reshape(shape)
+        gmap = gmap.clamp(min=max(float(gmap.min()), float(min_weight))).to(torch.float32)
     gmap = gmap.to(sdev).unsqueeze(0).contiguous()  # (1, *roi)
     need_w = "probabilities" in outputs or "logits" in outputs or "probabilities_u8" in outputs
     KG = K * G

@@ -5,6 +5,8 @@
 - :func:`plan_dynunet` / :func:`dynunet_spec` plan nnU-Net-like anisotropic DynUNets.
 - :func:`save_bundle` / :func:`load_bundle` write and verify bundles (safetensors weights +
   ``bundle.json``); loading never unpickles.
+- :mod:`medcnn.models.importers` translates nnU-Net v2 result folders and MONAI bundles
+  into bundles, once (``medcnn models import``).
 """
 
 from __future__ import annotations

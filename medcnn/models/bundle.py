@@ -261,6 +261,7 @@ def _bundle_json(
     provenance: Mapping[str, Any] | None,
     activation: str | None = None,
     mirror_axes: Sequence[int] | None = None,
+    inference: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     from medcnn import __version__
 
@@ -291,7 +292,7 @@ def _bundle_json(
     pp = postprocess.to_dict() if hasattr(postprocess, "to_dict") else postprocess
     pre = _preprocess_dict(preprocess)
     ts = pre.get("target_spacing")
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "medcnn_version": __version__,
@@ -307,6 +308,36 @@ def _bundle_json(
         "mirror_axes": mirror,
         "provenance": _json_checked(dict(provenance or {}), "provenance"),
     }
+    if inference:
+        meta["inference"] = check_inference_options(inference, nd)
+    return meta
+
+
+#: ``bundle.json["inference"]`` keys: run-time rules an imported model needs (defaults of
+#: the :class:`~medcnn.inference.Segmenter` options of the same names).
+INFERENCE_KEYS = ("blend_mode", "sigma_scale", "window_placement", "slice_axis", "memory_format")
+
+
+def check_inference_options(d: Mapping[str, Any], spatial_dims: int) -> dict[str, Any]:
+    """Validate a bundle's ``inference`` dict (see :data:`INFERENCE_KEYS`)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError.expected("an 'inference' dict", type(d).__name__)
+    unknown = sorted(set(d) - set(INFERENCE_KEYS))
+    if unknown:
+        raise ConfigError.expected(f"inference keys among {list(INFERENCE_KEYS)}", f"unknown {unknown}")
+    out = _json_checked(dict(d), "inference options")
+    if out.get("blend_mode", "gaussian") not in ("gaussian", "constant", "nnunet"):
+        raise ConfigError.expected("blend_mode 'gaussian', 'constant' or 'nnunet'", repr(out["blend_mode"]))
+    if out.get("window_placement", "monai") not in ("monai", "nnunet"):
+        raise ConfigError.expected("window_placement 'monai' or 'nnunet'", repr(out["window_placement"]))
+    if out.get("memory_format", "auto") not in ("auto", "channels_last", "contiguous"):
+        raise ConfigError.expected("memory_format 'auto', 'channels_last' or 'contiguous'", repr(out["memory_format"]))
+    sa = out.get("slice_axis")
+    if sa is not None and (spatial_dims != 2 or sa not in (0, 1, 2) or isinstance(sa, bool)):
+        raise ConfigError.expected("slice_axis 0, 1 or 2, for a 2D network only", repr(sa))
+    if "sigma_scale" in out and not (isinstance(out["sigma_scale"], (int, float)) and out["sigma_scale"] > 0):
+        raise ConfigError.expected("sigma_scale > 0", repr(out["sigma_scale"]))
+    return out
 
 
 #: bundle.json keys that decide what a bundle predicts (provenance and versions do not)
@@ -319,6 +350,8 @@ def bundle_spec_sha256(meta: Mapping[str, Any]) -> str:
     (:data:`SPEC_KEYS` plus the weights' SHA-256). Two bundles with the same weights but
     different postprocessing get different spec hashes; editing provenance changes nothing."""
     spec = {k: meta.get(k) for k in SPEC_KEYS}
+    if meta.get("inference"):  # only bundles that have it (older bundles keep their hash)
+        spec["inference"] = meta["inference"]
     spec["weights_sha256"] = str((meta.get("weights") or {}).get("sha256", "")).lower()
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -374,6 +407,7 @@ def save_bundle(
     overwrite: bool = False,
     activation: str | None = None,
     mirror_axes: Sequence[int] | None = None,
+    inference: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle folder (or a ``.medcnn`` zip when ``path`` ends with it), atomically.
 
@@ -397,6 +431,8 @@ def save_bundle(
         mirror_axes: axes of the network window (``0..spatial_dims-1``) that training
             mirrored (flip augmentation); ``Segmenter(tta_axes="trained")`` averages
             over exactly these. ``None`` (default): not recorded.
+        inference: run-time rules of the model (:data:`INFERENCE_KEYS`, e.g. nnU-Net's
+            window placement), the defaults of ``Segmenter.from_bundle``.
 
     Returns:
         The bundle path. Nothing is left at ``path`` if writing fails.
@@ -408,7 +444,7 @@ def save_bundle(
         raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
                                    hint="Pass overwrite=True to replace it")
     meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance,
-                        activation, mirror_axes)
+                        activation, mirror_axes, inference)
     state = _state_for_saving(model, meta["network"], weights_dtype)
     # one metadata key: safetensors keeps metadata in a hash map whose order (and so the
     # file's bytes and sha256) would otherwise change from one process to the next
@@ -442,7 +478,7 @@ def update_bundle(
              "activation": activation}
     new = {k: getattr(b, k) if v is _KEEP else v for k, v in given.items()}
     meta = _bundle_json(b.network, b.preprocess, b.roi_size, b.labels, b.channels, b.overlap, new["postprocess"],
-                        new["provenance"], new["activation"], new["mirror_axes"])
+                        new["provenance"], new["activation"], new["mirror_axes"], b.json.get("inference"))
     meta["weights"] = dict(b.json["weights"])
     _, blob, _ = _read_bundle_files(b.path)
     _write_bundle(b.path, json.dumps(meta, indent=2) + "\n", blob)
@@ -640,6 +676,8 @@ def load_bundle(path: str | PathLike[str] | Bundle) -> Bundle:
         spec = validate_network_spec(meta["network"], where=str(p))
         if meta.get("mirror_axes") is not None:
             check_mirror_axes(meta["mirror_axes"], int(spec["spatial_dims"]))
+        if meta.get("inference") is not None:
+            check_inference_options(meta["inference"], int(spec["spatial_dims"]))
     except ConfigError as exc:
         raise BundleError(str(exc), path=p) from exc
     state = _load_safetensors(blob, p)

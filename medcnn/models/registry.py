@@ -50,6 +50,8 @@ class _Entry:
     required: tuple[str, ...] = ()
     #: optional packages MONAI imports lazily for this network (checked before building)
     needs: tuple[str, ...] = ()
+    #: built by :mod:`medcnn.models._dynarch` (nnU-Net's networks) instead of MONAI
+    dynarch: bool = False
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -60,6 +62,9 @@ _REGISTRY: dict[str, _Entry] = {
     "attentionunet": _Entry("AttentionUnet", required=("channels", "strides")),
     "unetr": _Entry("UNETR", required=("img_size",), needs=("einops",)),
     "swinunetr": _Entry("SwinUNETR", blocked=frozenset({"norm_layer", "downsample"}), needs=("einops",)),
+    # nnU-Net v2's networks, from dynamic-network-architectures (see medcnn.models._dynarch)
+    "plainconvunet": _Entry("PlainConvUNet", dynarch=True, needs=("dynamic_network_architectures",)),
+    "residualencoderunet": _Entry("ResidualEncoderUNet", dynarch=True, needs=("dynamic_network_architectures",)),
 }
 
 #: Names accepted in ``spec["name"]``.
@@ -110,15 +115,22 @@ def validate_network_spec(spec: Mapping[str, Any], *, where: str = "network spec
             raise ConfigError.expected(f"key {k!r} (a positive integer)", "no such key", path=where)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError.expected(f"{k!r} a positive integer", repr(v), path=where)
-    params = inspect.signature(_monai_class(entry).__init__).parameters
-    accepted = [p for p in params if p != "self" and p not in entry.blocked]
+    if entry.dynarch:
+        from medcnn.models._dynarch import DYNARCH_KEYS, REQUIRED
+
+        accepted = list(_COMMON) + list(DYNARCH_KEYS[entry.cls_name])
+        entry = _Entry(entry.cls_name, required=REQUIRED, dynarch=True)
+    else:
+        params = inspect.signature(_monai_class(entry).__init__).parameters
+        accepted = [p for p in params if p != "self" and p not in entry.blocked]
     for k, v in spec.items():
         if k == "name":
             continue
         if k not in accepted:
             raise ConfigError.expected(
                 f"keys of {name} ({', '.join(sorted(accepted))})", f"unknown key {k!r}", path=where,
-                hint="Check the spelling against monai.networks.nets." + entry.cls_name)
+                hint="Check the spelling against " + ("dynamic_network_architectures" if entry.dynarch
+                                                      else "monai.networks.nets") + "." + entry.cls_name)
         if not _is_json_value(v):
             raise ConfigError.expected(f"a JSON value for {k!r}", f"{type(v).__name__}", path=where)
     for k in entry.required:
@@ -155,6 +167,10 @@ def build_network(spec: Mapping[str, Any], *, where: str = "network spec"):
         if importlib.util.find_spec(pkg) is None:
             raise ConfigError.expected(f"the optional packages MONAI's {entry.cls_name} needs",
                                        f"missing module {pkg!r}", path=where, hint=f"Install it (pip install {pkg})")
+    if entry.dynarch:
+        from medcnn.models._dynarch import build_dynarch
+
+        return build_dynarch(entry.cls_name, spec, where=where)
     try:
         net = _monai_class(entry)(**kwargs)
     except ImportError as exc:  # MONAI's OptionalImportError (e.g. einops for UNETR/SwinUNETR)
@@ -186,7 +202,7 @@ def network_patch_divisor(spec: Mapping[str, Any]) -> tuple[int, ...]:
             div = [d * v for d, v in zip(div, s)]
         return tuple(div)
 
-    if name in ("unet", "attentionunet", "dynunet"):
+    if name in ("unet", "attentionunet", "dynunet", "plainconvunet", "residualencoderunet"):
         return prod_strides(spec["strides"])
     if name == "basicunet":
         return (16,) * nd

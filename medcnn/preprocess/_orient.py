@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from medcnn.errors import ConfigError
 from medcnn.volume import Geometry, Volume
 
-__all__ = ["Reorient", "reorient", "plan_reorient", "check_orientation_code"]
+__all__ = ["Reorient", "axis_reorient", "reorient", "plan_reorient", "check_orientation_code"]
 
 #: world axis (0 = x: L/R, 1 = y: P/A, 2 = z: I/S) of each orientation letter
 _WORLD_AXIS = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
@@ -126,6 +126,17 @@ def plan_reorient(geometry: Geometry, orientation: str = "RAS") -> Reorient:
         axis, cur_ch = by_world[_WORLD_AXIS[ch]]
         perm.append(axis)
         flip.append((cur_ch in _POSITIVE) != (ch in _POSITIVE))
+    return axis_reorient(geometry, perm, flip)
+
+
+def axis_reorient(geometry: Geometry, permutation: Sequence[int], flip: Sequence[bool] = (False, False, False)) -> Reorient:
+    """The :class:`Reorient` that transposes ``geometry``'s array axes by ``permutation``
+    (new axis ``a`` is old axis ``permutation[a]``) and then flips the new axes marked in
+    ``flip``; no voxel moves in world space."""
+    perm = [int(p) for p in permutation]
+    flip = [bool(f) for f in flip]
+    if sorted(perm) != [0, 1, 2] or len(flip) != 3:
+        raise ValueError(f"expected a permutation of (0, 1, 2) and 3 flips, got {permutation!r}, {flip!r}")
     d = geometry.direction_matrix
     new_dir = np.empty((3, 3))
     corner = [0, 0, 0]

@@ -10,6 +10,8 @@ import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
 from medcnn.preprocess._intensity import _normalise_array, check_finite, check_modality
+from medcnn.preprocess._monai import check_monai_ops, monai_forward
+from medcnn.preprocess._nnunet import check_nnunet_options, nnunet_forward, nnunet_resample_back
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
 from medcnn.preprocess._resample import (
     _check_order,
@@ -52,6 +54,12 @@ class PreprocessSpec:
         anisotropy_threshold: nnU-Net rule; above this max/min spacing ratio the coarse
             axis is interpolated separately with ``anisotropic_order``.
         anisotropic_order: spline order along the coarse axis (1 = linear, no overshoot).
+        nnunet: nnU-Net v2's rules instead of all of the above (axis order, crop to
+            non-zero, per-channel normalisation, resampling; see
+            :mod:`medcnn.preprocess._nnunet`), as written by ``medcnn models import``;
+            ``orientation`` must then be ``None`` and ``modalities`` ``"none"``.
+        monai: a MONAI bundle's preprocessing as an ordered list of operations
+            (:mod:`medcnn.preprocess._monai`) instead of the fields above (same rule).
     """
 
     orientation: str | None = "RAS"
@@ -64,6 +72,8 @@ class PreprocessSpec:
     image_order: int = 3
     anisotropy_threshold: float = 3.0
     anisotropic_order: int = 1
+    nnunet: dict[str, Any] | None = None
+    monai: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.orientation is not None:
@@ -90,6 +100,19 @@ class PreprocessSpec:
                 raise ConfigError.expected(f"{name} between 0 and 5", repr(getattr(self, name))) from None
         if not float(self.anisotropy_threshold) >= 1:
             raise ConfigError.expected("anisotropy_threshold >= 1", repr(self.anisotropy_threshold))
+        if self.nnunet is not None:
+            object.__setattr__(self, "nnunet", check_nnunet_options(self.nnunet, len(mods)))
+        if self.monai is not None:
+            object.__setattr__(self, "monai", check_monai_ops(self.monai))
+        if self.nnunet is not None and self.monai is not None:
+            raise ConfigError.expected("nnunet or monai preprocessing, not both", "both")
+        if self.nnunet is not None or self.monai is not None:
+            if self.orientation is not None or self.target_spacing is not None or self.crop_foreground \
+                    or any(m != "none" for m in mods):
+                raise ConfigError.expected("orientation, target_spacing and crop_foreground unset and modalities "
+                                           "'none' with nnunet/monai preprocessing (their options decide them)",
+                                           f"orientation={self.orientation!r}, target_spacing={self.target_spacing!r}, "
+                                           f"crop_foreground={self.crop_foreground}, modalities={list(mods)}")
 
     @property
     def n_channels(self) -> int:
@@ -101,6 +124,9 @@ class PreprocessSpec:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        for k in ("nnunet", "monai"):  # only when set: other bundles' JSON (and spec hash) stay as they were
+            if d[k] is None:
+                del d[k]
         return d
 
     @classmethod
@@ -175,15 +201,19 @@ class PreprocessRecord:
         return next((s for s in self.steps if s["step"] == name), None)
 
     # ------------------------------------------------------------------ back to the input grid
-    def to_input_grid(self, array: np.ndarray | Volume, *, kind: Literal["label", "probability"],
-                      fill: float | Sequence[float] | None = None) -> Volume:
+    def to_input_grid(self, array: np.ndarray | Volume, *, kind: Literal["label", "probability", "logits"],
+                      fill: float | Sequence[float] | None = None, activation: str = "softmax") -> Volume:
         """Bring a model-grid output back onto exactly :attr:`input_geometry`.
 
         Args:
             array: on :attr:`model_geometry`: labels ``(X, Y, Z)`` integer, or
                 probabilities ``(C, X, Y, Z)`` float (a Volume on the model grid is accepted).
-            kind: ``"label"`` (undo resampling with nearest neighbour) or
-                ``"probability"`` (linear per channel; argmax afterwards).
+            kind: ``"label"`` (undo resampling with nearest neighbour),
+                ``"probability"`` (linear per channel; argmax afterwards) or ``"logits"``
+                (resampled like probabilities, then turned into probabilities with
+                ``activation`` before the crop is undone: nnU-Net's export order).
+            activation: for ``kind="logits"``: ``"softmax"`` over channels, or
+                ``"sigmoid"`` per channel (one channel: background and foreground).
             fill: value for voxels removed by the foreground crop: default 0 for labels
                 and, for probabilities, 1 in channel 0 (background) and 0 elsewhere; a
                 sequence gives one value per channel.
@@ -205,13 +235,15 @@ class PreprocessRecord:
                 raise ValueError(f"expected an integer label array, got dtype {arr.dtype}")
             lead = None
             fills: list[float] = [0 if fill is None else fill]  # type: ignore[list-item]
-        elif kind == "probability":
+        elif kind in ("probability", "logits"):
             if arr.ndim != 4:
                 raise DimensionError.expected("a 4D probability array (C, X, Y, Z)", f"shape {arr.shape}")
             arr = arr.astype(np.float32, copy=False)
             lead = "channel"
-            n = arr.shape[0]
-            if fill is None:
+            n = arr.shape[0] + int(kind == "logits" and activation == "sigmoid" and arr.shape[0] == 1)
+            if fill is None and kind == "logits" and activation == "sigmoid" and n > 1 and arr.shape[0] == n:
+                fills = [0.0] * n  # independent regions: none of them outside the crop
+            elif fill is None:
                 fills = [1.0] + [0.0] * (n - 1)
             elif np.ndim(fill) == 0:
                 fills = [float(fill)] * n  # type: ignore[arg-type]
@@ -220,15 +252,19 @@ class PreprocessRecord:
                 if len(fills) != n:
                     raise ValueError(f"expected {n} fill values (one per channel), got {len(fills)}")
         else:
-            raise ValueError(f"expected kind 'label' or 'probability', got {kind!r}")
+            raise ValueError(f"expected kind 'label', 'probability' or 'logits', got {kind!r}")
         if tuple(arr.shape[-3:]) != self.model_geometry.shape:
             raise DimensionError.expected(f"an array on the model grid {self.model_geometry.shape}", f"shape {arr.shape}")
         for st in reversed(self.steps):
             name = st["step"]
-            if name == "resample":
+            if kind == "logits" and name != "resample":
+                arr, kind = _activate(arr, activation), "probability"
+            if name == "resample" and st.get("rule") == "nnunet":
+                arr = nnunet_resample_back(arr, st, kind=kind)
+            elif name == "resample":
                 before = Geometry.from_dict(st["geometry_before"])
                 after = Geometry.from_dict(st["geometry_after"])
-                vol = Volume(arr, after, kind, lead)  # type: ignore[arg-type]
+                vol = Volume(arr, after, "probability" if kind == "logits" else kind, lead)  # type: ignore[arg-type]
                 arr = _resample_volume(vol, before, order=0 if kind == "label" else 1, fill=None).array
             elif name == "crop":
                 before = Geometry.from_dict(st["geometry_before"])
@@ -244,6 +280,8 @@ class PreprocessRecord:
                 arr = out
             elif name == "reorient":
                 arr = Reorient.from_dict(st).invert(arr)
+        if kind == "logits":
+            arr, kind = _activate(arr, activation), "probability"
         if tuple(arr.shape[-3:]) != self.input_geometry.shape:  # pragma: no cover - internal consistency
             raise RuntimeError(f"internal error: got shape {arr.shape} for input grid {self.input_geometry.shape}")
         return Volume(np.ascontiguousarray(arr), self.input_geometry, kind, lead)  # type: ignore[arg-type]
@@ -275,6 +313,20 @@ class PreprocessRecord:
                 vol = _resample_volume(vol, after, order=o, fill=None, separate_axis=sep,
                                        anisotropic_order=st.get("anisotropic_order", 1))
         return Volume(vol.array, self.model_geometry, vol.kind, vol.leading_axis, vol.frame_times_ms, vol.meta)
+
+
+def _activate(logits: np.ndarray, activation: str) -> np.ndarray:
+    """(K, ...) float32 logits → probabilities: softmax over channels, or sigmoid (one
+    channel → background and foreground channels)."""
+    if activation == "softmax":
+        z = logits - logits.max(axis=0, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=0, keepdims=True)
+        return z.astype(np.float32, copy=False)
+    if activation != "sigmoid":
+        raise ValueError(f"expected activation 'softmax' or 'sigmoid', got {activation!r}")
+    p = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    return np.concatenate([1 - p, p]) if p.shape[0] == 1 else p
 
 
 class Preprocessor:
@@ -321,6 +373,12 @@ class Preprocessor:
         for c in chans:
             check_finite(c)
         arrays = [np.asarray(c.array) for c in chans]
+        if spec.nnunet is not None:
+            data, geom, steps = nnunet_forward(arrays, geometry, spec.nnunet, source=geometry.source)
+            return data, PreprocessRecord(geometry, geom.with_source(None), steps)
+        if spec.monai is not None:
+            data, geom, steps = monai_forward(arrays, geometry, spec.monai, source=geometry.source)
+            return data, PreprocessRecord(geometry, geom.with_source(None), steps)
         steps: list[dict[str, Any]] = []
         geom = geometry
         if spec.orientation is not None:

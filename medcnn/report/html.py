@@ -316,6 +316,16 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
         "(docs/volume_intervals.md). "
         "Highlighted cells are quality-control flags: check those cases before using their numbers.</p>",
     ]
+    src = model.get("imported_from") or {}
+    if src:
+        names = ", ".join(f"{k} {_e(src[k])}" for k in ("trainer", "plans", "configuration", "folds", "bundle_name",
+                                                       "bundle_version") if src.get(k) not in (None, "", []))
+        lic = src.get("licence") or {}
+        lic_text = "; ".join(f"{k}: {v}" for k, v in lic.items() if k != "licence_file") if isinstance(lic, Mapping) \
+            else str(lic)
+        parts.append(f'<p class="muted">model imported from {_e(src.get("format"))} '
+                     f'<b>{_e(src.get("name") or src.get("source"))}</b>' + (f" ({names})" if names else "")
+                     + (f" &middot; licence: {_e(lic_text)}" if lic_text else "") + "</p>")
     val = _validation_text(model.get("validation") or {})
     if val:
         parts.insert(5, f'<p class="muted">model validation recorded in the bundle (held-out cases): {_e(val)}</p>')

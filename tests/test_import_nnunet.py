@@ -1,0 +1,371 @@
+"""`medcnn models import` of nnU-Net v2 result folders: parity with nnUNetPredictor,
+refusals, provenance, and no unpickling at run time.
+
+The result folders are built at test time (tests/nnunet_factory.py): tiny
+PlainConvUNet / ResidualEncoderUNet networks from dynamic-network-architectures,
+briefly trained on synthetic blobs, saved in nnU-Net's checkpoint layout. The reference
+is nnU-Net's own ``nnUNetPredictor`` reading the same NIfTI files with SimpleITK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dynamic_network_architectures", reason="dynamic-network-architectures is not installed "
+                    "(scripts/setup_env.sh installs it)")
+sitk = pytest.importorskip("SimpleITK")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nnunet_factory import blob_image, make_nnunet_folder, reference_predict  # noqa: E402
+
+from medcnn.errors import BundleError, ConfigError, UnsafeModelFileError, UnsupportedFormatError  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+#: an oblique direction (rotation about all three axes) and a non-zero origin
+OBLIQUE = np.array([[0.9362934, -0.2896295, 0.1986693], [0.3129918, 0.9447025, -0.0978434],
+                    [-0.1593451, 0.1537920, 0.9751703]])
+
+
+def _needs_nnunet():
+    return pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (scripts/setup_env.sh installs it)")
+
+
+def write_case(tmp: Path, *, shape=(30, 28, 33), spacing=(1.2, 0.9, 1.1), n_classes=3, ct=False, n_channels=1,
+               seed=7) -> list[str]:
+    """NIfTI file(s) in nnU-Net's naming (case_0000.nii.gz, ...), oblique, SimpleITK (z, y, x) array order."""
+    files = []
+    for c in range(n_channels):
+        img, _ = blob_image(shape, seed=seed, n_classes=n_classes, ct=ct)
+        if c:
+            img = np.where(img != 0, img * 0.5 + c, 0).astype(np.float32)
+        im = sitk.GetImageFromArray(img)
+        im.SetSpacing(tuple(float(s) for s in spacing))
+        im.SetOrigin((10.0, -5.0, 3.0))
+        im.SetDirection(tuple(OBLIQUE.ravel()))
+        f = tmp / f"case_{c:04d}.nii.gz"
+        sitk.WriteImage(im, str(f))
+        files.append(str(f))
+    return files
+
+
+def medcnn_predict(bundle: Path, files: list[str], *, tta: bool):
+    from medcnn.inference import Segmenter
+    from medcnn.io import read_volume
+
+    seg = Segmenter.from_bundle(bundle, device="cpu", precision="fp32", tta_axes="trained" if tta else ())
+    vols = [read_volume(f) for f in files]
+    return seg.predict(vols if len(vols) > 1 else vols[0])
+
+
+def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool, min_equal: float = 0.999):
+    from medcnn.io import write_volume
+    from medcnn.models.importers import import_model
+
+    ref = reference_predict(folder, files, folds, use_mirroring=tta)  # SimpleITK order (z, y, x)
+    bundle = import_model(folder, tmp / "bundle", folds=[str(f) for f in folds])
+    pred = medcnn_predict(bundle, files, tta=tta)
+    out = write_volume(pred.labels, tmp / "medcnn_seg.nii.gz")
+    got_img, in_img = sitk.ReadImage(str(out)), sitk.ReadImage(files[0])
+    got = sitk.GetArrayFromImage(got_img)
+    assert got.shape == ref.shape
+    assert np.allclose(got_img.GetSpacing(), in_img.GetSpacing(), atol=1e-5)
+    assert np.allclose(got_img.GetOrigin(), in_img.GetOrigin(), atol=1e-4)
+    assert np.allclose(got_img.GetDirection(), in_img.GetDirection(), atol=1e-5)
+    equal = float((got == ref).mean())
+    print(f"\nparity {folder.name} folds={list(folds)} tta={tta}: {equal:.6f} of {ref.size} voxels equal; "
+          f"label voxels nnU-Net {np.bincount(ref.ravel()).tolist()} medcnn {np.bincount(got.ravel()).tolist()}")
+    assert equal >= min_equal, f"only {equal:.5f} of voxels equal nnUNetPredictor's"
+    n_ref, n_got = np.bincount(ref.ravel(), minlength=8), np.bincount(got.ravel(), minlength=8)
+    assert n_ref[1:].sum() > 100, "the test network predicts no structure: parity would be meaningless"
+    for lab in range(1, 8):
+        if n_ref[lab] >= 100:
+            assert abs(int(n_got[lab]) - int(n_ref[lab])) <= 0.005 * n_ref[lab], (lab, n_got[lab], n_ref[lab])
+    return equal, pred, bundle
+
+
+# ---------------------------------------------------------------------------- parity
+@pytest.mark.slow
+def test_parity_3d_fullres_isotropic_mirroring(tmp_path):
+    _needs_nnunet()
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), spacing=(1.0, 1.0, 1.0), mirror=(0, 1, 2))
+    equal, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=True)
+    assert pred.info["tta_axes"] == [0, 1, 2] and pred.info["window_placement"] == "nnunet"
+    assert "resample" in pred.info["preprocess_steps"]
+
+
+@pytest.mark.slow
+def test_parity_3d_two_folds_without_mirroring_resenc_transposed(tmp_path):
+    _needs_nnunet()
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), folds=(0, 1), mirror=None,
+                                arch="ResidualEncoderUNet", transpose=(1, 0, 2), seed=3)
+    _, pred, bundle = check_parity(tmp_path, folder, write_case(tmp_path), (0, 1), tta=False)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["network"]["n_members"] == 2 and meta["mirror_axes"] == []
+
+
+@pytest.mark.slow
+def test_parity_anisotropic_separate_z(tmp_path):
+    """Thick slices (2.0 mm) to a 3.5 mm target: max/min spacing > 3, so nnU-Net resamples
+    in-plane with order 3 and along z with order 0 (and back with order 1 / 0)."""
+    _needs_nnunet()
+    from medcnn.preprocess._nnunet import nnunet_separate_axis
+
+    assert nnunet_separate_axis([2.0, 1.0, 1.0], [3.5, 1.0, 1.0]) == 0
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(8, 24, 24), spacing=(3.5, 1.0, 1.0), mirror=(1, 2),
+                                strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]], kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+                                seed=2)
+    files = write_case(tmp_path, shape=(30, 34, 21), spacing=(1.0, 1.0, 2.0))
+    _, pred, _ = check_parity(tmp_path, folder, files, (0,), tta=True)
+
+
+@pytest.mark.slow
+def test_parity_2d(tmp_path):
+    _needs_nnunet()
+    folder = make_nnunet_folder(tmp_path, dim=2, patch=(24, 24), spacing=(0.8, 0.9), mirror=(0, 1))
+    _, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=True)
+    assert pred.info["slice_axis"] == 0
+
+
+@pytest.mark.slow
+def test_parity_regions_old_plans_ct(tmp_path):
+    """Region-based training (sigmoid, nested regions), the old plans format and CT
+    normalisation with the dataset's percentiles and statistics."""
+    _needs_nnunet()
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), regions=True, old_plans=True,
+                                scheme="CTNormalization", seed=5)
+    _, pred, bundle = check_parity(tmp_path, folder, write_case(tmp_path, ct=True), (0,), tta=True)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["activation"] == "sigmoid" and meta["preprocess"]["nnunet"]["normalization"][0]["lower"] == -150.0
+
+
+# ---------------------------------------------------------------------------- pieces vs nnU-Net
+def test_resize_matches_nnunet_resampling():
+    _needs_nnunet()
+    from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg
+
+    from medcnn.preprocess._nnunet import nnunet_resize
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((2, 7, 11, 9)).astype(np.float32)
+    for new, axis, order, order_z in (((9, 15, 5), None, 3, 0), ((12, 8, 9), 0, 3, 0), ((7, 20, 13), 2, 1, 0)):
+        ref = resample_data_or_seg(data, new, False, axis, order, axis is not None, order_z=order_z)
+        got = nnunet_resize(data, new, order=order, separate_axis=axis, order_z=order_z)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_window_starts_and_gaussian_match_nnunet():
+    _needs_nnunet()
+    import torch
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    from medcnn.inference.sliding_window import nnunet_gaussian, nnunet_window_starts
+
+    for size, roi in ((110, 64), (64, 64), (65, 32), (200, 48), (33, 16)):
+        assert list(nnunet_window_starts(size, roi, 0.5)) == compute_steps_for_sliding_window((size,), (roi,), 0.5)[0]
+    g = compute_gaussian((12, 16, 9), 1 / 8, 1, dtype=torch.float32, device=torch.device("cpu")).numpy()
+    np.testing.assert_allclose(nnunet_gaussian((12, 16, 9)), g / g.max(), rtol=1e-5, atol=1e-7)
+
+
+def test_preprocessing_matches_nnunet_preprocessor(tmp_path):
+    """The model-grid array equals DefaultPreprocessor.run_case's (transpose, crop,
+    ZScore with mask, resampling)."""
+    _needs_nnunet()
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from medcnn.io import read_volume
+    from medcnn.models.importers.nnunet import import_nnunet
+    from medcnn.preprocess import Preprocessor, PreprocessSpec
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), spacing=(1.3, 0.7, 1.0), use_mask=True,
+                                transpose=(2, 0, 1), steps=0)
+    files = write_case(tmp_path)
+    plans = PlansManager(json.loads((folder / "plans.json").read_text()))
+    dataset = json.loads((folder / "dataset.json").read_text())
+    ref, _, props = DefaultPreprocessor(verbose=False).run_case(files, None, plans,
+                                                                plans.get_configuration("3d_fullres"), dataset)
+    kw = import_nnunet(folder)
+    x, record = Preprocessor(PreprocessSpec.from_dict(kw["preprocess"])).forward(read_volume(files[0]))
+    assert x.shape == ref.shape
+    np.testing.assert_allclose(x, ref, rtol=1e-4, atol=1e-4)
+    assert [s["step"] for s in record.steps] == ["reorient", "crop", "normalise", "resample"]
+
+
+def test_postprocessing_json_is_nnunets_largest_component_rule(tmp_path):
+    _needs_nnunet()
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
+
+    from medcnn.models.importers.nnunet import import_nnunet
+    from medcnn.postprocess import PostprocessSpec, postprocess
+    from medcnn.volume import Geometry, Volume
+
+    steps = [{"labels_or_regions": [1, 2]}, {"labels_or_regions": 2}]
+    folder = make_nnunet_folder(tmp_path, steps=0, postprocessing=steps)
+    spec = PostprocessSpec.from_dict(import_nnunet(folder)["postprocess"])
+    rng = np.random.default_rng(1)
+    seg = (rng.random((20, 18, 16)) > 0.93).astype(np.uint8) * rng.integers(1, 3, (20, 18, 16)).astype(np.uint8)
+    seg[3:9, 3:9, 3:9] = 1
+    seg[10:14, 4:8, 4:8] = 2
+    ref = seg
+    for s in steps:
+        ref = remove_all_but_largest_component_from_segmentation(ref, s["labels_or_regions"])
+    got = postprocess(Volume(seg, Geometry(seg.shape, (1.0, 1.0, 1.0)), "label"), spec).array
+    np.testing.assert_array_equal(got, ref)
+
+
+# ---------------------------------------------------------------------------- run time, provenance
+def test_no_unpickling_at_run_time_and_provenance(tmp_path, monkeypatch):
+    import torch
+
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    bundle = import_model(folder, tmp_path / "bundle", name="blobs")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    src = meta["provenance"]["imported_from"]
+    assert src["format"] == "nnunet-v2" and src["trainer"] == "nnUNetTrainer" and src["plans"] == "nnUNetPlans"
+    assert src["configuration"] == "3d_fullres" and src["folds"] == ["0"] and src["name"] == "blobs"
+    assert src["licence"]["licence"].startswith("CC-BY-4.0")
+    for rel, sha in src["files_sha256"].items():
+        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == sha
+    assert set(src["files_sha256"]) == {"plans.json", "dataset.json", "fold_0/checkpoint_final.pth"}
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.safetensors"]
+
+    def refuse(*a, **k):
+        raise AssertionError("unpickling at run time")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    files = write_case(tmp_path, shape=(20, 18, 22))
+    pred = medcnn_predict(bundle, files, tta=True)
+    assert pred.labels.array.shape == (22, 18, 20)
+    assert pred.info["bundle"]["imported_from"]["format"] == "nnunet-v2"
+    from medcnn.inference import Segmenter
+    from medcnn.io import read_volume
+
+    p = Segmenter.from_bundle(bundle, device="cpu", precision="fp32").predict(read_volume(files[0]),
+                                                                              return_probabilities=True)
+    probs = p.probabilities.array  # softmax after resampling the logits, background outside the crop
+    assert probs.shape == (3, 22, 18, 20) and np.allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(p.labels.array, probs.argmax(0))
+
+
+def test_cli_import_and_show(tmp_path, capsys):
+    from medcnn.cli import main
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    assert main(["models", "import", str(folder), "--out", str(tmp_path / "b"), "--folds", "0"]) == 0
+    assert main(["models", "show", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "imported    nnunet-v2" in out and "nnUNetTrainer" in out and "CC-BY-4.0" in out
+    assert "fold_0/checkpoint_final.pth  sha256 " in out
+
+
+# ---------------------------------------------------------------------------- refusals
+def _cli_refusal(tmp_path, source: Path, name: str, capsys) -> str:
+    """The CLI (in process): exit 2, one line on stderr naming the file, nothing written."""
+    from medcnn.cli import main
+
+    out = tmp_path / "refused"
+    capsys.readouterr()
+    code = main(["models", "import", str(source), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and name in lines[0], err
+    assert not out.exists() and not list(tmp_path.glob(".refused*"))
+    return lines[0]
+
+
+def test_refuses_checkpoint_with_objects(tmp_path, capsys):
+    import torch
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    ck_path = folder / "fold_0" / "checkpoint_final.pth"
+    ck = torch.load(ck_path, weights_only=False)
+    ck["trainer"] = Path("/an/object/beyond/plain/types")  # a class instance: needs a GLOBAL to unpickle
+    torch.save(ck, ck_path)
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(UnsafeModelFileError, match=r"checkpoint_final.pth.*pathlib"):
+        import_model(folder, tmp_path / "x")
+    _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
+
+
+def test_refuses_class_not_on_allow_list(tmp_path, capsys):
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "my_lab.nets.FancyUNet"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(ConfigError, match="FancyUNet"):
+        import_model(folder, tmp_path / "x")
+    assert "plans.json" in _cli_refusal(tmp_path, folder, "plans.json", capsys)
+
+
+def test_refuses_layer_not_on_allow_list(tmp_path):
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["nonlin"] = "os.system"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(ConfigError, match="nonlin"):
+        import_model(folder, tmp_path / "x")
+
+
+def test_refuses_weights_plans_mismatch(tmp_path, capsys):
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32]
+    (folder / "plans.json").write_text(json.dumps(plans))
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(BundleError, match="checkpoint_final.pth"):
+        import_model(folder, tmp_path / "x")
+    _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
+
+
+def test_refuses_cascade_and_unknown_format(tmp_path, capsys):
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0, configuration="3d_cascade_fullres")
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_cascade_fullres"]["previous_stage"] = "3d_lowres"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(ConfigError, match="cascade"):
+        import_model(folder, tmp_path / "x")
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    with pytest.raises(UnsupportedFormatError):
+        import_model(empty, tmp_path / "x")
+    _cli_refusal(tmp_path, empty, "not_a_model", capsys)
+
+
+def test_run_report_shows_the_import(tmp_path, capsys):
+    """`medcnn run` with an imported bundle: volumes per nnU-Net label name, and the report
+    names where the model came from."""
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    bundle = import_model(folder, tmp_path / "bundle")
+    case = write_case(tmp_path, shape=(20, 18, 22))[0]
+    code = main(["run", case, "--model", str(bundle), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    src = report["model"]["imported_from"]
+    assert src["format"] == "nnunet-v2" and src["configuration"] == "3d_fullres"
+    assert "imported from nnunet-v2" in (tmp_path / "out" / "report.html").read_text()
+    assert set(report["model"]["labels"].values()) == {"background", "class1", "class2"}
