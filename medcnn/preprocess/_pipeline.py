@@ -9,8 +9,9 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
-from medcnn.preprocess._intensity import _normalise_array, check_finite, check_modality
+from medcnn.preprocess._intensity import _normalise_into, check_finite, check_modality
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
+from medcnn.preprocess._separable import empty_spatial_like
 from medcnn.preprocess._resample import (
     _check_order,
     _check_spacing,
@@ -320,13 +321,15 @@ class Preprocessor:
         geometry = check_same_grid(chans)
         for c in chans:
             check_finite(c)
+        # reorientation and crop are views; normalisation writes each channel once into
+        # one (C, X, Y, Z) float32 array, which is then resampled with all channels at once
         arrays = [np.asarray(c.array) for c in chans]
         steps: list[dict[str, Any]] = []
         geom = geometry
         if spec.orientation is not None:
             plan = plan_reorient(geometry, spec.orientation)
             if not plan.is_identity:
-                arrays = [plan.apply(a) for a in arrays]
+                arrays = [plan.apply(a, contiguous=False) for a in arrays]
                 steps.append(plan.to_dict())
                 geom = plan.output_geometry
         if spec.crop_foreground:
@@ -337,35 +340,31 @@ class Preprocessor:
             if any(b != (0, s) for b, s in zip(box, geom.shape)):
                 cropped = geom.crop([b[0] for b in box], [b[1] for b in box])
                 region = tuple(slice(a, b) for a, b in box)
-                arrays = [np.ascontiguousarray(a[region]) for a in arrays]
+                arrays = [a[region] for a in arrays]
                 steps.append({"step": "crop", "start": [b[0] for b in box], "stop": [b[1] for b in box],
                               "geometry_before": geom.to_dict(), "geometry_after": cropped.to_dict()})
                 geom = cropped
-        normed = []
+        data = empty_spatial_like((len(arrays),), arrays[0])  # memory order of the input: reads in order
         for i, (a, modality, src) in enumerate(zip(arrays, spec.modalities, chans)):
-            v = Volume(a, geom.with_source(src.source), "intensity")
-            out, info = _normalise_array(v, modality, window=spec.ct_window if modality == "CT" else None,
-                                         mean=spec.ct_mean if modality == "CT" else None,
-                                         std=spec.ct_std if modality == "CT" else None)
+            info = _normalise_into(a, data[i], modality, window=spec.ct_window if modality == "CT" else None,
+                                   mean=spec.ct_mean if modality == "CT" else None,
+                                   std=spec.ct_std if modality == "CT" else None, mask=None, source=src.source)
             info["channel"] = i
             steps.append(info)
-            normed.append(out)
+        del arrays
         if spec.target_spacing is not None and not np.allclose(spec.target_spacing, geom.spacing, rtol=0, atol=1e-6):
             target = resampled_geometry(geom, spec.target_spacing)
             sep = anisotropic_axis(geom.spacing, spec.target_spacing, threshold=spec.anisotropy_threshold)
             separate = sep if (sep is not None and spec.image_order > spec.anisotropic_order) else None
-            out_arrays = []
-            for a in normed:
-                r = _resample_volume(Volume(a, geom, "intensity"), target, order=spec.image_order, fill=None,
-                                     separate_axis=separate, anisotropic_order=spec.anisotropic_order)
-                out_arrays.append(r.array)
-            normed = out_arrays
+            data = _resample_volume(Volume(data, geom, "intensity", "channel"), target, order=spec.image_order,
+                                    fill=None, separate_axis=separate,
+                                    anisotropic_order=spec.anisotropic_order).array
             steps.append({"step": "resample", "order": spec.image_order, "separate_axis": separate,
                           "anisotropic_order": spec.anisotropic_order if separate is not None else None,
                           "geometry_before": geom.to_dict(), "geometry_after": target.to_dict()})
             geom = target
-        data = np.stack(normed).astype(np.float32, copy=False)
-        if not np.all(np.isfinite(data)):  # pragma: no cover - guarded by the checks above
+        data = np.ascontiguousarray(data)  # a copy only where the layout differs (at model-grid size)
+        if not np.isfinite(np.sum(data, dtype=np.float64)):  # pragma: no cover - guarded by the checks above
             warnings.warn("non-finite values after preprocessing", RuntimeWarning, stacklevel=2)
         return data, PreprocessRecord(geometry, geom.with_source(None), steps)
 

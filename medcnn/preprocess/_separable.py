@@ -53,6 +53,13 @@ class AxisOperator:
     blocks: tuple[tuple[int, int, int, int, np.ndarray], ...]
 
     @property
+    def taps_per_output(self) -> float:
+        """Multiply-adds per output value (matrix blocks), ~0 for a selection."""
+        if self.index is not None:
+            return 0.25
+        return sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1, _ in self.blocks) / max(self.n_out, 1)
+
+    @property
     def is_identity(self) -> bool:
         return self.index is not None and self.n_in == self.n_out and bool(
             np.array_equal(self.index, np.arange(self.n_in)))
@@ -123,6 +130,48 @@ def apply_axis(arr: np.ndarray, op: AxisOperator, axis: int) -> np.ndarray:
     return out
 
 
+def memory_order(arr: np.ndarray) -> tuple[int, ...]:
+    """The last three axes of ``arr`` from the slowest- to the fastest-varying in memory
+    (by absolute stride; ``(0, 1, 2)`` for C order, ``(2, 1, 0)`` for Fortran order)."""
+    lead = arr.ndim - 3
+    strides = [abs(arr.strides[lead + a]) if arr.shape[lead + a] > 1 else 0 for a in range(3)]
+    return tuple(sorted(range(3), key=lambda a: (-strides[a], a)))
+
+
+def empty_spatial_like(leading: Sequence[int], like: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Uninitialised ``(*leading, I, J, K)`` array (``like``: ``(I, J, K)``) whose spatial axes
+    are laid out in ``like``'s memory order, so element-wise copies from ``like`` (also a
+    flipped or transposed view) read memory in order."""
+    order = memory_order(like)
+    lead = len(leading)
+    buf = np.empty(tuple(leading) + tuple(like.shape[a] for a in order), dtype=dtype)
+    return buf.transpose(tuple(range(lead)) + tuple(lead + order.index(a) for a in range(3)))
+
+
+#: Measured on a 2-core AVX2 CPU: along the fastest-varying memory axis a block product
+#: (many rows x a few columns) runs at about 1/2.5 of the speed of the other axes.
+_LAST_AXIS_PENALTY = 2.5
+
+
+def _cheapest_order(ops: Sequence[AxisOperator], order: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+    """Order of the spatial axes to apply (identities left out) with the fewest estimated
+    multiply-adds: shrinking axes early, growing ones late, the fastest memory axis
+    (``order[-1]``) preferably on the smallest array."""
+    import itertools
+
+    axes = [a for a in range(3) if not ops[a].is_identity]
+    best, best_cost = tuple(axes), float("inf")
+    for perm in itertools.permutations(axes):
+        size = [float(n) for n in shape]
+        cost = 0.0
+        for a in perm:
+            size[a] = ops[a].n_out
+            cost += float(np.prod(size)) * ops[a].taps_per_output * (_LAST_AXIS_PENALTY if a == order[-1] else 1.0)
+        if cost < best_cost:
+            best, best_cost = perm, cost
+    return best
+
+
 def resample_separable(arr: np.ndarray, scales: Sequence[float], shifts: Sequence[float],
                        out_shape: Sequence[int], orders: Sequence[int]) -> np.ndarray:
     """Resample the last three axes of ``arr`` (``(..., I, J, K)``, leading axes kept).
@@ -130,14 +179,16 @@ def resample_separable(arr: np.ndarray, scales: Sequence[float], shifts: Sequenc
     Along spatial axis ``a`` the output index ``o`` reads input coordinate
     ``scales[a] * o + shifts[a]`` with spline order ``orders[a]`` (scipy's rule, edge
     values extended). Float arrays keep their dtype; for order 0 any dtype is kept.
-    Axes that shrink the most are done first (fewer voxels for the later ones).
+    Axes that shrink the most are done first (fewer voxels for the later ones). The work
+    follows ``arr``'s memory order (C, Fortran or any axis order of a buffer from
+    :func:`empty_spatial_like`); the result has that same spatial layout.
     """
     lead = arr.ndim - 3
     ops = [axis_operator(int(arr.shape[lead + a]), int(out_shape[a]), float(scales[a]), float(shifts[a]),
                          int(orders[a])) for a in range(3)]
-    todo = sorted((a for a in range(3) if not ops[a].is_identity),
-                  key=lambda a: ops[a].n_out / ops[a].n_in)
-    out = arr
-    for a in todo:
-        out = apply_axis(out, ops[a], lead + a)
-    return np.ascontiguousarray(out)
+    order = memory_order(arr)
+    lead_axes = tuple(range(lead))
+    work = np.ascontiguousarray(arr.transpose(lead_axes + tuple(lead + a for a in order)))
+    for a in _cheapest_order(ops, order, arr.shape[lead:]):
+        work = apply_axis(work, ops[a], lead + order.index(a))
+    return work.transpose(lead_axes + tuple(lead + order.index(a) for a in range(3)))
