@@ -174,3 +174,126 @@ def test_preprocessor_resamples_channels_like_single_channel_resample(awkward_ge
     for c, arr in enumerate((a, b)):
         one = resample(Volume(arr, g), (1.1, 0.9, 1.3)).array
         np.testing.assert_allclose(x[c], one, rtol=1e-6, atol=1e-6)  # axis order: float32 rounding
+
+
+# ----------------------------------------------------------------------------- labels back on the input grid
+def _record(g: Geometry, *, crop: bool, spacing=(1.7, 0.8, 2.3)):
+    img = smooth_field(g.shape, seed=11)
+    if crop:  # zero border -> the foreground crop removes it
+        img[:2] = 0
+        img[:, -1] = 0
+    spec = PreprocessSpec(orientation="RAS", target_spacing=spacing, modalities=("none",), crop_foreground=crop)
+    return Preprocessor(spec).forward(Volume(img, g))[1]
+
+
+def _model_probabilities(shape, n: int, seed: int, *, quantise: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 1.0) * 6 for _ in range(n)])
+    p = np.exp(z - z.max(0))
+    p /= p.sum(0)
+    if quantise:  # exact ties between channels, and plateaus: the tie rule must match too
+        p = np.round(p * 4) / 4
+    return p.astype(np.float32)
+
+
+@pytest.mark.parametrize("crop", [False, True])
+@pytest.mark.parametrize("quantise", [False, True])
+def test_labels_back_equal_argmax_of_resampled_probabilities(awkward_geometry, crop, quantise):
+    from medcnn.postprocess import argmax_array
+
+    rec = _record(awkward_geometry.with_source("scan.nii.gz"), crop=crop)
+    assert (rec.step("crop") is not None) == crop and rec.step("resample") is not None
+    p = _model_probabilities(rec.model_geometry.shape, 4, seed=12, quantise=quantise)
+    ref_probs = rec.to_input_grid(p, kind="probability").array
+    ref = np.argmax(ref_probs, axis=0)
+    timings: dict[str, float] = {}
+    got, n_interp = rec.labels_to_input_grid(p, reduce=argmax_array, timings=timings)
+    assert got.geometry == rec.input_geometry and got.array.dtype == np.uint8
+    assert 0 < n_interp < got.array.size
+    assert {"to_input_grid_labels", "to_input_grid_resample"} <= set(timings)
+    # equal everywhere except where float32 rounding decides between (nearly) tied channels
+    top = np.sort(ref_probs, axis=0)
+    near_tie = (top[-1] - top[-2]) < 1e-6
+    assert np.array_equal(got.array[~near_tie], ref[~near_tie])
+    assert (got.array == ref).mean() >= 0.999
+
+
+def test_labels_back_with_nested_thresholds_and_crop_fill():
+    """Several sigmoid channels (no background channel): nested thresholds; voxels removed
+    by the crop get reduce(fill), here all-zero probabilities -> label 0."""
+    from medcnn.postprocess import threshold_array
+
+    rec = _record(AWKWARD_GEOMETRIES["oblique"], crop=True)
+    shape = rec.model_geometry.shape
+    rng = np.random.default_rng(13)
+    outer = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    p = np.stack([outer, outer * ndimage.gaussian_filter(rng.random(shape), 1.0) * 2]).astype(np.float32)
+    p = np.clip((p - p.mean()) * 8 + 0.5, 0, 1).astype(np.float32)
+    ref = threshold_array(rec.to_input_grid(p, kind="probability", fill=0.0).array)
+    got, n_interp = rec.labels_to_input_grid(p, reduce=threshold_array, fill=0.0)
+    assert set(np.unique(ref)) >= {0, 1} and n_interp > 0
+    assert (got.array == ref).mean() >= 0.999
+    # the default fill (1 in channel 0, meant for a background channel) would mark the
+    # cropped-away voxels as label 1: exactly those differ
+    crop = rec.step("crop")
+    n_cropped = got.array.size - int(np.prod(np.subtract(crop["stop"], crop["start"])))
+    default, _ = rec.labels_to_input_grid(p, reduce=threshold_array)
+    assert n_cropped > 0 and int((default.array != got.array).sum()) == n_cropped
+
+
+def test_segmenter_labels_only_equal_labels_with_probabilities(awkward_geometry):
+    """predict() without probabilities (labels decided on the model grid, boundaries
+    interpolated) gives the labels of predict(return_probabilities=True) (full path)."""
+    import torch
+
+    from medcnn.inference import Segmenter
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(4, 3, 1))
+    g = awkward_geometry
+    spec = PreprocessSpec(orientation="RAS", target_spacing=(1.3, 0.7, 1.9), modalities=("MR",))
+    seg = Segmenter(net, roi_size=(8, 8, 8), preprocess=spec, device="cpu", precision="fp32")
+    img = Volume(smooth_field(g.shape, seed=15) + 30.0, g)
+    fast = seg.predict(img)
+    full = seg.predict(img, return_probabilities=True)
+    assert fast.labels.geometry == full.labels.geometry == g.with_source(None)
+    assert (fast.labels.array == full.labels.array).mean() >= 0.999
+    info = fast.info
+    assert 0 < info["to_input_grid"]["interpolated_voxels"] < info["to_input_grid"]["input_voxels"] == g.n_voxels
+    steps = {"preprocess_normalise", "preprocess_resample", "to_input_grid_labels", "to_input_grid_resample"}
+    assert steps <= set(info["timings_s"])
+
+
+def test_segmenter_several_sigmoid_channels_with_crop_give_background_outside_the_crop():
+    import torch
+
+    from medcnn.inference import Segmenter
+
+    g = Geometry((20, 18, 12), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    img = np.zeros(g.shape, np.float32)
+    img[4:16, 3:15, 2:10] = smooth_field((12, 12, 8), seed=16) + 40.0
+    net = torch.nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+        net.bias.copy_(torch.tensor([5.0, -5.0]))  # channel 0 (outer region) on, channel 1 off
+    spec = PreprocessSpec(orientation=None, target_spacing=(1.5, 1.5, 1.5), modalities=("MR",),
+                          crop_foreground=True)
+    seg = Segmenter(net, roi_size=(8, 8, 8), preprocess=spec, activation="sigmoid", device="cpu",
+                    precision="fp32")
+    for pred in (seg.predict(Volume(img, g)), seg.predict(Volume(img, g), return_probabilities=True)):
+        lab = pred.labels.array
+        assert np.all(lab[4:16, 3:15, 2:10] == 1)
+        inside = np.zeros(g.shape, bool)
+        inside[4:16, 3:15, 2:10] = True
+        assert np.all(lab[~inside] == 0)
+
+
+def test_labels_back_without_resampling_and_on_oblique_steps_fall_back():
+    from medcnn.postprocess import argmax_array
+
+    g = AWKWARD_GEOMETRIES["permuted"]
+    rec = Preprocessor(PreprocessSpec(orientation="RAS", modalities=("none",))).forward(
+        Volume(smooth_field(g.shape), g))[1]
+    p = _model_probabilities(rec.model_geometry.shape, 3, seed=14)
+    got, n = rec.labels_to_input_grid(p, reduce=argmax_array)
+    assert n == 0 and np.array_equal(got.array, np.argmax(rec.to_input_grid(p, kind="probability").array, 0))

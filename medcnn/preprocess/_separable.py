@@ -21,9 +21,10 @@ numpy and scipy only (no torch).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -192,3 +193,92 @@ def resample_separable(arr: np.ndarray, scales: Sequence[float], shifts: Sequenc
     for a in _cheapest_order(ops, order, arr.shape[lead:]):
         work = apply_axis(work, ops[a], lead + order.index(a))
     return work.transpose(lead_axes + tuple(lead + order.index(a) for a in range(3)))
+
+
+# ---------------------------------------------------------------------------- labels of linear interpolation
+@lru_cache(maxsize=64)
+def linear_taps(n_in: int, n_out: int, scale: float, shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scipy's linear rule along one axis as two taps: ``(lo, w_lo, w_hi)``, so that
+    ``out[o] = w_lo[o] * in[lo[o]] + w_hi[o] * in[min(lo[o] + 1, n_in - 1)]``, weights >= 0."""
+    a = axis_matrix(n_in, n_out, scale, shift, 1)
+    nz = a != 0
+    lo = np.argmax(nz, axis=1).astype(np.intp)
+    w_lo = a[np.arange(n_out), lo]
+    hi = np.minimum(lo + 1, n_in - 1)
+    w_hi = np.where(hi > lo, a[np.arange(n_out), hi], 0.0)
+    if not np.allclose(w_lo + w_hi, 1.0, atol=1e-12) or np.any(a < 0):  # pragma: no cover - scipy's rule
+        raise RuntimeError("internal error: the linear rule is not two non-negative taps")
+    return lo, w_lo, w_hi
+
+
+def _forward_min_max(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of each voxel's forward 2x2x2 neighbourhood (itself and +1 along each
+    axis, clipped at the far border)."""
+    mn, mx = labels, labels
+    for ax in range(3):
+        n = labels.shape[ax]
+        if n == 1:
+            continue
+        lo = (slice(None),) * ax + (slice(0, n - 1),)
+        hi = (slice(None),) * ax + (slice(1, n),)
+        new_mn, new_mx = mn.copy(), mx.copy()
+        np.minimum(mn[lo], mn[hi], out=new_mn[lo])
+        np.maximum(mx[lo], mx[hi], out=new_mx[lo])
+        mn, mx = new_mn, new_mx
+    return mn, mx
+
+
+def labels_of_linear_resample(prob: np.ndarray, labels: np.ndarray, scales: Sequence[float],
+                              shifts: Sequence[float], out_shape: Sequence[int],
+                              reduce: Callable[[np.ndarray], np.ndarray], *,
+                              chunk: int = 1 << 17) -> tuple[np.ndarray, int]:
+    """``reduce(linear resample of prob)`` without resampling ``prob`` where it cannot matter.
+
+    Args:
+        prob: ``(C, X, Y, Z)`` float32 probabilities on the input grid of the resampling.
+        labels: ``reduce(prob)``, ``(X, Y, Z)`` integer.
+        scales, shifts, out_shape: the axis-aligned mapping (as :func:`resample_separable`).
+        reduce: ``(C, ...) -> (...)`` labels whose every label region is convex in
+            probability space (argmax with ties to the lower channel; thresholds).
+
+    Linear interpolation is a convex combination of the 2x2x2 input voxels around an
+    output voxel. Where those all have the same label, the interpolated probabilities lie
+    in that label's convex region and the output takes that label: a gather. Only output
+    voxels next to a label boundary are interpolated (float64 sums rounded to float32, as
+    scipy's float32 output) and reduced.
+
+    Returns:
+        ``(labels on out_shape (dtype of labels), number of interpolated voxels)``.
+    """
+    shape_in = labels.shape
+    taps = [linear_taps(int(shape_in[a]), int(out_shape[a]), float(scales[a]), float(shifts[a])) for a in range(3)]
+    mn, mx = _forward_min_max(labels)
+    top = int(labels.max()) if labels.size else 0
+    code_dtype = np.uint8 if top < 255 else (np.uint16 if top < 65535 else np.int64)
+    sentinel = np.iinfo(code_dtype).max
+    code = labels.astype(code_dtype)
+    code[mn != mx] = sentinel
+    del mn, mx
+    for a in sorted(range(3), key=lambda a: out_shape[a] / shape_in[a]):  # shrink first, grow last
+        code = np.take(code, taps[a][0], axis=a)
+    flat = np.flatnonzero(code == sentinel)
+    out = code if code.dtype == labels.dtype else None
+    if out is None:
+        out = code.astype(labels.dtype)
+    if flat.size:
+        p = prob.reshape(prob.shape[0], -1)
+        strides = (shape_in[1] * shape_in[2], shape_in[2], 1)
+        for s0 in range(0, flat.size, chunk):
+            sel = flat[s0:s0 + chunk]
+            o = np.unravel_index(sel, tuple(out_shape))
+            acc = np.zeros((prob.shape[0], sel.size), dtype=np.float64)
+            corners = []
+            for a in range(3):
+                lo, w_lo, w_hi = taps[a]
+                i0 = lo[o[a]]
+                corners.append(((i0, w_lo[o[a]]), (np.minimum(i0 + 1, shape_in[a] - 1), w_hi[o[a]])))
+            for (i, wi), (j, wj), (k, wk) in itertools.product(*corners):
+                w = wi * wj * wk
+                acc += p[:, i * strides[0] + j * strides[1] + k * strides[2]] * w
+            out.reshape(-1)[sel] = reduce(acc.astype(np.float32))
+    return out, int(flat.size)
