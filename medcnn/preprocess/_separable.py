@@ -158,8 +158,6 @@ def _cheapest_order(ops: Sequence[AxisOperator], order: Sequence[int], shape: Se
     """Order of the spatial axes to apply (identities left out) with the fewest estimated
     multiply-adds: shrinking axes early, growing ones late, the fastest memory axis
     (``order[-1]``) preferably on the smallest array."""
-    import itertools
-
     axes = [a for a in range(3) if not ops[a].is_identity]
     best, best_cost = tuple(axes), float("inf")
     for perm in itertools.permutations(axes):
@@ -231,7 +229,7 @@ def _forward_min_max(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def labels_of_linear_resample(prob: np.ndarray, labels: np.ndarray, scales: Sequence[float],
                               shifts: Sequence[float], out_shape: Sequence[int],
                               reduce: Callable[[np.ndarray], np.ndarray], *,
-                              chunk: int = 1 << 17) -> tuple[np.ndarray, int]:
+                              slab: int = 16) -> tuple[np.ndarray, int]:
     """``reduce(linear resample of prob)`` without resampling ``prob`` where it cannot matter.
 
     Args:
@@ -240,15 +238,17 @@ def labels_of_linear_resample(prob: np.ndarray, labels: np.ndarray, scales: Sequ
         scales, shifts, out_shape: the axis-aligned mapping (as :func:`resample_separable`).
         reduce: ``(C, ...) -> (...)`` labels whose every label region is convex in
             probability space (argmax with ties to the lower channel; thresholds).
+        slab: output planes (along axis 0) handled together.
 
     Linear interpolation is a convex combination of the 2x2x2 input voxels around an
     output voxel. Where those all have the same label, the interpolated probabilities lie
-    in that label's convex region and the output takes that label: a gather. Only output
-    voxels next to a label boundary are interpolated (float64 sums rounded to float32, as
-    scipy's float32 output) and reduced.
+    in that label's convex region and the output takes that label: a gather. The other
+    output voxels (next to a label boundary) are interpolated with the same banded
+    matrices as :func:`resample_separable` — per slab of output planes, only over the
+    box that holds them — and reduced.
 
     Returns:
-        ``(labels on out_shape (dtype of labels), number of interpolated voxels)``.
+        ``(labels on out_shape (dtype of labels), number of output voxels next to a boundary)``.
     """
     shape_in = labels.shape
     taps = [linear_taps(int(shape_in[a]), int(out_shape[a]), float(scales[a]), float(shifts[a])) for a in range(3)]
@@ -261,24 +261,39 @@ def labels_of_linear_resample(prob: np.ndarray, labels: np.ndarray, scales: Sequ
     del mn, mx
     for a in sorted(range(3), key=lambda a: out_shape[a] / shape_in[a]):  # shrink first, grow last
         code = np.take(code, taps[a][0], axis=a)
-    flat = np.flatnonzero(code == sentinel)
-    out = code if code.dtype == labels.dtype else None
-    if out is None:
-        out = code.astype(labels.dtype)
-    if flat.size:
-        p = prob.reshape(prob.shape[0], -1)
-        strides = (shape_in[1] * shape_in[2], shape_in[2], 1)
-        for s0 in range(0, flat.size, chunk):
-            sel = flat[s0:s0 + chunk]
-            o = np.unravel_index(sel, tuple(out_shape))
-            acc = np.zeros((prob.shape[0], sel.size), dtype=np.float64)
-            corners = []
-            for a in range(3):
-                lo, w_lo, w_hi = taps[a]
-                i0 = lo[o[a]]
-                corners.append(((i0, w_lo[o[a]]), (np.minimum(i0 + 1, shape_in[a] - 1), w_hi[o[a]])))
-            for (i, wi), (j, wj), (k, wk) in itertools.product(*corners):
-                w = wi * wj * wk
-                acc += p[:, i * strides[0] + j * strides[1] + k * strides[2]] * w
-            out.reshape(-1)[sel] = reduce(acc.astype(np.float32))
-    return out, int(flat.size)
+    boundary = code == sentinel
+    n_boundary = int(np.count_nonzero(boundary))
+    out = code if code.dtype == labels.dtype else code.astype(labels.dtype)
+    if not n_boundary:
+        return out, 0
+    dense = [_dense_linear(int(shape_in[a]), int(out_shape[a]), float(scales[a]), float(shifts[a]))
+             for a in range(3)]
+    for o0 in range(0, out_shape[0], slab):
+        o1 = min(out_shape[0], o0 + slab)
+        mask = boundary[o0:o1]
+        if not mask.any():
+            continue
+        rows = (o0, o1)
+        box = [rows]
+        for ax in (1, 2):
+            hit = np.flatnonzero(mask.any(axis=tuple(a for a in (0, 1, 2) if a != ax)))
+            box.append((int(hit[0]), int(hit[-1]) + 1))
+        sub_ops, in_box = [], []
+        for a, (b0, b1) in enumerate(box):
+            lo = taps[a][0]
+            i0, i1 = int(lo[b0]), min(int(lo[b1 - 1]) + 2, shape_in[a])
+            w = dense[a][b0:b1, i0:i1]
+            sub_ops.append(AxisOperator(i1 - i0, b1 - b0, None, ((0, b1 - b0, 0, i1 - i0, w),)))
+            in_box.append(slice(i0, i1))
+        work = np.ascontiguousarray(prob[(slice(None),) + tuple(in_box)])
+        for a in _cheapest_order(sub_ops, (0, 1, 2), work.shape[1:]):
+            work = apply_axis(work, sub_ops[a], 1 + a)
+        region = tuple(slice(b0, b1) for b0, b1 in box)
+        sub_mask = boundary[region]
+        out[region][sub_mask] = np.asarray(reduce(work))[sub_mask]
+    return out, n_boundary
+
+
+@lru_cache(maxsize=16)
+def _dense_linear(n_in: int, n_out: int, scale: float, shift: float) -> np.ndarray:
+    return axis_matrix(n_in, n_out, scale, shift, 1)
