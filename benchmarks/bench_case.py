@@ -7,11 +7,13 @@ For each case this prints, as medians over ``--repeats`` runs:
   sub-steps, network + stitching, back to the input grid with its sub-steps), and the share
   of ``predict`` spent outside the network;
 * the whole case (read + predict) against a MONAI transform pipeline run in the same process,
-  interleaved: ``LoadImaged`` (channels stacked), ``Orientationd``, ``Spacingd`` (bilinear,
-  MONAI's default), ``NormalizeIntensityd`` (non-zero voxels, per channel; CT:
+  interleaved: ``LoadImaged`` (channels stacked), ``Orientationd``, ``Spacingd``,
+  ``NormalizeIntensityd`` (non-zero voxels, per channel; CT:
   ``ScaleIntensityRanged`` on the same window), ``sliding_window_inference`` with the same
   network weights, windows, overlap, Gaussian blending and windows per call, softmax,
-  ``Invertd`` (bilinear) and argmax;
+  ``Invertd`` and argmax — once with ``Spacingd(mode="bilinear")`` (MONAI's default) and,
+  for bundles that resample, once with the bundle's spline order (3: cubic, what the model
+  was trained with; ``Invertd`` then replays it on the probabilities). Wall and CPU time;
 * with ``--against-rev REV``: the same cases run by medcnn at git revision ``REV`` (a
   temporary ``git worktree``, in a child process): its breakdown and the fraction of voxels
   whose labels equal this checkout's;
@@ -139,7 +141,7 @@ def read_case(case: dict):
 
 def medcnn_case(seg, case: dict):
     """(labels array, timings dict) of one whole case: read + predict."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     image = read_case(case)
     t1 = time.perf_counter()
     pred = seg.predict(image)
@@ -147,13 +149,19 @@ def medcnn_case(seg, case: dict):
     timings = {"read": t1 - t0, **{k: float(v) for k, v in pred.info["timings_s"].items()
                                     if isinstance(v, (int, float))}, "whole_case": t2 - t0}
     timings["predict"] = t2 - t1
+    timings["whole_case_cpu"] = time.process_time() - c0
+    grid = pred.info.get("to_input_grid") or {}
+    if grid.get("input_voxels"):  # not in older revisions
+        timings["boundary_voxels_percent"] = 100.0 * grid["interpolated_voxels"] / grid["input_voxels"]
     return pred.labels.array, timings
 
 
 # ---------------------------------------------------------------------------- MONAI baseline
-def monai_pipeline(seg, net, case_name: str):
+def monai_pipeline(seg, net, spacing_mode):
     """A callable running the MONAI transform pipeline on a case's files; None where the
-    bundle has no MONAI equivalent (2D networks)."""
+    bundle has no MONAI equivalent (2D networks). ``spacing_mode``: Spacingd's ``mode``
+    ("bilinear", MONAI's default, or a spline order such as the bundle's 3; Invertd
+    replays the same mode on the probabilities)."""
     import torch
     from monai.inferers import sliding_window_inference
     from monai.transforms import (Compose, Invertd, LoadImaged, NormalizeIntensityd, Orientationd,
@@ -166,7 +174,7 @@ def monai_pipeline(seg, net, case_name: str):
     if spec.orientation is not None:
         pre.append(Orientationd("image", axcodes=spec.orientation))
     if spec.target_spacing is not None:
-        pre.append(Spacingd("image", pixdim=spec.target_spacing, mode="bilinear"))
+        pre.append(Spacingd("image", pixdim=spec.target_spacing, mode=spacing_mode))
     if spec.modalities[0] == "CT":
         lo, hi = spec.ct_window
         pre.append(ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=(lo - spec.ct_mean) / spec.ct_std,
@@ -250,13 +258,15 @@ def print_breakdown(title: str, columns: dict[str, dict]) -> None:
     order = ["read", "preprocess", "preprocess_check", "preprocess_reorient", "preprocess_crop",
              "preprocess_normalise", "preprocess_resample", "network", "to_input_grid", "to_input_grid_labels",
              "to_input_grid_resample", "to_input_grid_crop", "to_input_grid_reorient", "postprocess", "predict",
-             "whole_case"]
+             "whole_case", "whole_case_cpu"]
     for k in order + sorted({k for c in columns.values() for k in c}):
         if k not in keys and any(k in c for c in columns.values()) and k != "total":
             keys.append(k)
     print(f"\n{title}")
     print(f"  {'step (s, median)':28s}" + "".join(f"{n:>18s}" for n in names))
     for k in keys:
+        if k == "boundary_voxels_percent":
+            continue
         label = ("  " + k) if k.startswith(("preprocess_", "to_input_grid_")) else k
         print(f"  {label:28s}" + "".join(f"{columns[n][k]:18.3f}" if k in columns[n] else f"{'':18s}"
                                          for n in names))
@@ -266,6 +276,10 @@ def print_breakdown(title: str, columns: dict[str, dict]) -> None:
         outside = c["predict"] - c.get("network", 0.0)
         row.append(f"{100 * outside / c['predict']:17.1f}%")
     print(f"  {'share of predict outside net':28s}" + "".join(row))
+    share = [f"{c['boundary_voxels_percent']:17.2f}%" if "boundary_voxels_percent" in c else f"{'':18s}"
+             for c in columns.values()]
+    if any(s.strip() for s in share):
+        print(f"  {'voxels interpolated back':28s}" + "".join(share))
 
 
 def cpu_facts() -> str:
@@ -331,7 +345,13 @@ def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
     import numpy as np
 
     seg, net = build_segmenter(name, classes=args.ct_classes, quick=args.quick)
-    monai_run = None if args.no_monai else monai_pipeline(seg, net, name)
+    baselines = {}
+    if not args.no_monai:
+        modes = ["bilinear"] + ([seg.preprocess_spec.image_order] if seg.preprocess_spec.target_spacing else [])
+        for mode in modes:
+            run = monai_pipeline(seg, net, mode)
+            if run is not None:
+                baselines[f"Spacingd mode={mode}"] = run
     cases = case_inputs(name, quick=args.quick, cine_frames=args.cine_frames, tmp=tmp)
     if not cases:
         print(f"\ncase {name}: shared data not found (set MEDCNN_DATA); skipped")
@@ -339,27 +359,30 @@ def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
     rev = run_child(rev_tree, args, tmp / f"rev_{name}.json", name, args.repeats) if rev_tree is not None else None
     for case in cases:
         medcnn_case(seg, case)  # warm-up (first calls allocate pools, load libraries)
-        if monai_run is not None:
-            monai_run(case["files"])
-        runs, monai_s = [], []
+        for run in baselines.values():
+            run(case["files"])
+        runs, base_s, base_cpu, base_labels = [], {k: [] for k in baselines}, {k: [] for k in baselines}, {}
         for _ in range(args.repeats):  # interleaved, same process
             labels, timings = medcnn_case(seg, case)
             runs.append(timings)
-            if monai_run is not None:
-                t = time.perf_counter()
-                monai_labels = monai_run(case["files"])
-                monai_s.append(time.perf_counter() - t)
+            for k, run in baselines.items():
+                t, c = time.perf_counter(), time.process_time()
+                base_labels[k] = run(case["files"])
+                base_s[k].append(time.perf_counter() - t)
+                base_cpu[k].append(time.process_time() - c)
         columns = {"medcnn (this)": median_timings(runs)}
         if rev is not None:
             columns[f"medcnn {args.against_rev}"] = median_timings(rev["cases"][case["id"]])
         shape = "x".join(str(s) for s in labels.shape)
         print_breakdown(f"case {case['id']} ({name}, labels {shape}, {args.repeats} repeats)", columns)
-        whole = columns["medcnn (this)"]["whole_case"]
-        if monai_s:
-            m = statistics.median(monai_s)
-            agree = float((monai_labels == labels).mean()) if monai_labels.shape == labels.shape else float("nan")
-            print(f"  MONAI transform pipeline: {m:.3f} s whole case; medcnn {m / whole:.2f}x faster "
-                  f"(labels equal on {100 * agree:.2f}% of voxels: MONAI resamples bilinearly)")
+        mine = columns["medcnn (this)"]
+        for k in baselines:
+            m, mc = statistics.median(base_s[k]), statistics.median(base_cpu[k])
+            lab = base_labels[k]
+            agree = float((lab == labels).mean()) if lab.shape == labels.shape else float("nan")
+            print(f"  MONAI transform pipeline ({k}): {m:.3f} s whole case ({mc:.3f} s CPU); medcnn "
+                  f"{m / mine['whole_case']:.2f}x faster ({mc / mine['whole_case_cpu']:.2f}x in CPU time); "
+                  f"labels equal on {100 * agree:.2f}% of voxels")
         if rev is not None:
             old = np.load(tmp / f"rev_{name}_{case['id']}.npy")
             same = old == labels
@@ -367,9 +390,10 @@ def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
                   f"({int((~same).sum())} differ of {same.size})")
     if not args.no_memory:
         new = run_child(REPO, args, tmp / f"mem_{name}.json", name, 1)
-        line = f"  peak RSS ({name}, fresh process): this checkout {gib(new['peak_rss_bytes'])}"
-        if rev is not None:
-            line += f", {args.against_rev} {gib(rev['peak_rss_bytes'])}"
+        line = f"  peak RSS ({name}, one run per case in a fresh process): this checkout {gib(new['peak_rss_bytes'])}"
+        if rev_tree is not None:
+            old = run_child(rev_tree, args, tmp / f"revmem_{name}.json", name, 1)
+            line += f", {args.against_rev} {gib(old['peak_rss_bytes'])}"
         print(line)
 
 
