@@ -17,7 +17,7 @@ For each case this prints, as medians over ``--repeats`` runs:
 * with ``--against-rev REV``: the same cases run by medcnn at git revision ``REV`` (a
   temporary ``git worktree``, in a child process): its breakdown and the fraction of voxels
   whose labels equal this checkout's;
-* peak resident memory (``ru_maxrss``) of one whole case in a fresh child process, for this
+* peak resident memory (``VmHWM``) of one whole case in a fresh child process, for this
   checkout (and ``REV``).
 
 Cases (``--cases``): ``brats`` (brain-tumour-mri on a held-out BraTS case, 240 x 240 x 155,
@@ -221,9 +221,21 @@ def worker(args) -> int:
                 runs.append(timings)
             np.save(out.parent / f"{out.stem}_{case['id']}.npy", labels)
             result["cases"][case["id"]] = runs
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = peak_rss_bytes()
     out.write_text(json.dumps(result))
     return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``,
+    which a child started by fork + exec inherits from its parent on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_child(tree: Path, args, out: Path, cases: str, repeats: int) -> dict:
