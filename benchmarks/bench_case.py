@@ -38,6 +38,7 @@ import json
 import warnings
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -317,6 +318,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-monai", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--monai-modes", default="bilinear,bundle",
+                    help="Spacingd modes of the MONAI baseline: bilinear and/or bundle (its spline order)")
     ap.add_argument("--ct-classes", type=int, default=4)
     ap.add_argument("--cine-frames", type=int, default=4)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -333,6 +336,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below (git worktree)
     print(f"CPU: {cpu_facts()}; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="bench_case_") as tmpdir:
         tmp = Path(tmpdir)
@@ -359,7 +363,9 @@ def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
     seg, net = build_segmenter(name, classes=args.ct_classes, quick=args.quick)
     baselines = {}
     if not args.no_monai:
-        modes = ["bilinear"] + ([seg.preprocess_spec.image_order] if seg.preprocess_spec.target_spacing else [])
+        wanted = args.monai_modes.split(",")
+        modes = (["bilinear"] if "bilinear" in wanted else []) + \
+            ([seg.preprocess_spec.image_order] if "bundle" in wanted and seg.preprocess_spec.target_spacing else [])
         for mode in modes:
             run = monai_pipeline(seg, net, mode)
             if run is not None:
