@@ -51,3 +51,11 @@ def test_bench_metrics_measure_and_batch_run_small():
 def test_bench_training_prints_step_time_against_the_network_alone():
     out = _run("bench_training.py", "--steps", "1")
     assert "network alone (baseline)" in out and "whole training step" in out and "CPU hours" in out
+
+
+def test_bench_case_prints_the_breakdown_and_the_monai_comparison():
+    out = _run("bench_case.py", "--quick", "--repeats", "1", "--cases", "ct,hippocampus", "--no-memory",
+               "--monai-modes", "bilinear")
+    assert "case ct-synthetic" in out and "preprocess_resample" in out and "to_input_grid_resample" in out
+    assert "share of predict outside net" in out and "voxels interpolated back" in out
+    assert "MONAI transform pipeline (Spacingd mode=bilinear)" in out
