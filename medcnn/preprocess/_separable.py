@@ -92,7 +92,6 @@ def axis_operator(n_in: int, n_out: int, scale: float, shift: float, order: int)
     nz = a != 0
     if order == 0 or (np.all(nz.sum(axis=1) == 1) and np.allclose(a[nz], 1.0, rtol=0, atol=1e-12)):
         return AxisOperator(n_in, n_out, np.argmax(np.abs(a), axis=1).astype(np.intp), ())
-    rows = np.flatnonzero(nz.any(axis=1))
     first = np.where(nz.any(axis=1), np.argmax(nz, axis=1), n_in)
     last = np.where(nz.any(axis=1), n_in - 1 - np.argmax(nz[:, ::-1], axis=1), -1)
     blocks = []
@@ -102,7 +101,6 @@ def axis_operator(n_in: int, n_out: int, scale: float, shift: float, order: int)
         if c1 <= c0:  # all-zero rows (cannot happen with mode="nearest"; kept for safety)
             c0, c1 = 0, 1
         blocks.append((r0, r1, c0, c1, np.ascontiguousarray(a[r0:r1, c0:c1])))
-    del rows
     return AxisOperator(n_in, n_out, None, tuple(blocks))
 
 
@@ -294,6 +292,6 @@ def labels_of_linear_resample(prob: np.ndarray, labels: np.ndarray, scales: Sequ
     return out, n_boundary
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)
 def _dense_linear(n_in: int, n_out: int, scale: float, shift: float) -> np.ndarray:
     return axis_matrix(n_in, n_out, scale, shift, 1)
