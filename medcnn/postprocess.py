@@ -22,6 +22,8 @@ __all__ = [
     "PostprocessSpec",
     "argmax_labels",
     "threshold_labels",
+    "argmax_array",
+    "threshold_array",
     "postprocess",
     "keep_largest_component",
     "remove_small_components",
@@ -56,6 +58,36 @@ def _label_values(label_values: Sequence[int] | None, n: int, default_start: int
     return vals
 
 
+def argmax_array(prob: np.ndarray, *, label_values: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`argmax_labels` on a bare ``(C, ...)`` array (any trailing shape): the most
+    probable channel's label value, ties to the lower channel (as ``np.argmax``).
+
+    ``C`` element-wise passes instead of ``np.argmax(axis=0)``: no int64 temporary."""
+    arr = np.asarray(prob)
+    vals = _label_values(label_values, arr.shape[0], 0, None)
+    dtype = _label_dtype(max(vals))
+    idx = np.zeros(arr.shape[1:], dtype=_label_dtype(arr.shape[0] - 1))
+    best = arr[0].copy()
+    for c in range(1, arr.shape[0]):
+        win = arr[c] > best
+        idx[win] = c
+        np.maximum(best, arr[c], out=best)
+    if vals == list(range(arr.shape[0])) and idx.dtype == dtype:
+        return idx
+    return np.asarray(vals, dtype=dtype)[idx]
+
+
+def threshold_array(prob: np.ndarray, threshold: float = 0.5, *,
+                    label_values: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`threshold_labels` on a bare ``(C, ...)`` array (any trailing shape)."""
+    arr = np.asarray(prob)
+    vals = _label_values(label_values, arr.shape[0], 1, None)
+    out = np.zeros(arr.shape[1:], dtype=_label_dtype(max(vals + [0])))
+    for c, v in enumerate(vals):
+        out[arr[c] > threshold] = v
+    return out
+
+
 def argmax_labels(prob: Volume, *, label_values: Sequence[int] | None = None) -> Volume:
     """Softmax-style probabilities → label map (voxel takes the most probable channel).
 
@@ -69,10 +101,8 @@ def argmax_labels(prob: Volume, *, label_values: Sequence[int] | None = None) ->
         lower channel.
     """
     arr = _check_probability(prob)
-    vals = _label_values(label_values, arr.shape[0], 0, prob.source)
-    idx = np.argmax(arr, axis=0)
-    lut = np.asarray(vals, dtype=_label_dtype(max(vals)))
-    return Volume(lut[idx], prob.geometry, "label", None, None, prob.meta)
+    _label_values(label_values, arr.shape[0], 0, prob.source)
+    return Volume(argmax_array(arr, label_values=label_values), prob.geometry, "label", None, None, prob.meta)
 
 
 def threshold_labels(prob: Volume, threshold: float = 0.5, *, label_values: Sequence[int] | None = None) -> Volume:
@@ -87,11 +117,9 @@ def threshold_labels(prob: Volume, threshold: float = 0.5, *, label_values: Sequ
         ``(I, J, K)`` label Volume (uint8 unless values need more).
     """
     arr = _check_probability(prob)
-    vals = _label_values(label_values, arr.shape[0], 1, prob.source)
-    out = np.zeros(arr.shape[1:], dtype=_label_dtype(max(vals + [0])))
-    for c, v in enumerate(vals):
-        out[arr[c] > threshold] = v
-    return Volume(out, prob.geometry, "label", None, None, prob.meta)
+    _label_values(label_values, arr.shape[0], 1, prob.source)
+    return Volume(threshold_array(arr, threshold, label_values=label_values), prob.geometry, "label", None, None,
+                  prob.meta)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,7 @@ def test_tta_uses_the_bundles_trained_mirror_axes_and_says_so(work, tmp_path):
     prov = res.records[0]["provenance"]
     assert prov["tta"] is True and prov["tta_axes"] == [0]
     assert prov["inference"]["n_forward_passes"] == 2 * prov["inference"]["n_windows"]
+    assert {"preprocess", "network", "to_input_grid", "total"} <= set(prov["inference"]["timings_s"])
     assert pd.read_csv(tmp_path / "out" / "cases.csv")["tta"].tolist() == ["mirror axes 0"]
     # a bundle that does not record its training mirror axes: every axis, with a warning
     with pytest.warns(UserWarning, match="does not record"):

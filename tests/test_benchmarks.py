@@ -68,3 +68,11 @@ def test_bench_import_nnunet_prints_the_ratio_to_nnunet():
     pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (scripts/setup_env.sh installs it)")
     out = _run("bench_import_nnunet.py", "--quick", "--repeats", "1")
     assert "nnUNetPredictor (baseline)" in out and "the imported bundle's defaults" in out
+
+
+def test_bench_case_prints_the_breakdown_and_the_monai_comparison():
+    out = _run("bench_case.py", "--quick", "--repeats", "1", "--cases", "ct,hippocampus", "--no-memory",
+               "--monai-modes", "bilinear")
+    assert "case ct-synthetic" in out and "preprocess_resample" in out and "to_input_grid_resample" in out
+    assert "share of predict outside net" in out and "voxels interpolated back" in out
+    assert "MONAI transform pipeline (Spacingd mode=bilinear)" in out

@@ -74,6 +74,8 @@ def test_segment_writes_labels_on_each_input_grid_in_its_format(tmp_path, bundle
     assert [c["status"] for c in prov["cases"]] == ["ok", "ok"]
     assert prov["cases"][0]["input_hashes"] == [volume_hash(read_volume(a))]  # independent recomputation
     assert prov["cases"][1]["outputs"][0].endswith("b_labels.nrrd")
+    steps = prov["cases"][0]["timings_s"]  # where the time went, per step
+    assert {"preprocess", "network", "to_input_grid", "total"} <= set(steps) and steps["total"] > 0
 
 
 def test_tta_flag_alone_mirrors_the_bundles_trained_axes(tmp_path, capsys):

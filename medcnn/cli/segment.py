@@ -419,7 +419,8 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             raise
         info = pred.info
         rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
-                   seconds=round(time.perf_counter() - t0, 3))
+                   seconds=round(time.perf_counter() - t0, 3),
+                   timings_s={k: round(float(v), 4) for k, v in (info.get("timings_s") or {}).items()})
         tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
         print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
               f"{info['precision']}{tta}, {time.perf_counter() - t0:.1f} s)")

@@ -572,9 +572,10 @@ class Segmenter:
         from medcnn.preprocess import Preprocessor
 
         t0 = time.perf_counter()
+        steps_s: dict[str, float] = {}
         chans = self._channels(image)
         first = chans if isinstance(chans, Volume) else chans[0]
-        x, record = Preprocessor(self.preprocess_spec).forward(chans)
+        x, record = Preprocessor(self.preprocess_spec).forward(chans, timings=steps_s)
         t1 = time.perf_counter()
         resampled = record.step("resample") is not None
         via_probs = return_probabilities or resampled or self.resample_logits
@@ -604,18 +605,33 @@ class Segmenter:
         probs_u8, res.probabilities_u8 = res.probabilities_u8, None
         t2 = time.perf_counter()
         probs_vol = None
-        if via_probs:
-            if self.resample_logits:
-                probs_vol = record.to_input_grid(res.logits.numpy(), kind="logits", activation=self.activation)
-                res.logits = None
-            else:
-                probs_vol = record.to_input_grid(res.probabilities.numpy(), kind="probability")
-            res.probabilities = None
+        n_interpolated = 0
+        if via_probs and self.resample_logits:  # nnU-Net's export order: logits resampled, then activated
+            probs_vol = record.to_input_grid(res.logits.numpy(), kind="logits", activation=self.activation,
+                                             timings=steps_s)
+            res.logits = None
+            t = time.perf_counter()
             labels_vol = self._labels_from_probabilities(probs_vol)
+            steps_s["to_input_grid_labels"] = time.perf_counter() - t
+            n_interpolated = int(np.prod(record.input_geometry.shape))
             if not return_probabilities:
                 probs_vol = None
+        elif via_probs:
+            model_probs = res.probabilities.numpy()
+            res.probabilities = None
+            fill = self._probability_fill()
+            if return_probabilities:
+                probs_vol = record.to_input_grid(model_probs, kind="probability", fill=fill, timings=steps_s)
+                t = time.perf_counter()
+                labels_vol = self._labels_from_probabilities(probs_vol)
+                steps_s["to_input_grid_labels"] = time.perf_counter() - t
+                n_interpolated = int(np.prod(record.input_geometry.shape))
+            else:  # labels decided on the model grid, probabilities interpolated only at boundaries
+                labels_vol, n_interpolated = record.labels_to_input_grid(
+                    model_probs, reduce=self._reduce_probabilities, fill=fill, timings=steps_s)
+            del model_probs
         else:
-            labels_vol = record.to_input_grid(res.labels.numpy(), kind="label")
+            labels_vol = record.to_input_grid(res.labels.numpy(), kind="label", timings=steps_s)
         t3 = time.perf_counter()
         pp_applied = False
         if self.postprocess_spec is not None and not self.postprocess_spec.is_noop:
@@ -659,7 +675,9 @@ class Segmenter:
             "input_grid": record.input_geometry.to_dict(),
             "preprocess_steps": [s["step"] for s in record.steps],
             "timings_s": {"preprocess": t1 - t0, "network": t2 - t1, "to_input_grid": t3 - t2,
-                          "postprocess": t4 - t3, "total": t4 - t0},
+                          "postprocess": t4 - t3, "total": t4 - t0, **steps_s},
+            "to_input_grid": {"interpolated_voxels": n_interpolated,
+                              "input_voxels": int(np.prod(record.input_geometry.shape))},
         }
         if "slice_axis" in res.info:
             info["slice_axis"] = res.info["slice_axis"]
@@ -704,11 +722,21 @@ class Segmenter:
         return np.argmax(probs, axis=0).astype(np.uint8)
 
     def _labels_from_probabilities(self, probs: Volume) -> Volume:
-        from medcnn.postprocess import argmax_labels, threshold_labels
+        return Volume(self._reduce_probabilities(probs.array), probs.geometry, "label", None, None, probs.meta)
+
+    def _reduce_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """``(C, ...)`` probabilities -> labels: argmax (softmax, one sigmoid channel as
+        background/foreground) or nested thresholds at 0.5 (several sigmoid channels)."""
+        from medcnn.postprocess import argmax_array, threshold_array
 
         if self.activation == "sigmoid" and self.out_channels > 1:
-            return threshold_labels(probs, 0.5)
-        return argmax_labels(probs)
+            return threshold_array(probs, 0.5)
+        return argmax_array(probs)
+
+    def _probability_fill(self) -> float | None:
+        """Probabilities of voxels outside a foreground crop: background (the default: 1 in
+        channel 0) — for several sigmoid channels, which have no background channel, 0."""
+        return 0.0 if self.activation == "sigmoid" and self.out_channels > 1 else None
 
     def _predict_cine(self, image: Volume, *, return_probabilities: bool, volume_intervals: bool = False) -> Prediction:
         if return_probabilities:
@@ -724,8 +752,14 @@ class Segmenter:
         labels = Volume(labels.array, labels.geometry, "label", "time", image.frame_times_ms, preds[0].labels.meta)
         info = dict(preds[0].info)
         info["frames"] = len(preds)
-        info["timings_s"] = {"total": time.perf_counter() - t0,
-                             "network": sum(p.info["timings_s"]["network"] for p in preds)}
+        steps = {k: 0.0 for p in preds for k in p.info["timings_s"] if k != "total"}
+        for p in preds:
+            for k, v in p.info["timings_s"].items():
+                if k != "total":
+                    steps[k] += v
+        info["timings_s"] = {"total": time.perf_counter() - t0, **steps}  # summed over frames
+        info["to_input_grid"] = {k: sum(p.info["to_input_grid"][k] for p in preds)
+                                 for k in preds[0].info["to_input_grid"]}
         info["per_frame"] = [{"timings_s": p.info["timings_s"], "n_windows": p.info["n_windows"]} for p in preds]
         intervals = None
         if volume_intervals:

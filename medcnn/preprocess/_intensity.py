@@ -29,6 +29,10 @@ def check_finite(volume: Volume) -> None:
     arr = volume.array
     if arr.dtype.kind not in "fc":
         return
+    # one read pass, no full-size temporary: a float64 sum of finite values is finite
+    # (float32 input cannot overflow it; a float64 overflow falls through to the count)
+    if np.isfinite(np.sum(arr, dtype=np.complex128 if arr.dtype.kind == "c" else np.float64)):
+        return
     finite = np.isfinite(arr)
     if finite.all():
         return
@@ -52,9 +56,9 @@ def _mask_array(mask: Volume | np.ndarray | None, volume: Volume) -> np.ndarray 
     return m.astype(bool)
 
 
-def _constant_error(volume: Volume, value: float, n: int, where: str) -> InvalidIntensityError:
+def _constant_error_at(source: str | None, value: float, n: int, where: str) -> InvalidIntensityError:
     return InvalidIntensityError.expected(
-        f"varying intensities {where}", f"a constant value {value:g} in all {n} voxels", path=volume.source,
+        f"varying intensities {where}", f"a constant value {value:g} in all {n} voxels", path=source,
         hint="An empty or blank scan cannot be normalised; check the file")
 
 
@@ -65,23 +69,65 @@ def _normalise_array(volume: Volume, modality: str, *, window: Sequence[float] |
         raise ValueError("expected a 3D volume to normalise; normalise each frame/channel separately")
     modality = check_modality(modality)
     check_finite(volume)
-    arr = np.asarray(volume.array, dtype=np.float64)
-    fg = _mask_array(mask, volume)
+    out = np.empty(volume.geometry.shape, dtype=np.float32)
+    info = _normalise_into(np.asarray(volume.array), out, modality, window=window, mean=mean, std=std,
+                           mask=_mask_array(mask, volume), source=volume.source)
+    return out, info
+
+
+def _mean_std(x: np.ndarray, n: int, select: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean and standard deviation (float64) of ``n`` values of ``x``: all of them, or those
+    where ``select`` is true. When ``select`` only drops zeros it may be passed as
+    ``None`` with the count of non-zeros: the sums are the same.
+
+    One read pass (sum and sum of squares, float64 accumulators); when the variance is
+    small against the squared mean (cancellation could cost more than 1e-10 of it) the
+    exact two-pass formula over the selected values is used instead.
+    """
+    total = float(np.sum(x, dtype=np.float64))
+    axes = "abcdefgh"[:x.ndim]
+    squares = float(np.einsum(f"{axes},{axes}->", x, x, dtype=np.float64))
+    m = total / n
+    var = squares / n - m * m
+    if var > 0 and squares / n <= 1e6 * var:
+        return m, float(np.sqrt(var))
+    sel = x if select is None and n == x.size else x[select if select is not None else np.not_equal(x, 0)]
+    return float(np.mean(sel, dtype=np.float64)), float(np.std(sel, dtype=np.float64))
+
+
+def _normalise_into(src: np.ndarray, out: np.ndarray, modality: str, *, window: Sequence[float] | None,
+                    mean: float | None, std: float | None, mask: np.ndarray | None,
+                    source: str | None) -> dict[str, Any]:
+    """Normalise ``src`` (any strides and dtype, finite) into the float32 array ``out`` of
+    the same shape (see :func:`normalise`); returns the step's record.
+
+    One pass writes ``out`` (give it ``src``'s memory layout, see
+    :func:`medcnn.preprocess._separable.empty_spatial_like`, and every pass reads memory
+    in order); statistics accumulate in float64 without a float64 copy of the volume;
+    the arithmetic is float32 (within 1 ulp of float64 arithmetic rounded to float32).
+    """
     info: dict[str, Any] = {"step": "normalise", "modality": modality}
     if modality == "none":
-        return arr.astype(np.float32), info
+        np.copyto(out, src, casting="unsafe")
+        return info
     if modality == "CT":
+        np.copyto(out, src, casting="unsafe")
         if window is not None:
             lo, hi = (float(w) for w in window)
             if not lo < hi:
                 raise ConfigError.expected("a CT window (low, high) with low < high", f"{tuple(window)}")
-            np.clip(arr, lo, hi, out=arr)
+            np.clip(out, lo, hi, out=out)
             info["window"] = [lo, hi]
-        sel = arr if fg is None else arr[fg]
-        if sel.size == 0:
-            raise InvalidIntensityError.expected("a non-empty normalisation mask", "an empty mask", path=volume.source)
+        n = out.size if mask is None else int(np.count_nonzero(mask))
+        if n == 0:
+            raise InvalidIntensityError.expected("a non-empty normalisation mask", "an empty mask", path=source)
         if mean is None or std is None:
-            m, s = float(sel.mean()), float(sel.std())
+            if mask is None:
+                m, s = _mean_std(out, n)
+            else:
+                sel = out[mask]
+                m, s = _mean_std(sel, n)
+                del sel
             info["stats_from"] = "volume"
         else:
             m, s = float(mean), float(std)
@@ -89,29 +135,36 @@ def _normalise_array(volume: Volume, modality: str, *, window: Sequence[float] |
                 raise ConfigError.expected("a finite CT mean and a std > 0", f"mean {mean!r}, std {std!r}")
             info["stats_from"] = "dataset"
         if s <= 1e-12 * max(1.0, abs(m)):
-            raise _constant_error(volume, m, sel.size, "after the CT window" if window is not None else "in the scan")
-        out = (arr - m) / s
+            raise _constant_error_at(source, m, n, "after the CT window" if window is not None else "in the scan")
+        np.subtract(out, np.float32(m), out=out)
+        np.divide(out, np.float32(s), out=out)
         info.update(mean=m, std=s)
-        return out.astype(np.float32), info
+        return info
     # MR: z-score inside the foreground (mask, else non-zero voxels); outside set to 0
-    if fg is None:
-        fg = arr != 0
+    if mask is None:
+        fg = np.not_equal(src, 0)
+        n_fg = int(np.count_nonzero(fg))
         info["foreground"] = "nonzero"
-        if not fg.any():
-            raise _constant_error(volume, 0.0, arr.size, "in the scan")
+        if n_fg == 0:
+            raise _constant_error_at(source, 0.0, src.size, "in the scan")
+        m, s = _mean_std(src, n_fg, None if n_fg == src.size else fg)
     else:
+        fg = mask
+        n_fg = int(np.count_nonzero(fg))
         info["foreground"] = "mask"
-        if not fg.any():
-            raise InvalidIntensityError.expected("a non-empty normalisation mask", "an empty mask", path=volume.source)
-    sel = arr[fg]
-    m, s = float(sel.mean()), float(sel.std())
+        if n_fg == 0:
+            raise InvalidIntensityError.expected("a non-empty normalisation mask", "an empty mask", path=source)
+        sel = src[fg]
+        m, s = _mean_std(sel, n_fg)
+        del sel
     if s <= 1e-12 * max(1.0, abs(m)):
-        raise _constant_error(volume, m, sel.size, "inside the foreground")
-    out = (arr - m) / s
-    if not fg.all():
-        out[~fg] = 0.0
-    info.update(mean=m, std=s, foreground_voxels=int(fg.sum()))
-    return out.astype(np.float32), info
+        raise _constant_error_at(source, m, n_fg, "inside the foreground")
+    np.subtract(src, np.float32(m), out=out, casting="unsafe")
+    np.divide(out, np.float32(s), out=out)
+    if n_fg != out.size:
+        np.copyto(out, 0.0, where=~fg)
+    info.update(mean=m, std=s, foreground_voxels=n_fg)
+    return info
 
 
 def normalise(volume: Volume, modality: str, *, window: Sequence[float] | None = None,

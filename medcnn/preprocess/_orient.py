@@ -51,8 +51,10 @@ class Reorient:
     def is_identity(self) -> bool:
         return self.permutation == (0, 1, 2) and not any(self.flip)
 
-    def apply(self, array: np.ndarray) -> np.ndarray:
-        """Reorient the last three axes of ``array`` (``(..., I, J, K)`` on the input grid)."""
+    def apply(self, array: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
+        """Reorient the last three axes of ``array`` (``(..., I, J, K)`` on the input grid).
+
+        ``contiguous=False`` returns a strided view (no copy) for a consumer that reads it once."""
         arr = np.asarray(array)
         if tuple(arr.shape[-3:]) != self.input_geometry.shape:
             raise ValueError(f"expected an array ending in {self.input_geometry.shape}, got {arr.shape}")
@@ -63,7 +65,7 @@ class Reorient:
         axes = tuple(lead + a for a in range(3) if self.flip[a])
         if axes:
             out = np.flip(out, axis=axes)
-        return np.ascontiguousarray(out)
+        return np.ascontiguousarray(out) if contiguous else out
 
     def invert(self, array: np.ndarray) -> np.ndarray:
         """Undo :meth:`apply` on an array ``(..., X, Y, Z)`` on the output grid (exact)."""

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
-from medcnn.preprocess._intensity import _normalise_array, check_finite, check_modality
+from medcnn.preprocess._intensity import _normalise_into, check_finite, check_modality
 from medcnn.preprocess._monai import check_monai_ops, monai_forward
 from medcnn.preprocess._nnunet import check_nnunet_options, nnunet_forward, nnunet_resample_back
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
+from medcnn.preprocess._separable import empty_spatial_like, labels_of_linear_resample
 from medcnn.preprocess._resample import (
     _check_order,
+    _is_diagonal,
     _check_spacing,
     _resample_volume,
     anisotropic_axis,
@@ -171,6 +174,12 @@ def foreground_box(arrays: Sequence[np.ndarray]) -> tuple[tuple[int, int], ...] 
     return nonzero_extent(any_nz)
 
 
+def _add_time(timings: dict[str, float] | None, key: str, since: float) -> None:
+    """Add the seconds since ``since`` to ``timings[key]`` (when timings are kept)."""
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - since
+
+
 @dataclass
 class PreprocessRecord:
     """Everything needed to bring model-grid outputs back to the input grid.
@@ -202,7 +211,8 @@ class PreprocessRecord:
 
     # ------------------------------------------------------------------ back to the input grid
     def to_input_grid(self, array: np.ndarray | Volume, *, kind: Literal["label", "probability", "logits"],
-                      fill: float | Sequence[float] | None = None, activation: str = "softmax") -> Volume:
+                      fill: float | Sequence[float] | None = None, activation: str = "softmax",
+                      timings: dict[str, float] | None = None) -> Volume:
         """Bring a model-grid output back onto exactly :attr:`input_geometry`.
 
         Args:
@@ -217,11 +227,84 @@ class PreprocessRecord:
             fill: value for voxels removed by the foreground crop: default 0 for labels
                 and, for probabilities, 1 in channel 0 (background) and 0 elsewhere; a
                 sequence gives one value per channel.
+            timings: if given, seconds per undone step are added under
+                ``"to_input_grid_<step>"``.
 
         Returns:
             Volume with exactly ``input_geometry`` (shape, spacing, origin, direction):
             labels ``(I, J, K)`` keeping their dtype, probabilities ``(C, I, J, K)`` float32.
         """
+        arr, lead, fills = self._check_model_output(array, kind, fill, activation=activation)
+        arr = self._undo(arr, lead, kind, fills, self.steps, timings, activation=activation)
+        if tuple(arr.shape[-3:]) != self.input_geometry.shape:  # pragma: no cover - internal consistency
+            raise RuntimeError(f"internal error: got shape {arr.shape} for input grid {self.input_geometry.shape}")
+        out_kind = "probability" if kind == "logits" else kind
+        return Volume(np.ascontiguousarray(arr), self.input_geometry, out_kind, lead)  # type: ignore[arg-type]
+
+    def labels_to_input_grid(self, probabilities: np.ndarray | Volume, *,
+                             reduce: Callable[[np.ndarray], np.ndarray],
+                             fill: float | Sequence[float] | None = None,
+                             timings: dict[str, float] | None = None) -> tuple[Volume, int]:
+        """The labels ``reduce(to_input_grid(probabilities, kind="probability").array)``,
+        computed without full-size probabilities.
+
+        Labels are decided on the model grid; the linear resampling back is a convex
+        combination of the 2x2x2 model voxels around each input voxel, so wherever those
+        share one label the input voxel takes it (a gather), and only voxels next to a
+        label boundary are interpolated and reduced (see
+        :func:`medcnn.preprocess._separable.labels_of_linear_resample`). Crop and
+        reorientation are undone on the labels.
+
+        Args:
+            probabilities: ``(C, X, Y, Z)`` float on :attr:`model_geometry`.
+            reduce: ``(C, ...) -> (...)`` integer labels, every label region convex in
+                probability space (argmax with ties to the lower channel, thresholds;
+                :func:`medcnn.postprocess.argmax_array`, :func:`~medcnn.postprocess.threshold_array`).
+            fill: probabilities of the voxels removed by the crop (as :meth:`to_input_grid`);
+                they get ``reduce(fill)``.
+            timings: as in :meth:`to_input_grid` (``"to_input_grid_labels"`` for the
+                model-grid labels).
+
+        Returns:
+            ``(labels (I, J, K) Volume on exactly input_geometry, number of input voxels whose
+            probabilities were interpolated)``. Grids that are not axis-aligned fall back to
+            resampling every voxel (the count is then the input's voxel count).
+        """
+        prob, lead, fills = self._check_model_output(probabilities, "probability", fill)
+        t = time.perf_counter()
+        labels = np.asarray(reduce(prob))
+        fill_label = np.asarray(reduce(np.asarray(fills, dtype=np.float32).reshape(-1, 1, 1, 1))).reshape(-1)[0]
+        _add_time(timings, "to_input_grid_labels", t)
+        resamples = [i for i, st in enumerate(self.steps) if st["step"] == "resample"]
+        if not resamples:
+            arr = self._undo(labels, None, "label", [fill_label], self.steps, timings)
+            return Volume(np.ascontiguousarray(arr), self.input_geometry, "label"), 0
+        last = resamples[-1]
+        st = self.steps[last]
+        before, after = Geometry.from_dict(st["geometry_before"]), Geometry.from_dict(st["geometry_after"])
+        transform = np.linalg.inv(after.affine) @ before.affine
+        m, offset = transform[:3, :3], transform[:3, 3]
+        if len(resamples) > 1 or st.get("rule") == "nnunet" or not _is_diagonal(m) or any(s["step"] not in ("resample", "crop", "reorient",
+                                                                               "normalise") for s in self.steps[last:]):
+            probs = self.to_input_grid(prob, kind="probability", fill=fills, timings=timings)
+            t = time.perf_counter()
+            out = np.asarray(reduce(probs.array))
+            _add_time(timings, "to_input_grid_labels", t)
+            return Volume(out, self.input_geometry, "label"), int(out.size)
+        # the undone steps after the (last) resampling act on probabilities and labels alike
+        arr, lead2 = prob, "channel"
+        later = self.steps[last + 1:]
+        if later:  # pragma: no cover - the Preprocessor resamples last
+            arr = self._undo(arr, lead2, "probability", fills, later, timings)
+            labels = np.asarray(reduce(arr))
+        t = time.perf_counter()
+        labels, n_interp = labels_of_linear_resample(arr, labels, np.diag(m), offset, before.shape, reduce)
+        _add_time(timings, "to_input_grid_resample", t)
+        arr = self._undo(labels, None, "label", [fill_label], self.steps[:last], timings)
+        return Volume(np.ascontiguousarray(arr), self.input_geometry, "label"), n_interp
+
+    def _check_model_output(self, array: np.ndarray | Volume, kind: str, fill: float | Sequence[float] | None,
+                            *, activation: str = "softmax") -> tuple[np.ndarray, str | None, list[Any]]:
         if isinstance(array, Volume):
             self.model_geometry.check_matches(array.geometry, what="the network output and the model grid")
             array = array.array
@@ -234,7 +317,7 @@ class PreprocessRecord:
             if arr.dtype.kind not in "ui":
                 raise ValueError(f"expected an integer label array, got dtype {arr.dtype}")
             lead = None
-            fills: list[float] = [0 if fill is None else fill]  # type: ignore[list-item]
+            fills: list[Any] = [0 if fill is None else fill]
         elif kind in ("probability", "logits"):
             if arr.ndim != 4:
                 raise DimensionError.expected("a 4D probability array (C, X, Y, Z)", f"shape {arr.shape}")
@@ -255,8 +338,16 @@ class PreprocessRecord:
             raise ValueError(f"expected kind 'label', 'probability' or 'logits', got {kind!r}")
         if tuple(arr.shape[-3:]) != self.model_geometry.shape:
             raise DimensionError.expected(f"an array on the model grid {self.model_geometry.shape}", f"shape {arr.shape}")
-        for st in reversed(self.steps):
+        return arr, lead, fills
+
+    @staticmethod
+    def _undo(arr: np.ndarray, lead: str | None, kind: str, fills: Sequence[Any], steps: Sequence[Mapping[str, Any]],
+              timings: dict[str, float] | None, *, activation: str = "softmax") -> np.ndarray:
+        """Undo ``steps`` (in reverse) on a model-grid array; ``kind="logits"`` become
+        probabilities (``activation``) after the resampling is undone (nnU-Net's order)."""
+        for st in reversed(steps):
             name = st["step"]
+            t = time.perf_counter()
             if kind == "logits" and name != "resample":
                 arr, kind = _activate(arr, activation), "probability"
             if name == "resample" and st.get("rule") == "nnunet":
@@ -280,11 +371,12 @@ class PreprocessRecord:
                 arr = out
             elif name == "reorient":
                 arr = Reorient.from_dict(st).invert(arr)
+            else:
+                continue
+            _add_time(timings, f"to_input_grid_{name}", t)
         if kind == "logits":
-            arr, kind = _activate(arr, activation), "probability"
-        if tuple(arr.shape[-3:]) != self.input_geometry.shape:  # pragma: no cover - internal consistency
-            raise RuntimeError(f"internal error: got shape {arr.shape} for input grid {self.input_geometry.shape}")
-        return Volume(np.ascontiguousarray(arr), self.input_geometry, kind, lead)  # type: ignore[arg-type]
+            arr = _activate(arr, activation)
+        return arr
 
     # ------------------------------------------------------------------ onto the model grid
     def to_model_grid(self, volume: Volume, *, order: int | None = None) -> Volume:
@@ -344,13 +436,17 @@ class Preprocessor:
     def __repr__(self) -> str:
         return f"Preprocessor({self.spec!r})"
 
-    def forward(self, channels: Volume | Sequence[Volume]) -> tuple[np.ndarray, PreprocessRecord]:
+    def forward(self, channels: Volume | Sequence[Volume], *,
+                timings: dict[str, float] | None = None) -> tuple[np.ndarray, PreprocessRecord]:
         """Preprocess one case.
 
         Args:
             channels: one 3D intensity Volume, or one per modality in ``spec.modalities``
                 order, all on the same grid (a 4D ``(C, I, J, K)`` channel Volume is also
                 accepted). Cine data: call once per frame.
+            timings: if given, seconds per step are added under ``"preprocess_check"``,
+                ``"preprocess_reorient"``, ``"preprocess_crop"``, ``"preprocess_normalise"``
+                and ``"preprocess_resample"``.
 
         Returns:
             ``(array, record)``: float32 ``(C, X, Y, Z)`` on ``record.model_geometry``.
@@ -359,6 +455,7 @@ class Preprocessor:
             GeometryMismatchError, DimensionError, InvalidIntensityError.
         """
         spec = self.spec
+        t = time.perf_counter()
         if isinstance(channels, Volume):
             chans = channels.frames() if channels.leading_axis == "channel" else [channels]
             if channels.leading_axis == "channel":
@@ -372,6 +469,8 @@ class Preprocessor:
         geometry = check_same_grid(chans)
         for c in chans:
             check_finite(c)
+        # reorientation and crop are views; normalisation writes each channel once into
+        # one (C, X, Y, Z) float32 array, which is then resampled with all channels at once
         arrays = [np.asarray(c.array) for c in chans]
         if spec.nnunet is not None:
             data, geom, steps = nnunet_forward(arrays, geometry, spec.nnunet, source=geometry.source)
@@ -381,12 +480,16 @@ class Preprocessor:
             return data, PreprocessRecord(geometry, geom.with_source(None), steps)
         steps: list[dict[str, Any]] = []
         geom = geometry
+        _add_time(timings, "preprocess_check", t)
+        t = time.perf_counter()
         if spec.orientation is not None:
             plan = plan_reorient(geometry, spec.orientation)
             if not plan.is_identity:
-                arrays = [plan.apply(a) for a in arrays]
+                arrays = [plan.apply(a, contiguous=False) for a in arrays]
                 steps.append(plan.to_dict())
                 geom = plan.output_geometry
+        _add_time(timings, "preprocess_reorient", t)
+        t = time.perf_counter()
         if spec.crop_foreground:
             box = foreground_box(arrays)
             if box is None:
@@ -395,36 +498,37 @@ class Preprocessor:
             if any(b != (0, s) for b, s in zip(box, geom.shape)):
                 cropped = geom.crop([b[0] for b in box], [b[1] for b in box])
                 region = tuple(slice(a, b) for a, b in box)
-                arrays = [np.ascontiguousarray(a[region]) for a in arrays]
+                arrays = [a[region] for a in arrays]
                 steps.append({"step": "crop", "start": [b[0] for b in box], "stop": [b[1] for b in box],
                               "geometry_before": geom.to_dict(), "geometry_after": cropped.to_dict()})
                 geom = cropped
-        normed = []
+            _add_time(timings, "preprocess_crop", t)
+        t = time.perf_counter()
+        data = empty_spatial_like((len(arrays),), arrays[0])  # memory order of the input: reads in order
         for i, (a, modality, src) in enumerate(zip(arrays, spec.modalities, chans)):
-            v = Volume(a, geom.with_source(src.source), "intensity")
-            out, info = _normalise_array(v, modality, window=spec.ct_window if modality == "CT" else None,
-                                         mean=spec.ct_mean if modality == "CT" else None,
-                                         std=spec.ct_std if modality == "CT" else None)
+            info = _normalise_into(a, data[i], modality, window=spec.ct_window if modality == "CT" else None,
+                                   mean=spec.ct_mean if modality == "CT" else None,
+                                   std=spec.ct_std if modality == "CT" else None, mask=None, source=src.source)
             info["channel"] = i
             steps.append(info)
-            normed.append(out)
+        del arrays
+        _add_time(timings, "preprocess_normalise", t)
+        t = time.perf_counter()
         if spec.target_spacing is not None and not np.allclose(spec.target_spacing, geom.spacing, rtol=0, atol=1e-6):
             target = resampled_geometry(geom, spec.target_spacing)
             sep = anisotropic_axis(geom.spacing, spec.target_spacing, threshold=spec.anisotropy_threshold)
             separate = sep if (sep is not None and spec.image_order > spec.anisotropic_order) else None
-            out_arrays = []
-            for a in normed:
-                r = _resample_volume(Volume(a, geom, "intensity"), target, order=spec.image_order, fill=None,
-                                     separate_axis=separate, anisotropic_order=spec.anisotropic_order)
-                out_arrays.append(r.array)
-            normed = out_arrays
+            data = _resample_volume(Volume(data, geom, "intensity", "channel"), target, order=spec.image_order,
+                                    fill=None, separate_axis=separate,
+                                    anisotropic_order=spec.anisotropic_order).array
             steps.append({"step": "resample", "order": spec.image_order, "separate_axis": separate,
                           "anisotropic_order": spec.anisotropic_order if separate is not None else None,
                           "geometry_before": geom.to_dict(), "geometry_after": target.to_dict()})
             geom = target
-        data = np.stack(normed).astype(np.float32, copy=False)
-        if not np.all(np.isfinite(data)):  # pragma: no cover - guarded by the checks above
+        data = np.ascontiguousarray(data)  # a copy only where the layout differs (at model-grid size)
+        if not np.isfinite(np.sum(data, dtype=np.float64)):  # pragma: no cover - guarded by the checks above
             warnings.warn("non-finite values after preprocessing", RuntimeWarning, stacklevel=2)
+        _add_time(timings, "preprocess_resample" if spec.target_spacing is not None else "preprocess_normalise", t)
         return data, PreprocessRecord(geometry, geom.with_source(None), steps)
 
     __call__ = forward
