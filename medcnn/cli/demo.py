@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["register", "run", "demo_cases"]
 
-DEFAULT_MODEL = "cardiac-lv-cine-mri"
+DEFAULT_MODEL = "cardiac-cine-mri"
 
 
 def register(sub) -> None:
