@@ -351,3 +351,20 @@ def test_saving_is_byte_reproducible_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(out)], check=True, timeout=300)
         hashes.add(hashlib.sha256((out / "b" / "model.safetensors").read_bytes()).hexdigest())
     assert len(hashes) == 1
+
+
+def test_models_show_states_the_default_cardiac_models_licence_and_cross_validation(capsys):
+    from medcnn.cli import main
+    from medcnn.models.defaults import bundled_names
+
+    if "cardiac-cine-mri" not in bundled_names():
+        pytest.skip("default bundles not installed")
+    assert main(["models", "show", "cardiac-cine-mri"]) == 0
+    out = capsys.readouterr().out
+    assert "non-commercial research" in out and "rv_blood_pool" in out
+    cv = load_bundle("cardiac-cine-mri").provenance["cross_validation"]["mean_over_folds"]
+    assert f"mean over 5 folds: lv_blood_pool Dice {cv['dice.lv_blood_pool']:.3f}" in out
+    assert main(["models", "list", "--json"]) == 0
+    rows = {d["name"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["cardiac-cine-mri"]["cross_validation"]["n_folds"] == 5
+    assert "licence" not in rows["hippocampus-mri"]  # only bundles that record one

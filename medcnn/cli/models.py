@@ -107,6 +107,12 @@ def _entry(info, verify: bool) -> dict[str, Any]:
          "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm"),
          "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess")),
          "imported_from": (info.json.get("provenance") or {}).get("imported_from")}
+    prov = info.json.get("provenance") or {}
+    if prov.get("licence"):
+        d["licence"] = prov["licence"]
+    cv = prov.get("cross_validation") or {}
+    if cv.get("mean_over_folds"):
+        d["cross_validation"] = {"n_folds": cv.get("n_folds"), "mean_over_folds": cv["mean_over_folds"]}
     if verify:
         d["sha256_check"] = _weights_check(info)
     return d
@@ -122,6 +128,16 @@ def _print(d: Mapping[str, Any]) -> None:
     print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}")
     print(f"  postprocess {d.get('postprocess') or 'none'}")
     print(f"  validation  {format_validation(d['validation'])}")
+    cv = d.get("cross_validation")
+    if cv:
+        m = cv["mean_over_folds"]
+        parts = [f"{k[5:]} Dice {v:.3f}" for k, v in m.items() if k.startswith("dice.")]
+        parts += [f"{what} {m[k]:.1f} points" for k, what in (("mean_abs_ef_error_points", "|LV EF error|"),
+                                                               ("mean_abs_rv_ef_error_points", "|RV EF error|"))
+                  if k in m]
+        print(f"  cross-val   mean over {cv['n_folds']} folds: " + ", ".join(parts))
+    if d.get("licence"):
+        print(f"  licence     {' '.join(str(d['licence']).split())}")
     src = d.get("imported_from")
     if src:
         names = ", ".join(f"{k} {src[k]}" for k in ("trainer", "plans", "configuration", "folds", "network_class")
