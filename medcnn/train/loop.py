@@ -76,7 +76,8 @@ class DataConfig:
     stratify_by: Optional[str] = field(default=None, metadata={
         "help": "dataset entry field whose values every fold holds in proportion (e.g. ACDC's pathology 'group')"})
     extra: list[ExtraDataConfig] = field(default_factory=list, metadata={
-        "help": "further datasets with their own label options (role train or external)"})
+        "help": "further datasets with their own label options: a list of {dataset, role: train | external, "
+                "annotated_classes, ignore_unlabelled_slices, absent_classes_unannotated} (see ExtraDataConfig)"})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "preprocessed-case cache (default <out>/cache)"})
 
 
