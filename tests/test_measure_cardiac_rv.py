@@ -175,8 +175,10 @@ def test_measure_cli_cardiac_and_cine_report_rv_and_the_new_flags(tmp_path):
     assert row["rv_cardiac_output_l_per_min"] == pytest.approx((rv_edv - rv_esv) * 60 / 1000)
     # LV SV 60 vs RV SV 50 voxels per slice (17 %); myocardium 100 vs 70 (30 %); RV on slice 0 at ED
     assert row["qc_codes"].split(";") == ["RV_ON_FIRST_SLICE", "LV_RV_SV_MISMATCH", "MYO_ED_ES_MISMATCH"]
-    header = (tmp_path / "m.cardiac.csv").read_text().split("\n# inputs")[0]
-    assert "LV_RV_SV_MISMATCH = |LV SV - RV SV| > 15%" in header
+    from medcnn.report.tables import metadata_path  # column meanings live in the CSVW sidecar
+
+    sidecar = metadata_path(tmp_path / "m.cardiac.csv").read_text()
+    assert "LV_RV_SV_MISMATCH = |LV SV - RV SV| > 15%" in sidecar
     assert main(["measure", "--cine", str(tmp_path / "cine.nii.gz"), "--out", str(tmp_path / "c.json")]) == 0
     doc = json.loads((tmp_path / "c.json").read_text())
     assert "MYO_FRAME_OUTLIER" in doc["cardiac"][0]["qc_codes"]
