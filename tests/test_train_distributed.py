@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 from test_train_loop import make_dataset  # noqa: E402
 
 
+@pytest.mark.slow  # training in two torchrun processes (~16 s on 2 cores)
 def test_torchrun_two_processes_gloo(tmp_path):
     cfg = make_dataset(tmp_path)
     out = tmp_path / "ddp"
