@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -70,13 +69,10 @@ def main(argv=None) -> int:
     prov["regression_check"] = check
     update_bundle(final, provenance=prov)  # the weights file (and its sha256) stays as trained
     if args.export:
-        dest = Path(args.export)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(final, tmp)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        print(f"exported {final} -> {dest}")
+        from medcnn.cli.train import _export  # the same atomic copy `medcnn train --export` uses
+
+        _export(final, Path(args.export))
+        print(f"exported {final} -> {args.export}")
     return 0
 
 
