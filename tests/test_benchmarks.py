@@ -76,3 +76,15 @@ def test_bench_case_prints_the_breakdown_and_the_monai_comparison():
     assert "case ct-synthetic" in out and "preprocess_resample" in out and "to_input_grid_resample" in out
     assert "share of predict outside net" in out and "voxels interpolated back" in out
     assert "MONAI transform pipeline (Spacingd mode=bilinear)" in out
+
+
+def test_bench_threads_prints_idle_and_busy_against_one_thread_and_torch_defaults():
+    from medcnn._testing import shared_data_path
+
+    case = shared_data_path("hippocampus", "imagesTr", "hippocampus_001.nii.gz")
+    if case is None or not case.exists():
+        pytest.skip("real data not found: set MEDCNN_DATA or place the shared data at ../shared/data")
+    out = _run("bench_threads.py", "--model", "hippocampus-mri", "--case", str(case), "--repeats", "1",
+               "--rounds", "1")
+    assert "flags:" in out and "| medcnn default |" in out and "| --threads 1 |" in out
+    assert "default busy / idle:" in out and "labels identical in every configuration: True" in out

@@ -8,8 +8,10 @@ Parallelism
 -----------
 * ``workers=1`` (default): in this process.
 * ``workers=N``: a :class:`concurrent.futures.ProcessPoolExecutor` with the *spawn* start
-  method (safe with torch and CUDA). Each worker uses **one torch thread** (N workers on
-  N cores instead of N x N threads) and loads the model once. GPU: every worker process
+  method (safe with torch and CUDA). With ``threads="auto"`` each worker uses the usable
+  cores divided by N (at least one; fewer while other processes keep cores busy), so N
+  workers never run more threads than there are cores; each loads the model once.
+  Threads are decided per case by :class:`medcnn.inference.ThreadPolicy`. GPU: every worker process
   holds its own copy of the model; with ``device="cuda"`` (or ``auto``) and several
   visible GPUs, worker *i* gets ``cuda:(i mod n_gpus)``; on one GPU all workers share it
   (its memory must hold N models plus N sliding-window accumulators, so keep N small,
@@ -102,8 +104,10 @@ def resolve_mode(mode: str, task: str | None) -> str:
 _WORKER_COUNTER = None
 
 
-def _init_worker(counter, device: str) -> None:
-    """Process-pool initializer: one torch thread, a GPU per worker on multi-GPU hosts."""
+def _init_worker(counter, device: str, workers: int = 1) -> None:
+    """Process-pool initializer: this worker's share of the cores as its torch threads (the
+    most a prediction's ``auto`` policy then uses, :class:`medcnn.inference.ThreadPolicy`),
+    a GPU per worker on multi-GPU hosts."""
     from medcnn.batch import runner
 
     with counter.get_lock():
@@ -112,7 +116,9 @@ def _init_worker(counter, device: str) -> None:
     try:
         import torch
 
-        torch.set_num_threads(1)
+        from medcnn.inference.threads import usable_cores
+
+        torch.set_num_threads(max(1, usable_cores() // max(1, int(workers))))
         with _suppress():
             torch.set_num_interop_threads(1)
         if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
@@ -154,7 +160,7 @@ def _run_processes(cases, settings, done, workers: int):
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("i", 0)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(counter, str(settings.device)))
+                               initargs=(counter, str(settings.device), workers))
     futures = {}
     try:
         for c in cases:
@@ -309,6 +315,7 @@ def run_batch(
     progress: bool = True,
     on_case: Callable[[dict[str, Any]], None] | None = None,
     title: str | None = None,
+    threads: int | str = "auto",
 ) -> BatchResult:
     """Segment and measure many scans; write label maps and a batch report into ``out``.
 
@@ -319,7 +326,7 @@ def run_batch(
         out: output folder (created): ``cases/<id>/`` per case (label maps, figures,
             ``result.json``) and ``report.html``, ``report.json``, ``*.csv``.
         mode: ``auto`` (from the bundle), ``cardiac``, ``tumour`` or ``volumes``.
-        workers: local worker processes (spawn, one torch thread each).
+        workers: local worker processes (spawn; ``threads="auto"`` shares the cores among them).
         scheduler: Dask scheduler address or ``distributed.Client`` (each case a task).
         device, precision, tta, deterministic: inference settings.
         include_identifiers: add DICOM patient name / ID / birth date to the report.
@@ -330,6 +337,8 @@ def run_batch(
         dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan
             (``cases/<id>/<id>_seg.dcm``, ``<id>_sr.dcm``; see docs/dicom.md).
         progress: show a progress bar with ETA on stderr.
+        threads: CPU threads per case: ``"auto"`` (usable cores / workers, less the cores
+            other processes keep busy) or an integer (:class:`medcnn.inference.ThreadPolicy`).
         on_case: called in this process with each finished record (in completion order).
 
     Returns:
@@ -340,6 +349,8 @@ def run_batch(
         batch before any case runs (bad model, manifest without needed columns...).
         KeyboardInterrupt: after cancelling; finished cases keep their outputs.
     """
+    from medcnn.inference.threads import parse_threads
+
     t0 = time.perf_counter()
     if int(workers) < 1:
         raise ConfigError.expected("--workers >= 1", repr(workers))
@@ -353,7 +364,8 @@ def run_batch(
         labels=dict(info.labels), out=str(Path(out).resolve()), mode=resolve_mode(mode, info.task),
         device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
         include_identifiers=bool(include_identifiers), include_paths=bool(include_paths), resume=bool(resume),
-        figures=bool(figures), dicom=bool(dicom))
+        figures=bool(figures), dicom=bool(dicom), threads=parse_threads(threads),
+        workers=int(workers) if scheduler is None else 1)
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle

@@ -78,6 +78,11 @@ class BatchSettings:
         resume: skip cases whose outputs are up to date.
         figures: draw the overlay / curve figures.
         dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan.
+        threads: CPU threads per case, ``"auto"`` or an integer
+            (:class:`medcnn.inference.ThreadPolicy`; not part of ``config_hash``: it
+            changes the speed, not the result).
+        workers: parallel worker processes of the batch on this machine (``auto`` threads
+            divide the usable cores by it).
     """
 
     model: str
@@ -96,6 +101,8 @@ class BatchSettings:
     figures: bool = True
     model_spec_sha256: str = ""
     dicom: bool = False
+    threads: int | str = "auto"
+    workers: int = 1
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
@@ -277,10 +284,11 @@ def _device_for_worker(device: str) -> str:
 
 def _segmenter(settings: BatchSettings):
     device = _device_for_worker(settings.device)
-    key = (settings.model, settings.model_sha256, device, settings.precision, settings.tta)
+    key = (settings.model, settings.model_sha256, device, settings.precision, settings.tta, settings.threads,
+           settings.workers)
     seg = _SEGMENTERS.get(key)
     if seg is None:
-        from medcnn.inference import Segmenter
+        from medcnn.inference import Segmenter, ThreadPolicy
 
         if settings.deterministic:
             import torch
@@ -290,6 +298,7 @@ def _segmenter(settings: BatchSettings):
             torch.backends.cudnn.benchmark = False
         kwargs: dict[str, Any] = {"device": device, "precision": settings.precision}
         kwargs["tta_axes"] = "trained" if settings.tta else ()
+        kwargs["threads"] = ThreadPolicy(settings.threads, workers=settings.workers)
         seg = Segmenter.from_bundle(settings.model, **kwargs)
         _SEGMENTERS.clear()  # one model per process is enough
         _SEGMENTERS[key] = seg

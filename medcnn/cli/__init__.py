@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -40,7 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _passive_openmp_wait() -> None:
+    """Threads that wait sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless
+    the user chose otherwise. The OpenMP runtime reads it once, when torch is first
+    imported, so this runs before any subcommand imports torch; on a busy machine a
+    spinning thread that lost its core stalls the others (see medcnn.inference.threads)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _passive_openmp_wait()
     from medcnn.errors import MedcnnError
 
     parser = build_parser()

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from medcnn.cli._options import add_threads_option
+
 __all__ = ["register", "run", "demo_cases"]
 
 DEFAULT_MODEL = "cardiac-cine-mri"
@@ -28,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"medcnn demo: {args.model} on {len(scans)} input(s) from {data / 'sunnybrook'} -> {out}", file=sys.stderr)
     result = run_batch(scans, model=args.model, out=out, mode="cardiac", workers=args.workers, device=args.device,
-                       progress=args.progress, title="medcnn demo: LV function from Sunnybrook cine MRI")
+                       threads=args.threads, progress=args.progress, title="medcnn demo: LV function from Sunnybrook cine MRI")
     print(result.summary_line)
     cardiac = [r for r in result.records if r.get("cardiac")]
     for r in cardiac:

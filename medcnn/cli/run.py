@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medcnn.cli._options import add_threads_option
+
 __all__ = ["register", "run"]
 
 
@@ -60,6 +62,7 @@ def register(sub) -> None:
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip overlay and curve figures")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     p.add_argument("--title", default=None, help="title of the HTML report")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, device=args.device, precision=args.precision, tta=args.tta,
             deterministic=args.deterministic, include_identifiers=args.include_identifiers,
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
-            progress=args.progress, title=args.title)
+            progress=args.progress, title=args.title, threads=args.threads)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",
               file=sys.stderr)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medcnn.cli._options import add_threads_option
+
 __all__ = ["register", "run", "output_name", "parse_tta_axes"]
 
 
@@ -76,6 +78,7 @@ def register(sub) -> None:
     p.add_argument("--include-paths", action="store_true",
                    help="keep full input paths in segment_provenance.json (default: file names only; folder names "
                         "often hold patient names)")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
@@ -275,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision,
                                 tta_axes=parse_tta_axes(args.tta), overlap=args.overlap,
-                                sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb)
+                                sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
+                                threads=args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = _cases(args, seg.channels)
@@ -335,6 +339,7 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
         "settings": {"device": str(seg.device), "precision": seg.precision, "tta_request": seg.tta_request,
                      "mirror_axes_trained": None if seg.mirror_axes is None else list(seg.mirror_axes),
                      "overlap": seg.overlap, "sw_batch_size": seg.sw_batch_size,
+                     "threads": seg.threads.requested,
                      "probabilities": bool(args.probabilities)},
         "input_hash_method": HASH_METHOD,
         "cases": log,
@@ -419,11 +424,14 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             raise
         info = pred.info
         rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
+                   threads=info.get("threads"),
                    seconds=round(time.perf_counter() - t0, 3),
                    timings_s={k: round(float(v), 4) for k, v in (info.get("timings_s") or {}).items()})
         tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
+        n_threads = (info.get("threads") or {}).get("threads")
+        threads = f", {n_threads} thread(s)" if n_threads and info["device"] == "cpu" else ""
         print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
-              f"{info['precision']}{tta}, {time.perf_counter() - t0:.1f} s)")
+              f"{info['precision']}{threads}{tta}, {time.perf_counter() - t0:.1f} s)")
         return 0, 0
     except MedcnnError as exc:
         msg = str(exc)  # typed errors already start with the file name; don't repeat it

@@ -9,6 +9,7 @@ from __future__ import annotations
 from medcnn.inference.device import autocast, cpu_supports_bf16, select_device, select_precision
 from medcnn.inference.memory import MemoryPlan, activation_bytes_per_voxel, available_memory_bytes, plan_memory
 from medcnn.inference.segmenter import Prediction, Segmenter, make_predictor
+from medcnn.inference.threads import ThreadChoice, ThreadPolicy
 from medcnn.inference.sliding_window import (
     WindowGrid,
     WindowResult,
@@ -36,4 +37,6 @@ __all__ = [
     "select_precision",
     "cpu_supports_bf16",
     "autocast",
+    "ThreadPolicy",
+    "ThreadChoice",
 ]

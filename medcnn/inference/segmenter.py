@@ -23,7 +23,9 @@ frame by frame and returns a 4D ``(T, I, J, K)`` label Volume with the frame tim
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -34,6 +36,7 @@ from medcnn.errors import ConfigError, DimensionError, InsufficientMemoryError
 from medcnn.inference.device import autocast, select_device, select_precision
 from medcnn.inference.memory import MemoryPlan, plan_memory
 from medcnn.inference.sliding_window import WindowResult, sliding_window_inference
+from medcnn.inference.threads import ThreadChoice, ThreadPolicy, cpu_threads
 from medcnn.volume import Volume
 
 __all__ = ["Segmenter", "Prediction", "make_predictor", "MEMORY_FORMATS"]
@@ -186,6 +189,11 @@ class Segmenter:
         window_placement: ``"monai"`` (default) or ``"nnunet"`` (nnU-Net's evenly spread
             windows, :func:`medcnn.inference.sliding_window.nnunet_window_starts`).
         slice_axis: model-grid axis a 2D network runs along (default: the coarsest axis).
+        threads: CPU threads of each prediction: ``"auto"`` (default: the usable cores
+            less those other processes keep busy, decided per case), an integer, or a
+            :class:`medcnn.inference.threads.ThreadPolicy` (e.g. with ``workers=`` for a
+            batch); set for the prediction only and restored after, recorded in
+            ``info["threads"]``. See :mod:`medcnn.inference.threads` for the wait policy.
     """
 
     def __init__(
@@ -217,6 +225,7 @@ class Segmenter:
         bundle_info: Mapping[str, Any] | None = None,
         window_placement: str = "monai",
         slice_axis: int | None = None,
+        threads: Any = "auto",
     ) -> None:
         import torch
 
@@ -293,6 +302,8 @@ class Segmenter:
         if slice_axis is not None and slice_axis not in (0, 1, 2):
             raise ConfigError.expected("slice_axis 0, 1, 2 or None", repr(slice_axis))
         self.slice_axis = slice_axis
+        self.threads = threads if isinstance(threads, ThreadPolicy) else ThreadPolicy(threads)
+        self._thread_local = threading.local()  # the decision of the prediction running in this thread
         # nnU-Net's export: logits go back to the input grid, the activation follows
         self.resample_logits = preprocess.nnunet is not None
         self.sigma_scale = float(sigma_scale)
@@ -453,6 +464,22 @@ class Segmenter:
         other = [a for a in range(3) if a != ax]
         return (shape[ax],) + tuple(shape[a] for a in other), (1,) + self.roi_size
 
+    @contextlib.contextmanager
+    def _thread_scope(self):
+        """The thread policy around one prediction (re-entrant: cine frames and the
+        network call inside :meth:`predict` share the decision of the outer call)."""
+        current: ThreadChoice | None = getattr(self._thread_local, "choice", None)
+        if current is not None:
+            yield current
+            return
+        choice = self.threads.choose()
+        self._thread_local.choice = choice
+        try:
+            with cpu_threads(choice.threads):
+                yield choice
+        finally:
+            self._thread_local.choice = None
+
     def predict_array(
         self,
         array: Any,
@@ -476,6 +503,13 @@ class Segmenter:
         Returns:
             :class:`WindowResult` with CPU tensors on the model grid ``(X, Y, Z)``.
         """
+        with self._thread_scope() as choice:
+            res = self._predict_array(array, spacing=spacing, outputs=outputs, plan=plan, per_view=per_view)
+        res.info["threads"] = choice.to_dict()
+        return res
+
+    def _predict_array(self, array: Any, *, spacing: Sequence[float] | None, outputs: Sequence[str],
+                       plan: MemoryPlan | None, per_view: bool) -> WindowResult:
         import torch
 
         img = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
@@ -566,9 +600,17 @@ class Segmenter:
         Returns:
             :class:`Prediction` whose label Volume has exactly the input's geometry.
         """
-        if isinstance(image, Volume) and image.leading_axis == "time":
-            return self._predict_cine(image, return_probabilities=return_probabilities,
-                                      volume_intervals=volume_intervals)
+        with self._thread_scope() as choice:
+            if isinstance(image, Volume) and image.leading_axis == "time":
+                pred = self._predict_cine(image, return_probabilities=return_probabilities,
+                                          volume_intervals=volume_intervals)
+            else:
+                pred = self._predict_one(image, return_probabilities=return_probabilities,
+                                         volume_intervals=volume_intervals)
+        pred.info["threads"] = choice.to_dict()
+        return pred
+
+    def _predict_one(self, image: Any, *, return_probabilities: bool, volume_intervals: bool) -> Prediction:
         from medcnn.preprocess import Preprocessor
 
         t0 = time.perf_counter()
