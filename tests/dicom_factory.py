@@ -146,3 +146,11 @@ def write_rtstruct(path: Path, rois, *, series_uid="1.2.3.4", study_uid="1.2.3.9
     ds.ROIContourSequence = Sequence(rcs)
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def documented_pseudonymous_uid(uid: str) -> str:
+    """The replacement UID docs/dicom.md specifies for a source UID (computed here from the
+    documentation, independently of medcnn.io.deid)."""
+    import hashlib
+
+    return f"2.25.{int.from_bytes(hashlib.sha256(b'medcnn pseudonymous UID v1' + bytes(1) + uid.encode()).digest()[:16], 'big')}"
