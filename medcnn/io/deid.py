@@ -74,6 +74,10 @@ _TYPE2_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "S
 #: Dummy values (action ``D``) by VR.
 _DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0", "AS": "000Y"}
 _UID_NAMESPACE = b"medcnn pseudonymous UID v1\0"
+#: Attributes of Table E.1-1 with a compound action that the SEG / SR IODs need: ``"D"`` type 1
+#: (a dummy value), ``"Z"`` type 2 (empty); all others with a compound action are removed.
+_REQUIRED_IN_OUTPUTS = {"ContentDate": "D", "ContentTime": "D", "DeviceSerialNumber": "D",
+                        "ReferencedPerformedProcedureStepSequence": "Z"}
 
 
 @dataclass(frozen=True)
@@ -170,28 +174,42 @@ def deidentify_source_headers(ds: Any) -> Any:
     return out
 
 
+def _resolve(action: str, keyword: str) -> str:
+    """One of ``X``, ``Z``, ``D`` for a compound action (``Z/D``: Z unless D is required to
+    maintain IOD conformance, ``X/Z``, ``X/D``, ``X/Z/D`` likewise), by the type of the attribute
+    in the SEG / SR medcnn writes (:data:`_REQUIRED_IN_OUTPUTS`)."""
+    choices = action.split("/")
+    need = _REQUIRED_IN_OUTPUTS.get(keyword)
+    if need and need in choices:
+        return need
+    if need == "D" and "Z" in choices:  # a type 1 attribute: Z permits a dummy value (PS3.15 E.1.1)
+        return "D"
+    return choices[0]
+
+
 def _walk(ds: Any, options: tuple[str, ...]) -> None:
     for elem in list(ds):
-        tag = int(elem.tag)
-        action = profile_action(tag, options=options)
+        action = profile_action(int(elem.tag), options=options)
         if action is None or action in ("K", "C"):
             if elem.VR == "SQ":
                 for item in elem.value:
                     _walk(item, options)
             continue
         if elem.VR == "SQ":
-            if "U" in action or "D" in action:  # X/Z/U* (references), D: keep the items, clean inside them
+            if "U" in action or action == "D":  # X/Z/U* (references), D: keep the items, clean inside them
                 for item in elem.value:
                     _walk(item, options)
-            elif "Z" in action:
+            elif "Z" in action and _resolve(action, elem.keyword) == "Z":
                 elem.value = []
             else:
                 del ds[elem.tag]
-        elif elem.VR == "UI" and "U" in action:
+            continue
+        if elem.VR == "UI" and action == "U":
             continue  # source UIDs were replaced in step 1; the others are medcnn's new ones
-        elif "D" in action and not elem.is_empty:
+        todo = _resolve(action, elem.keyword)
+        if todo == "D":
             elem.value = _dummy(elem.VR)
-        elif "Z" in action:
+        elif todo == "Z":
             elem.value = None
         else:
             del ds[elem.tag]
@@ -201,6 +219,7 @@ def apply_confidentiality_profile(ds: Any) -> None:
     """Apply PS3.15 Table E.1-1 with :data:`PROFILE_OPTIONS` to the SEG/SR ``ds`` medcnn built
     from de-identified source headers (:func:`deidentify_source_headers`), in place, nested
     sequences included, and record it: ``PatientIdentityRemoved = YES``,
+    ``LongitudinalTemporalInformationModified = REMOVED``,
     ``DeidentificationMethod``, ``DeidentificationMethodCodeSequence`` (replacing anything
     there before)."""
     from pydicom.dataset import Dataset
@@ -208,6 +227,7 @@ def apply_confidentiality_profile(ds: Any) -> None:
     remove_deidentification_claims(ds)
     _walk(ds, PROFILE_OPTIONS)
     ds.PatientIdentityRemoved = "YES"
+    ds.LongitudinalTemporalInformationModified = "REMOVED"  # no Retain Longitudinal option (PS3.15 E.2)
     ds.DeidentificationMethod = list(DEIDENTIFICATION_METHOD)
     items = []
     for value, scheme, meaning in DEIDENTIFICATION_CODES:
@@ -218,9 +238,11 @@ def apply_confidentiality_profile(ds: Any) -> None:
 
 
 def remove_deidentification_claims(ds: Any) -> None:
-    """Remove ``PatientIdentityRemoved``, ``DeidentificationMethod`` and
-    ``DeidentificationMethodCodeSequence`` (e.g. copied from a source series by highdicom):
+    """Remove ``PatientIdentityRemoved``, ``DeidentificationMethod``,
+    ``DeidentificationMethodCodeSequence`` and ``LongitudinalTemporalInformationModified`` (e.g.
+    copied from a source series by highdicom):
     medcnn states only what medcnn did."""
-    for kw in ("PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+    for kw in ("PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+               "LongitudinalTemporalInformationModified"):
         if kw in ds:
             delattr(ds, kw)

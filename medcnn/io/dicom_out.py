@@ -281,7 +281,7 @@ def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
         cat, typ = segment_codes(name)
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"segment {number}: {name}"[:64]),
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg_ds, number),
+            referenced_segment=_referenced_segment(seg_ds, number),
             finding_type=hd.sr.CodedConcept(*typ), finding_category=hd.sr.CodedConcept(*cat),
             measurements=measurements))
     report = hd.sr.MeasurementReport(
@@ -298,6 +298,25 @@ def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
     _finish_identity(sr, include_identifiers)
     _atomic_save(sr, out)
     return {"path": out, "sop_instance_uid": str(sr.SOPInstanceUID), "dataset": sr}
+
+
+def _referenced_segment(seg_ds: Any, number: int) -> Any:
+    """highdicom's ReferencedSegment of segment ``number``; also for a one-segment SEG, where
+    highdicom writes the Segment Identification in the shared functional groups and its
+    ``from_segmentation`` (which reads only the per-frame groups) fails."""
+    import highdicom as hd
+
+    shared = seg_ds.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" not in shared:
+        return hd.sr.ReferencedSegment.from_segmentation(seg_ds, number)
+    sources: dict[str, str] = {}
+    for frame in seg_ds.PerFrameFunctionalGroupsSequence:
+        for derivation in getattr(frame, "DerivationImageSequence", []):
+            for src in getattr(derivation, "SourceImageSequence", []):
+                sources.setdefault(str(src.ReferencedSOPInstanceUID), str(src.ReferencedSOPClassUID))
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(seg_ds.SOPClassUID), sop_instance_uid=str(seg_ds.SOPInstanceUID), segment_number=number,
+        source_images=[hd.sr.SourceImageForSegmentation(cls, uid) for uid, cls in sources.items()])
 
 
 def algorithm_from_model(name: str, *, weights_sha256: str | None, spec_sha256: str | None) -> AlgorithmInfo:
