@@ -287,3 +287,40 @@ def test_one_segment_seg_and_sr(profile_series, tmp_path):
     sr, groups = _groups(tmp_path / "sr.dcm")
     assert groups == {1: {"Volume": 12.5}}
     np.testing.assert_array_equal(read_labels(tmp_path / "seg.dcm", reference=folder).array, labels.array)
+
+
+def test_profile_on_a_dataset_by_hand():
+    """apply_confidentiality_profile on a hand-built dataset: repeating-group overlay rows
+    (60xx), private attributes, nested sequences and compound actions, checked against the
+    action letters of PS3.15 E.1.1 written out here."""
+    from pydicom.dataset import Dataset
+
+    from medcnn.io.deid import apply_confidentiality_profile, pseudonymous_uid
+
+    ds = Dataset()
+    ds.add_new(0x60023000, "OB", b"\x01\x02")  # Overlay Data, group 6002: X
+    ds.add_new(0x60024000, "LT", "ZQ overlay comment")  # Overlay Comments: X
+    ds.private_block(0x0011, "ZQ CREATOR", create=True).add_new(0x01, "LO", "ZQ private")
+    ds.ContentDate, ds.ContentTime = "20240102", "101112"  # Z/D, type 1 in SEG/SR: dummy
+    ds.InstanceCreationDate = "20240102"  # X/D, type 3: removed
+    ds.SeriesDescription = "medcnn segmentation"  # X, Clean Descriptors C: medcnn's own text kept
+    item = Dataset()
+    item.InstitutionName = "ZQ nested institution"  # X/Z/D, type 3: removed
+    item.ContributionDateTime = "20240102101112"  # X
+    item.Manufacturer = "medcnn"  # not in the table: kept
+    ds.ContributingEquipmentSequence = [item]
+    ds.ReferencedImageSequence = [Dataset()]  # X/Z/U*: kept, contents cleaned
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "2.25.1"
+    apply_confidentiality_profile(ds)
+    assert 0x60023000 not in ds and 0x60024000 not in ds
+    assert not [e for e in ds.iterall() if e.tag.is_private]
+    assert (ds.ContentDate, ds.ContentTime) == ("19000101", "000000") and "InstanceCreationDate" not in ds
+    assert ds.SeriesDescription == "medcnn segmentation"
+    eq = ds.ContributingEquipmentSequence[0]
+    assert "InstitutionName" not in eq and "ContributionDateTime" not in eq and eq.Manufacturer == "medcnn"
+    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "2.25.1"
+    assert ds.PatientIdentityRemoved == "YES" and ds.LongitudinalTemporalInformationModified == "REMOVED"
+    # the replacement UID is a valid, deterministic 2.25 UID of at most 64 characters
+    u = pseudonymous_uid("1.2.3")
+    assert u == pseudonymous_uid("1.2.3") == documented_pseudonymous_uid("1.2.3") != pseudonymous_uid("1.2.4")
+    assert u.startswith("2.25.") and len(u) <= 64 and u[5:].isdigit()

@@ -38,7 +38,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ANNEX_E_EDITION", "PROFILE_OPTIONS", "DEIDENTIFICATION_CODES", "SOURCE_ATTRIBUTES", "ProfileRow",
+__all__ = ["ANNEX_E_EDITION", "PROFILE_OPTIONS", "DEIDENTIFICATION_CODES", "DEIDENTIFICATION_METHOD",
+           "SOURCE_ATTRIBUTES", "ProfileRow",
            "confidentiality_profile_table", "profile_action", "pseudonymous_uid", "deidentify_source_headers",
            "apply_confidentiality_profile", "remove_deidentification_claims"]
 
