@@ -241,6 +241,7 @@ def write_profile_series(folder: Path, **kwargs) -> list[bytes]:
         for tag, (vr, value) in values.items():
             ds.add_new(tag, vr, value)
         ds.PatientSex = "O"  # enumerated (M, F, O): not distinctive, emptied all the same
+        ds.Manufacturer = "ZQ Scanner Maker"  # highdicom then describes the source equipment (with its institution)
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = "ZQ source deidentification claim"
         block = ds.private_block(0x0029, "ZQ PRIVATE CREATOR", create=True)

@@ -268,6 +268,10 @@ def test_include_identifiers_keeps_them_and_claims_nothing(profile_series, tmp_p
     seg = pydicom.dcmread(str(tmp_path / "seg.dcm"))
     assert str(seg.PatientName) == "Zqpatient^Privacy" and seg.StudyInstanceUID == "1.3.6.1.4.1.99999.1.1"
     assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == "1.3.6.1.4.1.99999.1.3"
+    # highdicom's Contributing Equipment item for the source, with its institution: what the
+    # default settings must keep out (the byte searches above)
+    inst = {str(getattr(i, "InstitutionName", "")) for i in seg.ContributingEquipmentSequence}
+    assert any(n.startswith("ZQ") and n.endswith("LO secret") for n in inst), inst
     # the source's own de-identification claim is not copied: medcnn de-identified nothing here
     assert "PatientIdentityRemoved" not in seg and "DeidentificationMethod" not in seg
 
