@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dicom_factory import documented_pseudonymous_uid as pseudo_uid
 from dicom_factory import voxel_to_lps, write_rtstruct, write_series
 from test_batch_support import make_bundle
 from medcnn.cli import main
@@ -80,8 +81,9 @@ def test_seg_matches_the_label_map_and_references_the_source(batch):
     back = read_labels(out / "cases" / "scan1" / "scan1_seg.dcm", reference=root / "in" / "scan1")
     np.testing.assert_array_equal(back.array, labels.array)
     seg = hd.seg.segread(str(out / "cases" / "scan1" / "scan1_seg.dcm"))
-    assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == "1.2.3.4.1"
-    assert seg.StudyInstanceUID == "1.2.3.9" and seg.SeriesInstanceUID != "1.2.3.4.1"
+    # source UIDs replaced consistently (docs/dicom.md), so the SEG still names its series and study
+    assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == pseudo_uid("1.2.3.4.1")
+    assert seg.StudyInstanceUID == pseudo_uid("1.2.3.9") and seg.SeriesInstanceUID != pseudo_uid("1.2.3.4.1")
     desc = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
     assert desc[1].SegmentLabel == "LV blood pool" and desc[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == \
         "87878005"  # SNOMED CT left ventricle
@@ -143,7 +145,8 @@ def test_no_identifiers_in_dicom_outputs(batch):
         data = p.read_bytes()
         assert not [s for s in SECRETS if s in data], p
         ds = pydicom.dcmread(str(p))
-        assert ds.PatientIdentityRemoved == "YES" and ds.PatientName == "" and ds.StudyInstanceUID == "1.2.3.9"
+        assert ds.PatientIdentityRemoved == "YES" and ds.PatientName == ""
+        assert ds.StudyInstanceUID == pseudo_uid("1.2.3.9") and b"1.2.3.9" not in data
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None,
@@ -191,7 +194,7 @@ def test_segment_fractional_seg_of_the_probabilities(bundle, tmp_path, capsys):
 
     dss = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in (tmp_path / "s1").iterdir()]
     dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))  # axial series: slice order = z
-    px = seg.get_pixels_by_source_instance([str(d.SOPInstanceUID) for d in dss], combine_segments=False,
+    px = seg.get_pixels_by_source_instance([pseudo_uid(str(d.SOPInstanceUID)) for d in dss], combine_segments=False,
                                            rescale_fractional=True)  # (K, rows, cols, segments)
     for c in range(1, probs.shape[0]):
         np.testing.assert_allclose(px[..., c - 1], probs.array[c].transpose(2, 1, 0), atol=0.5 / 255 + 1e-6)

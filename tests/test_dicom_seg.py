@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicom_factory import write_series
+from dicom_factory import documented_pseudonymous_uid, write_series
 from medcnn.errors import GeometryMismatchError
 from medcnn.io import read_labels, read_volume
 from medcnn.io.dicom_out import AlgorithmInfo, write_dicom_seg
@@ -92,7 +92,7 @@ def test_highdicom_decodes_the_same_voxels(tmp_path, geom):
     _, labels = _case(tmp_path, geom)
     write_dicom_seg(labels, tmp_path / "image", tmp_path / "seg.dcm", label_names=NAMES)
     seg = hd.seg.segread(str(tmp_path / "seg.dcm"))
-    uids = _sorted_instances(tmp_path / "image")
+    uids = [documented_pseudonymous_uid(u) for u in _sorted_instances(tmp_path / "image")]  # de-identified refs
     px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
                                            skip_overlap_checks=True)
     np.testing.assert_array_equal(px, labels.array.transpose(2, 1, 0))

@@ -174,8 +174,9 @@ def record_model(settings: BatchSettings) -> dict[str, Any]:
 
 def redact_record(rec: dict[str, Any], case: Case, settings: BatchSettings) -> dict[str, Any]:
     """Remove the case's input paths from the free-text fields of ``rec`` (error message,
-    origin, QC messages) unless ``settings.include_paths``. Returns ``rec``."""
-    from medcnn.report.provenance import redact_paths
+    origin, QC messages) and the model's path from its inference provenance unless
+    ``settings.include_paths``. Returns ``rec``."""
+    from medcnn.report.provenance import display_path, redact_paths
 
     if settings.include_paths:
         return rec
@@ -189,6 +190,9 @@ def redact_record(rec: dict[str, Any], case: Case, settings: BatchSettings) -> d
         rec["error"] = {k: red(v) for k, v in rec["error"].items()}
     for flag in rec.get("qc_flags") or []:
         flag["message"] = red(flag.get("message"))
+    bundle = ((rec.get("provenance") or {}).get("inference") or {}).get("bundle")
+    if isinstance(bundle, dict) and bundle.get("path"):
+        bundle["path"] = display_path(bundle["path"])  # as the record's "model" path
     return rec
 
 

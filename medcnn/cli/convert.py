@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--labels", metavar="TABLE", default=None,
                    help="label names for a label-map INPUT (.json/.csv, as medcnn measure --labels)")
     p.add_argument("--include-identifiers", action="store_true",
-                   help="copy patient name/ID/birth date and study identifiers into a written SEG")
+                   help="keep the patient/study modules and UIDs of the source in a written SEG (default: "
+                        "de-identified by DICOM PS3.15 Annex E, UIDs replaced; docs/dicom.md)")
     p.set_defaults(func=run)
 
 

@@ -48,8 +48,9 @@ def register(sub) -> None:
                         "to be mirror-invariant to (bundle.json mirror_axes; slower)")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower on GPU)")
     p.add_argument("--include-identifiers", action="store_true",
-                   help="include DICOM patient name, ID and birth date in the report, and copy the patient "
-                        "module into --dicom outputs (off by default)")
+                   help="include DICOM patient name, ID and birth date in the report, and keep the patient/study "
+                        "modules and UIDs of the source in --dicom outputs (default: de-identified by DICOM "
+                        "PS3.15 Annex E, UIDs replaced; docs/dicom.md)")
     p.add_argument("--include-paths", action="store_true",
                    help="keep full input paths in the reports, tables, JSON and HTML (default: case id and file name "
                         "only; folder names often hold patient names)")

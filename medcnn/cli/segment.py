@@ -74,7 +74,8 @@ def register(sub) -> None:
                    help="with --dicom: write a FRACTIONAL SEG of the class probabilities (8-bit) instead of the "
                         "binary label map (the SR still reports the label map's volumes)")
     p.add_argument("--include-identifiers", action="store_true",
-                   help="with --dicom: copy the patient module and study identifiers of the source")
+                   help="with --dicom: keep the patient/study modules and UIDs of the source (default: de-identified "
+                        "by DICOM PS3.15 Annex E, UIDs replaced; docs/dicom.md)")
     p.add_argument("--include-paths", action="store_true",
                    help="keep full input paths in segment_provenance.json (default: file names only; folder names "
                         "often hold patient names)")

@@ -46,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
     from medcnn.train.distributed import init_distributed, shutdown
     from medcnn.train.loop import TrainConfig, train
 
+    from medcnn.report.provenance import portable_command, portable_path
+
     cfg = load_config(TrainConfig, args.config)
+    config_dir = Path(args.config).resolve().parent
     data = cfg.data
     if args.fold is not None:
         data = dataclasses.replace(data, fold=args.fold)
     if args.folds is not None:
         data = dataclasses.replace(data, n_folds=args.folds)
     if args.cache:
-        data = dataclasses.replace(data, cache_dir=str(Path(args.cache).resolve()))
+        # relative to the config's folder, as the loop resolves it: no build-machine path in the bundle
+        data = dataclasses.replace(data, cache_dir=portable_path(Path(args.cache).resolve(), config_dir))
     changes = {"data": data}
     if args.deterministic:
         changes["deterministic"] = True
@@ -68,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate_only:
         from medcnn.train.loop import finalise_run
 
-        v = finalise_run(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
+        v = finalise_run(cfg, out_dir=out, data_dir=args.data, config_dir=config_dir,
                          device="cpu" if cfg.device == "auto" else cfg.device,
                          train_on_external=args.train_on_external)
+        _portable_provenance(out / "bundle", config_dir)
         if args.export:
             _export(out / "bundle", Path(args.export))
         print(f"{cfg.name}: held-out Dice {v.get('mean_dice')}")
@@ -79,19 +84,36 @@ def run(args: argparse.Namespace) -> int:
     rank, world, local = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
     ctx = init_distributed(rank=rank, world_size=world, local_rank=local, device=cfg.device)
     command = "medcnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    command = portable_command(command, Path.cwd())  # absolute arguments relative to where it ran
     try:
-        result = train(cfg, out_dir=out, data_dir=args.data, config_dir=Path(args.config).resolve().parent,
+        result = train(cfg, out_dir=out, data_dir=args.data, config_dir=config_dir,
                        resume=args.resume, max_steps=args.max_steps, ctx=ctx, command=command,
                        stop_after=args.stop_after, train_on_external=args.train_on_external)
     finally:
         shutdown(ctx)
     if ctx.is_main:
+        if result.bundle is not None:
+            _portable_provenance(result.bundle, config_dir)
         if args.export and result.bundle is not None:
             _export(result.bundle, Path(args.export))
         best = "n/a (no validation cases)" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
         print(f"{cfg.name}: {result.step} steps, {result.wall_s:.0f} s, best validation Dice {best}; "
               f"bundle: {result.bundle}")
     return 0
+
+
+def _portable_provenance(bundle: Path, config_dir: Path) -> None:
+    """Absolute paths in the bundle's provenance (e.g. from a config's absolute cache_dir or
+    dataset) made relative to the training config's folder, weights kept byte for byte."""
+    from medcnn.models import load_bundle, update_bundle
+    from medcnn.report.provenance import portable_paths
+
+    if not Path(bundle).exists():
+        return
+    prov = load_bundle(bundle).provenance
+    portable = portable_paths(prov, config_dir)
+    if portable != prov:
+        update_bundle(bundle, provenance=portable)
 
 
 def _export(bundle: Path, dest: Path) -> None:

@@ -1,6 +1,7 @@
 """Reading and writing volumes: NIfTI, NRRD, MHA/MHD and DICOM series / cine folders;
 label maps also from DICOM annotations (RT Structure Sets and DICOM SEG, see
-:func:`read_labels`), and results as DICOM SEG + SR (:mod:`medcnn.io.dicom_out`).
+:func:`read_labels`), and results as DICOM SEG + SR (:mod:`medcnn.io.dicom_out`), de-identified by
+the DICOM PS3.15 Annex E profile (:mod:`medcnn.io.deid`).
 
 This package is the only place that knows file conventions: SimpleITK's LPS+ world and
 ``(z, y, x)`` array order, DICOM's ImagePositionPatient / ImageOrientationPatient, and

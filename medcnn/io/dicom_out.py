@@ -1,12 +1,13 @@
 """DICOM results: Segmentation (SEG) of a label map and a TID 1500 measurement report (SR).
 
 Both are written with highdicom on the grid of, and referencing, the DICOM image series
-the label map was computed from. New Series/SOP Instance UIDs are generated; the Study
-Instance UID, Frame of Reference UID and the referenced series/instance UIDs of the source
-are kept (DICOM needs them to place the result next to its scan). Patient and study
-identifiers are copied only with ``include_identifiers=True``; otherwise they are emptied
-(type 2) or removed (type 3) and ``PatientIdentityRemoved`` is ``YES`` -- see
-docs/dicom.md for the full list.
+the label map was computed from, with new Series/SOP Instance UIDs. By default they are
+de-identified by the DICOM Basic Application Level Confidentiality Profile
+(:mod:`medcnn.io.deid`): only an allow-list of source attributes is used, the source's UIDs
+(study, frame of reference, referenced series and instances) are replaced consistently by
+:func:`medcnn.io.deid.pseudonymous_uid`, and ``PatientIdentityRemoved`` is ``YES``. With
+``include_identifiers=True`` the patient and study modules and all UIDs of the source are
+kept (results going back into the PACS) -- see docs/dicom.md.
 
 Segments: one per non-zero label value, numbered 1..N in ascending label order (DICOM
 binary SEGs need consecutive numbers; with labels 1..N the numbers equal the labels); each
@@ -29,8 +30,7 @@ from medcnn.io._seg import LABEL_VALUE_PREFIX
 from medcnn.volume import Volume
 
 __all__ = ["AlgorithmInfo", "SEGMENT_CODES", "CARDIAC_SR_CODES", "segment_codes", "write_dicom_seg",
-           "write_dicom_sr", "write_dicom_results", "algorithm_from_model", "is_dicom_series",
-           "DEIDENTIFIED_KEYWORDS"]
+           "write_dicom_sr", "write_dicom_results", "algorithm_from_model", "is_dicom_series"]
 
 #: label name (lower case, ``_``/``-`` read as spaces) -> (category, type) as
 #: ``(code value, scheme, meaning)`` pairs; SNOMED CT (``SCT``).
@@ -53,21 +53,6 @@ SEGMENT_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
 #: Used for label names without an entry: category and type "Tissue".
 GENERIC_CODE = (("85756007", "SCT", "Tissue"), ("85756007", "SCT", "Tissue"))
 
-#: Patient / study attributes emptied (type 2) or removed (type 3) unless identifiers are asked for.
-DEIDENTIFIED_KEYWORDS = {
-    "empty": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-              "ReferringPhysicianName", "StudyID", "AccessionNumber"),
-    "remove": ("OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "IssuerOfPatientID",
-               "PatientAge", "PatientSize", "PatientWeight", "PatientComments", "EthnicGroup",
-               "PatientBirthTime", "StudyDescription", "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy",
-               "InstitutionName", "InstitutionAddress", "PatientAddress", "PatientTelephoneNumbers",
-               "ResponsiblePerson", "ResponsibleOrganization", "PatientSpeciesDescription",
-               "PatientBreedDescription", "IssuerOfPatientIDQualifiersSequence", "PatientMotherBirthName",
-               "MilitaryRank", "MedicalRecordLocator", "ReferencedPatientPhotoSequence",
-               "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialSubjectID",
-               "ClinicalTrialSiteName", "ClinicalTrialSiteID", "ClinicalTrialProtocolName",
-               "ClinicalTrialSubjectReadingID", "ClinicalTrialTimePointID", "ClinicalTrialCoordinatingCenterName"),
-}
 _MANUFACTURER = "medcnn"
 
 
@@ -126,14 +111,15 @@ def _source_series(source: str | Path, labels: Volume) -> tuple[list[Any], Volum
     return dss, vol
 
 
-def _deidentify(ds: Any) -> None:
-    for kw in DEIDENTIFIED_KEYWORDS["empty"]:
-        setattr(ds, kw, "")
-    for kw in DEIDENTIFIED_KEYWORDS["remove"]:
-        if kw in ds:
-            delattr(ds, kw)
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "medcnn: patient/study identifiers removed; UIDs kept"
+def _finish_identity(ds: Any, include_identifiers: bool) -> None:
+    """De-identify the written object by the profile (:mod:`medcnn.io.deid`), or, with
+    identifiers, drop de-identification claims copied from the source (medcnn did none)."""
+    from medcnn.io.deid import apply_confidentiality_profile, remove_deidentification_claims
+
+    if include_identifiers:
+        remove_deidentification_claims(ds)
+    else:
+        apply_confidentiality_profile(ds)
 
 
 def _atomic_save(ds: Any, out: Path) -> Path:
@@ -166,14 +152,16 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
         out: the ``.dcm`` file to write (atomically).
         label_names: ``{value: name}`` (default ``labels.meta["label_names"]``).
         algorithm: the model (AUTOMATIC segments); ``None`` = MANUAL segments.
-        include_identifiers: copy the patient module and study identifiers of the source.
+        include_identifiers: copy the patient and study modules and the UIDs of the source
+            unchanged; default: de-identified (:mod:`medcnn.io.deid`).
         sparse: leave out empty frames (readers then need the source series for the full grid).
         fractions: ``{label value: (I, J, K) probability in [0, 1]}``: write a FRACTIONAL
             (PROBABILITY, 8-bit) SEG with one segment per entry instead; ``labels`` gives the grid.
 
     Returns:
         ``{"path", "sop_instance_uid", "series_instance_uid", "segments": {number: (value, name)},
-        "dataset", "source_datasets"}`` (the source headers, in slice order).
+        "dataset", "source_datasets"}`` (the source headers as handed to highdicom --
+        de-identified unless ``include_identifiers`` -- in slice order).
     """
     import highdicom as hd
 
@@ -184,6 +172,10 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
                                       path=labels.source)
     out = Path(out)
     dss, _ = _source_series(source, labels)
+    if not include_identifiers:  # only the allow-listed, de-identified source attributes reach highdicom
+        from medcnn.io.deid import deidentify_source_headers
+
+        dss = [deidentify_source_headers(ds) for ds in dss]
     names_in = label_names if label_names is not None else labels.meta.get("label_names")
     values, names = _label_values(labels, names_in)
     if fractions is not None:
@@ -226,8 +218,7 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
             manufacturer_model_name=algorithm.name[:64] if algorithm else "medcnn convert",
             software_versions=f"medcnn {__version__}", device_serial_number="0",
             omit_empty_frames=bool(sparse and frames.any()), series_description=series_description)
-    if not include_identifiers:
-        _deidentify(seg)
+    _finish_identity(seg, include_identifiers)
     _atomic_save(seg, out)
     return {"path": out, "sop_instance_uid": str(seg.SOPInstanceUID),
             "series_instance_uid": str(seg.SeriesInstanceUID),
@@ -290,7 +281,7 @@ def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
         cat, typ = segment_codes(name)
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"segment {number}: {name}"[:64]),
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg_ds, number),
+            referenced_segment=_referenced_segment(seg_ds, number),
             finding_type=hd.sr.CodedConcept(*typ), finding_category=hd.sr.CodedConcept(*cat),
             measurements=measurements))
     report = hd.sr.MeasurementReport(
@@ -304,10 +295,28 @@ def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
             series_number=int(getattr(seg_ds, "SeriesNumber", 0) or 0) + 1, sop_instance_uid=hd.UID(),
             instance_number=1, manufacturer=_MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
             series_description="medcnn measurements")
-    if not include_identifiers:
-        _deidentify(sr)
+    _finish_identity(sr, include_identifiers)
     _atomic_save(sr, out)
     return {"path": out, "sop_instance_uid": str(sr.SOPInstanceUID), "dataset": sr}
+
+
+def _referenced_segment(seg_ds: Any, number: int) -> Any:
+    """highdicom's ReferencedSegment of segment ``number``; also for a one-segment SEG, where
+    highdicom writes the Segment Identification in the shared functional groups and its
+    ``from_segmentation`` (which reads only the per-frame groups) fails."""
+    import highdicom as hd
+
+    shared = seg_ds.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" not in shared:
+        return hd.sr.ReferencedSegment.from_segmentation(seg_ds, number)
+    sources: dict[str, str] = {}
+    for frame in seg_ds.PerFrameFunctionalGroupsSequence:
+        for derivation in getattr(frame, "DerivationImageSequence", []):
+            for src in getattr(derivation, "SourceImageSequence", []):
+                sources.setdefault(str(src.ReferencedSOPInstanceUID), str(src.ReferencedSOPClassUID))
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(seg_ds.SOPClassUID), sop_instance_uid=str(seg_ds.SOPInstanceUID), segment_number=number,
+        source_images=[hd.sr.SourceImageForSegmentation(cls, uid) for uid, cls in sources.items()])
 
 
 def algorithm_from_model(name: str, *, weights_sha256: str | None, spec_sha256: str | None) -> AlgorithmInfo:

@@ -8,6 +8,9 @@
 * :func:`environment_info` -- versions of medcnn and the libraries that shaped the result.
 * :func:`display_path`, :func:`redact_paths` -- input paths as reports show them: the file
   (or folder) name only unless ``include_paths`` (folder names often hold patient names).
+* :func:`portable_path`, :func:`portable_command`, :func:`portable_paths` -- absolute paths
+  made relative for records that travel (a bundle's training provenance): no build-machine
+  folder in a shipped file.
 
 Imports numpy only (no torch): library versions are read from package metadata.
 """
@@ -34,6 +37,9 @@ __all__ = [
     "display_path",
     "redact_paths",
     "PATHS_METHOD",
+    "portable_path",
+    "portable_command",
+    "portable_paths",
 ]
 
 #: One sentence for reports: how input paths are shown.
@@ -189,3 +195,50 @@ def redact_paths(text: Any, paths: Any, *, include_paths: bool = False) -> Any:
     for d in sorted(parents, key=len, reverse=True):
         text = text.replace(d + os.sep, "").replace(d, "<folder>")
     return text
+
+
+def _is_absolute(text: str) -> bool:
+    import re
+
+    return text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) is not None
+
+
+def portable_path(path: str | PathLike[str], base: str | PathLike[str]) -> str:
+    """``path`` relative to the folder ``base`` (``/`` separators) when it is absolute;
+    a relative path is returned unchanged."""
+    import os
+
+    text = str(path)
+    if not _is_absolute(text):
+        return text
+    return os.path.relpath(os.path.abspath(text), os.path.abspath(str(base))).replace(os.sep, "/")
+
+
+def portable_command(command: str | None, base: str | PathLike[str]) -> str | None:
+    """A shell command line with every absolute path argument (also ``--opt=/path``) made
+    relative to ``base`` (the folder the command ran in)."""
+    import shlex
+
+    if not command:
+        return command
+    out = []
+    for arg in shlex.split(command):
+        if arg.startswith("-") and "=" in arg:
+            opt, _, value = arg.partition("=")
+            arg = f"{opt}={portable_path(value, base)}"
+        else:
+            arg = portable_path(arg, base)
+        out.append(shlex.quote(arg))
+    return " ".join(out)
+
+
+def portable_paths(value: Any, base: str | PathLike[str]) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings) with every string that is an absolute
+    path made relative to ``base`` (:func:`portable_path`)."""
+    if isinstance(value, Mapping):
+        return {k: portable_paths(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_paths(v, base) for v in value]
+    if isinstance(value, str) and _is_absolute(value) and "\n" not in value:
+        return portable_path(value, base)
+    return value
