@@ -83,11 +83,32 @@ def activation_bytes_per_voxel(network: Mapping[str, Any] | None, *, precision: 
     return 4.0 * (factor * float(width) + 2 * io)
 
 
-def available_memory_bytes(device: Any = "cpu") -> tuple[int, int]:
-    """``(device_bytes, host_bytes)`` currently free; on the CPU both are host RAM."""
-    import psutil
+def _host_available_bytes() -> int:
+    """Available host RAM in bytes (psutil; else ``/proc/meminfo``; else ``sysconf``)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import os
 
-    host = int(psutil.virtual_memory().available)
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def available_memory_bytes(device: Any = "cpu") -> tuple[int, int]:
+    """``(device_bytes, host_bytes)`` currently free; on the CPU both are host RAM.
+
+    Host RAM comes from psutil, or ``/proc/meminfo`` (``MemAvailable``) where psutil is
+    not installed (the lean GPU-check environment, docs/inference.md)."""
+    host = _host_available_bytes()
     dev_type = getattr(device, "type", str(device).split(":")[0])
     if dev_type == "cuda":
         import torch

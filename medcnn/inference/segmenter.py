@@ -393,7 +393,7 @@ class Segmenter:
             labels=b.labels,
             channels=b.channels,
             overlap=b.overlap if overlap is None else overlap,
-            postprocess=b.postprocess,
+            postprocess=options.pop("postprocess", b.postprocess),
             activation=options.pop("activation", b.activation),
             mirror_axes=options.pop("mirror_axes", b.mirror_axes),
             bundle_info={"path": str(b.path), "sha256": b.sha256, "spec_sha256": b.spec_sha256,
