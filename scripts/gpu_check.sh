@@ -89,6 +89,8 @@ if [ ! -f "$MEDCNN_GPU_DATA/hippocampus.npz" ] && [ -f "$HERE/scripts/gpu_pack.p
     "$PYTHON" "$HERE/scripts/gpu_pack.py" --data-only "$MEDCNN_GPU_DATA" >"$RESULTS/gpu_pack.log" 2>&1 \
         || echo "gpu-check: could not build the cases (see $RESULTS/gpu_pack.log); their tests will be skipped"
 fi
+# deterministic cuBLAS (the training check) needs this before CUDA starts in the process
+export CUBLAS_WORKSPACE_CONFIG="${CUBLAS_WORKSPACE_CONFIG:-:4096:8}"
 TO=""
 command -v timeout >/dev/null 2>&1 && TO="timeout"
 start=$(date +%s)

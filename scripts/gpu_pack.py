@@ -5,8 +5,9 @@ tens of MB can be brought. This script, run here (a machine with medcnn's full
 environment and the shared data), writes ``OUT`` (default ``out/gpu-pack``)::
 
     OUT/site/    monai, safetensors, pyyaml, nibabel, dynamic-network-architectures and
-                 pytest (+ pluggy, iniconfig, packaging), copied from this environment
-                 without tests or caches (pure Python, or abi3 / optional extensions)
+                 pytest, copied from this environment
+                 without tests or caches (pure Python, or abi3 / optional extensions);
+                 pytest brings pluggy, iniconfig, packaging and pygments
     OUT/src/     medcnn (with its shipped bundles), pyproject.toml, tests/conftest.py,
                  tests/test_gpu.py, tests/gpu_cases.py, benchmarks/bench_inference.py,
                  scripts/gpu_check.sh
@@ -59,6 +60,7 @@ SITE_PACKAGES = {
     "iniconfig": "pytest",
     "packaging": "pytest, nibabel",
     "py.py": "pytest",
+    "pygments": "pytest (terminal output)",
 }
 #: Python < 3.11 also needs these for pytest (copied when this environment has them)
 OPTIONAL_PACKAGES = ("tomli", "exceptiongroup")

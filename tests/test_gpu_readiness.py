@@ -36,6 +36,11 @@ HEAVY = ("SimpleITK", "pandas", "matplotlib", "highdicom", "pydicom", "cc3d", "e
 BLOCK = "import sys\nfor _n in %r:\n    sys.modules[_n] = None\n" % (HEAVY,)
 
 
+def _pythonpath() -> str:
+    """This checkout first, then whatever PYTHONPATH already holds (the pack's site/)."""
+    return os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
 def _lps_case(shape=(40, 48, 32), spacing=(1.0, 1.0, 1.0), seed=0) -> Volume:
     """A bright blob in noise on an LPS grid with a non-zero origin (reoriented to RAS)."""
     rng = np.random.default_rng(seed)
@@ -74,7 +79,7 @@ def test_inference_core_segments_without_the_heavy_packages(tmp_path):
     np.savez(tmp_path / "case.npz", image=vol.array, geometry=np.array(json.dumps(vol.geometry.to_dict())))
     proc = subprocess.run([sys.executable, "-c", LEAN_SCRIPT, str(tmp_path / "case.npz"), str(tmp_path / "out.npz")],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+                          env=dict(os.environ, PYTHONPATH=_pythonpath(), OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"heavy_loaded": []}
     lean = np.load(tmp_path / "out.npz")
@@ -246,7 +251,7 @@ cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine ha
 def test_gpu_tests_are_collected_and_skipped_with_a_reason():
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_gpu.py"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+                          env=dict(os.environ, PYTHONPATH=_pythonpath()))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "passed" not in proc.stdout.splitlines()[-1] and " skipped" in proc.stdout.splitlines()[-1]
     assert "no CUDA GPU visible to torch" in proc.stdout
@@ -323,3 +328,18 @@ def test_gpu_pack_fits_its_budgets_and_runs_lean(tmp_path, shared_data):
                                                                             "OMP_NUM_THREADS": "1"})
     assert lean.returncode == 0, lean.stderr[-3000:]
     assert lean.stdout.split() == ["ok", "False"]
+
+
+@pytest.mark.parametrize("roi", [(12, 16, 9), (1, 64, 48), (128, 128, 128), (5, 3, 2), (33, 17, 1)])
+def test_nnunet_importance_map_without_scipy_equals_scipys(roi):
+    """The numpy-only nnU-Net Gaussian (the bare GPU machine has no scipy) against the
+    recipe it reproduces, run with scipy: an impulse through ``gaussian_filter``."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from medcnn.inference.sliding_window import nnunet_gaussian
+
+    tmp = np.zeros(roi)
+    tmp[tuple(r // 2 for r in roi)] = 1.0
+    ref = ndimage.gaussian_filter(tmp, [r * 0.125 for r in roi], 0, mode="constant", cval=0)
+    ref /= ref.max()
+    ref[ref == 0] = ref[ref != 0].min()
+    np.testing.assert_allclose(nnunet_gaussian(roi), ref, rtol=1e-12, atol=0)

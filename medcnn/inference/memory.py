@@ -310,16 +310,18 @@ _T = TypeVar("_T")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a device out-of-memory error: ``torch.cuda.OutOfMemoryError`` (also
+    """True for an out-of-memory error: ``torch.cuda.OutOfMemoryError`` (also
     ``torch.OutOfMemoryError``), or a ``RuntimeError`` whose message says "out of memory"
-    (MPS, older torch builds). Other errors are never taken for one."""
+    (MPS, older torch builds) or "can't allocate memory" (torch's CPU allocator). Other
+    errors are never taken for one."""
     import torch
 
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
                                   getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
     if oom_types and isinstance(exc, oom_types):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _empty_cache(device: Any) -> None:
