@@ -218,6 +218,16 @@ def test_cuda_flags_set_cudnn_for_one_prediction_and_restore(precision, determin
         assert (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32) == before
 
 
+def test_cuda_flags_follow_torch_deterministic_algorithms(monkeypatch):
+    """A caller that switched on ``torch.use_deterministic_algorithms`` (medcnn run
+    --deterministic does) gets no autotuning from a Segmenter left at its default."""
+    from medcnn.inference.device import cuda_flags
+
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    with cuda_flags(torch.device("cuda"), precision="bf16"):
+        assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+
+
 def test_device_budget_counts_blocks_cached_by_torch(monkeypatch):
     """``mem_get_info`` reports memory PyTorch's allocator holds but no tensor uses as
     taken; the budget adds it back, so a second case sees the same budget as the first."""

@@ -125,7 +125,8 @@ def cuda_flags(device: Any, *, precision: str, deterministic: bool = False) -> C
       ``cudnn.benchmark = True`` on CUDA; every window has the same shape, so the tuning
       is paid once per case), unless ``deterministic``.
     * ``deterministic``: cuDNN's deterministic algorithms, no autotuning: bit-identical
-      labels run after run.
+      labels run after run. Also taken when ``torch.use_deterministic_algorithms(True)``
+      is in force.
     * ``allow_tf32``: off for ``precision="fp32"``, so "fp32" means float32 convolutions
       on Ampere and newer GPUs too (PyTorch's default lets cuDNN use TF32, 10-bit
       mantissas); with bf16/fp16 autocast it is left on.
@@ -135,5 +136,6 @@ def cuda_flags(device: Any, *, precision: str, deterministic: bool = False) -> C
     dev = device if isinstance(device, torch.device) else torch.device(device)
     if dev.type != "cuda":
         return contextlib.nullcontext()
+    deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
     return torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=bool(deterministic),
                                       allow_tf32=precision != "fp32")
