@@ -245,7 +245,8 @@ def test_planner_on_the_device_budget_ct_sized_many_classes():
     assert peak_dev <= plan_dev.device_peak_bytes, (peak_dev, plan_dev.describe())
     assert peak_host <= plan_host.device_peak_bytes, (peak_host, plan_host.describe())
     assert peak_host < peak_dev
-    assert agreement(res_dev.labels.numpy(), res_host.labels.numpy()) == 1.0
+    # the same windows and weights; the host adds them up with the CPU's float32 rounding
+    assert agreement(res_dev.labels.numpy(), res_host.labels.numpy()) >= 0.9999
 
 
 class _OutOfMemoryAtFirst(torch.nn.Module):
@@ -273,7 +274,7 @@ def test_out_of_memory_in_a_window_falls_back_instead_of_failing():
     record("OOM fallback", bundle="hippocampus-mri", fallbacks=" -> ".join(f"sw{b} {s}" for b, s in steps))
     assert steps == [(2, "device"), (1, "device"), (1, "host")]
     assert pred.info["stitch"] == "host"
-    assert agreement(pred.labels.array, ref) == 1.0
+    assert agreement(pred.labels.array, ref) >= 0.9999  # host stitching: the CPU's float32 rounding
 
 
 # ---------------------------------------------------------------------------- training
