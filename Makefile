@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 STAMP  := $(VENV)/.medcnn-installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench clean gpu-pack gpu-check
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
 	PYTHON="$(PYTHON)" bash scripts/setup_env.sh "$(VENV)"
@@ -20,6 +20,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	"$(VENV)/bin/python" -m pytest -q -m "not slow"
+
+# The GPU path in one command (docs/inference.md, "GPU check"): on a CPU-only machine it
+# prints one line and exits 3. gpu-pack builds out/gpu-pack to carry to a bare GPU machine,
+# where `bash gpu-pack/src/scripts/gpu_check.sh` does the same without make or .venv.
+gpu-pack: $(STAMP)
+	PYTHON="$(VENV)/bin/python" bash scripts/gpu_pack.sh out/gpu-pack
+
+gpu-check:
+	PYTHON="$$( [ -x "$(VENV)/bin/python" ] && echo "$(VENV)/bin/python" || command -v python3 )" bash scripts/gpu_check.sh
 
 clean:
 	rm -rf out .pytest_cache

@@ -27,13 +27,20 @@ crops, reorientation only), ``cine`` (cardiac-lv-cine-mri, 2D network per slice,
 512 x 512 x 300 CT-like volume at 0.78 x 0.78 x 1.5 mm written as an int16 NIfTI, a small
 random-weight UNet with ``--ct-classes`` classes on a 1.5 mm grid, CT window + z-score).
 
+``--device cuda`` (or ``cuda:N``, ``auto``) runs medcnn and the MONAI baseline's network on
+that device, ``--precision fp16|bf16|auto`` medcnn's precision with the baseline under
+``torch.autocast`` at the same dtype (default: CPU, fp32). An unavailable device is one
+line on stderr and exit status 2.
+
 Run: ``python benchmarks/bench_case.py [--cases brats,hippocampus,cine,ct] [--repeats 3]
-[--threads 1] [--against-rev main] [--no-monai] [--no-memory] [--quick]``
+[--threads 1] [--against-rev main] [--no-monai] [--no-memory] [--quick] [--device cpu|cuda|auto]
+[--precision fp32|fp16|bf16|auto]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import warnings
 import os
@@ -102,7 +109,7 @@ def ct_network_spec(classes: int) -> dict:
             "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
 
 
-def build_segmenter(name: str, *, classes: int, quick: bool):
+def build_segmenter(name: str, *, classes: int, quick: bool, device: str = "cpu", precision: str = "fp32"):
     """(Segmenter, bundle-like facts) for a case; only APIs that older revisions have."""
     import torch
 
@@ -118,13 +125,13 @@ def build_segmenter(name: str, *, classes: int, quick: bool):
         pre = PreprocessSpec(orientation="RAS", target_spacing=(1.5, 1.5, 1.5) if not quick else (6.0, 6.0, 6.0),
                              modalities=("CT",), ct_window=(-200.0, 300.0), ct_mean=50.0, ct_std=150.0)
         roi = (64, 64, 32) if quick else (128, 128, 64)
-        return Segmenter(net, network=spec, roi_size=roi, overlap=0.25, preprocess=pre, device="cpu",
-                         precision="fp32"), net
+        return Segmenter(net, network=spec, roi_size=roi, overlap=0.25, preprocess=pre, device=device,
+                         precision=precision), net
     bundle = {"brats": "brain-tumour-mri", "hippocampus": "hippocampus-mri", "cine": "cardiac-lv-cine-mri"}[name]
     from medcnn.models import load_bundle
 
     b = load_bundle(bundle)
-    return Segmenter.from_bundle(b, device="cpu", precision="fp32"), b.build_model()
+    return Segmenter.from_bundle(b, device=device, precision=precision), b.build_model()
 
 
 def read_case(case: dict):
@@ -184,13 +191,19 @@ def monai_pipeline(seg, net, spacing_mode):
         pre.append(NormalizeIntensityd("image", nonzero=True, channel_wise=True))
     pre = Compose(pre)
     invert = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)
-    net = net.eval()
+    device = seg.device
+    net = net.eval().to(device)
+    amp = contextlib.nullcontext() if seg.precision == "fp32" else \
+        torch.autocast(device.type, dtype=torch.bfloat16 if seg.precision == "bf16" else torch.float16)
 
     def run(files):
         d = pre({"image": files if len(files) > 1 else files[0]})
         with torch.no_grad():
-            logits = sliding_window_inference(d["image"].unsqueeze(0), seg.roi_size, seg.sw_batch_size, net,
-                                              overlap=seg.overlap, mode="gaussian", sigma_scale=seg.sigma_scale)
+            with amp:  # the same precision as medcnn's (autocast), the same device
+                logits = sliding_window_inference(d["image"].unsqueeze(0).to(device), seg.roi_size,
+                                                  seg.sw_batch_size, net, overlap=seg.overlap, mode="gaussian",
+                                                  sigma_scale=seg.sigma_scale)
+            logits = logits.float().cpu()
             d["pred"] = torch.softmax(logits[0], dim=0) if logits.shape[1] > 1 else torch.sigmoid(logits[0])
             d = invert(d)
             pred = d["pred"]
@@ -214,7 +227,8 @@ def worker(args) -> int:
     result = {"medcnn": str(Path(medcnn.__file__).parent), "cases": {}}
     tmp = Path(args.tmp)
     for name in args.cases.split(","):
-        seg, _ = build_segmenter(name, classes=args.ct_classes, quick=args.quick)
+        seg, _ = build_segmenter(name, classes=args.ct_classes, quick=args.quick, device=args.device,
+                                 precision=args.precision)
         for case in case_inputs(name, quick=args.quick, cine_frames=args.cine_frames, tmp=tmp):
             runs = []
             for _ in range(args.repeats):
@@ -248,7 +262,8 @@ def run_child(tree: Path, args, out: Path, cases: str, repeats: int) -> dict:
                OPENBLAS_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out), "--cases", cases,
            "--repeats", str(repeats), "--threads", str(args.threads), "--ct-classes", str(args.ct_classes),
-           "--cine-frames", str(args.cine_frames), "--tmp", str(args.tmp)] + (["--quick"] if args.quick else [])
+           "--cine-frames", str(args.cine_frames), "--tmp", str(args.tmp), "--device", args.device,
+           "--precision", args.precision] + (["--quick"] if args.quick else [])
     proc = subprocess.run(cmd, cwd=str(tree), env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child run in {tree} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -322,6 +337,10 @@ def main(argv=None) -> int:
                     help="Spacingd modes of the MONAI baseline: bilinear and/or bundle (its spline order)")
     ap.add_argument("--ct-classes", type=int, default=4)
     ap.add_argument("--cine-frames", type=int, default=4)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default), cuda, cuda:N or auto: where medcnn and the MONAI baseline run")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "auto"),
+                    help="medcnn's precision; the MONAI baseline runs under torch.autocast with the same dtype")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
@@ -337,7 +356,19 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below (git worktree)
+    from medcnn.errors import MedcnnError
+    from medcnn.inference import select_device
+
+    try:
+        dev = select_device(args.device)
+    except MedcnnError as exc:
+        print(f"bench_case: {exc}", file=sys.stderr)
+        return 2
+    args.device = str(dev)
     print(f"CPU: {cpu_facts()}; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f} at start")
+    if dev.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(dev)} (torch {torch.__version__}, CUDA {torch.version.cuda}); "
+              f"precision {args.precision}; peak RSS below is host memory")
     with tempfile.TemporaryDirectory(prefix="bench_case_") as tmpdir:
         tmp = Path(tmpdir)
         args.tmp = str(tmp)
@@ -360,7 +391,8 @@ def main(argv=None) -> int:
 def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
     import numpy as np
 
-    seg, net = build_segmenter(name, classes=args.ct_classes, quick=args.quick)
+    seg, net = build_segmenter(name, classes=args.ct_classes, quick=args.quick, device=args.device,
+                               precision=args.precision)
     baselines = {}
     if not args.no_monai:
         wanted = args.monai_modes.split(",")

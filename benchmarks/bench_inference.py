@@ -16,10 +16,16 @@ one call (measured in a fresh child process), and the fraction of voxels whose l
 
 With a CUDA GPU (``--device all``, the default, when ``torch.cuda.is_available()``; or
 ``--device cuda``) the same table is printed for the GPU: MONAI fp32 on the GPU as the
-baseline, medcnn fp32/fp16/bf16, peak memory = ``torch.cuda.max_memory_allocated`` during
-one call.
+baseline, and MONAI under ``torch.autocast`` (fp16, bf16 where supported; one and four
+windows per batch) beside medcnn's fp32/fp16/bf16 on the same network and windows; the
+column ``x MONAI AMP`` compares each medcnn configuration with MONAI at the same precision
+and batch. Peak memory = ``torch.cuda.max_memory_allocated`` above the level before one
+call. With a GPU the network is trained on it (seconds; the CPU would take minutes).
 
-Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 120] [--compile] [--device all|cpu|cuda]``
+``--json FILE`` also writes the table's rows (for ``make gpu-check``'s Markdown table).
+
+Run: ``python benchmarks/bench_inference.py [--repeats 3] [--train-steps 120] [--compile] [--device all|cpu|cuda]
+[--json FILE]``
 """
 
 from __future__ import annotations
@@ -72,8 +78,10 @@ def build_unet():
                 strides=(2, 2, 2, 2), num_res_units=2)
 
 
-def train_briefly(net, img: np.ndarray, lab: np.ndarray, steps: int, *, patch: int = 64, seed: int = 0) -> float:
-    """A few Adam steps on random crops (bf16 autocast where supported); returns seconds."""
+def train_briefly(net, img: np.ndarray, lab: np.ndarray, steps: int, *, patch: int = 64, seed: int = 0,
+                  device: str = "cpu") -> float:
+    """A few Adam steps on random crops on ``device`` (bf16 autocast where supported, fp16
+    with a gradient scaler on older GPUs); returns seconds. The network ends on the CPU."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -85,9 +93,16 @@ def train_briefly(net, img: np.ndarray, lab: np.ndarray, steps: int, *, patch: i
     rng = np.random.default_rng(seed)
     patch = min(patch, *SHAPE)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     net.train()
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_supports_bf16() else contextlib.nullcontext
+    scaler = None
+    if device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        ctx = lambda: torch.autocast("cuda", dtype=dtype)  # noqa: E731
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    else:
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_supports_bf16() else contextlib.nullcontext
     for step in range(steps):
         xs, ys = [], []
         for _ in range(2):
@@ -95,17 +110,23 @@ def train_briefly(net, img: np.ndarray, lab: np.ndarray, steps: int, *, patch: i
             sl = tuple(slice(a, a + patch) for a in o)
             xs.append(img[sl])
             ys.append(lab[sl])
-        x = torch.from_numpy(np.stack(xs)[:, None])
-        y = torch.from_numpy(np.stack(ys)[:, None].astype(np.int64))
+        x = torch.from_numpy(np.stack(xs)[:, None]).to(device)
+        y = torch.from_numpy(np.stack(ys)[:, None].astype(np.int64)).to(device)
         with ctx():
             out = net(x)
         loss = loss_fn(out.float(), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         if step % 10 == 0 or step == steps - 1:
             print(f"  train step {step + 1}/{steps}: loss {loss.item():.3f}", file=sys.stderr)
     net.eval()
+    net.to("cpu")
     return time.perf_counter() - t0
 
 
@@ -154,7 +175,7 @@ def run_once(fn, sync=lambda: None):
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
-def cached_training(net, img, gt, steps: int, cache_dir: str | None) -> float:
+def cached_training(net, img, gt, steps: int, cache_dir: str | None, *, device: str = "cpu") -> float:
     """Train briefly, or load the weights trained by an earlier run (same steps and seed)."""
     import os
 
@@ -164,12 +185,14 @@ def cached_training(net, img, gt, steps: int, cache_dir: str | None) -> float:
     path = None
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        path = os.path.join(cache_dir, f"bench_unet16_{'x'.join(map(str, SHAPE))}_steps{steps}_seed0.safetensors")
+        where = "" if device == "cpu" else f"_{device}"
+        path = os.path.join(cache_dir, f"bench_unet16_{'x'.join(map(str, SHAPE))}_steps{steps}_seed0{where}"
+                                       ".safetensors")
         if os.path.exists(path):
             net.load_state_dict(load_file(path))
             print(f"loaded trained weights from {path}", file=sys.stderr)
             return 0.0
-    t = train_briefly(net, img, gt, steps)
+    t = train_briefly(net, img, gt, steps, device=device)
     if path:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
     return t
@@ -194,6 +217,7 @@ def main(argv=None) -> int:
                     help="skip the per-configuration peak-memory measurement (child processes)")
     ap.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
                     help="all (default): the CPU table, plus the GPU table when CUDA is available")
+    ap.add_argument("--json", default=None, help="also write the table rows (JSON) to this file")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.small:
@@ -213,9 +237,11 @@ def main(argv=None) -> int:
           f"gaussian blending, {N_CLASSES} classes", file=sys.stderr)
     if args.memory_child is not None:  # quiet: only the JSON line goes to stdout
         sys.stderr = open(os.devnull, "w")
-    t_train = cached_training(net, img, gt, args.train_steps, args.cache_dir or None)
+    train_device = "cuda" if args.device in ("all", "cuda") and args.memory_child is None and \
+        torch.cuda.is_available() else "cpu"
+    t_train = cached_training(net, img, gt, args.train_steps, args.cache_dir or None, device=train_device)
     if t_train:
-        print(f"trained {args.train_steps} steps in {t_train:.0f} s", file=sys.stderr)
+        print(f"trained {args.train_steps} steps on the {train_device} in {t_train:.0f} s", file=sys.stderr)
     net.eval()
     devices = ["cpu"] if args.memory_child is not None else \
         [d for d in ("cpu", "cuda") if args.device in (d, "all")]
@@ -225,14 +251,20 @@ def main(argv=None) -> int:
             return 2
         devices.remove("cuda")
         print("no CUDA GPU: CPU table only", file=sys.stderr)
+    tables = []
     for device in devices:
-        rc = run_table(device, net, img, gt, args)
+        rc = run_table(device, net, img, gt, args, tables)
         if rc:
             return rc
+    if args.json:
+        import json
+
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(tables, fh, indent=1)
     return 0
 
 
-def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args) -> int:
+def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args, tables: list | None = None) -> int:
     """Time MONAI fp32 and the medcnn configurations on ``device``; print the table."""
     import torch
     from monai.inferers import sliding_window_inference as monai_swi
@@ -244,10 +276,19 @@ def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args) -> int:
     base_net = copy.deepcopy(net).to(device)
     x5 = torch.from_numpy(img)[None, None].to(device)
 
-    def monai_fp32():
-        with torch.inference_mode():
-            out = monai_swi(x5, ROI, 1, base_net, overlap=args.overlap, mode="gaussian")[0].argmax(0)
+    def monai_run(precision: str = "fp32", sw: int = 1):
+        """MONAI's sliding window (under torch.autocast for fp16/bf16, as a MONAI bundle's
+        ``amp: true`` evaluator runs it); float32 accumulation (MONAI's default)."""
+        ctx = contextlib.nullcontext() if precision == "fp32" else \
+            torch.autocast(device, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+        def fn():
+            with torch.inference_mode(), ctx:
+                out = monai_swi(x5, ROI, sw, base_net, overlap=args.overlap, mode="gaussian")[0].argmax(0)
             return out.to(torch.uint8).cpu()
+        return fn
+
+    monai_fp32 = monai_run()
 
     if cuda:
         name = torch.cuda.get_device_name()
@@ -286,11 +327,19 @@ def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args) -> int:
                          dict(precision="fp32", memory_format="channels_last", sw_batch_size=1, compile=True))]
     arr = img[None]
     fns = {"monai sliding_window_inference fp32 (baseline)": monai_fp32}
+    amp_of = {}  # medcnn configuration -> MONAI AMP row of the same precision and batch
+    if cuda:
+        for prec in [p for p in ("fp16", "bf16") if p == "fp16" or torch.cuda.is_bf16_supported()]:
+            for sw in (1, 4):
+                fns[f"monai sliding_window_inference {prec} autocast sw{sw}"] = monai_run(prec, sw)
     for name, opts in configs:
         seg = Segmenter(copy.deepcopy(net), roi_size=ROI, in_channels=1, out_channels=N_CLASSES,
                         overlap=args.overlap, device=device, **opts)
         if not opts:
             name = f"{name}: {seg.precision}, {seg.memory_format}, sw{seg.sw_batch_size}"
+        monai_twin = f"monai sliding_window_inference {seg.precision} autocast sw{seg.sw_batch_size}"
+        if monai_twin in fns:
+            amp_of[name] = monai_twin
         fns[name] = (lambda s: (lambda: s.predict_array(arr, outputs=("labels",)).labels))(seg)
     if args.memory_child is not None:
         import json
@@ -353,13 +402,23 @@ def run_table(device: str, net, img: np.ndarray, gt: np.ndarray, args) -> int:
           f"{os.getloadavg()[0]:.1f}; 'x MONAI' = median of per-round wall-time ratios; 'cpu x' = ratio of median "
           f"CPU seconds (less sensitive to other processes); {peak_text}")
     c_ref = statistics.median(cpu[next(iter(fns))])
+    amp_ratio = {n: statistics.median(times[m]) / statistics.median(times[n]) for n, m in amp_of.items()}
     print(f"{'configuration':<58} {'median s':>9} {'Mvox/s':>8} {'x MONAI':>8} {'cpu x':>6} {'peak MiB':>9} "
-          f"{'agree':>8}")
+          f"{'agree':>8}" + (f" {'x MONAI AMP':>11}" if cuda else ""))
+    rows = []
     for name in fns:
         t = statistics.median(times[name])
         print(f"{name:<58} {t:9.2f} {n_vox / t / 1e6:8.2f} {statistics.median(ratios[name]):8.2f} "
-              f"{c_ref / statistics.median(cpu[name]):6.2f} {peaks[name] / 2**20:9.0f} {agree[name]:8.5f}")
-    cands = [n for n in list(fns)[1:] if agree[n] >= 0.995]
+              f"{c_ref / statistics.median(cpu[name]):6.2f} {peaks[name] / 2**20:9.0f} {agree[name]:8.5f}"
+              + (f" {amp_ratio[name]:11.2f}" if name in amp_ratio else (f" {'':>11}" if cuda else "")))
+        rows.append({"configuration": name, "median_s": t, "mvox_per_s": n_vox / t / 1e6,
+                     "x_monai_fp32": statistics.median(ratios[name]), "peak_mib": peaks[name] / 2**20,
+                     "agreement_vs_monai_fp32": agree[name], "x_monai_amp_same_batch": amp_ratio.get(name),
+                     "monai_amp_row": amp_of.get(name)})
+    if tables is not None:
+        tables.append({"device": device, "where": where, "volume": list(SHAPE), "roi": list(ROI),
+                       "overlap": args.overlap, "repeats": args.repeats, "rows": rows})
+    cands = [n for n in list(fns)[1:] if agree[n] >= 0.995 and not n.startswith("monai")]
     if not cands:
         print("\nno medcnn configuration reached 99.5% label agreement with MONAI fp32")
         return 1

@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-import cc3d
 import numpy as np
-from scipy import ndimage
 
 from medcnn.errors import ConfigError, DimensionError, InvalidLabelError
 from medcnn.volume import Volume
@@ -233,6 +231,8 @@ class PostprocessSpec:
 
 # ---------------------------------------------------------------------------- binary operations
 def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+    import cc3d
+
     cc = cc3d.connected_components(mask.astype(np.uint8, copy=False), connectivity=connectivity)
     return cc, np.bincount(cc.ravel())
 
@@ -255,6 +255,8 @@ def _remove_small(mask: np.ndarray, min_ml: float, voxel_ml: float, connectivity
 
 
 def _fill(mask: np.ndarray, per_slice_axis: int | None) -> np.ndarray:
+    from scipy import ndimage
+
     if per_slice_axis is None:
         return ndimage.binary_fill_holes(mask)
     out = np.empty_like(mask)
@@ -320,6 +322,8 @@ def postprocess(labels: Volume, spec: PostprocessSpec) -> Volume:
     Returns:
         New label Volume, same geometry and dtype.
     """
+    from scipy import ndimage
+
     arr = _check_labels(labels)
     out = arr.copy()
     if spec.is_noop:

@@ -57,3 +57,21 @@ def _single_torch_thread():
 one_torch_thread = pytest.fixture(_single_torch_thread, name="one_torch_thread")
 #: once per module (real-data tests whose fixtures are module-scoped)
 one_torch_thread_module = pytest.fixture(_single_torch_thread, scope="module", name="one_torch_thread_module")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests are collected everywhere and skipped, with the reason, without CUDA."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if gpu_items and not _cuda_available():
+        skip = pytest.mark.skip(reason="no CUDA GPU visible to torch (torch.cuda.is_available() is False); "
+                                       "run `make gpu-check` on a GPU machine")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -300,7 +300,8 @@ def _segmenter(settings: BatchSettings):
             torch.manual_seed(0)
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        kwargs: dict[str, Any] = {"device": device, "precision": settings.precision}
+        kwargs: dict[str, Any] = {"device": device, "precision": settings.precision,
+                                  "deterministic": settings.deterministic}
         kwargs["tta_axes"] = "trained" if settings.tta else ()
         kwargs["threads"] = ThreadPolicy(settings.threads, workers=settings.workers)
         seg = Segmenter.from_bundle(settings.model, **kwargs)

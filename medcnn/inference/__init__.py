@@ -6,8 +6,14 @@ Imports torch. See :class:`Segmenter` for the end-to-end API and
 
 from __future__ import annotations
 
-from medcnn.inference.device import autocast, cpu_supports_bf16, select_device, select_precision
-from medcnn.inference.memory import MemoryPlan, activation_bytes_per_voxel, available_memory_bytes, plan_memory
+from medcnn.inference.device import autocast, cpu_supports_bf16, cuda_flags, select_device, select_precision
+from medcnn.inference.memory import (
+    MemoryPlan,
+    activation_bytes_per_voxel,
+    available_memory_bytes,
+    plan_memory,
+    run_with_oom_fallback,
+)
 from medcnn.inference.segmenter import Prediction, Segmenter, make_predictor
 from medcnn.inference.threads import ThreadChoice, ThreadPolicy
 from medcnn.inference.sliding_window import (
@@ -33,10 +39,12 @@ __all__ = [
     "plan_memory",
     "activation_bytes_per_voxel",
     "available_memory_bytes",
+    "run_with_oom_fallback",
     "select_device",
     "select_precision",
     "cpu_supports_bf16",
     "autocast",
     "ThreadPolicy",
     "ThreadChoice",
+    "cuda_flags",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "autocast",
     "cpu_supports_bf16",
     "precision_dtype",
+    "cuda_flags",
 ]
 
 #: Accepted values of ``precision``.
@@ -114,3 +115,27 @@ def autocast(device, precision: str) -> ContextManager[Any]:
         return contextlib.nullcontext()
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return torch.autocast(device_type=dev.type, dtype=precision_dtype(precision))
+
+
+def cuda_flags(device: Any, *, precision: str, deterministic: bool = False) -> ContextManager[Any]:
+    """cuDNN settings for one prediction on ``device`` (a no-op context elsewhere),
+    restored afterwards (``torch.backends.cudnn.flags``), so nothing global changes.
+
+    * ``benchmark``: autotuned convolution algorithms (nnU-Net's predictor sets
+      ``cudnn.benchmark = True`` on CUDA; every window has the same shape, so the tuning
+      is paid once per case), unless ``deterministic``.
+    * ``deterministic``: cuDNN's deterministic algorithms, no autotuning: bit-identical
+      labels run after run. Also taken when ``torch.use_deterministic_algorithms(True)``
+      is in force.
+    * ``allow_tf32``: off for ``precision="fp32"``, so "fp32" means float32 convolutions
+      on Ampere and newer GPUs too (PyTorch's default lets cuDNN use TF32, 10-bit
+      mantissas); with bf16/fp16 autocast it is left on.
+    """
+    import torch
+
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=bool(deterministic),
+                                      allow_tf32=precision != "fp32")

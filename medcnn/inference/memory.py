@@ -24,7 +24,8 @@ window voxel is a heuristic from its first-level width, measured on MONAI UNets
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -36,6 +37,8 @@ __all__ = [
     "activation_bytes_per_voxel",
     "available_memory_bytes",
     "format_bytes",
+    "is_out_of_memory",
+    "run_with_oom_fallback",
 ]
 
 _GIB = 1024**3
@@ -83,17 +86,41 @@ def activation_bytes_per_voxel(network: Mapping[str, Any] | None, *, precision: 
     return 4.0 * (factor * float(width) + 2 * io)
 
 
-def available_memory_bytes(device: Any = "cpu") -> tuple[int, int]:
-    """``(device_bytes, host_bytes)`` currently free; on the CPU both are host RAM."""
-    import psutil
+def _host_available_bytes() -> int:
+    """Available host RAM in bytes (psutil; else ``/proc/meminfo``; else ``sysconf``)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import os
 
-    host = int(psutil.virtual_memory().available)
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def available_memory_bytes(device: Any = "cpu") -> tuple[int, int]:
+    """``(device_bytes, host_bytes)`` currently free; on the CPU both are host RAM.
+
+    Host RAM comes from psutil, or ``/proc/meminfo`` (``MemAvailable``) where psutil is
+    not installed (the lean GPU-check environment, docs/inference.md)."""
+    host = _host_available_bytes()
     dev_type = getattr(device, "type", str(device).split(":")[0])
     if dev_type == "cuda":
         import torch
 
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free), host
+        # the driver counts blocks PyTorch's caching allocator reserved but no tensor uses
+        # as taken; they are free to this process (a second case would otherwise see less)
+        cached = int(torch.cuda.memory_reserved(device)) - int(torch.cuda.memory_allocated(device))
+        return int(free) + max(cached, 0), host
     return host, host
 
 
@@ -277,3 +304,85 @@ def plan_memory(
         f"a prediction that fits in {budget}", f"an estimated minimum of {what}",
         hint="To fit: " + "; ".join(t for t in tips if t) + f" (largest part: "
              f"{max(b, key=lambda k: b[k])} {format_bytes(max(b.values()))}; need {format_bytes(need)})")
+
+
+_T = TypeVar("_T")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an out-of-memory error: ``torch.cuda.OutOfMemoryError`` (also
+    ``torch.OutOfMemoryError``), or a ``RuntimeError`` whose message says "out of memory"
+    (MPS, older torch builds) or "can't allocate memory" (torch's CPU allocator). Other
+    errors are never taken for one."""
+    import torch
+
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                  getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
+    if oom_types and isinstance(exc, oom_types):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _empty_cache(device: Any) -> None:
+    import torch
+
+    dev_type = getattr(device, "type", str(device).split(":")[0])
+    if dev_type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif dev_type == "mps":
+        mps = getattr(torch, "mps", None)
+        if mps is not None and hasattr(mps, "empty_cache"):
+            mps.empty_cache()
+
+
+def run_with_oom_fallback(run: Callable[[MemoryPlan], _T], plan: MemoryPlan, *,
+                          device: Any) -> tuple[_T, list[dict[str, Any]]]:
+    """``run(plan)``, retried with smaller plans when the device runs out of memory.
+
+    The planner's activation estimate is a heuristic, so a window batch can still exceed
+    the device's memory. Like nnU-Net (which retries a case with its accumulator on the
+    CPU), the case is not failed: on an out-of-memory error (:func:`is_out_of_memory`)
+    the allocator cache is emptied and ``run`` is called again with half the windows per
+    batch (down to 1), then, on a GPU / MPS, with the accumulator on the host
+    (``stitch="host"``). Labels do not depend on the batch size or on where the
+    accumulator lives.
+
+    Args:
+        run: computes the result for a plan.
+        plan: the first plan to try.
+        device: the compute device (``torch.device`` or its string).
+
+    Returns:
+        ``(result, fallbacks)``: ``fallbacks`` lists each retry as
+        ``{"stitch", "sw_batch_size", "after"}`` (``after``: the error's first line),
+        empty when the first plan worked.
+
+    Raises:
+        InsufficientMemoryError: still out of memory with one window per batch and host
+            stitching (or on the CPU); other errors propagate unchanged.
+    """
+    dev_type = getattr(device, "type", str(device).split(":")[0])
+    fallbacks: list[dict[str, Any]] = []
+    current = plan
+    while True:
+        message = None
+        try:
+            return run(current), fallbacks
+        except Exception as exc:  # noqa: BLE001 - anything but an OOM is re-raised
+            if not is_out_of_memory(exc):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # outside the except block: the traceback's references to device tensors are gone
+        _empty_cache(device)
+        if current.sw_batch_size > 1:
+            current = replace(current, sw_batch_size=max(current.sw_batch_size // 2, 1))
+        elif current.stitch == "device" and dev_type != "cpu":
+            current = replace(current, stitch="host")
+        else:
+            raise InsufficientMemoryError.expected(
+                f"a prediction that fits in the {dev_type} memory", f"out of memory: {message}",
+                hint="Tried " + ", ".join([f"{plan.sw_batch_size} window(s) per batch stitching on the {plan.stitch}"]
+                                          + [f"{f['sw_batch_size']} stitching on the {f['stitch']}" for f in fallbacks])
+                + "; use a smaller roi_size, free device memory or use --device cpu")
+        fallbacks.append({"stitch": current.stitch, "sw_batch_size": current.sw_batch_size, "after": message})

@@ -33,8 +33,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InsufficientMemoryError
-from medcnn.inference.device import autocast, select_device, select_precision
-from medcnn.inference.memory import MemoryPlan, plan_memory
+from medcnn.inference.device import autocast, cuda_flags, select_device, select_precision
+from medcnn.inference.memory import MemoryPlan, plan_memory, run_with_oom_fallback
 from medcnn.inference.sliding_window import WindowResult, sliding_window_inference
 from medcnn.inference.threads import ThreadChoice, ThreadPolicy, cpu_threads
 from medcnn.volume import Volume
@@ -194,6 +194,15 @@ class Segmenter:
             :class:`medcnn.inference.threads.ThreadPolicy` (e.g. with ``workers=`` for a
             batch); set for the prediction only and restored after, recorded in
             ``info["threads"]``. See :mod:`medcnn.inference.threads` for the wait policy.
+        deterministic: on CUDA, cuDNN's deterministic algorithms without autotuning, so two
+            runs give bit-identical labels (default: autotuned cuDNN, as nnU-Net). See
+            :func:`medcnn.inference.device.cuda_flags`; no effect on the CPU.
+
+    Out of memory: when a window batch raises ``torch.cuda.OutOfMemoryError`` although the
+    plan said it fits (the planner's estimate is a heuristic), the case is retried with half
+    the batch, down to 1, then with the accumulator on the host, freeing the CUDA cache
+    between tries (:func:`medcnn.inference.memory.run_with_oom_fallback`); the fallbacks
+    taken are in ``info["oom_fallbacks"]``.
     """
 
     def __init__(
@@ -226,6 +235,7 @@ class Segmenter:
         window_placement: str = "monai",
         slice_axis: int | None = None,
         threads: Any = "auto",
+        deterministic: bool = False,
     ) -> None:
         import torch
 
@@ -304,6 +314,7 @@ class Segmenter:
         self.slice_axis = slice_axis
         self.threads = threads if isinstance(threads, ThreadPolicy) else ThreadPolicy(threads)
         self._thread_local = threading.local()  # the decision of the prediction running in this thread
+        self.deterministic = bool(deterministic)
         # nnU-Net's export: logits go back to the input grid, the activation follows
         self.resample_logits = preprocess.nnunet is not None
         self.sigma_scale = float(sigma_scale)
@@ -404,7 +415,7 @@ class Segmenter:
             labels=b.labels,
             channels=b.channels,
             overlap=b.overlap if overlap is None else overlap,
-            postprocess=b.postprocess,
+            postprocess=options.pop("postprocess", b.postprocess),
             activation=options.pop("activation", b.activation),
             mirror_axes=options.pop("mirror_axes", b.mirror_axes),
             bundle_info={"path": str(b.path), "sha256": b.sha256, "spec_sha256": b.spec_sha256,
@@ -534,19 +545,26 @@ class Segmenter:
                 self._warn_untrained_tta([t - 1 for t in tta])
             roi = (1,) + self.roi_size
             squeeze = 2
-        if plan.stitch == "device":
-            img = img.to(self.device)
         predictor = make_predictor(self.model, device=self.device, precision=self.precision, tta_axes=tta,
                                    memory_format=self._torch_memory_format, squeeze_dim=squeeze,
                                    per_view=per_view and "probabilities_u8" in outputs)
-        with torch.inference_mode():
-            res = sliding_window_inference(
-                img, predictor, roi_size=roi, out_channels=self.out_channels, overlap=self.overlap,
-                mode=self.blend_mode, sigma_scale=self.sigma_scale, sw_batch_size=plan.sw_batch_size,
-                outputs=outputs, activation=self.activation,
-                stitch_device=self.device if plan.stitch == "device" else "cpu",
-                slab=plan.slab, slab_axis=plan.slab_axis, groups=predictor.n_groups,  # type: ignore[attr-defined]
-                placement=self.window_placement)
+
+        def run(p: MemoryPlan) -> WindowResult:
+            x = img.to(self.device) if p.stitch == "device" else img
+            with torch.inference_mode(), cuda_flags(self.device, precision=self.precision,
+                                                    deterministic=self.deterministic):
+                return sliding_window_inference(
+                    x, predictor, roi_size=roi, out_channels=self.out_channels, overlap=self.overlap,
+                    mode=self.blend_mode, sigma_scale=self.sigma_scale, sw_batch_size=p.sw_batch_size,
+                    outputs=outputs, activation=self.activation,
+                    stitch_device=self.device if p.stitch == "device" else "cpu",
+                    slab=p.slab, slab_axis=p.slab_axis, groups=predictor.n_groups,  # type: ignore[attr-defined]
+                    placement=self.window_placement)
+
+        res, fallbacks = run_with_oom_fallback(run, plan, device=self.device)
+        res.info["plan_used"] = {"stitch": fallbacks[-1]["stitch"], "sw_batch_size": fallbacks[-1]["sw_batch_size"]} \
+            if fallbacks else {"stitch": plan.stitch, "sw_batch_size": plan.sw_batch_size}
+        res.info["oom_fallbacks"] = fallbacks
         res.info["n_forward_passes"] = res.n_windows * predictor.n_passes  # type: ignore[attr-defined]
         if perm is not None:
             inv = list(np.argsort(perm))
@@ -703,7 +721,10 @@ class Segmenter:
             "compiled": self.compiled,
             "roi_size": list(self.roi_size),
             "overlap": self.overlap,
-            "sw_batch_size": plan.sw_batch_size,
+            "sw_batch_size": res.info["plan_used"]["sw_batch_size"],
+            "stitch": res.info["plan_used"]["stitch"],
+            "oom_fallbacks": res.info["oom_fallbacks"],
+            "deterministic": self.deterministic,
             "blend_mode": self.blend_mode,
             "window_placement": self.window_placement,
             "n_windows": res.n_windows,

@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from medcnn.errors import ConfigError, InvalidIntensityError
 from medcnn.preprocess._orient import axis_reorient
@@ -132,6 +131,8 @@ def nnunet_separate_axis(current_spacing: Sequence[float], new_spacing: Sequence
 def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     """``skimage.transform.resize(arr, shape, order, mode="edge", anti_aliasing=False)`` for
     float64 input: edge-aligned zoom, output clipped to the input's range."""
+    from scipy import ndimage
+
     factors = np.divide(arr.shape, shape)
     out = ndimage.zoom(arr, [1 / f for f in factors], order=order, mode="nearest", grid_mode=True)
     if order > 0:
@@ -143,6 +144,8 @@ def nnunet_resize(data: np.ndarray, new_shape: Sequence[int], *, order: int, sep
                   order_z: int = 0, dtype: Any = np.float32) -> np.ndarray:
     """Resample ``(C, X, Y, Z)`` data to ``new_shape`` with nnU-Net's rule (see the module
     docstring); computed in float64 like nnU-Net, returned as ``dtype``."""
+    from scipy import ndimage
+
     shape = np.asarray(data.shape[1:])
     new = np.asarray([int(v) for v in new_shape])
     if np.all(shape == new):
@@ -227,6 +230,8 @@ def nnunet_forward(arrays: Sequence[np.ndarray], geometry: Geometry, options: Ma
         ``(data, model_geometry, steps)``: float32 ``(C, X, Y, Z)`` in nnU-Net's axis order,
         its grid, and the record steps (``reorient``, ``crop``, ``normalise``, ``resample``).
     """
+    from scipy import ndimage
+
     steps: list[dict[str, Any]] = []
     # SimpleITK order (medcnn axes reversed), then transpose_forward
     perm = [2 - t for t in options["transpose_forward"]]

@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from medcnn.errors import InvalidGeometryError, InvalidLabelError
 from medcnn.preprocess._separable import resample_separable
@@ -115,6 +114,8 @@ def _interp(arr: np.ndarray, m: np.ndarray, offset: np.ndarray, out_shape: tuple
     leading axes all at once); ``orders`` then gives the spline order per axis. Other
     mappings go through :func:`scipy.ndimage.affine_transform` (3D ``arr`` only).
     """
+    from scipy import ndimage
+
     if _is_diagonal(m):
         per_axis = [order] * 3 if orders is None else [int(o) for o in orders]
         src = arr
@@ -160,6 +161,8 @@ def _outside_mask(m: np.ndarray, offset: np.ndarray, in_shape: tuple[int, ...],
 
 def _labels_linear(arr: np.ndarray, m: np.ndarray, offset: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
     """Per-label linear resampling of an integer label map (see module docstring)."""
+    from scipy import ndimage
+
     out = np.zeros(out_shape, dtype=arr.dtype)
     best = np.zeros(out_shape, dtype=np.float32)
     total = np.zeros(out_shape, dtype=np.float32)

@@ -27,7 +27,6 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 __all__: list[str] = []  # private helpers of medcnn.preprocess
 
@@ -73,6 +72,8 @@ def axis_matrix(n_in: int, n_out: int, scale: float, shift: float, order: int) -
     ``scipy.ndimage.affine_transform``: output index ``o`` reads input coordinate
     ``scale * o + shift``.
     """
+    from scipy import ndimage
+
     eye = np.eye(n_in, dtype=np.float64)
     # axis 1 maps onto itself at integer positions: an interpolating spline returns the
     # identity there (to ~1e-16), so the result is A along axis 0.
