@@ -4,9 +4,16 @@ Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.
 ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; DICOM RTSTRUCT / SEG files as ``<case>.dcm``, an
 RTSTRUCT being rasterised on the prediction's grid), or a CSV (``--pairs``) with columns
 ``pred``, ``ref`` and optionally ``case_id``, ``subject``, ``phase`` and a group column
-(``group`` or ``--group-column``; relative paths are relative to the CSV's folder). A
-missing or unreadable file, or a case that fails, becomes a row with an ``error`` message
+(``group`` or ``--group-column``; relative paths are relative to the CSV's folder). With
+folders, what exists is validated: references without a prediction (5 predictions against a
+200-file reference folder) are counted once on stderr and in ``summary.json``
+(``unmatched_references``), not errors. A prediction without a reference, a missing or
+unreadable file in a pairs CSV, or a case that fails becomes a row with an ``error`` message
 and the others continue; the exit code is then 2.
+
+Agreement statistics (Pearson r, limits of agreement, ICC, CCC) need at least ``--min-n``
+(default 5) cases or subjects; below that they are withheld with a note (bias and SD of the
+differences stay). Differences of percentages (EF) are in percentage points.
 
 Outputs (written atomically into ``--out``): ``metrics.csv`` (one row per case and
 structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,
@@ -77,6 +84,9 @@ def register(sub) -> None:
                                       "0 = none); the tables need subject/phase columns in --pairs")
     p.add_argument("--myo-label", help="LV myocardium: label value or --labels name (default 2; 0 = none)")
     p.add_argument("--rv-label", help="RV blood pool: label value or --labels name (default 3; 0 = none)")
+    p.add_argument("--min-n", type=int, default=None, metavar="N",
+                   help="fewest cases/subjects for r, limits of agreement, ICC and CCC; below it they are withheld "
+                        "with a note (default 5)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="threads for distance transforms (default 1)")
@@ -147,9 +157,10 @@ def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
             names = pred_dups.get(key) or ref_dups.get(key)
             err = (f"{names[0].parent}: expected one label map for case {key!r}, got "
                    f"{', '.join(p.name for p in names)}")
-        elif key not in preds:
-            err = (f"{pred_dir / (key + args.pred_suffix)}.*: expected a prediction for the reference "
-                   f"{refs[key].name}, got no such file")
+        elif key not in preds:  # a reference nobody predicted: counted once, not an error
+            cases.append({"case_id": key, "pred": None, "ref": str(refs[key]), "subject": "", "phase": "",
+                          "group": "", "error": "", "unmatched_reference": True})
+            continue
         elif key not in refs:
             err = (f"{ref_dir / (key + args.ref_suffix)}.*: expected a reference for the prediction "
                    f"{preds[key].name}, got no such file")
@@ -264,8 +275,10 @@ def _print_acdc(acdc: dict[str, Any], percentile: float) -> None:
     print("ACDC clinical (all subjects; predicted - reference):")
     for r in acdc["clinical"]:
         if r["group"] == "all":
-            print(f"  {r['index']:<14} n={r['n']:<3} r {r['pearson_r']:.3f}  bias {r['bias']:.2f} {r['unit']}  "
-                  f"SD {r['sd_diff']:.2f}  LoA [{r['loa_lower']:.2f}, {r['loa_upper']:.2f}]")
+            unit = r.get("diff_unit") or r["unit"]
+            stats = (f"r and LoA withheld ({r['withheld']})" if r.get("withheld") else
+                     f"r {r['pearson_r']:.3f}  LoA [{r['loa_lower']:.2f}, {r['loa_upper']:.2f}] {unit}")
+            print(f"  {r['index']:<14} n={r['n']:<3} bias {r['bias']:.2f} {unit}  SD {r['sd_diff']:.2f}  {stats}")
     for note in acdc["notes"]:
         print(f"  note: {note}")
 
@@ -310,7 +323,21 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError.expected(f"--lesion-labels among {sorted(labels)}", f"{sorted(unknown)}")
     structures, acdc_notes = acdc_structures(args, labels)
-    cases = find_pairs(args)
+    from medcnn.metrics.agreement import MIN_AGREEMENT_N
+
+    min_n = MIN_AGREEMENT_N if getattr(args, "min_n", None) is None else int(args.min_n)
+    if min_n < 2:
+        raise ConfigError.expected("--min-n >= 2 (a correlation needs two pairs)", str(min_n))
+    found = find_pairs(args)
+    unmatched = [Path(c["ref"]).name for c in found if c.get("unmatched_reference")]
+    cases = [c for c in found if not c.get("unmatched_reference")]
+    if not cases:
+        raise ConfigError.expected("at least one prediction with a matching reference", f"none of "
+                                   f"{len(unmatched)} reference(s) has a prediction in {args.pred}"
+                                   + (f" with --pred-suffix {args.pred_suffix!r}" if args.pred_suffix else ""))
+    if unmatched:
+        print(f"medcnn validate: {len(unmatched)} reference(s) without a prediction were not evaluated "
+              f"({', '.join(unmatched[:3])}{', ...' if len(unmatched) > 3 else ''})", file=sys.stderr)
     acdc_on = any(c.get("subject") and c.get("phase") in ("ED", "ES") for c in cases)
     if not acdc_on and any(getattr(args, f"{k}_label", None) for k in ("lv", "myo", "rv")):
         raise ConfigError.expected("a --pairs CSV with subject and phase (ED/ES) columns for the ACDC tables "
@@ -320,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         "tolerance_mm": float(args.tolerance_mm), "percentile": float(args.percentile),
         "empty_policy": args.empty_policy, "sparse_slices": bool(args.sparse_slices),
         "resample": bool(args.resample), "lesion_labels": lesion, "connectivity": args.connectivity,
-        "threads": args.threads,
+        "threads": args.threads, "min_agreement_n": min_n,
     }
     if acdc_on:
         settings["acdc_structures"] = {"LV": structures.lv, "Myo": structures.myo, "RV": structures.rv}
@@ -359,7 +386,8 @@ def run(args: argparse.Namespace) -> int:
     acdc = None
     if acdc_on:
         acdc = acdc_evaluation(rows, cases, structures=structures, percentile=args.percentile,
-                               myocardial_density_g_per_ml=MYOCARDIAL_DENSITY_G_PER_ML, notes=acdc_notes)
+                               myocardial_density_g_per_ml=MYOCARDIAL_DENSITY_G_PER_ML, notes=acdc_notes,
+                               min_n=min_n)
         _print_acdc(acdc, args.percentile)
     from medcnn.report.provenance import display_path, redact_paths
 
@@ -377,10 +405,13 @@ def run(args: argparse.Namespace) -> int:
     case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
                                         "group", "error")} for c in cases]
     summary = build_validation_summary(rows, settings=settings, cases=case_info, acdc=acdc,
-                                       n_bootstrap=args.bootstrap, seed=args.seed)
+                                       n_bootstrap=args.bootstrap, seed=args.seed, min_n=min_n)
+    summary["counts"]["unmatched_references"] = len(unmatched)
+    summary["unmatched_references"] = unmatched
     paths = write_validation_report(rows, summary, args.out, columns=metric_columns(percentile=args.percentile))
     failed = sum(1 for c in cases if c["error"])
     print(f"validated {len(cases) - failed} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else "")
+          + (f"; {len(unmatched)} reference(s) without a prediction skipped" if unmatched else "")
           + f"; report: {paths['html']}", file=sys.stderr)
     if internal:
         return 1

@@ -15,7 +15,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from medcnn.metrics.agreement import paired_agreement, summarize
+from medcnn.metrics.agreement import MIN_AGREEMENT_N, paired_agreement, summarize
 from medcnn.metrics.grid import LabelSpec, align_to_reference, label_mask, normalize_labels, present_labels
 from medcnn.metrics.overlap import _lesions_from_masks, _overlap_from_masks, _volumes_from_masks
 from medcnn.metrics.policy import (
@@ -237,15 +237,17 @@ def aggregate(rows: Iterable[Mapping[str, Any]], *, metrics: Sequence[str] = SUM
     return out
 
 
-def volume_agreement(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def volume_agreement(rows: Iterable[Mapping[str, Any]], *,
+                     min_n: int = MIN_AGREEMENT_N) -> dict[str, dict[str, Any]]:
     """Per label: Bland-Altman, Pearson r, ICC(2,1)/ICC(3,1) and Lin's CCC of predicted vs
-    reference volume (mL) over the cases without errors."""
+    reference volume (mL) over the cases without errors (r, limits of agreement, ICC and CCC
+    withheld below ``min_n`` cases, see :func:`~medcnn.metrics.agreement.paired_agreement`)."""
     good = _ok_rows(rows)
     out = {}
     for label in dict.fromkeys(r["label"] for r in good):
         sub = [r for r in good if r["label"] == label]
         out[label] = paired_agreement([_num(r["pred_volume_ml"]) for r in sub],
-                                      [_num(r["ref_volume_ml"]) for r in sub])
+                                      [_num(r["ref_volume_ml"]) for r in sub], min_n=min_n)
     return out
 
 
