@@ -4,7 +4,9 @@ cardiac function of many label maps, one failing case never stopping the others.
 Outputs (written atomically: temporary files renamed into place only when all are
 complete):
 
-* CSV: ``report.csv`` holds one row per case and label (volumes in mL);
+* CSV: ``report.csv`` holds one row per case and label (volumes in mL; with ``--cardiac`` /
+  ``--cine`` and no ``--labels`` table, the cardiac labels are named ``lv_blood_pool``,
+  ``lv_myocardium``, ``rv_blood_pool`` after ``--lv/--myo/--rv-label``);
   ``report.lesions.csv`` one row per lesion; with ``--cardiac`` or ``--cine``
   ``report.cardiac.csv`` one row per patient, and with ``--cine`` ``report.cine.csv`` the
   volume curves. The label maps of each ``--cardiac`` pair also get volume rows (column
@@ -21,7 +23,8 @@ Input paths appear as file names only (columns ``path``, ``ed_path``, ``es_path`
 inputs list and error messages) unless ``--include-paths`` is given.
 
 A case that fails (unreadable file, wrong dimensions...) becomes a row whose ``error``
-column holds the message; the exit code is then 2. Case id = file name without its
+column holds the message, and the message is printed on stderr (one line per failure); the
+exit code is then 2. Case id = file name without its
 extension(s).
 """
 
@@ -275,7 +278,8 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
             check_known_labels(*count_values(label_array(vol, allow_time=True)), names, path=path,
                                what=f"the label table {args.labels}")
         state["vol"] = vol
-        df = label_volumes(vol, label_names=names or vol.meta.get("label_names"), threshold=args.threshold,
+        own = names or vol.meta.get("label_names") or (_cardiac_names(vol, cardiac_labels) if args.cine else None)
+        df = label_volumes(vol, label_names=own, threshold=args.threshold,
                            regions=None if vol.kind == "probability" else args.regions)
         rows = df.to_dict(orient="records")
         if vol.kind == "probability":  # volume intervals from the same probabilities and hard labels
@@ -314,6 +318,14 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
     report.guard(report.lesions, base, lesions)
 
 
+def _cardiac_names(vol, cardiac_labels) -> dict[int, str]:
+    """Cardiac names of the labels present in ``vol`` (an absent structure gets no 0 mL row)."""
+    import numpy as np
+
+    present = {int(v) for v in np.unique(np.asarray(vol.array))}
+    return {v: n for v, n in cardiac_labels.names().items() if v in present}
+
+
 def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_labels) -> None:
     from medcnn.measure import cardiac_function, label_volumes
 
@@ -331,7 +343,7 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
                               rr_interval_ms=args.rr_ms)
         report.cardiac.append({**base, **fn.to_row(), "error": None})
         for phase, path in (("ED", ed), ("ES", es)):
-            df = label_volumes(vols[phase], label_names=names)
+            df = label_volumes(vols[phase], label_names=names or _cardiac_names(vols[phase], cardiac_labels))
             report.volumes.extend({"case": case_id(path), "path": report.show(path), "phase": phase, **row,
                                    "error": None}
                                   for row in df.to_dict(orient="records"))
@@ -479,8 +491,12 @@ def run(args: argparse.Namespace) -> int:
     n_cases = len(args.labelmaps) + len(args.cardiac)
     written = ", ".join(str(p) for p in outputs)
     if report.failed:
-        print(f"medcnn measure: {report.failed} measurement(s) failed out of {n_cases} case(s); see the 'error' "
-              f"column. Wrote {written}", file=sys.stderr)
+        for table in tables.values():
+            for row in table:
+                if row.get("error"):
+                    print(f"medcnn measure: error: {row['case']}: {row['error']}", file=sys.stderr)
+        print(f"medcnn measure: {report.failed} measurement(s) failed out of {n_cases} case(s) (reasons above and "
+              f"in the 'error' column). Wrote {written}", file=sys.stderr)
         return 2
     print(f"medcnn measure: {n_cases} case(s) measured; wrote {written}")
     return 0

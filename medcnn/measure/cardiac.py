@@ -177,6 +177,12 @@ class CardiacLabels:
     def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
 
+    def names(self) -> dict[int, str]:
+        """``{label value: name}`` of the defined structures (``lv_blood_pool``,
+        ``lv_myocardium``, ``rv_blood_pool``, the names of the ACDC / Sunnybrook dataset.json)."""
+        pairs = ((self.lv_blood, "lv_blood_pool"), (self.lv_myo, "lv_myocardium"), (self.rv_blood, "rv_blood_pool"))
+        return {int(v): name for v, name in pairs if v is not None}
+
 
 def _defined(labels: CardiacLabels) -> list[int]:
     return [v for v in (labels.lv_blood, labels.lv_myo, labels.rv_blood) if v is not None]
