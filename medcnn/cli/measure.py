@@ -80,6 +80,14 @@ def register(sub) -> None:
     p.add_argument("--merge-lesion-labels", action="store_true",
                    help="find lesions in the union of the lesion labels instead of per label")
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion table")
+    p.add_argument("--image", action="append", default=[], metavar="IMAGE",
+                   help="intensity image of a LABELMAP (repeat once per LABELMAP, in the same order; same grid): "
+                        "adds the mean, SD, min, max, median and 5/25/75/95th percentiles of the image inside "
+                        "each label to the volume rows (TotalSegmentator's --statistics)")
+    p.add_argument("--modality", metavar="NAME",
+                   help="modality of the --image scans; CT states the intensities in HU (default: from the "
+                        "image's DICOM header, else 'image units')")
+    p.add_argument("--intensity-unit", metavar="UNIT", help="unit to state for the --image intensities (e.g. SUV)")
     p.add_argument("--region", action="append", default=[], metavar="NAME=L1,L2",
                    help="also report the volume of a union of labels, e.g. 'whole tumour=1,2,4' (repeatable)")
     p.add_argument("--cardiac", nargs=2, action="append", metavar=("ED", "ES"), default=[],
@@ -292,6 +300,9 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
                 extra = by.get(int(r["label"]), {})
                 r.update({k: extra.get(k) for k in ("volume_low_ml", "volume_high_ml", "volume_prob_low_ml",
                                                     "volume_prob_high_ml", "interval_method") if k in extra})
+        image = args.image_of.get(path)
+        if image is not None:
+            _add_intensities(rows, vol, image, args, report, case)
         report.volumes.extend({**base, **row, "error": None} for row in rows)
 
     if not report.guard(report.volumes, base, volumes):
@@ -316,6 +327,29 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         report.lesions.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
 
     report.guard(report.lesions, base, lesions)
+
+
+def _add_intensities(rows: list[dict], vol, image_path: str, args, report: "_Report", case: str) -> None:
+    """Intensity statistics of ``image_path`` inside each label, merged into the volume rows
+    (region rows and probability maps are left without them)."""
+    from medcnn.errors import ConfigError
+    from medcnn.io import read_volume
+    from medcnn.measure.intensity import intensity_statistics
+
+    if vol.kind == "probability" or vol.leading_axis is not None:
+        raise ConfigError.expected("--image with 3D label maps", "a probability map or a cine series",
+                                   path=vol.source)
+    report.add_input(case, image_path, "image")
+    report.raw_paths.setdefault(case, []).append(str(image_path))
+    image = read_volume(image_path)
+    stats = intensity_statistics(image, vol, label_values=[int(r["label"]) for r in rows
+                                                            if str(r["label"]).lstrip("-").isdigit()],
+                                 modality=args.modality, unit=args.intensity_unit)
+    by = {int(r["label"]): r for r in stats.to_dict(orient="records")}
+    for r in rows:
+        extra = by.get(int(r["label"])) if str(r["label"]).lstrip("-").isdigit() else None
+        if extra:
+            r.update({k: v for k, v in extra.items() if k.startswith("intensity_")})
 
 
 def _cardiac_names(vol, cardiac_labels) -> dict[int, str]:
@@ -363,6 +397,10 @@ def _methods(args) -> dict[str, dict[str, str]]:
     from medcnn.measure.intervals import INTERVAL_COLUMNS
 
     vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS}
+    if args.image:
+        from medcnn.measure.intensity import INTENSITY_COLUMNS
+
+        vol_cols.update(INTENSITY_COLUMNS)
     if args.probabilities:
         vol_cols.update({k: v for k, v in INTERVAL_COLUMNS.items() if k.startswith(("volume_", "interval_"))
                          and "tta" not in k and k != "volume_soft_ml"})
@@ -460,6 +498,10 @@ def run(args: argparse.Namespace) -> int:
     if args.region and args.probabilities:
         raise ConfigError.expected("--region with label maps", "--probabilities")
     args.regions = parse_regions(args.region)  # parsed once, used by every case and the provenance
+    if args.image and (len(args.image) != len(args.labelmaps) or args.cine or args.probabilities):
+        raise ConfigError.expected("one --image per LABELMAP (3D label maps, not --cine/--probabilities)",
+                                   f"{len(args.image)} --image for {len(args.labelmaps)} LABELMAP(s)")
+    args.image_of = dict(zip(args.labelmaps, args.image))
     cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
                                    rv_blood=args.rv_label or None)
 
