@@ -84,6 +84,11 @@ def register(sub) -> None:
                                       "0 = none); the tables need subject/phase columns in --pairs")
     p.add_argument("--myo-label", help="LV myocardium: label value or --labels name (default 2; 0 = none)")
     p.add_argument("--rv-label", help="RV blood pool: label value or --labels name (default 3; 0 = none)")
+    p.add_argument("--ref-dataset", metavar="DATASET_JSON",
+                   help="the references' MSD-style dataset.json: structures whose label values its 'labels' do not "
+                        "list, and those its 'not_annotated' lists (per phase: {\"ES\": [\"lv_myocardium\"]}; "
+                        "or per entry), are 'not annotated' (empty metrics and a reason, never Dice 0); entries "
+                        "also give subject (patient) and phase")
     p.add_argument("--min-n", type=int, default=None, metavar="N",
                    help="fewest cases/subjects for r, limits of agreement, ICC and CCC; below it they are withheld "
                         "with a note (default 5)")
@@ -216,6 +221,7 @@ def _pairs_from_csv(path: Path, group_column: str = "group") -> list[dict[str, A
                 err = err or f"{p}: expected an existing {what} file, got nothing at that path"
         cases.append({"case_id": cid, "pred": str(pred) if pred else None, "ref": str(ref) if ref else None,
                       "subject": r.get("subject", ""), "phase": r.get("phase", "").upper(),
+                      "not_annotated": r.get("not_annotated", ""),
                       "group": r.get(group_column.strip().lower(), ""), "error": err})
     if not cases:
         raise ConfigError.expected("at least one pair in the CSV", "no rows", path=path)
@@ -283,6 +289,73 @@ def _print_acdc(acdc: dict[str, Any], percentile: float) -> None:
         print(f"  note: {note}")
 
 
+def _read_ref_dataset(path: str) -> dict[str, Any]:
+    """``{"name", "labels" ({value: name} or None), "not_annotated" ({phase or "*": [names or
+    values]}), "entries" ({resolved reference path: entry})}`` of a dataset.json."""
+    import json
+
+    from medcnn.errors import ConfigError, InputFileNotFoundError
+    from medcnn.measure.labels import as_label_names
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileNotFoundError.expected("an existing dataset.json for --ref-dataset", "no file at that path",
+                                              path=p)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError.expected("a JSON dataset description", str(exc), path=p) from None
+    if not isinstance(doc, dict):
+        raise ConfigError.expected("a JSON object", type(doc).__name__, path=p)
+    raw = doc.get("not_annotated") or {}
+    decl = {"*": list(raw)} if isinstance(raw, list) else {str(k).upper(): list(v) for k, v in raw.items()}
+    entries = {}
+    for e in doc.get("training") or []:
+        if isinstance(e, dict) and e.get("label"):
+            entries[str((p.parent / str(e["label"])).resolve())] = e
+    return {"name": p.name, "labels": as_label_names(doc["labels"], path=str(p)) if doc.get("labels") else None,
+            "not_annotated": decl, "entries": entries}
+
+
+def _not_annotated(case: dict[str, Any], pred: Any, labels: dict[str, tuple[int, ...]] | None,
+                   dataset: dict[str, Any] | None) -> dict[int, str]:
+    """``{label value: reason}`` of the values this case's reference does not annotate, from
+    the pairs CSV column ``not_annotated`` and the ``--ref-dataset`` declaration."""
+    import numpy as np
+
+    candidates = {int(v) for v in np.unique(np.asarray(pred.array)) if v > 0}
+    candidates |= {v for vals in (labels or {}).values() for v in vals}
+    out: dict[int, str] = {}
+
+    def resolve(items: list[Any], names: dict[int, str]) -> set[int]:
+        by_name = {n: v for v, n in names.items()}
+        by_name.update({n: vals[0] for n, vals in (labels or {}).items() if len(vals) == 1})
+        values = set()
+        for it in items:
+            text = str(it).strip()
+            if text.isdigit():
+                values.add(int(text))
+            elif text in by_name:
+                values.add(int(by_name[text]))
+        return values
+
+    for v in resolve([t for t in str(case.get("not_annotated") or "").replace(";", " ").split() if t], {}):
+        out[v] = "pairs CSV column not_annotated"
+    if dataset is not None:
+        names = dataset["labels"] or {}
+        if dataset["labels"] is not None:
+            for v in candidates - set(names):
+                out.setdefault(v, f"label {v} is not among the labels of {dataset['name']}")
+        phase = str(case.get("phase") or "").upper()
+        for key in ("*", phase):
+            for v in resolve(dataset["not_annotated"].get(key, []), names):
+                out.setdefault(v, f"{dataset['name']} not_annotated" + (f" at {key}" if key != "*" else ""))
+        entry = dataset["entries"].get(str(Path(case["ref"]).resolve())) if case.get("ref") else None
+        for v in resolve(list((entry or {}).get("not_annotated") or []), names):
+            out.setdefault(v, f"{dataset['name']} entry not_annotated")
+    return out
+
+
 def _read_pair(pred_path: str, ref_path: str) -> tuple[Any, Any]:
     """Prediction and reference label maps. The grid is the first plain label map of the two
     (prediction first), else the reference read on its own (an RTSTRUCT on its image series);
@@ -329,6 +402,14 @@ def run(args: argparse.Namespace) -> int:
     if min_n < 2:
         raise ConfigError.expected("--min-n >= 2 (a correlation needs two pairs)", str(min_n))
     found = find_pairs(args)
+    dataset = _read_ref_dataset(args.ref_dataset) if getattr(args, "ref_dataset", None) else None
+    if dataset is not None:
+        for c in found:
+            entry = dataset["entries"].get(str(Path(c["ref"]).resolve())) if c.get("ref") else None
+            if entry:
+                c["subject"] = c.get("subject") or str(entry.get("patient") or entry.get("subject") or "")
+                c["phase"] = c.get("phase") or str(entry.get("phase") or "").upper()
+                c["group"] = c.get("group") or str(entry.get("group") or "")
     unmatched = [Path(c["ref"]).name for c in found if c.get("unmatched_reference")]
     cases = [c for c in found if not c.get("unmatched_reference")]
     if not cases:
@@ -366,12 +447,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             pred, ref = _read_pair(case["pred"], case["ref"])
+            skip = _not_annotated(case, pred, labels, dataset)
             case_rows = evaluate_case(
-                pred, ref, labels=labels, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
+                pred, ref, labels=labels, not_annotated=skip, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
                 empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,
                 lesion_labels=lesion, connectivity=args.connectivity, threads=args.threads, case_id=cid)
             rows.extend(case_rows)
-            dice = ", ".join(f"{r['label']} Dice {r['dice']:.3f}" for r in case_rows)
+            dice = ", ".join(f"{r['label']} Dice {r['dice']:.3f}" if r["annotated"] else f"{r['label']} not annotated"
+                             for r in case_rows)
             print(f"ok {cid}: {dice or 'no structures'}")
         except MedcnnError as exc:
             case["error"] = str(exc)

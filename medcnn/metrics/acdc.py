@@ -115,6 +115,10 @@ def _num(v: Any) -> float:
         return math.nan
 
 
+def _annotated(row: Mapping[str, Any]) -> bool:
+    return row.get("annotated", True) not in (False, "False")
+
+
 def _case_info(cases: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str, str]]:
     """case_id -> (subject, phase, group) for cases with a subject and an ED/ES phase."""
     out = {}
@@ -158,7 +162,7 @@ def acdc_geometric_table(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapp
     info = _case_info(cases)
     groups_of = _subject_groups(info)
     hd_key = f"hd{percentile:g}_mm"
-    good = [r for r in rows if not r.get("error") and str(r.get("case_id")) in info]
+    good = [r for r in rows if not r.get("error") and str(r.get("case_id")) in info and _annotated(r)]
     out = []
     for group in _groups(groups_of):
         for _, name, label in structures.items():
@@ -192,8 +196,8 @@ def acdc_subject_indices(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapp
     vols: dict[tuple[str, str, str], tuple[float, float]] = {}
     for r in rows:
         cid = str(r.get("case_id"))
-        if r.get("error") or cid not in info:
-            continue
+        if r.get("error") or cid not in info or not _annotated(r):
+            continue   # a structure the reference does not annotate: its indices stay NaN, never 0
         subj, ph, _ = info[cid]
         vols[(subj, ph, str(r["label"]))] = (_num(r.get("pred_volume_ml")), _num(r.get("ref_volume_ml")))
     nan2 = (math.nan, math.nan)
@@ -255,6 +259,15 @@ def acdc_evaluation(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapping[s
     notes = list(notes)
     info = _case_info(cases)
     present = {str(r.get("label")) for r in rows if not r.get("error") and str(r.get("case_id")) in info}
+    unannotated: dict[str, set[str]] = {}
+    for r in rows:
+        if not r.get("error") and str(r.get("case_id")) in info and not _annotated(r):
+            unannotated.setdefault(str(r.get("label")), set()).add(info[str(r["case_id"])][1])
+    for key, name, label in structures.items():
+        if label is not None and label in unannotated:
+            notes.append(f"{name} (structure {label!r}) is not annotated in the reference at "
+                         f"{'/'.join(sorted(unannotated[label]))} (declared by the reference dataset): left out of "
+                         "the tables there, indices that need it NaN")
     for key, name, label in structures.items():
         if label is not None and label not in present:
             notes.append(f"{name} (structure {label!r}) occurs in no evaluated ED/ES map: its rows are absent and "

@@ -368,13 +368,20 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
         parts.append("<h2>Errors</h2>")
         parts.append(_table(["case", "error"], [[r.get("case_id"), r.get("error")] for r in errors],
                             row_classes=["error"] * len(errors)))
-    good = _ok(rows)
-    if good:
+    shown = [r for r in rows if not r.get("error")]
+    if shown:
         parts.append("<h2>Cases</h2>")
         cols = ["case_id", "label", "dice", "iou", "hd_mm", hd_key, "assd_mm", "nsd", "ref_volume_ml",
                 "pred_volume_ml", "rel_volume_error_percent", "lesion_tp", "lesion_fp", "lesion_fn"]
-        cols = [c for c in cols if any(c in r for r in good)]
-        parts.append(_table(cols, [[r.get(c) for c in cols] for r in good]))
+        cols = [c for c in cols if any(c in r for r in shown)]
+        body = []
+        for r in shown:
+            if r.get("annotated", True) in (False, "False"):   # a partial reference: "—", never 0
+                body.append([r.get("case_id"), r.get("label")] + ["—"] * (len(cols) - 2)
+                            + [f"not annotated: {r.get('not_annotated_reason') or ''}"])
+            else:
+                body.append([r.get(c) for c in cols] + [""])
+        parts.append(_table(cols + ["note"], body))
     defs = summary.get("definitions") or {}
     if defs:
         parts.append("<h2>Definitions</h2>")
