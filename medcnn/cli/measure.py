@@ -445,6 +445,8 @@ def _provenance(args) -> dict[str, Any]:
                         "regions": args.regions,
                         "probabilities": args.probabilities, "threshold": args.threshold,
                         "labels_table": _display(args.labels, args),
+                        "intensity_images": len(args.image), "modality": args.modality,
+                        "intensity_unit": args.intensity_unit,
                         "include_paths": args.include_paths, "lv_label": args.lv_label, "myo_label": args.myo_label,
                         "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
             "sha256": "SHA-256 of each input file's bytes (DICOM folder: relative names + bytes, sorted)",
