@@ -100,3 +100,23 @@ def test_pairs_csv_column_declares_unannotated_labels(tmp_path):
     assert main(["validate", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o2"),
                  "--bootstrap", "0"]) == 0
     assert {r["label"]: r for r in read_csv(tmp_path / "o2" / "metrics.csv")}["2"]["dice"] == "0.0"
+
+
+def test_evaluate_case_not_annotated_api():
+    from medcnn.metrics import aggregate, evaluate_case
+    from medcnn.volume import Geometry, Volume
+
+    g = Geometry((8, 8, 4), (1.0, 1.0, 3.0), (4.0, -2.0, 1.0))
+    ref, pred = np.zeros(g.shape, np.uint8), np.zeros(g.shape, np.uint8)
+    ref[1:4, 1:4] = 1
+    ref[4:6, 4:6] = 2
+    pred[1:4, 1:4] = 1
+    pred[4:6, 4:6] = 2
+    pred[6:8, 0:2] = 4                       # a label the reference dataset never draws (BraTS 2018: no 3)
+    rows = evaluate_case(Volume(pred, g, "label"), Volume(ref, g, "label"),
+                         labels={"WT": (1, 2, 3), "ET": (4,)}, not_annotated={3: "unused", 4: "no ET drawn"})
+    by = {r["label"]: r for r in rows}
+    assert by["WT"]["annotated"] is True and by["WT"]["dice"] == 1.0        # one unused value: still annotated
+    assert by["ET"]["annotated"] is False and np.isnan(by["ET"]["dice"]) and by["ET"]["not_annotated_reason"] == \
+        "no ET drawn"
+    assert set(aggregate(rows, n_bootstrap=0)) == {"WT"}                      # left out of the summaries

@@ -154,8 +154,9 @@ def evaluate_case(
         not_annotated: ``{label value: reason}`` for label values the reference does not
             annotate (a partial reference, e.g. Sunnybrook: no RV, no ES myocardium). A
             structure all of whose values are listed gets a row with ``annotated`` False,
-            the reason, and empty metrics (never Dice 0); a structure mixing annotated and
-            unannotated values is an error (its reference volume would be partial).
+            the reason, and empty metrics (never Dice 0); a structure with at least one
+            annotated value is evaluated as usual (BraTS 2018 draws no label 3, yet a whole
+            tumour of labels 1-4 is annotated).
 
     Returns:
         list of dicts with the columns of :func:`metric_columns`.
@@ -185,10 +186,7 @@ def evaluate_case(
     rows = []
     for name, values in structures.items():
         missing = [v for v in values if int(v) in skip]
-        if missing and len(missing) < len(values):
-            raise ValueError(f"expected structure {name!r} to be annotated in all or none of its labels "
-                             f"{list(values)} in the reference, got labels {missing} declared not annotated")
-        if missing:
+        if missing and len(missing) == len(values):
             row = {"case_id": cid, "label": name, "label_values": ",".join(map(str, values))}
             row.update({k: math.nan for k in metric_columns(percentile=percentile)
                         if k not in ("case_id", "label", "label_values", "error")})
