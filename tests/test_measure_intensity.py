@@ -100,3 +100,32 @@ def test_measure_cli_image_statistics(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "seg.nii.gz"), str(tmp_path / "seg.nii.gz"), "--image",
                  str(tmp_path / "ct.nii.gz"), "--out", str(bad)]) == 2
     assert "one --image per LABELMAP" in capsys.readouterr().err and not bad.exists()
+
+
+def test_run_volumes_csv_has_intensity_statistics(tmp_path):
+    """`medcnn run` adds the same columns to volumes.csv (image = the first input channel)."""
+    import pandas as pd
+    from test_batch_support import blob_scan, make_bundle
+
+    bundle = make_bundle(tmp_path / "tiny")
+    scan = blob_scan()
+    write_volume(scan, tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "scan.nii.gz"), "--model", str(bundle), "--out", str(out), "--mode", "volumes",
+                 "--no-progress"]) == 0
+    vols = pd.read_csv(out / "volumes.csv")
+    (label_file,) = [p for p in out.rglob("*labels*.nii.gz")]
+    lab = np.asarray(read_volume(label_file, kind="label").array)
+    img = np.asarray(scan.array, dtype=np.float64)
+    checked = 0
+    for _, row in vols.iterrows():
+        x = img[lab == int(row["label"])]
+        if x.size > 1:
+            assert row["intensity_mean"] == pytest.approx(x.mean(), rel=1e-6)
+            assert row["intensity_p25"] == pytest.approx(np.percentile(x, 25), rel=1e-6)
+            assert row["intensity_unit"] == "image units"
+            checked += 1
+    assert checked >= 1
+    from medcnn.report.tables import metadata_path
+
+    assert "intensity_median" in metadata_path(out / "volumes.csv").read_text()

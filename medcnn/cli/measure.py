@@ -334,22 +334,14 @@ def _add_intensities(rows: list[dict], vol, image_path: str, args, report: "_Rep
     (region rows and probability maps are left without them)."""
     from medcnn.errors import ConfigError
     from medcnn.io import read_volume
-    from medcnn.measure.intensity import intensity_statistics
+    from medcnn.measure.intensity import add_intensity_columns
 
     if vol.kind == "probability" or vol.leading_axis is not None:
         raise ConfigError.expected("--image with 3D label maps", "a probability map or a cine series",
                                    path=vol.source)
     report.add_input(case, image_path, "image")
     report.raw_paths.setdefault(case, []).append(str(image_path))
-    image = read_volume(image_path)
-    stats = intensity_statistics(image, vol, label_values=[int(r["label"]) for r in rows
-                                                            if str(r["label"]).lstrip("-").isdigit()],
-                                 modality=args.modality, unit=args.intensity_unit)
-    by = {int(r["label"]): r for r in stats.to_dict(orient="records")}
-    for r in rows:
-        extra = by.get(int(r["label"])) if str(r["label"]).lstrip("-").isdigit() else None
-        if extra:
-            r.update({k: v for k, v in extra.items() if k.startswith("intensity_")})
+    add_intensity_columns(rows, read_volume(image_path), vol, modality=args.modality, unit=args.intensity_unit)
 
 
 def _cardiac_names(vol, cardiac_labels) -> dict[int, str]:

@@ -21,7 +21,8 @@ import pandas as pd
 from medcnn.errors import DimensionError
 from medcnn.volume import Volume
 
-__all__ = ["intensity_statistics", "intensity_unit", "INTENSITY_COLUMNS", "INTENSITY_PERCENTILES"]
+__all__ = ["intensity_statistics", "add_intensity_columns", "intensity_unit", "INTENSITY_COLUMNS",
+           "INTENSITY_PERCENTILES"]
 
 #: Percentiles reported besides the median.
 INTENSITY_PERCENTILES: tuple[int, ...] = (5, 25, 75, 95)
@@ -44,7 +45,8 @@ def intensity_unit(image: Volume, *, modality: str | None = None, unit: str | No
     ``image.meta["modality"]``); else ``"image units"``."""
     if unit:
         return unit
-    mod = (modality or str((image.meta or {}).get("modality") or "")).strip().upper()
+    meta = image.meta or {}
+    mod = (modality or str(meta.get("modality") or meta.get("Modality") or "")).strip().upper()
     return "HU" if mod == "CT" else "image units"
 
 
@@ -106,3 +108,30 @@ def intensity_statistics(
     df = pd.DataFrame(rows, columns=["label", "label_name", "voxel_count", *INTENSITY_COLUMNS])
     df.attrs["columns"] = dict(INTENSITY_COLUMNS)
     return df
+
+
+def add_intensity_columns(rows: list[dict[str, Any]], image: Volume, labels: Volume, *,
+                          modality: str | None = None, unit: str | None = None) -> list[dict[str, Any]]:
+    """Add the :data:`INTENSITY_COLUMNS` of ``image`` inside each label to volume rows.
+
+    Args:
+        rows: volume rows with an integer ``label`` (e.g. from
+            :func:`medcnn.measure.label_volumes`); rows whose label is not an integer
+            (region rows such as ``"1+2+4"``) are left as they are.
+        image, labels, modality, unit: as :func:`intensity_statistics`.
+
+    Returns:
+        ``rows``, updated in place.
+    """
+    def value(r: dict[str, Any]) -> int | None:
+        text = str(r.get("label"))
+        return int(text) if text.lstrip("-").isdigit() else None
+
+    wanted = sorted({v for v in map(value, rows) if v is not None})
+    stats = intensity_statistics(image, labels, label_values=wanted, modality=modality, unit=unit)
+    by = {int(r["label"]): r for r in stats.to_dict(orient="records")}
+    for r in rows:
+        v = value(r)
+        if v is not None:
+            r.update({k: by[v][k] for k in INTENSITY_COLUMNS})
+    return rows
