@@ -251,9 +251,13 @@ def test_cardiac_cine_and_pairs_match_hand_calculation(work, tmp_path):
         edv_lo, edv_hi = lv_rows.loc["ED", ["volume_low_ml", "volume_high_ml"]]
         esv_lo, esv_hi = lv_rows.loc["ES", ["volume_low_ml", "volume_high_ml"]]
         assert card.loc[cid, "lv_edv_low_ml"] == pytest.approx(edv_lo)
-        assert card.loc[cid, "lv_ef_low_percent"] == pytest.approx(100 * (1 - esv_hi / edv_lo))
-        assert card.loc[cid, "lv_ef_high_percent"] == pytest.approx(100 * (1 - esv_lo / edv_hi))
-        assert card.loc[cid, "lv_ef_low_percent"] <= card.loc[cid, "lv_ef_percent"] <= card.loc[cid, "lv_ef_high_percent"]
+        def clip(ef):  # EF interval ends are clipped to the physically possible 0-100 %
+            return min(100.0, max(0.0, ef))
+
+        assert card.loc[cid, "lv_ef_low_percent"] == pytest.approx(clip(100 * (1 - esv_hi / edv_lo)))
+        assert card.loc[cid, "lv_ef_high_percent"] == pytest.approx(clip(100 * (1 - esv_lo / edv_hi)))
+        assert (card.loc[cid, "lv_ef_low_percent"] <= clip(card.loc[cid, "lv_ef_percent"])
+                <= card.loc[cid, "lv_ef_high_percent"])
     report = json.loads((out / "report.json").read_text())
     assert "not a confidence interval" in report["cases"][0]["provenance"]["methods"]["volume_interval"]
     assert "interval low (mL)" in (out / "report.html").read_text()

@@ -96,8 +96,7 @@ def test_label_meanings_come_from_config():
 @pytest.mark.parametrize("case, code", [
     (dict(lv_slices=[4, 5]), "LV_FEW_SLICES"),
     (dict(lv_slices=[2, 3, 5, 6]), "LV_SLICE_GAP"),
-    (dict(lv_slices=[0, 1, 2, 3]), "LV_ON_FIRST_SLICE"),
-    (dict(lv_slices=[6, 7, 8, 9]), "LV_ON_LAST_SLICE"),
+    (dict(lv_slices=range(10)), "LV_NOT_COVERED"),
     (dict(lv_slices=[2, 3, 4, 5], myo_slices=[2, 3]), "MYO_MISSING_ON_LV_SLICES"),
     (dict(lv_slices=[]), "LV_EMPTY"),
 ])
@@ -124,9 +123,36 @@ def test_slice_axis_follows_coarsest_spacing():
     """With the 8 mm axis first (permuted array), slices run along axis 0."""
     g = Geometry((10, 20, 20), (8.0, 1.5, 1.5))
     arr = np.zeros(g.shape, np.uint8)
-    arr[0:4, 5:12, 5:12] = 1        # touches the first slice along axis 0 only
+    arr[:, 5:12, 5:12] = 1          # fills every slice along axis 0 (not covered), neither end along axis 2
     codes = [f.code for f in slice_qc(Volume(arr, g, "label"))]
-    assert codes == ["LV_ON_FIRST_SLICE"]
+    assert codes == ["LV_NOT_COVERED"]
+
+
+@pytest.mark.parametrize("apex_voxels, flagged", [(24, False), (25, True), (49, True)])
+def test_coverage_flag_measures_the_edge_slice_against_the_largest(apex_voxels, flagged):
+    """LV on every slice, 49 voxels on its largest slice: LV_NOT_COVERED only when the apical
+    end slice still holds >= 50 % of that (25 of 49 voxels), never for merely touching an end."""
+    arr = np.zeros(G.shape, np.uint8)
+    arr[5:12, 5:12, :] = 1                       # 7 x 7 = 49 voxels on every slice
+    arr[5:12, 5:12, 9] = 0
+    plane = arr[:, :, 9]
+    ii, jj = np.unravel_index(np.arange(apex_voxels), (7, 7))
+    plane[5 + ii, 5 + jj] = 1
+    flags = slice_qc(Volume(arr, G, "label"), phase="ES")
+    assert ("LV_NOT_COVERED" in [f.code for f in flags]) == flagged
+    assert (apex_voxels / 49 >= 0.5) == flagged     # the criterion, computed by hand
+
+
+def test_each_qc_code_once_per_row():
+    """A flag raised at ED and at ES is one code in the row (it was 'RV_ON_LAST_SLICE;RV_ON_LAST_SLICE'),
+    with one message per phase."""
+    ed = _stack(range(10), rv_slices=range(10))
+    es = _stack(range(10), lv=(6, 10), rv_slices=range(10))
+    fn = cardiac_function(ed, es, strict_labels=False)
+    row = fn.to_row()
+    codes = row["qc_codes"].split(";")
+    assert len(codes) == len(set(codes)) and "RV_NOT_COVERED" in codes and "LV_NOT_COVERED" in codes
+    assert row["qc_messages"].count("RV does not taper") == 2
 
 
 def test_es_greater_than_ed_and_grid_difference():
@@ -197,5 +223,5 @@ def test_sunnybrook_reference(patient):
     # the reference's contoured-slice count; all slices contoured -> LV reaches both stack ends
     assert int(np.any(ed.array == 1, axis=(0, 1)).sum()) == ref["ED"]["contoured_slices"]
     ed_codes = {f.code for f in fn.qc_flags if f.phase == "ED"}
-    if ref["ED"]["contoured_slices"] == ref["n_slices"]:
-        assert {"LV_ON_FIRST_SLICE", "LV_ON_LAST_SLICE"} <= ed_codes
+    area = np.sum(ed.array == 1, axis=(0, 1))          # LV voxels per slice (slices along the third axis)
+    assert ("LV_NOT_COVERED" in ed_codes) == (min(area[0], area[-1]) >= 0.5 * area.max())

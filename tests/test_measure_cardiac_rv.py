@@ -82,16 +82,16 @@ def test_no_rv_label_gives_nan_and_a_note_not_zeros():
 
 
 @pytest.mark.parametrize("rv_slices, codes", [
-    (range(0, 6), {"RV_ON_FIRST_SLICE"}),
-    (range(4, 10), {"RV_ON_LAST_SLICE"}),
-    (range(0, 10), {"RV_ON_FIRST_SLICE", "RV_ON_LAST_SLICE"}),
+    (range(0, 6), set()),                 # touching one end is normal (the base end of a short-axis stack)
+    (range(4, 10), set()),
+    (range(0, 10), {"RV_NOT_COVERED"}),   # as wide on both end slices as on its largest: not covered
     (range(1, 9), set()),
 ])
-def test_rv_touching_the_stack_ends(rv_slices, codes):
+def test_rv_coverage_of_the_stack(rv_slices, codes):
     flags = slice_qc(stack(100, 80, 60, rv_slices=rv_slices), phase="ED")
     assert {f.code for f in flags} == codes
     for f in flags:
-        assert "ED" in f.message and ("(0)" in f.message or "(9)" in f.message)
+        assert "at ED" in f.message and "first slice 100%, last slice (9) 100%" in f.message
 
 
 def test_rv_end_flags_need_an_rv_label():
@@ -100,8 +100,9 @@ def test_rv_end_flags_need_an_rv_label():
     assert slice_qc(Volume(arr, G, "label"), labels=CardiacLabels(rv_blood=None)) == []
 
 
-# LV SV = 100 - 40 = 60 voxels per slice; threshold 15 % of the larger SV = 9 voxels
-@pytest.mark.parametrize("rv_es, flagged", [(48, False), (50, True), (32, False), (30, False), (28, True)])
+# LV SV = 100 - 40 = 60 voxels per slice; flagged when |LV SV - RV SV| > 35 % of the larger SV:
+# RV SV 38 (22 > 21) and 93 (33 > 32.55) trip, 39 (21) and 92 (32 < 32.2) do not
+@pytest.mark.parametrize("rv_es, flagged", [(61, False), (62, True), (8, False), (7, True), (40, False)])
 def test_lv_rv_stroke_volume_mismatch(rv_es, flagged):
     fn = cardiac_function(stack(100, 80, 100), stack(40, 80, rv_es))
     lv_sv, rv_sv = 60, 100 - rv_es
@@ -113,11 +114,11 @@ def test_lv_rv_stroke_volume_mismatch(rv_es, flagged):
         lv_ml, rv_ml = (float(x) for x in re.findall(r"SV ([\d.]+) mL", msg))
         assert lv_ml == pytest.approx(lv_sv * 6 * VOXEL_ML, abs=0.006)
         assert rv_ml == pytest.approx(rv_sv * 6 * VOXEL_ML, abs=0.006)
-        assert f"differ by {abs(lv_sv - rv_sv) / max(lv_sv, rv_sv):.0%}" in msg and "tolerance 15%" in msg
+        assert f"differ by {abs(lv_sv - rv_sv) / max(lv_sv, rv_sv):.0%}" in msg and "tolerance 35%" in msg
 
 
-# myocardium 100 voxels per slice at ED; tolerance 20 % of the larger
-@pytest.mark.parametrize("myo_es, flagged", [(81, False), (79, True), (124, False), (126, True), (100, False)])
+# myocardium 100 voxels per slice at ED; tolerance 25 % of the larger
+@pytest.mark.parametrize("myo_es, flagged", [(76, False), (74, True), (133, False), (134, True), (100, False)])
 def test_myocardium_ed_es_mismatch(myo_es, flagged):
     fn = cardiac_function(stack(100, 100, 100), stack(40, myo_es, 40))
     expected = abs(100 - myo_es) > MYO_ED_ES_FRACTION * max(100, myo_es)
@@ -140,15 +141,15 @@ def _cine(myo_per_frame, lv_per_frame=None):
 
 
 def test_myocardium_frame_outliers():
-    # median of [100, 100, 102, 98, 100, 81, 119] = 100; 19 % off is within the 20 % tolerance
-    ok = cine_function(_cine([100, 100, 102, 98, 100, 81, 119]))
+    # median of [100, 100, 102, 98, 100, 76, 124] = 100; 24 % off is within the 25 % tolerance
+    ok = cine_function(_cine([100, 100, 102, 98, 100, 76, 124]))
     assert "MYO_FRAME_OUTLIER" not in ok.function.qc_codes
-    bad = cine_function(_cine([100, 100, 102, 98, 100, 79, 121]))
+    bad = cine_function(_cine([100, 100, 102, 98, 100, 74, 126]))
     flag = next(f for f in bad.function.qc_flags if f.code == "MYO_FRAME_OUTLIER")
-    assert "frame(s) 5, 6" in flag.message and "20%" in flag.message
+    assert "frame(s) 5, 6" in flag.message and "25%" in flag.message
     med = 100 * 6 * VOXEL_ML
     assert f"({med:.2f} mL)" in flag.message
-    vals = np.array([100, 100, 102, 98, 100, 79, 121], float)
+    vals = np.array([100, 100, 102, 98, 100, 74, 126], float)
     assert (np.flatnonzero(np.abs(vals - np.median(vals)) > MYO_FRAME_FRACTION * np.median(vals)) == [5, 6]).all()
     # a frame that lost its myocardium entirely is an outlier too
     lost = cine_function(_cine([100, 100, 0, 100]))
@@ -156,15 +157,16 @@ def test_myocardium_frame_outliers():
 
 
 def test_qc_flag_catalogue_states_the_tolerances():
-    assert "15%" in QC_FLAGS["LV_RV_SV_MISMATCH"] and "20%" in QC_FLAGS["MYO_ED_ES_MISMATCH"]
-    assert "20%" in QC_FLAGS["MYO_FRAME_OUTLIER"]
-    assert {"RV_ON_FIRST_SLICE", "RV_ON_LAST_SLICE"} <= set(QC_FLAGS)
+    assert "35%" in QC_FLAGS["LV_RV_SV_MISMATCH"] and "25%" in QC_FLAGS["MYO_ED_ES_MISMATCH"]
+    assert "25%" in QC_FLAGS["MYO_FRAME_OUTLIER"]
+    assert "50%" in QC_FLAGS["LV_NOT_COVERED"] and "50%" in QC_FLAGS["RV_NOT_COVERED"]
+    assert not {"RV_ON_FIRST_SLICE", "RV_ON_LAST_SLICE", "LV_ON_FIRST_SLICE", "LV_ON_LAST_SLICE"} & set(QC_FLAGS)
 
 
 def test_measure_cli_cardiac_and_cine_report_rv_and_the_new_flags(tmp_path):
     write_volume(stack(100, 100, 100, rv_slices=range(0, 6)), tmp_path / "p_ED.nii.gz")
     write_volume(stack(40, 70, 50), tmp_path / "p_ES.nii.gz")
-    write_volume(_cine([100, 100, 102, 98, 100, 79, 121]), tmp_path / "cine.nii.gz")
+    write_volume(_cine([100, 100, 102, 98, 100, 74, 126]), tmp_path / "cine.nii.gz")
     out = tmp_path / "m.csv"
     assert main(["measure", "--cardiac", str(tmp_path / "p_ED.nii.gz"), str(tmp_path / "p_ES.nii.gz"),
                  "--out", str(out), "--heart-rate", "60"]) == 0
@@ -173,12 +175,13 @@ def test_measure_cli_cardiac_and_cine_report_rv_and_the_new_flags(tmp_path):
     assert row["rv_edv_ml"] == pytest.approx(rv_edv) and row["rv_esv_ml"] == pytest.approx(rv_esv)
     assert row["rv_ef_percent"] == pytest.approx(50.0)
     assert row["rv_cardiac_output_l_per_min"] == pytest.approx((rv_edv - rv_esv) * 60 / 1000)
-    # LV SV 60 vs RV SV 50 voxels per slice (17 %); myocardium 100 vs 70 (30 %); RV on slice 0 at ED
-    assert row["qc_codes"].split(";") == ["RV_ON_FIRST_SLICE", "LV_RV_SV_MISMATCH", "MYO_ED_ES_MISMATCH"]
+    # LV SV 60 vs RV SV 50 voxels per slice (17 % < 35 %); myocardium 100 vs 70 (30 % > 25 %); the RV on
+    # slice 0 at ED (the base end) is no flag
+    assert row["qc_codes"].split(";") == ["MYO_ED_ES_MISMATCH"]
     from medcnn.report.tables import metadata_path  # column meanings live in the CSVW sidecar
 
     sidecar = metadata_path(tmp_path / "m.cardiac.csv").read_text()
-    assert "LV_RV_SV_MISMATCH = |LV SV - RV SV| > 15%" in sidecar
+    assert "LV_RV_SV_MISMATCH = |LV SV - RV SV| > 35%" in sidecar
     assert main(["measure", "--cine", str(tmp_path / "cine.nii.gz"), "--out", str(tmp_path / "c.json")]) == 0
     doc = json.loads((tmp_path / "c.json").read_text())
     assert "MYO_FRAME_OUTLIER" in doc["cardiac"][0]["qc_codes"]

@@ -64,7 +64,11 @@ def test_good_and_corrupt_files_csv(cases, tmp_path, capsys):
     labels.write_text("label,name\n1,tumour\n2,node\n")
     rc = main(["measure", str(good), str(cases["bad"]), str(good2), "--labels", str(labels), "--out", str(out)])
     assert rc == 2
-    assert "1 measurement(s) failed" in capsys.readouterr().err
+    err_text = capsys.readouterr().err
+    assert "1 measurement(s) failed" in err_text
+    # the console says why (it only said "see the 'error' column"): the case and the reader's reason
+    why = next(line for line in err_text.splitlines() if line.startswith("medcnn measure: error: broken: "))
+    assert "broken.nii.gz" in why and "expected" in why
     df = read_table(out)
     _check_units(df)
     assert set(df["case"]) == {"case_a", "broken", "case_b"}
@@ -234,6 +238,10 @@ def test_cardiac_and_cine(tmp_path):
     assert "missing.nii.gz" in card[card["error"].notna()]["error"].item()
     vols = read_table(out)
     assert set(vols["phase"].dropna()) == {"ED", "ES"}
+    # labels of a --cardiac pair carry their cardiac names (not label_1); an absent RV gets no 0 mL row
+    assert set(vols["label_name"].dropna()) == {"lv_blood_pool"}
+    ed_row = vols[(vols["phase"] == "ED") & (vols["label"] == 1)].iloc[0]
+    assert ed_row["volume_ml"] == pytest.approx(edv)
     # cine: ED = frame 1 (not 0)
     out2 = tmp_path / "k.json"
     assert main(["measure", str(tmp_path / "cine.nii.gz"), "--cine", "--out", str(out2)]) == 0
@@ -242,6 +250,7 @@ def test_cardiac_and_cine(tmp_path):
     assert row["ed_frame"] == 1 and row["es_frame"] == 0
     assert row["lv_edv_ml"] == pytest.approx(edv)
     assert [r["lv_volume_ml"] for r in doc["cine_curves"]] == pytest.approx([esv, edv, esv, esv])
+    assert {r["label_name"] for r in doc["volumes"]} == {"lv_blood_pool"}
     # a 4D file without --cine is an error row, not a crash
     assert main(["measure", str(tmp_path / "cine.nii.gz"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "--cine" in read_table(tmp_path / "x.csv")["error"].item()

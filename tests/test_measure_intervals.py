@@ -108,11 +108,30 @@ def test_ef_interval_is_the_exact_extreme_combination(edv, esv):
     grid = [(e, s) for e in np.linspace(*edv, 41) for s in np.linspace(*esv, 41)]
     efs = [100 * (e - s) / e for e, s in grid]
     lo, hi = ef_interval_percent(edv[0], edv[1], esv[0], esv[1])
-    assert lo == pytest.approx(min(efs)) and hi == pytest.approx(max(efs))
+    # the exact extremes, clipped to the physically possible 0-100 %
+    assert lo == pytest.approx(min(max(min(efs), 0.0), 100.0)) and hi == pytest.approx(min(max(max(efs), 0.0), 100.0))
     rows = cardiac_intervals({1: {"volume_low_ml": edv[0], "volume_high_ml": edv[1]}},
                              {1: {"volume_low_ml": esv[0], "volume_high_ml": esv[1]}}, lv_blood=1, rv_blood=3)
     assert rows["lv_ef_low_percent"] == pytest.approx(lo) and "rv_ef_low_percent" not in rows
     assert rows["lv_edv_low_ml"] == edv[0] and rows["lv_esv_high_ml"] == esv[1]
+
+
+def test_ef_interval_is_clipped_to_what_is_physically_possible():
+    """An uncertain RV (ESV interval reaching above the EDV interval) gave "-30 % to 62 %";
+    the EF of a ventricle cannot be below 0 % or above 100 %, and the method text says so."""
+    from medcnn.measure.intervals import INTERVAL_COLUMNS, INTERVAL_METHOD
+
+    # RV EDV 100..130 mL, ESV 50..130 mL: unclipped 100 (1 - 130/100) = -30 %, 100 (1 - 50/130) = 61.5 %
+    rows = cardiac_intervals({1: {"volume_low_ml": 150.0, "volume_high_ml": 160.0},
+                              3: {"volume_low_ml": 100.0, "volume_high_ml": 130.0}},
+                             {1: {"volume_low_ml": 60.0, "volume_high_ml": 70.0},
+                              3: {"volume_low_ml": 50.0, "volume_high_ml": 130.0}}, lv_blood=1, rv_blood=3)
+    assert rows["rv_ef_low_percent"] == 0.0
+    assert rows["rv_ef_high_percent"] == pytest.approx(100 * (1 - 50 / 130))
+    assert ef_interval_percent(10.0, 10.0, -5.0, -5.0) == (100.0, 100.0)   # never above 100 %
+    assert all(0 <= v <= 100 for k, v in rows.items() if k.endswith("_percent"))
+    assert all(v >= 0 for k, v in rows.items() if k.endswith("_ml"))
+    assert "clipped to 0-100 %" in INTERVAL_METHOD and "clipped to 0-100 %" in INTERVAL_COLUMNS["rv_ef_low_percent"]
 
 
 # ----------------------------------------------------------------------------- the Segmenter

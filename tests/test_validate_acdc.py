@@ -78,7 +78,7 @@ def hand_indices(subj: str, side: int) -> dict[str, float]:
 def test_acdc_tables_match_the_hand_worked_example(pairs, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["validate", "--pairs", str(pairs), "--out", str(out), "--group-column", "pathology",
-               "--bootstrap", "0"])
+               "--bootstrap", "0", "--min-n", "2"])    # n = 3 and 2 here: below the default 5 see the next test
     assert rc == 0
     printed = capsys.readouterr().out
     geo = read_csv(out / "acdc_geometric.csv")
@@ -132,7 +132,9 @@ def test_acdc_tables_match_the_hand_worked_example(pairs, tmp_path, capsys):
     ef = next(r for r in clin if (r["group"], r["index"]) == ("all", "lv_ef_percent"))
     assert float(ef["bias"]) == pytest.approx(((4 / 9 - 0.5) + (5 / 8 - 0.5) + (5 / 11 - 5 / 12)) * 100 / 3)
     assert float(ef["bias"]) == pytest.approx(3.577, abs=5e-4)
-    assert ef["unit"] == "%"
+    assert ef["unit"] == "%" and ef["diff_unit"] == "percentage points"   # a difference of EFs is not in %
+    assert next(r for r in clin if r["index"] == "lv_edv_ml")["diff_unit"] == "mL"
+    assert "bias 3.58 percentage points" in printed
     mass = next(r for r in clin if (r["group"], r["index"]) == ("all", "myo_mass_g"))
     assert float(mass["bias"]) == pytest.approx(8 * VOXEL_ML * 1.05 * (0 + 1 + 0) / 3)
 
@@ -149,6 +151,28 @@ def test_acdc_tables_match_the_hand_worked_example(pairs, tmp_path, capsys):
     assert "ACDC-style evaluation" in html and "group NOR" in html and "group DCM" in html
     summary = json.loads((out / "summary.json").read_text())
     assert summary["acdc"] == doc
+
+
+def test_agreement_statistics_withheld_below_the_stated_n(pairs, tmp_path, capsys):
+    """r and limits of agreement for n = 3 were printed without a word; below 5 subjects they are
+    withheld (empty, with the reason), in the CSVs, the console, summary.json and the HTML."""
+    out = tmp_path / "few"
+    assert main(["validate", "--pairs", str(pairs), "--out", str(out), "--group-column", "pathology",
+                 "--bootstrap", "0"]) == 0
+    printed = capsys.readouterr().out
+    clin = read_csv(out / "acdc_clinical.csv")
+    for row in clin:
+        assert int(row["n"]) < 5
+        assert row["pearson_r"] == row["loa_lower"] == row["loa_upper"] == ""
+        assert row["withheld"].startswith(f"n = {row['n']} < 5")
+        assert row["bias"] != ""                                   # the mean difference is still reported
+    assert "r and LoA withheld (n = 3 < 5" in printed and " r 0." not in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["min_agreement_n"] == 5
+    va = summary["volume_agreement"]["1"]
+    assert va["n"] == 6 and va["pearson_r"] is not None and va["withheld"] == ""   # 6 cases per label: reported
+    html = (out / "report.html").read_text()
+    assert "correlation, limits of agreement, ICC and CCC not reported" in html and "—" in html
 
 
 def test_named_labels_and_a_missing_rv(pairs, tmp_path, capsys):

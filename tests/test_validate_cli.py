@@ -94,13 +94,44 @@ def test_missing_and_broken_files_are_error_rows(folders, tmp_path, capsys):
     assert rc == 2
     rows = read_csv(out / "metrics.csv")
     errors = {r["case_id"]: r["error"] for r in rows if r["error"]}
-    assert set(errors) == {"case2", "extra", "orphan"}
-    assert "prediction" in errors["case2"] and "expected" in errors["case2"]
-    assert "reference" in errors["orphan"]
+    assert set(errors) == {"extra", "orphan"}          # a reference without a prediction is no error
+    assert "reference" in errors["orphan"] and "expected" in errors["orphan"]
     assert sum(1 for r in rows if not r["error"]) == 4  # case0, case1 x labels 1, 2
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["failed_cases"] == 3
-    assert "case2" in capsys.readouterr().err
+    assert summary["counts"]["failed_cases"] == 2
+    assert summary["counts"]["unmatched_references"] == 1 and summary["unmatched_references"] == ["case2.nii.gz"]
+    assert "1 reference(s) without a prediction were not evaluated (case2.nii.gz)" in capsys.readouterr().err
+
+
+def test_few_predictions_against_a_large_reference_folder(tmp_path, capsys):
+    """5 predictions against a 200-file reference folder: the 5 are validated, the 195 other
+    references reported once as a count, exit 0 (it was 195 errors and exit 2)."""
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    small = Geometry((6, 6, 3), (1.0, 1.0, 2.0))
+    arr = np.zeros(small.shape, np.uint8)
+    arr[1:4, 1:4, :] = 1
+    for n in range(200):
+        write(ref / f"hippocampus_{n:03d}.nii.gz", arr, small)
+    for n in (3, 50, 51, 120, 199):
+        write(pred / f"hippocampus_{n:03d}.nii.gz", arr, small)
+    out = tmp_path / "out"
+    assert main(["validate", "--pred", str(pred), "--ref", str(ref), "--out", str(out), "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("without a prediction") == 2      # the one notice line and the closing summary line
+    assert "195 reference(s) without a prediction were not evaluated" in err and "error" not in err
+    rows = read_csv(out / "metrics.csv")
+    assert sorted({r["case_id"] for r in rows}) == [f"hippocampus_{n:03d}" for n in (3, 50, 51, 120, 199)]
+    assert all(r["error"] == "" and float(r["dice"]) == 1.0 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["cases"] == 5 and summary["counts"]["unmatched_references"] == 195
+    assert "195 reference(s) without a prediction not evaluated" in (out / "report.html").read_text()
+    # no prediction matching any reference is a usage error (one line, exit 2), not an empty report
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write(empty / "other.nii.gz", arr, small)
+    assert main(["validate", "--pred", str(empty), "--ref", str(ref), "--out", str(tmp_path / "o2")]) == 2
 
 
 def test_suffixes_pair_segment_outputs_with_references_across_formats(tmp_path, capsys):

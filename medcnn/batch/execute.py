@@ -248,7 +248,10 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
     columns: dict[str, str] = {}
     from medcnn.measure.intervals import INTERVAL_COLUMNS
 
-    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS, INTERVAL_COLUMNS):
+    from medcnn.measure.intensity import INTENSITY_COLUMNS
+
+    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS, INTERVAL_COLUMNS,
+              INTENSITY_COLUMNS):
         for k, v in d.items():
             columns.setdefault(k, v)
     columns["input_hash"] = HASH_METHOD

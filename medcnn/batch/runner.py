@@ -667,6 +667,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                 rec["volumes"] += _volume_rows(labels, settings=settings, phase=ci.phase, frame=None,
                                                reference=ref, qc=qc, methods=methods,
                                                intervals=_intervals_by_label(info_i["_intervals"]))
+                from medcnn.measure.intensity import add_intensity_columns  # image statistics (first channel)
+                add_intensity_columns([r for r in rec["volumes"] if r.get("phase") == ci.phase], vols[0], labels)
                 overlay_rows.append((ci.phase or vols[0].meta.get("channel", ci.channels[0][0]), vols[0], labels))
                 if mode == "tumour":
                     rec["lesions"] += _lesion_rows(labels, settings)

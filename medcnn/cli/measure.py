@@ -4,7 +4,9 @@ cardiac function of many label maps, one failing case never stopping the others.
 Outputs (written atomically: temporary files renamed into place only when all are
 complete):
 
-* CSV: ``report.csv`` holds one row per case and label (volumes in mL);
+* CSV: ``report.csv`` holds one row per case and label (volumes in mL; with ``--cardiac`` /
+  ``--cine`` and no ``--labels`` table, the cardiac labels are named ``lv_blood_pool``,
+  ``lv_myocardium``, ``rv_blood_pool`` after ``--lv/--myo/--rv-label``);
   ``report.lesions.csv`` one row per lesion; with ``--cardiac`` or ``--cine``
   ``report.cardiac.csv`` one row per patient, and with ``--cine`` ``report.cine.csv`` the
   volume curves. The label maps of each ``--cardiac`` pair also get volume rows (column
@@ -21,7 +23,8 @@ Input paths appear as file names only (columns ``path``, ``ed_path``, ``es_path`
 inputs list and error messages) unless ``--include-paths`` is given.
 
 A case that fails (unreadable file, wrong dimensions...) becomes a row whose ``error``
-column holds the message; the exit code is then 2. Case id = file name without its
+column holds the message, and the message is printed on stderr (one line per failure); the
+exit code is then 2. Case id = file name without its
 extension(s).
 """
 
@@ -77,6 +80,14 @@ def register(sub) -> None:
     p.add_argument("--merge-lesion-labels", action="store_true",
                    help="find lesions in the union of the lesion labels instead of per label")
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion table")
+    p.add_argument("--image", action="append", default=[], metavar="IMAGE",
+                   help="intensity image of a LABELMAP (repeat once per LABELMAP, in the same order; same grid): "
+                        "adds the mean, SD, min, max, median and 5/25/75/95th percentiles of the image inside "
+                        "each label to the volume rows (TotalSegmentator's --statistics)")
+    p.add_argument("--modality", metavar="NAME",
+                   help="modality of the --image scans; CT states the intensities in HU (default: from the "
+                        "image's DICOM header, else 'image units')")
+    p.add_argument("--intensity-unit", metavar="UNIT", help="unit to state for the --image intensities (e.g. SUV)")
     p.add_argument("--region", action="append", default=[], metavar="NAME=L1,L2",
                    help="also report the volume of a union of labels, e.g. 'whole tumour=1,2,4' (repeatable)")
     p.add_argument("--cardiac", nargs=2, action="append", metavar=("ED", "ES"), default=[],
@@ -275,7 +286,8 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
             check_known_labels(*count_values(label_array(vol, allow_time=True)), names, path=path,
                                what=f"the label table {args.labels}")
         state["vol"] = vol
-        df = label_volumes(vol, label_names=names or vol.meta.get("label_names"), threshold=args.threshold,
+        own = names or vol.meta.get("label_names") or (_cardiac_names(vol, cardiac_labels) if args.cine else None)
+        df = label_volumes(vol, label_names=own, threshold=args.threshold,
                            regions=None if vol.kind == "probability" else args.regions)
         rows = df.to_dict(orient="records")
         if vol.kind == "probability":  # volume intervals from the same probabilities and hard labels
@@ -288,6 +300,9 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
                 extra = by.get(int(r["label"]), {})
                 r.update({k: extra.get(k) for k in ("volume_low_ml", "volume_high_ml", "volume_prob_low_ml",
                                                     "volume_prob_high_ml", "interval_method") if k in extra})
+        image = args.image_of.get(path)
+        if image is not None:
+            _add_intensities(rows, vol, image, args, report, case)
         report.volumes.extend({**base, **row, "error": None} for row in rows)
 
     if not report.guard(report.volumes, base, volumes):
@@ -314,6 +329,29 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
     report.guard(report.lesions, base, lesions)
 
 
+def _add_intensities(rows: list[dict], vol, image_path: str, args, report: "_Report", case: str) -> None:
+    """Intensity statistics of ``image_path`` inside each label, merged into the volume rows
+    (region rows and probability maps are left without them)."""
+    from medcnn.errors import ConfigError
+    from medcnn.io import read_volume
+    from medcnn.measure.intensity import add_intensity_columns
+
+    if vol.kind == "probability" or vol.leading_axis is not None:
+        raise ConfigError.expected("--image with 3D label maps", "a probability map or a cine series",
+                                   path=vol.source)
+    report.add_input(case, image_path, "image")
+    report.raw_paths.setdefault(case, []).append(str(image_path))
+    add_intensity_columns(rows, read_volume(image_path), vol, modality=args.modality, unit=args.intensity_unit)
+
+
+def _cardiac_names(vol, cardiac_labels) -> dict[int, str]:
+    """Cardiac names of the labels present in ``vol`` (an absent structure gets no 0 mL row)."""
+    import numpy as np
+
+    present = {int(v) for v in np.unique(np.asarray(vol.array))}
+    return {v: n for v, n in cardiac_labels.names().items() if v in present}
+
+
 def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_labels) -> None:
     from medcnn.measure import cardiac_function, label_volumes
 
@@ -331,7 +369,7 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
                               rr_interval_ms=args.rr_ms)
         report.cardiac.append({**base, **fn.to_row(), "error": None})
         for phase, path in (("ED", ed), ("ES", es)):
-            df = label_volumes(vols[phase], label_names=names)
+            df = label_volumes(vols[phase], label_names=names or _cardiac_names(vols[phase], cardiac_labels))
             report.volumes.extend({"case": case_id(path), "path": report.show(path), "phase": phase, **row,
                                    "error": None}
                                   for row in df.to_dict(orient="records"))
@@ -351,6 +389,10 @@ def _methods(args) -> dict[str, dict[str, str]]:
     from medcnn.measure.intervals import INTERVAL_COLUMNS
 
     vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS}
+    if args.image:
+        from medcnn.measure.intensity import INTENSITY_COLUMNS
+
+        vol_cols.update(INTENSITY_COLUMNS)
     if args.probabilities:
         vol_cols.update({k: v for k, v in INTERVAL_COLUMNS.items() if k.startswith(("volume_", "interval_"))
                          and "tta" not in k and k != "volume_soft_ml"})
@@ -395,6 +437,8 @@ def _provenance(args) -> dict[str, Any]:
                         "regions": args.regions,
                         "probabilities": args.probabilities, "threshold": args.threshold,
                         "labels_table": _display(args.labels, args),
+                        "intensity_images": len(args.image), "modality": args.modality,
+                        "intensity_unit": args.intensity_unit,
                         "include_paths": args.include_paths, "lv_label": args.lv_label, "myo_label": args.myo_label,
                         "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
             "sha256": "SHA-256 of each input file's bytes (DICOM folder: relative names + bytes, sorted)",
@@ -448,6 +492,10 @@ def run(args: argparse.Namespace) -> int:
     if args.region and args.probabilities:
         raise ConfigError.expected("--region with label maps", "--probabilities")
     args.regions = parse_regions(args.region)  # parsed once, used by every case and the provenance
+    if args.image and (len(args.image) != len(args.labelmaps) or args.cine or args.probabilities):
+        raise ConfigError.expected("one --image per LABELMAP (3D label maps, not --cine/--probabilities)",
+                                   f"{len(args.image)} --image for {len(args.labelmaps)} LABELMAP(s)")
+    args.image_of = dict(zip(args.labelmaps, args.image))
     cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
                                    rv_blood=args.rv_label or None)
 
@@ -479,8 +527,12 @@ def run(args: argparse.Namespace) -> int:
     n_cases = len(args.labelmaps) + len(args.cardiac)
     written = ", ".join(str(p) for p in outputs)
     if report.failed:
-        print(f"medcnn measure: {report.failed} measurement(s) failed out of {n_cases} case(s); see the 'error' "
-              f"column. Wrote {written}", file=sys.stderr)
+        for table in tables.values():
+            for row in table:
+                if row.get("error"):
+                    print(f"medcnn measure: error: {row['case']}: {row['error']}", file=sys.stderr)
+        print(f"medcnn measure: {report.failed} measurement(s) failed out of {n_cases} case(s) (reasons above and "
+              f"in the 'error' column). Wrote {written}", file=sys.stderr)
         return 2
     print(f"medcnn measure: {n_cases} case(s) measured; wrote {written}")
     return 0

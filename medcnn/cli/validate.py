@@ -4,9 +4,16 @@ Pairs: files with identical names in ``--pred`` and ``--ref`` (``.nii``, ``.nii.
 ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``; DICOM RTSTRUCT / SEG files as ``<case>.dcm``, an
 RTSTRUCT being rasterised on the prediction's grid), or a CSV (``--pairs``) with columns
 ``pred``, ``ref`` and optionally ``case_id``, ``subject``, ``phase`` and a group column
-(``group`` or ``--group-column``; relative paths are relative to the CSV's folder). A
-missing or unreadable file, or a case that fails, becomes a row with an ``error`` message
+(``group`` or ``--group-column``; relative paths are relative to the CSV's folder). With
+folders, what exists is validated: references without a prediction (5 predictions against a
+200-file reference folder) are counted once on stderr and in ``summary.json``
+(``unmatched_references``), not errors. A prediction without a reference, a missing or
+unreadable file in a pairs CSV, or a case that fails becomes a row with an ``error`` message
 and the others continue; the exit code is then 2.
+
+Agreement statistics (Pearson r, limits of agreement, ICC, CCC) need at least ``--min-n``
+(default 5) cases or subjects; below that they are withheld with a note (bias and SD of the
+differences stay). Differences of percentages (EF) are in percentage points.
 
 Outputs (written atomically into ``--out``): ``metrics.csv`` (one row per case and
 structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,
@@ -77,6 +84,14 @@ def register(sub) -> None:
                                       "0 = none); the tables need subject/phase columns in --pairs")
     p.add_argument("--myo-label", help="LV myocardium: label value or --labels name (default 2; 0 = none)")
     p.add_argument("--rv-label", help="RV blood pool: label value or --labels name (default 3; 0 = none)")
+    p.add_argument("--ref-dataset", metavar="DATASET_JSON",
+                   help="the references' MSD-style dataset.json: structures whose label values its 'labels' do not "
+                        "list, and those its 'not_annotated' lists (per phase: {\"ES\": [\"lv_myocardium\"]}; "
+                        "or per entry), are 'not annotated' (empty metrics and a reason, never Dice 0); entries "
+                        "also give subject (patient) and phase")
+    p.add_argument("--min-n", type=int, default=None, metavar="N",
+                   help="fewest cases/subjects for r, limits of agreement, ICC and CCC; below it they are withheld "
+                        "with a note (default 5)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="threads for distance transforms (default 1)")
@@ -147,9 +162,10 @@ def find_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
             names = pred_dups.get(key) or ref_dups.get(key)
             err = (f"{names[0].parent}: expected one label map for case {key!r}, got "
                    f"{', '.join(p.name for p in names)}")
-        elif key not in preds:
-            err = (f"{pred_dir / (key + args.pred_suffix)}.*: expected a prediction for the reference "
-                   f"{refs[key].name}, got no such file")
+        elif key not in preds:  # a reference nobody predicted: counted once, not an error
+            cases.append({"case_id": key, "pred": None, "ref": str(refs[key]), "subject": "", "phase": "",
+                          "group": "", "error": "", "unmatched_reference": True})
+            continue
         elif key not in refs:
             err = (f"{ref_dir / (key + args.ref_suffix)}.*: expected a reference for the prediction "
                    f"{preds[key].name}, got no such file")
@@ -205,6 +221,7 @@ def _pairs_from_csv(path: Path, group_column: str = "group") -> list[dict[str, A
                 err = err or f"{p}: expected an existing {what} file, got nothing at that path"
         cases.append({"case_id": cid, "pred": str(pred) if pred else None, "ref": str(ref) if ref else None,
                       "subject": r.get("subject", ""), "phase": r.get("phase", "").upper(),
+                      "not_annotated": r.get("not_annotated", ""),
                       "group": r.get(group_column.strip().lower(), ""), "error": err})
     if not cases:
         raise ConfigError.expected("at least one pair in the CSV", "no rows", path=path)
@@ -264,10 +281,79 @@ def _print_acdc(acdc: dict[str, Any], percentile: float) -> None:
     print("ACDC clinical (all subjects; predicted - reference):")
     for r in acdc["clinical"]:
         if r["group"] == "all":
-            print(f"  {r['index']:<14} n={r['n']:<3} r {r['pearson_r']:.3f}  bias {r['bias']:.2f} {r['unit']}  "
-                  f"SD {r['sd_diff']:.2f}  LoA [{r['loa_lower']:.2f}, {r['loa_upper']:.2f}]")
+            unit = r.get("diff_unit") or r["unit"]
+            stats = (f"r and LoA withheld ({r['withheld']})" if r.get("withheld") else
+                     f"r {r['pearson_r']:.3f}  LoA [{r['loa_lower']:.2f}, {r['loa_upper']:.2f}] {unit}")
+            print(f"  {r['index']:<14} n={r['n']:<3} bias {r['bias']:.2f} {unit}  SD {r['sd_diff']:.2f}  {stats}")
     for note in acdc["notes"]:
         print(f"  note: {note}")
+
+
+def _read_ref_dataset(path: str) -> dict[str, Any]:
+    """``{"name", "labels" ({value: name} or None), "not_annotated" ({phase or "*": [names or
+    values]}), "entries" ({resolved reference path: entry})}`` of a dataset.json."""
+    import json
+
+    from medcnn.errors import ConfigError, InputFileNotFoundError
+    from medcnn.measure.labels import as_label_names
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileNotFoundError.expected("an existing dataset.json for --ref-dataset", "no file at that path",
+                                              path=p)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError.expected("a JSON dataset description", str(exc), path=p) from None
+    if not isinstance(doc, dict):
+        raise ConfigError.expected("a JSON object", type(doc).__name__, path=p)
+    raw = doc.get("not_annotated") or {}
+    decl = {"*": list(raw)} if isinstance(raw, list) else {str(k).upper(): list(v) for k, v in raw.items()}
+    entries = {}
+    for e in doc.get("training") or []:
+        if isinstance(e, dict) and e.get("label"):
+            entries[str((p.parent / str(e["label"])).resolve())] = e
+    return {"name": p.name, "labels": as_label_names(doc["labels"], path=str(p)) if doc.get("labels") else None,
+            "not_annotated": decl, "entries": entries}
+
+
+def _not_annotated(case: dict[str, Any], pred: Any, labels: dict[str, tuple[int, ...]] | None,
+                   dataset: dict[str, Any] | None) -> dict[int, str]:
+    """``{label value: reason}`` of the values this case's reference does not annotate, from
+    the pairs CSV column ``not_annotated`` and the ``--ref-dataset`` declaration."""
+    import numpy as np
+
+    candidates = {int(v) for v in np.unique(np.asarray(pred.array)) if v > 0}
+    candidates |= {v for vals in (labels or {}).values() for v in vals}
+    out: dict[int, str] = {}
+
+    def resolve(items: list[Any], names: dict[int, str]) -> set[int]:
+        by_name = {n: v for v, n in names.items()}
+        by_name.update({n: vals[0] for n, vals in (labels or {}).items() if len(vals) == 1})
+        values = set()
+        for it in items:
+            text = str(it).strip()
+            if text.isdigit():
+                values.add(int(text))
+            elif text in by_name:
+                values.add(int(by_name[text]))
+        return values
+
+    for v in resolve([t for t in str(case.get("not_annotated") or "").replace(";", " ").split() if t], {}):
+        out[v] = "pairs CSV column not_annotated"
+    if dataset is not None:
+        names = dataset["labels"] or {}
+        if dataset["labels"] is not None:
+            for v in candidates - set(names):
+                out.setdefault(v, f"label {v} is not among the labels of {dataset['name']}")
+        phase = str(case.get("phase") or "").upper()
+        for key in ("*", phase):
+            for v in resolve(dataset["not_annotated"].get(key, []), names):
+                out.setdefault(v, f"{dataset['name']} not_annotated" + (f" at {key}" if key != "*" else ""))
+        entry = dataset["entries"].get(str(Path(case["ref"]).resolve())) if case.get("ref") else None
+        for v in resolve(list((entry or {}).get("not_annotated") or []), names):
+            out.setdefault(v, f"{dataset['name']} entry not_annotated")
+    return out
 
 
 def _read_pair(pred_path: str, ref_path: str) -> tuple[Any, Any]:
@@ -310,7 +396,29 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError.expected(f"--lesion-labels among {sorted(labels)}", f"{sorted(unknown)}")
     structures, acdc_notes = acdc_structures(args, labels)
-    cases = find_pairs(args)
+    from medcnn.metrics.agreement import MIN_AGREEMENT_N
+
+    min_n = MIN_AGREEMENT_N if getattr(args, "min_n", None) is None else int(args.min_n)
+    if min_n < 2:
+        raise ConfigError.expected("--min-n >= 2 (a correlation needs two pairs)", str(min_n))
+    found = find_pairs(args)
+    dataset = _read_ref_dataset(args.ref_dataset) if getattr(args, "ref_dataset", None) else None
+    if dataset is not None:
+        for c in found:
+            entry = dataset["entries"].get(str(Path(c["ref"]).resolve())) if c.get("ref") else None
+            if entry:
+                c["subject"] = c.get("subject") or str(entry.get("patient") or entry.get("subject") or "")
+                c["phase"] = c.get("phase") or str(entry.get("phase") or "").upper()
+                c["group"] = c.get("group") or str(entry.get("group") or "")
+    unmatched = [Path(c["ref"]).name for c in found if c.get("unmatched_reference")]
+    cases = [c for c in found if not c.get("unmatched_reference")]
+    if not cases:
+        raise ConfigError.expected("at least one prediction with a matching reference", f"none of "
+                                   f"{len(unmatched)} reference(s) has a prediction in {args.pred}"
+                                   + (f" with --pred-suffix {args.pred_suffix!r}" if args.pred_suffix else ""))
+    if unmatched:
+        print(f"medcnn validate: {len(unmatched)} reference(s) without a prediction were not evaluated "
+              f"({', '.join(unmatched[:3])}{', ...' if len(unmatched) > 3 else ''})", file=sys.stderr)
     acdc_on = any(c.get("subject") and c.get("phase") in ("ED", "ES") for c in cases)
     if not acdc_on and any(getattr(args, f"{k}_label", None) for k in ("lv", "myo", "rv")):
         raise ConfigError.expected("a --pairs CSV with subject and phase (ED/ES) columns for the ACDC tables "
@@ -320,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
         "tolerance_mm": float(args.tolerance_mm), "percentile": float(args.percentile),
         "empty_policy": args.empty_policy, "sparse_slices": bool(args.sparse_slices),
         "resample": bool(args.resample), "lesion_labels": lesion, "connectivity": args.connectivity,
-        "threads": args.threads,
+        "threads": args.threads, "min_agreement_n": min_n,
     }
     if acdc_on:
         settings["acdc_structures"] = {"LV": structures.lv, "Myo": structures.myo, "RV": structures.rv}
@@ -339,12 +447,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             pred, ref = _read_pair(case["pred"], case["ref"])
+            skip = _not_annotated(case, pred, labels, dataset)
             case_rows = evaluate_case(
-                pred, ref, labels=labels, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
+                pred, ref, labels=labels, not_annotated=skip, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
                 empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,
                 lesion_labels=lesion, connectivity=args.connectivity, threads=args.threads, case_id=cid)
             rows.extend(case_rows)
-            dice = ", ".join(f"{r['label']} Dice {r['dice']:.3f}" for r in case_rows)
+            dice = ", ".join(f"{r['label']} Dice {r['dice']:.3f}" if r["annotated"] else f"{r['label']} not annotated"
+                             for r in case_rows)
             print(f"ok {cid}: {dice or 'no structures'}")
         except MedcnnError as exc:
             case["error"] = str(exc)
@@ -359,7 +469,8 @@ def run(args: argparse.Namespace) -> int:
     acdc = None
     if acdc_on:
         acdc = acdc_evaluation(rows, cases, structures=structures, percentile=args.percentile,
-                               myocardial_density_g_per_ml=MYOCARDIAL_DENSITY_G_PER_ML, notes=acdc_notes)
+                               myocardial_density_g_per_ml=MYOCARDIAL_DENSITY_G_PER_ML, notes=acdc_notes,
+                               min_n=min_n)
         _print_acdc(acdc, args.percentile)
     from medcnn.report.provenance import display_path, redact_paths
 
@@ -377,10 +488,13 @@ def run(args: argparse.Namespace) -> int:
     case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
                                         "group", "error")} for c in cases]
     summary = build_validation_summary(rows, settings=settings, cases=case_info, acdc=acdc,
-                                       n_bootstrap=args.bootstrap, seed=args.seed)
+                                       n_bootstrap=args.bootstrap, seed=args.seed, min_n=min_n)
+    summary["counts"]["unmatched_references"] = len(unmatched)
+    summary["unmatched_references"] = unmatched
     paths = write_validation_report(rows, summary, args.out, columns=metric_columns(percentile=args.percentile))
     failed = sum(1 for c in cases if c["error"])
     print(f"validated {len(cases) - failed} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else "")
+          + (f"; {len(unmatched)} reference(s) without a prediction skipped" if unmatched else "")
           + f"; report: {paths['html']}", file=sys.stderr)
     if internal:
         return 1

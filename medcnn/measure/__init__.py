@@ -11,6 +11,8 @@ Imports numpy, scipy, pandas and cc3d only: no torch.
 * :mod:`~medcnn.measure.lesions` -- :func:`measure_lesions`, :func:`lesion_components`
 * :mod:`~medcnn.measure.intervals` -- :func:`volume_intervals`, :func:`volume_interval`,
   :func:`ef_interval_percent` (volume uncertainty intervals from probabilities)
+* :mod:`~medcnn.measure.intensity` -- :func:`intensity_statistics` (mean, SD, median and
+  percentiles of an image inside each label; HU for CT)
 * :mod:`~medcnn.measure.cardiac` -- :func:`cardiac_function`, :func:`cine_function`
 * :mod:`~medcnn.measure.response` -- :func:`tumour_response`
 * :mod:`~medcnn.measure.labels` -- :func:`load_label_table`
@@ -27,6 +29,7 @@ from medcnn.measure.cardiac import (
     cardiac_function,
     cine_function,
 )
+from medcnn.measure.intensity import intensity_statistics
 from medcnn.measure.intervals import ef_interval_percent, volume_interval, volume_intervals
 from medcnn.measure.labels import as_label_names, load_label_table
 from medcnn.measure.lesions import lesion_components, max_diameter, measure_lesions
@@ -44,6 +47,7 @@ from medcnn.measure.volumes import label_volumes, probability_volumes
 __all__ = [
     "label_volumes",
     "probability_volumes",
+    "intensity_statistics",
     "volume_interval",
     "volume_intervals",
     "ef_interval_percent",

@@ -33,7 +33,11 @@ values (an error of at most 1/510 in ``p``).
 
 Ejection fraction: EF = (EDV - ESV) / EDV increases with EDV and decreases with ESV, so
 the exact extremes over the two intervals are EF_low = 1 - ESV_high / EDV_low and
-EF_high = 1 - ESV_low / EDV_high (:func:`ef_interval_percent`).
+EF_high = 1 - ESV_low / EDV_high (:func:`ef_interval_percent`). Both ends are then clipped
+to what is physically possible, 0-100 % (an ESV interval reaching above the EDV interval
+would otherwise give a negative lower end, e.g. "-30 % to 62 %" for an uncertain RV);
+volume ends are >= 0 mL by construction (voxel counts). The clipping is stated in
+:data:`INTERVAL_METHOD` and the column definitions.
 
 Imports numpy, pandas and cc3d only (no torch).
 """
@@ -66,7 +70,8 @@ HIGH_THRESHOLD = 0.25
 INTERVAL_METHOD = (f"volume interval from the model's probabilities p: low = label voxels with p >= {LOW_THRESHOLD}, "
                    f"high = connected components (26) of (p >= {HIGH_THRESHOLD} or label) that touch the final label, "
                    "soft = sum of p over those components; with TTA widened to the smallest/largest volume of the "
-                   "mirrored views (each view's own labels within those components). A sensitivity band, not a confidence "
+                   "mirrored views (each view's own labels within those components); volume ends >= 0 mL, EF interval "
+                   "ends clipped to 0-100 %. A sensitivity band, not a confidence "
                    "interval: see docs/volume_intervals.md for how often it contains the reference volume")
 
 #: Column meanings (units in the names).
@@ -84,12 +89,14 @@ INTERVAL_COLUMNS: dict[str, str] = {
     "interval_method": "how the volume interval was computed",
     "lv_edv_low_ml": "lower end of the EDV interval (mL)", "lv_edv_high_ml": "upper end of the EDV interval (mL)",
     "lv_esv_low_ml": "lower end of the ESV interval (mL)", "lv_esv_high_ml": "upper end of the ESV interval (mL)",
-    "lv_ef_low_percent": "lowest EF (%) over the EDV and ESV intervals: 100 x (1 - ESV_high / EDV_low)",
-    "lv_ef_high_percent": "highest EF (%) over the EDV and ESV intervals: 100 x (1 - ESV_low / EDV_high)",
+    "lv_ef_low_percent": "lowest EF (%) over the EDV and ESV intervals: 100 x (1 - ESV_high / EDV_low), clipped to "
+                         "0-100 %",
+    "lv_ef_high_percent": "highest EF (%) over the EDV and ESV intervals: 100 x (1 - ESV_low / EDV_high), clipped "
+                          "to 0-100 %",
     "rv_edv_low_ml": "lower end of the RV EDV interval (mL)", "rv_edv_high_ml": "upper end of the RV EDV interval (mL)",
     "rv_esv_low_ml": "lower end of the RV ESV interval (mL)", "rv_esv_high_ml": "upper end of the RV ESV interval (mL)",
-    "rv_ef_low_percent": "lowest RV EF (%) over the RV EDV and ESV intervals",
-    "rv_ef_high_percent": "highest RV EF (%) over the RV EDV and ESV intervals",
+    "rv_ef_low_percent": "lowest RV EF (%) over the RV EDV and ESV intervals, clipped to 0-100 %",
+    "rv_ef_high_percent": "highest RV EF (%) over the RV EDV and ESV intervals, clipped to 0-100 %",
 }
 
 
@@ -212,11 +219,17 @@ def volume_intervals(
 def ef_interval_percent(edv_low_ml: float, edv_high_ml: float, esv_low_ml: float,
                         esv_high_ml: float) -> tuple[float, float]:
     """Exact EF range (%) over EDV in [edv_low, edv_high] and ESV in [esv_low, esv_high]:
-    ``(100 (1 - ESV_high / EDV_low), 100 (1 - ESV_low / EDV_high))``; NaN where an EDV
-    end is not positive."""
+    ``(100 (1 - ESV_high / EDV_low), 100 (1 - ESV_low / EDV_high))``, each end clipped to
+    the physically possible 0-100 % (an EF below 0 would mean the ventricle grows in
+    systole); NaN where an EDV end is not positive."""
     lo = 100.0 * (1.0 - esv_high_ml / edv_low_ml) if edv_low_ml > 0 else float("nan")
     hi = 100.0 * (1.0 - esv_low_ml / edv_high_ml) if edv_high_ml > 0 else float("nan")
-    return lo, hi
+    return _clip_percent(lo), _clip_percent(hi)
+
+
+def _clip_percent(value: float) -> float:
+    """``value`` clipped to [0, 100] (NaN stays NaN)."""
+    return value if value != value else min(100.0, max(0.0, value))
 
 
 def cardiac_intervals(ed: Mapping[int, Mapping[str, Any]], es: Mapping[int, Mapping[str, Any]], *, lv_blood: int,
@@ -239,8 +252,8 @@ def cardiac_intervals(ed: Mapping[int, Mapping[str, Any]], es: Mapping[int, Mapp
         a, b = ed.get(lab), es.get(lab)
         if a is None or b is None or a.get("volume_low_ml") is None or b.get("volume_low_ml") is None:
             continue
-        e_lo, e_hi = float(a["volume_low_ml"]), float(a["volume_high_ml"])
-        s_lo, s_hi = float(b["volume_low_ml"]), float(b["volume_high_ml"])
+        e_lo, e_hi = max(0.0, float(a["volume_low_ml"])), max(0.0, float(a["volume_high_ml"]))
+        s_lo, s_hi = max(0.0, float(b["volume_low_ml"])), max(0.0, float(b["volume_high_ml"]))
         ef_lo, ef_hi = ef_interval_percent(e_lo, e_hi, s_lo, s_hi)
         out.update({f"{prefix}_edv_low_ml": e_lo, f"{prefix}_edv_high_ml": e_hi, f"{prefix}_esv_low_ml": s_lo,
                     f"{prefix}_esv_high_ml": s_hi, f"{prefix}_ef_low_percent": ef_lo,

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from medcnn.metrics.agreement import paired_agreement, summarize
+from medcnn.metrics.agreement import MIN_AGREEMENT_N, paired_agreement, summarize
 
 __all__ = [
     "AcdcStructures",
@@ -37,6 +37,7 @@ __all__ = [
     "acdc_clinical_table",
     "acdc_evaluation",
     "acdc_columns",
+    "diff_unit",
     "ACDC_INDICES",
     "ACDC_DEFINITIONS",
     "ALL_GROUPS",
@@ -63,7 +64,8 @@ ACDC_DEFINITIONS: dict[str, str] = {
                "compute_robust_hausdorff), in mm of the reference grid",
     "hd_mm": "Hausdorff distance (maximum surfel-to-surface distance, both directions), mm",
     "pearson_r": "Pearson correlation of predicted and reference index over subjects",
-    "bias": "mean of (predicted - reference), in the index's unit",
+    "bias": "mean of (predicted - reference), in diff_unit: the index's unit, percentage points for EF",
+    "withheld": "why r and the limits of agreement are empty: fewer than MIN_AGREEMENT_N (5) subjects",
     "sd_diff": "SD (ddof=1) of (predicted - reference), in the index's unit",
     "loa_lower / loa_upper": "95 % limits of agreement = bias -/+ 1.96 x sd_diff (Bland & Altman 1986)",
     "volumes": "voxel count x voxel volume of the reference grid (mL); only as right as the header spacing",
@@ -94,10 +96,16 @@ def acdc_columns(*, percentile: float = 95.0) -> dict[str, list[str]]:
     return {
         "geometric": ["group", "structure", "label", "phase", "n", "dice_mean", "dice_sd", f"{hd}_mean", f"{hd}_sd",
                       "hd_mm_mean", "hd_mm_sd"],
-        "clinical": ["group", "index", "unit", "n", "ref_mean", "pred_mean", "pearson_r", "bias", "sd_diff",
-                     "loa_lower", "loa_upper"],
+        "clinical": ["group", "index", "unit", "diff_unit", "n", "ref_mean", "pred_mean", "pearson_r", "bias",
+                     "sd_diff", "loa_lower", "loa_upper", "withheld"],
         "subjects": ["subject", "group", *sides],
     }
+
+
+def diff_unit(unit: str) -> str:
+    """Unit of a difference of values in ``unit``: a difference of two percentages (EF) is in
+    percentage points, not in %."""
+    return "percentage points" if unit == "%" else unit
 
 
 def _num(v: Any) -> float:
@@ -105,6 +113,10 @@ def _num(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _annotated(row: Mapping[str, Any]) -> bool:
+    return row.get("annotated", True) not in (False, "False")
 
 
 def _case_info(cases: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str, str]]:
@@ -150,7 +162,7 @@ def acdc_geometric_table(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapp
     info = _case_info(cases)
     groups_of = _subject_groups(info)
     hd_key = f"hd{percentile:g}_mm"
-    good = [r for r in rows if not r.get("error") and str(r.get("case_id")) in info]
+    good = [r for r in rows if not r.get("error") and str(r.get("case_id")) in info and _annotated(r)]
     out = []
     for group in _groups(groups_of):
         for _, name, label in structures.items():
@@ -184,8 +196,8 @@ def acdc_subject_indices(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapp
     vols: dict[tuple[str, str, str], tuple[float, float]] = {}
     for r in rows:
         cid = str(r.get("case_id"))
-        if r.get("error") or cid not in info:
-            continue
+        if r.get("error") or cid not in info or not _annotated(r):
+            continue   # a structure the reference does not annotate: its indices stay NaN, never 0
         subj, ph, _ = info[cid]
         vols[(subj, ph, str(r["label"]))] = (_num(r.get("pred_volume_ml")), _num(r.get("ref_volume_ml")))
     nan2 = (math.nan, math.nan)
@@ -206,7 +218,8 @@ def acdc_subject_indices(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapp
     return out
 
 
-def acdc_clinical_table(subjects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def acdc_clinical_table(subjects: Sequence[Mapping[str, Any]], *,
+                        min_n: int = MIN_AGREEMENT_N) -> list[dict[str, Any]]:
     """Agreement of each clinical index per group (from :func:`acdc_subject_indices`).
 
     Returns:
@@ -222,21 +235,22 @@ def acdc_clinical_table(subjects: Sequence[Mapping[str, Any]]) -> list[dict[str,
         for index, (unit, _, _) in ACDC_INDICES.items():
             pred = [_num(s.get(f"pred_{index}")) for s in sub]
             ref = [_num(s.get(f"ref_{index}")) for s in sub]
-            a = paired_agreement(pred, ref)
+            a = paired_agreement(pred, ref, min_n=min_n)
             if a["n"] == 0:
                 continue
             pairs = [(p, r) for p, r in zip(pred, ref) if not (math.isnan(p) or math.isnan(r))]
-            out.append({"group": group, "index": index, "unit": unit, "n": a["n"],
+            out.append({"group": group, "index": index, "unit": unit, "diff_unit": diff_unit(unit), "n": a["n"],
                         "ref_mean": sum(r for _, r in pairs) / len(pairs),
                         "pred_mean": sum(p for p, _ in pairs) / len(pairs),
                         "pearson_r": a["pearson_r"], "bias": a["bias"], "sd_diff": a["sd_diff"],
-                        "loa_lower": a["loa_lower"], "loa_upper": a["loa_upper"]})
+                        "loa_lower": a["loa_lower"], "loa_upper": a["loa_upper"], "withheld": a["withheld"]})
     return out
 
 
 def acdc_evaluation(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapping[str, Any]], *,
                     structures: AcdcStructures = AcdcStructures(), percentile: float = 95.0,
-                    myocardial_density_g_per_ml: float, notes: Sequence[str] = ()) -> dict[str, Any]:
+                    myocardial_density_g_per_ml: float, notes: Sequence[str] = (),
+                    min_n: int = MIN_AGREEMENT_N) -> dict[str, Any]:
     """The three ACDC tables plus structures, definitions and notes (JSON-able dict).
 
     Notes are added for structures that are not evaluated or that no evaluated row carries,
@@ -245,6 +259,15 @@ def acdc_evaluation(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapping[s
     notes = list(notes)
     info = _case_info(cases)
     present = {str(r.get("label")) for r in rows if not r.get("error") and str(r.get("case_id")) in info}
+    unannotated: dict[str, set[str]] = {}
+    for r in rows:
+        if not r.get("error") and str(r.get("case_id")) in info and not _annotated(r):
+            unannotated.setdefault(str(r.get("label")), set()).add(info[str(r["case_id"])][1])
+    for key, name, label in structures.items():
+        if label is not None and label in unannotated:
+            notes.append(f"{name} (structure {label!r}) is not annotated in the reference at "
+                         f"{'/'.join(sorted(unannotated[label]))} (declared by the reference dataset): left out of "
+                         "the tables there, indices that need it NaN")
     for key, name, label in structures.items():
         if label is not None and label not in present:
             notes.append(f"{name} (structure {label!r}) occurs in no evaluated ED/ES map: its rows are absent and "
@@ -268,7 +291,8 @@ def acdc_evaluation(rows: Sequence[Mapping[str, Any]], cases: Sequence[Mapping[s
         "structures": {name: label for _, name, label in structures.items()},
         "myocardial_density_g_per_ml": myocardial_density_g_per_ml,
         "geometric": acdc_geometric_table(rows, cases, structures=structures, percentile=percentile),
-        "clinical": acdc_clinical_table(subjects),
+        "clinical": acdc_clinical_table(subjects, min_n=min_n),
+        "min_agreement_n": min_n,
         "subjects": subjects,
         "indices": {k: f"{v[2]} ({v[0]})" for k, v in ACDC_INDICES.items()},
         "columns": acdc_columns(percentile=percentile),

@@ -41,6 +41,7 @@ __all__ = [
     "lin_ccc",
     "paired_agreement",
     "agreement_table",
+    "MIN_AGREEMENT_N",
     "ICC_FORMS",
 ]
 
@@ -195,13 +196,27 @@ def lin_ccc(x: Sequence[float], y: Sequence[float]) -> float:
     return 2.0 * sxy / den if den > 0 else math.nan
 
 
-def paired_agreement(pred: Sequence[float], ref: Sequence[float]) -> dict[str, Any]:
+#: Below this many pairs, correlation, limits of agreement, ICC and CCC are withheld (NaN with
+#: a ``withheld`` note): with 3 or 4 pairs r and a 1.96-SD interval are noise, not agreement.
+MIN_AGREEMENT_N = 5
+
+_WITHHELD_KEYS = ("loa_lower", "loa_upper", "pearson_r", "icc_a1", "icc_c1", "lin_ccc")
+
+
+def paired_agreement(pred: Sequence[float], ref: Sequence[float], *,
+                     min_n: int = MIN_AGREEMENT_N) -> dict[str, Any]:
     """Bland-Altman, Pearson r, ICC(2,1), ICC(3,1) and Lin's CCC of paired values.
+
+    Args:
+        pred, ref: paired values (NaN pairs dropped).
+        min_n: with fewer pairs, ``loa_lower``/``loa_upper``, ``pearson_r``, ``icc_a1``,
+            ``icc_c1`` and ``lin_ccc`` are NaN and ``withheld`` says why (bias and
+            ``sd_diff`` stay: they describe the data without claiming agreement).
 
     Returns:
         dict with ``n``, ``bias``, ``sd_diff``, ``loa_lower``, ``loa_upper``,
-        ``pearson_r``, ``icc_a1`` (ICC(2,1)), ``icc_c1`` (ICC(3,1)), ``lin_ccc``, and
-        ``icc_forms`` naming the ICC forms.
+        ``pearson_r``, ``icc_a1`` (ICC(2,1)), ``icc_c1`` (ICC(3,1)), ``lin_ccc``,
+        ``withheld`` (empty, or the reason) and ``icc_forms`` naming the ICC forms.
     """
     p, r = _paired(pred, ref)
     out: dict[str, Any] = dict(bland_altman(p, r))
@@ -211,12 +226,17 @@ def paired_agreement(pred: Sequence[float], ref: Sequence[float]) -> dict[str, A
         "icc_a1": float(anova.get("ICC(2,1)", math.nan)),
         "icc_c1": float(anova.get("ICC(3,1)", math.nan)),
         "lin_ccc": lin_ccc(p, r),
+        "withheld": "",
         "icc_forms": {"icc_a1": ICC_FORMS["ICC(2,1)"], "icc_c1": ICC_FORMS["ICC(3,1)"]},
     })
+    if 0 < out["n"] < min_n:
+        out.update({k: math.nan for k in _WITHHELD_KEYS})
+        out["withheld"] = (f"n = {out['n']} < {min_n}: correlation, limits of agreement, ICC and CCC not reported")
     return out
 
 
-def agreement_table(measurements: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> list[dict[str, Any]]:
+def agreement_table(measurements: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
+                    min_n: int = MIN_AGREEMENT_N) -> list[dict[str, Any]]:
     """ACDC-style agreement table, one row per measurement (e.g. EDV, ESV, EF, mass).
 
     Args:
@@ -229,10 +249,10 @@ def agreement_table(measurements: Mapping[str, tuple[Sequence[float], Sequence[f
     """
     rows = []
     for name, (pred, ref) in measurements.items():
-        a = paired_agreement(pred, ref)
+        a = paired_agreement(pred, ref, min_n=min_n)
         rows.append({
             "measurement": name, "n": a["n"], "corr": a["pearson_r"], "bias": a["bias"], "sd": a["sd_diff"],
             "loa_lower": a["loa_lower"], "loa_upper": a["loa_upper"], "icc_a1": a["icc_a1"],
-            "icc_c1": a["icc_c1"], "lin_ccc": a["lin_ccc"],
+            "icc_c1": a["icc_c1"], "lin_ccc": a["lin_ccc"], "withheld": a["withheld"],
         })
     return rows

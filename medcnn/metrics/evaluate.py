@@ -15,7 +15,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from medcnn.metrics.agreement import paired_agreement, summarize
+from medcnn.metrics.agreement import MIN_AGREEMENT_N, paired_agreement, summarize
 from medcnn.metrics.grid import LabelSpec, align_to_reference, label_mask, normalize_labels, present_labels
 from medcnn.metrics.overlap import _lesions_from_masks, _overlap_from_masks, _volumes_from_masks
 from medcnn.metrics.policy import (
@@ -58,6 +58,9 @@ DEFINITIONS: dict[str, str] = {
     "volume_diff_ml": "pred_volume_ml - ref_volume_ml (signed, mL)",
     "abs_volume_error_ml": "|pred_volume_ml - ref_volume_ml| (mL)",
     "rel_volume_error_percent": "100 (pred - ref) / ref (signed, %; NaN if the reference is empty)",
+    "annotated": "False when the reference dataset declares that it does not annotate this structure (in this "
+                 "phase): every metric of the row is then empty and the row is left out of every summary",
+    "not_annotated_reason": "where that declaration comes from (empty when the structure is annotated)",
     "ref_lesions": "connected components of the reference structure",
     "pred_lesions": "connected components of the predicted structure",
     "lesion_tp": "reference lesions overlapped by the prediction (>= min overlap voxels)",
@@ -84,8 +87,8 @@ def metric_columns(*, percentile: float = 95.0) -> list[str]:
     hd_key = f"hd{percentile:g}_mm"
     surface = ["hd_mm", hd_key, "assd_mm", "asd_ref_to_pred_mm", "asd_pred_to_ref_mm", "nsd"]
     return (["case_id", "label", "label_values", "dice", "iou"] + surface + list(_VOLUME_KEYS)
-            + list(_LESION_KEYS) + ["ref_empty", "pred_empty", "empty_policy", "nsd_tolerance_mm",
-                                    "hd_percentile", "sparse_slices", "resampled", "error"])
+            + list(_LESION_KEYS) + ["ref_empty", "pred_empty", "annotated", "not_annotated_reason", "empty_policy",
+                                    "nsd_tolerance_mm", "hd_percentile", "sparse_slices", "resampled", "error"])
 
 
 def sparse_slice_mask(ref: Volume, *, axis: int | None = None) -> tuple[np.ndarray, int, int]:
@@ -125,6 +128,7 @@ def evaluate_case(
     min_overlap_voxels: int = 1,
     threads: int = 1,
     case_id: str | None = None,
+    not_annotated: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """All metrics of one predicted label map against its reference, one row per structure.
 
@@ -147,6 +151,12 @@ def evaluate_case(
         min_overlap_voxels: overlap needed for a lesion to count as detected.
         threads: threads for distance transforms.
         case_id: written into every row (default: the reference file name).
+        not_annotated: ``{label value: reason}`` for label values the reference does not
+            annotate (a partial reference, e.g. Sunnybrook: no RV, no ES myocardium). A
+            structure all of whose values are listed gets a row with ``annotated`` False,
+            the reason, and empty metrics (never Dice 0); a structure with at least one
+            annotated value is evaluated as usual (BraTS 2018 draws no label 3, yet a whole
+            tumour of labels 1-4 is annotated).
 
     Returns:
         list of dicts with the columns of :func:`metric_columns`.
@@ -172,8 +182,21 @@ def evaluate_case(
     unknown = lesion_set - set(structures)
     if unknown:
         raise ValueError(f"expected lesion labels among {sorted(structures)}, got {sorted(unknown)}")
+    skip = {int(k): str(v) for k, v in (not_annotated or {}).items()}
     rows = []
     for name, values in structures.items():
+        missing = [v for v in values if int(v) in skip]
+        if missing and len(missing) == len(values):
+            row = {"case_id": cid, "label": name, "label_values": ",".join(map(str, values))}
+            row.update({k: math.nan for k in metric_columns(percentile=percentile)
+                        if k not in ("case_id", "label", "label_values", "error")})
+            row.update({"ref_empty": None, "pred_empty": not label_mask(pred_on_ref, values).any(),
+                        "annotated": False, "not_annotated_reason": skip[int(missing[0])],
+                        "empty_policy": empty_policy, "nsd_tolerance_mm": float(tolerance_mm),
+                        "hd_percentile": float(percentile), "sparse_slices": sparse_note, "resampled": resampled,
+                        "error": ""})
+            rows.append(row)
+            continue
         pm = label_mask(pred_on_ref, values)
         rm = label_mask(ref, values)
         if keep is not None:
@@ -192,7 +215,8 @@ def evaluate_case(
         else:
             row.update({k: math.nan for k in _LESION_KEYS})
         row.update({
-            "ref_empty": ref_empty, "pred_empty": pred_empty, "empty_policy": empty_policy,
+            "ref_empty": ref_empty, "pred_empty": pred_empty, "annotated": True, "not_annotated_reason": "",
+            "empty_policy": empty_policy,
             "nsd_tolerance_mm": float(tolerance_mm), "hd_percentile": float(percentile),
             "sparse_slices": sparse_note, "resampled": resampled, "error": "",
         })
@@ -212,7 +236,8 @@ def _default_case_id(ref: Volume) -> str:
 
 
 def _ok_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [r for r in rows if not r.get("error")]
+    """Rows with numbers: no error, and a structure the reference annotates."""
+    return [r for r in rows if not r.get("error") and r.get("annotated", True) not in (False, "False")]
 
 
 def aggregate(rows: Iterable[Mapping[str, Any]], *, metrics: Sequence[str] = SUMMARY_METRICS,
@@ -237,15 +262,17 @@ def aggregate(rows: Iterable[Mapping[str, Any]], *, metrics: Sequence[str] = SUM
     return out
 
 
-def volume_agreement(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def volume_agreement(rows: Iterable[Mapping[str, Any]], *,
+                     min_n: int = MIN_AGREEMENT_N) -> dict[str, dict[str, Any]]:
     """Per label: Bland-Altman, Pearson r, ICC(2,1)/ICC(3,1) and Lin's CCC of predicted vs
-    reference volume (mL) over the cases without errors."""
+    reference volume (mL) over the cases without errors (r, limits of agreement, ICC and CCC
+    withheld below ``min_n`` cases, see :func:`~medcnn.metrics.agreement.paired_agreement`)."""
     good = _ok_rows(rows)
     out = {}
     for label in dict.fromkeys(r["label"] for r in good):
         sub = [r for r in good if r["label"] == label]
         out[label] = paired_agreement([_num(r["pred_volume_ml"]) for r in sub],
-                                      [_num(r["ref_volume_ml"]) for r in sub])
+                                      [_num(r["ref_volume_ml"]) for r in sub], min_n=min_n)
     return out
 
 

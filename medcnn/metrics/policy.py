@@ -37,7 +37,8 @@ DEFAULT_EMPTY_POLICY: EmptyPolicy = "best-worst"
 
 #: One-line descriptions written into summary.json.
 POLICY_DESCRIPTIONS = {
-    "best-worst": "both empty: Dice=IoU=NSD=1, distances=0 mm; one empty: Dice=IoU=NSD=0, "
+    "best-worst": "both empty: Dice=IoU=NSD=1, distances=0 mm (the BraTS challenge rule, e.g. a case without "
+                  "enhancing tumour that the prediction also leaves empty scores Dice 1); one empty: Dice=IoU=NSD=0, "
                   "distances=image diagonal of the reference (mm)",
     "best-nan": "both empty: Dice=IoU=NSD=1, distances=0 mm; one empty: Dice=IoU=NSD=0, distances=NaN",
     "nan": "both empty: all overlap and distance metrics NaN; one empty: Dice=IoU=NSD=0, distances=NaN",

@@ -74,7 +74,7 @@ def _labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Mapping[str, Any],
                              cases: Sequence[Mapping[str, Any]], acdc: Mapping[str, Any] | None = None,
-                             n_bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+                             n_bootstrap: int = 2000, seed: int = 0, min_n: int | None = None) -> dict[str, Any]:
     """The content of ``summary.json``.
 
     Args:
@@ -84,7 +84,11 @@ def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Map
             ``ref_sha256``, ``error``.
         acdc: optional ACDC evaluation (:func:`medcnn.metrics.acdc.acdc_evaluation`).
         n_bootstrap, seed: bootstrap settings for the confidence intervals.
+        min_n: fewest cases for r, limits of agreement, ICC and CCC (default
+            :data:`~medcnn.metrics.agreement.MIN_AGREEMENT_N`).
     """
+    from medcnn.metrics.agreement import MIN_AGREEMENT_N
+
     from medcnn.metrics.evaluate import aggregate, definitions, volume_agreement
     from medcnn.report.provenance import environment_info
 
@@ -104,7 +108,8 @@ def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Map
         "counts": {"cases": len(cases), "failed_cases": len(errors),
                    "rows": len(rows), "evaluated_rows": len(_ok(rows))},
         "aggregates": aggregate(rows, n_bootstrap=n_bootstrap, seed=seed),
-        "volume_agreement": volume_agreement(rows),
+        "volume_agreement": volume_agreement(rows, min_n=MIN_AGREEMENT_N if min_n is None else min_n),
+        "min_agreement_n": MIN_AGREEMENT_N if min_n is None else min_n,
         **({"acdc": dict(acdc)} if acdc else {}),
         "cases": [dict(c) for c in cases],
     }
@@ -255,6 +260,11 @@ def _f(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _dash(v: Any) -> Any:
+    """A missing number shown as an em dash (not an empty cell, not 0)."""
+    return "—" if v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(float(v))) else v
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], row_classes: Sequence[str] | None = None) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
@@ -286,10 +296,11 @@ def _acdc_html(acdc: Mapping[str, Any], pct: float) -> str:
                                  for r in geo]))
         if clin:
             parts.append(_table(["index", "unit", "n", "reference mean", "predicted mean", "Pearson r", "bias",
-                                 "SD of differences", "LoA low", "LoA high"],
+                                 "SD of differences", "LoA low", "LoA high", "difference unit", "note"],
                                 [[r["index"], r["unit"], r["n"], r.get("ref_mean"), r.get("pred_mean"),
-                                  r.get("pearson_r"), r.get("bias"), r.get("sd_diff"), r.get("loa_lower"),
-                                  r.get("loa_upper")] for r in clin]))
+                                  _dash(r.get("pearson_r")), r.get("bias"), r.get("sd_diff"), _dash(r.get("loa_lower")),
+                                  _dash(r.get("loa_upper")), r.get("diff_unit", r["unit"]), r.get("withheld", "")]
+                                 for r in clin]))
     notes = acdc.get("notes") or []
     if notes:
         parts.append('<ul class="muted">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
@@ -312,7 +323,9 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
         f'<p class="muted">generated {_e(summary.get("generated_utc"))} by medcnn '
         f'{_e(summary.get("medcnn_version"))}</p>',
         f"<p><b>{counts.get('cases', 0)} cases</b>, <b>{counts.get('failed_cases', 0)} failed</b>, "
-        f"{counts.get('evaluated_rows', 0)} structure rows evaluated.</p>",
+        f"{counts.get('evaluated_rows', 0)} structure rows evaluated"
+        + (f"; {counts['unmatched_references']} reference(s) without a prediction not evaluated"
+           if counts.get("unmatched_references") else "") + ".</p>",
         "<h2>Settings</h2>",
         _table(["setting", "value"], [[k, v] for k, v in s.items()]),
     ]
@@ -332,9 +345,10 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
     if va:
         parts.append("<h2>Volume agreement (predicted vs reference, mL)</h2>")
         parts.append(_table(["structure", "n", "bias", "SD of diff", "LoA low", "LoA high", "Pearson r",
-                             "ICC(2,1)", "ICC(3,1)", "Lin CCC"],
-                            [[k, a.get("n"), a.get("bias"), a.get("sd_diff"), a.get("loa_lower"), a.get("loa_upper"),
-                              a.get("pearson_r"), a.get("icc_a1"), a.get("icc_c1"), a.get("lin_ccc")]
+                             "ICC(2,1)", "ICC(3,1)", "Lin CCC", "note"],
+                            [[k, a.get("n"), a.get("bias"), a.get("sd_diff")]
+                             + [_dash(a.get(c)) for c in ("loa_lower", "loa_upper", "pearson_r", "icc_a1", "icc_c1",
+                                                          "lin_ccc")] + [a.get("withheld", "")]
                              for k, a in va.items()]))
         parts.append('<p class="muted">ICC(2,1): two-way random, absolute agreement, single measurement '
                      "(McGraw &amp; Wong ICC(A,1)); ICC(3,1): two-way mixed, consistency (ICC(C,1)). "
@@ -354,13 +368,20 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
         parts.append("<h2>Errors</h2>")
         parts.append(_table(["case", "error"], [[r.get("case_id"), r.get("error")] for r in errors],
                             row_classes=["error"] * len(errors)))
-    good = _ok(rows)
-    if good:
+    shown = [r for r in rows if not r.get("error")]
+    if shown:
         parts.append("<h2>Cases</h2>")
         cols = ["case_id", "label", "dice", "iou", "hd_mm", hd_key, "assd_mm", "nsd", "ref_volume_ml",
                 "pred_volume_ml", "rel_volume_error_percent", "lesion_tp", "lesion_fp", "lesion_fn"]
-        cols = [c for c in cols if any(c in r for r in good)]
-        parts.append(_table(cols, [[r.get(c) for c in cols] for r in good]))
+        cols = [c for c in cols if any(c in r for r in shown)]
+        body = []
+        for r in shown:
+            if r.get("annotated", True) in (False, "False"):   # a partial reference: "—", never 0
+                body.append([r.get("case_id"), r.get("label")] + ["—"] * (len(cols) - 2)
+                            + [f"not annotated: {r.get('not_annotated_reason') or ''}"])
+            else:
+                body.append([r.get(c) for c in cols] + [""])
+        parts.append(_table(cols + ["note"], body))
     defs = summary.get("definitions") or {}
     if defs:
         parts.append("<h2>Definitions</h2>")
