@@ -147,7 +147,7 @@ class RegionSpec:
         object.__setattr__(self, "regions", {k: tuple(v) for k, v in regs.items()})
         given = [self.channels is not None, self.channel_labels is not None, self.paint_order is not None]
         if any(given) and not all(given):
-            raise ConfigError.expected("channels, channel_labels and paint_order together", f"only some of them")
+            raise ConfigError.expected("channels, channel_labels and paint_order together", "only some of them")
         if self.channels is None:
             return
         ch, lab, order = tuple(map(str, self.channels)), tuple(int(v) for v in self.channel_labels or ()), \
@@ -226,7 +226,7 @@ class RegionSpec:
             return cls(regions=d["regions"], channels=d.get("channels"), channel_labels=d.get("channel_labels"),
                        paint_order=d.get("paint_order"))
         except ConfigError as exc:
-            raise ConfigError(str(exc), path=path) from None
+            raise ConfigError(f"{path}: {exc}" if path is not None else str(exc), path=path) from None
 
     def check_labels(self, labels: Mapping[int, str], *, path: str | Path | None = None) -> None:
         """Every region label is one of ``labels`` (the label map's classes)."""
@@ -263,7 +263,8 @@ def regions_from_nnunet(dataset: Mapping[str, Any], *, path: str | Path | None =
         spec = RegionSpec(regions=regions, channels=tuple(regions), channel_labels=tuple(int(v) for v in order),
                           paint_order=tuple(range(len(fg))))
     except ConfigError as exc:
-        raise ConfigError(f"dataset.json labels/regions_class_order: {exc}", path=path) from None
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}labels / regions_class_order: {exc}", path=path) from None
     names = class_names(spec.regions)
     classes = {0: str(bg)}
     classes.update({v: names[v] for v in sorted(set(spec.channel_labels or ()))})

@@ -292,6 +292,9 @@ def _bundle_json(
         raise ConfigError.expected("activation 'softmax' or 'sigmoid'", repr(activation))
     k = spec["out_channels"]
     n_classes = k + 1 if (activation == "sigmoid" and k > 1) else max(k, 2)
+    painted = (regions.to_dict() if hasattr(regions, "to_dict") else dict(regions or {})).get("channel_labels")
+    if activation == "sigmoid" and k > 1 and painted:  # region channels write these labels (e.g. BraTS 1, 2, 4)
+        n_classes = max(int(v) for v in painted) + 1
     lab: dict[str, str] = {}
     for k, v in dict(labels).items():
         if isinstance(k, bool) or int(k) != k or not 0 <= int(k) < n_classes:
