@@ -39,6 +39,7 @@ __all__ = [
     "paint_regions",
     "nesting_violations",
     "check_nesting",
+    "regions_of_file",
 ]
 
 #: Default tolerance of :func:`check_nesting`: the largest fraction of an inner region's
@@ -357,3 +358,26 @@ def check_nesting(rows: Sequence[Mapping[str, Any]], *, tolerance: float = NESTI
                 f"{tolerance:.0%} of its voxels outside)", f"{out} of {n} voxels ({out / n:.1%}) outside", path=path,
                 hint="the declared channel order contradicts the network's outputs: re-import the model with the "
                      "right order (medcnn models import --region-order OUTER,...,INNER)")
+
+
+def regions_of_file(path: str | Path) -> dict[str, list[int]]:
+    """The regions a JSON file declares: a medcnn ``bundle.json`` (``regions.regions``) or an
+    MSD-style ``dataset.json`` with a ``"regions": {name: [labels]}`` key (e.g. the BraTS
+    2018 copy in ``../shared/data``); ``{}`` when it declares none.
+
+    Raises:
+        CorruptFileError: not valid JSON. ConfigError: malformed or non-nested regions.
+    """
+    import json
+
+    from medcnn.errors import CorruptFileError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError.expected("a readable JSON file", f"{type(exc).__name__}: {exc}", path=p) from None
+    regs = data.get("regions") if isinstance(data, Mapping) else None
+    if isinstance(regs, Mapping) and isinstance(regs.get("regions"), Mapping):  # bundle.json
+        regs = regs["regions"]
+    return check_regions(regs, path=p) if regs else {}
