@@ -82,8 +82,9 @@ def train_briefly(net, dim: int, patch: Sequence[int], *, in_ch: int, n_classes:
     """A few Adam steps on synthetic blobs (z-scored), enough for structured predictions.
 
     ``region_sets``: channel ``i`` learns "the voxel's class is in ``region_sets[i]``", the
-    blob classes 1..n-1 standing for the sorted label values of the regions (as nnU-Net's
-    region training: each output is one region of the dataset.json labels)."""
+    blob classes 1..n-1 standing for the label values ordered by how many regions hold
+    them (as nnU-Net's region training: each output is one region of the dataset.json
+    labels)."""
     import torch
 
     torch.manual_seed(seed)
@@ -101,7 +102,9 @@ def train_briefly(net, dim: int, patch: Sequence[int], *, in_ch: int, n_classes:
         y = torch.from_numpy(np.stack(ys)).long()
         out = net(x)
         if region_sets is not None:
-            values = sorted({int(v) for r in region_sets for v in r})
+            # blob class k (brighter with k) -> the label value k regions deep (BraTS 1/2/4: 2, 1, 4)
+            values = sorted({int(v) for r in region_sets for v in r},
+                            key=lambda v: (sum(v in r for r in region_sets), v))
             y_ds = torch.as_tensor(np.asarray([0] + values))[y]  # blob class -> dataset label value
             tgt = torch.stack([torch.isin(y_ds, torch.as_tensor(list(r))).float() for r in region_sets], 1)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(out, tgt)
