@@ -164,6 +164,9 @@ def test_run_dicom_names_and_region_volumes_match_in_csv_seg_sr(tmp_path):
     assert list(vols["label"]) == ["1", "2", "3", "1+2+3", "2+3", "3"]
     ml = vols["volume_ml"].to_numpy()
     assert ml[3] == pytest.approx(ml[:3].sum()) and ml[4] == pytest.approx(ml[1:3].sum()) and ml[4] > 0.1
+    html = (out / "report.html").read_text()
+    assert "1+2+3" in html and "tumor core minus enhancing tumor" in html
+    assert json.loads((out / "report.json").read_text())["model"]["regions"] == NNUNET_BRATS
     seg = hd.seg.segread(str(out / "cases" / "scan1" / "scan1_seg.dcm"))
     segs = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
     assert list(segs) == [1, 2, 3, 4, 5, 6] and list(segs.values()) == names + list(NNUNET_BRATS)
