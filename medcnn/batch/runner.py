@@ -726,11 +726,13 @@ def _write_dicom(case: Case, settings: BatchSettings, predictions, rec: dict[str
                    else "the input is not a DICOM series")
             qc.append({"code": "DICOM_NOT_WRITTEN", "message": f"--dicom: {why}", "phase": ci.phase})
             continue
+        # label rows by value; region rows (their label a string such as "1+2+4", or "4") by name
         volumes: dict[Any, float] = {int(r["label"]): float(r["volume_ml"]) for r in rec["volumes"]
-                                     if r.get("phase") == ci.phase and str(r.get("label", "")).isdigit()}
-        volumes.update({r["label_name"]: float(r["volume_ml"]) for r in rec["volumes"]  # region rows, by name
+                                     if r.get("phase") == ci.phase and not isinstance(r.get("label"), str)
+                                     and str(r.get("label", "")).isdigit()}
+        volumes.update({r["label_name"]: float(r["volume_ml"]) for r in rec["volumes"]
                         if r.get("phase") == ci.phase and r.get("label_name") in (settings.regions or {})
-                        and not str(r.get("label", "")).isdigit()})
+                        and isinstance(r.get("label"), str)})
         stem = f"{case.case_id}{'_' + ci.phase if ci.phase else ''}"
         paths = write_dicom_results(labels, src, folder / f"{stem}_seg.dcm", folder / f"{stem}_sr.dcm",
                                     label_names=settings.labels, volumes_ml=volumes, algorithm=algorithm,

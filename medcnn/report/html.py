@@ -130,7 +130,7 @@ def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
     if rec.get("mode") == "tumour" and len(vols) > 1:
         # labels only: region rows (label "1+2+4") are unions of them and would count voxels twice
         cols["tumour volume (mL)"] = float(sum(v.get("volume_ml") or 0.0 for v in vols
-                                               if str(v.get("label", "")).isdigit()))
+                                               if not isinstance(v.get("label"), str)))
     for v in vols:
         cols[f"{v.get('label_name') or v.get('label')} (mL)"] = v.get("volume_ml")
     if rec.get("mode") == "tumour":
