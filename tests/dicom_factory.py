@@ -12,8 +12,9 @@ def write_series(folder: Path, *, n_slices=5, rows=6, cols=7, spacing=(0.8, 0.9)
                  frames=1, series_uid="1.2.3.4", description="synthetic", positions=None,
                  trigger_times=None, patient_name="Doe^Jane", patient_id="PID-12345",
                  start_index=0, shuffle_seed=0, study_uid="1.2.3.9", frame_uid="1.2.3.8",
-                 modality="MR") -> np.ndarray:
-    """Write a series; returns the pixel array (frames, slices, rows, cols) written.
+                 modality="MR", pixels=None) -> np.ndarray:
+    """Write a series; returns the pixel array (frames, slices, rows, cols) written
+    (``pixels``, uint16 of that shape, or random values).
 
     ``spacing`` = PixelSpacing (row spacing, column spacing) in mm; positions are LPS mm.
     """
@@ -25,7 +26,8 @@ def write_series(folder: Path, *, n_slices=5, rows=6, cols=7, spacing=(0.8, 0.9)
     row_dir, col_dir = np.asarray(row_dir, float), np.asarray(col_dir, float)
     normal = np.cross(row_dir, col_dir)
     rng = np.random.default_rng(shuffle_seed)
-    pixels = rng.integers(0, 1000, size=(frames, n_slices, rows, cols)).astype(np.uint16)
+    noise = rng.integers(0, 1000, size=(frames, n_slices, rows, cols)).astype(np.uint16)
+    pixels = noise if pixels is None else np.asarray(pixels, np.uint16).reshape(frames, n_slices, rows, cols)
     if positions is None:
         positions = [np.asarray(origin) + k * dz * normal for k in range(n_slices)]
     order = rng.permutation(frames * n_slices)  # write in shuffled order

@@ -78,8 +78,13 @@ def build_network(dim: int, in_ch: int, out_ch: int, kw: dict[str, Any], arch: s
 
 
 def train_briefly(net, dim: int, patch: Sequence[int], *, in_ch: int, n_classes: int, regions: bool, seed: int,
-                  steps: int = 40):
-    """A few Adam steps on synthetic blobs (z-scored), enough for structured predictions."""
+                  steps: int = 40, region_sets: Sequence[Sequence[int]] | None = None):
+    """A few Adam steps on synthetic blobs (z-scored), enough for structured predictions.
+
+    ``region_sets``: channel ``i`` learns "the voxel's class is in ``region_sets[i]``", the
+    blob classes 1..n-1 standing for the label values ordered by how many regions hold
+    them (as nnU-Net's region training: each output is one region of the dataset.json
+    labels)."""
     import torch
 
     torch.manual_seed(seed)
@@ -96,7 +101,14 @@ def train_briefly(net, dim: int, patch: Sequence[int], *, in_ch: int, n_classes:
         x = torch.from_numpy(np.stack(xs))
         y = torch.from_numpy(np.stack(ys)).long()
         out = net(x)
-        if regions:  # nested regions: channel c = label > c
+        if region_sets is not None:
+            # blob class k (brighter with k) -> the label value k regions deep (BraTS 1/2/4: 2, 1, 4)
+            values = sorted({int(v) for r in region_sets for v in r},
+                            key=lambda v: (sum(v in r for r in region_sets), v))
+            y_ds = torch.as_tensor(np.asarray([0] + values))[y]  # blob class -> dataset label value
+            tgt = torch.stack([torch.isin(y_ds, torch.as_tensor(list(r))).float() for r in region_sets], 1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(out, tgt)
+        elif regions:  # nested regions: channel c = label > c
             tgt = torch.stack([(y > c).float() for c in range(n_classes - 1)], 1)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(out, tgt)
         else:
@@ -132,13 +144,22 @@ def make_nnunet_folder(
     postprocessing: list[dict[str, Any]] | None = None,
     n_stages: int = 3,
     features: Sequence[int] = (4, 8, 16),
+    region_labels: dict[str, list[int]] | None = None,
+    regions_class_order: Sequence[int] | None = None,
 ) -> Path:
-    """Write a trained-model folder; returns its path (``.../Trainer__Plans__config``)."""
+    """Write a trained-model folder; returns its path (``.../Trainer__Plans__config``).
+
+    ``region_labels`` + ``regions_class_order``: a region dataset as nnU-Net's BraTS ones,
+    e.g. ``{"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}``
+    with ``[1, 2, 3]`` (``n_classes`` = number of distinct labels + 1)."""
     import torch
 
     configuration = configuration or ("2d" if dim == 2 else "3d_fullres")
     kw = arch_kwargs(dim, n_stages, arch, features=features, strides=strides, kernels=kernels)
-    if regions:
+    if region_labels is not None:
+        labels = {"background": 0, **{k: list(v) for k, v in region_labels.items()}}
+        out_ch = len(region_labels)
+    elif regions:
         labels = {"background": 0, **{f"region{c}": list(range(c, n_classes)) for c in range(1, n_classes)}}
         out_ch = n_classes - 1
     else:
@@ -147,7 +168,9 @@ def make_nnunet_folder(
     dataset = {"channel_names": {str(i): ("CT" if scheme == "CTNormalization" else f"MR{i}") for i in range(n_channels)},
                "labels": labels, "numTraining": 4, "file_ending": ".nii.gz",
                "licence": "CC-BY-4.0 (synthetic test data)"}
-    if regions:
+    if region_labels is not None:
+        dataset["regions_class_order"] = list(regions_class_order)
+    elif regions:
         dataset["regions_class_order"] = list(range(1, n_classes))
     conf: dict[str, Any] = {
         "data_identifier": f"nnUNetPlans_{configuration}", "preprocessor_name": "DefaultPreprocessor",
@@ -188,7 +211,7 @@ def make_nnunet_folder(
         torch.manual_seed(seed + f)  # deterministic initial weights
         net = build_network(dim, n_channels, out_ch, kw, arch)
         train_briefly(net, dim, patch, in_ch=n_channels, n_classes=n_classes, regions=regions, seed=seed + f,
-                      steps=steps)
+                      steps=steps, region_sets=None if region_labels is None else list(region_labels.values()))
         ck = {"network_weights": net.state_dict(), "optimizer_state": None, "grad_scaler_state": None,
               "logging": {"mean_fg_dice": [np.float64(0.5), np.float64(0.6)], "ema_fg_dice": [np.float64(0.55)],
                           "train_losses": [np.float64(0.4)], "epoch_start_timestamps": [1.0, 2.0]},

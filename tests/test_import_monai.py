@@ -214,11 +214,19 @@ def test_spleen_style_parity_with_monai(tmp_path, direction):
     assert [o["op"] for o in meta["preprocess"]["monai"]] == ["orientation", "spacing", "scale_range"]
 
 
-def brats_bundle(root: Path) -> Path:
+#: BraTS regions as the blobs below make them: whole tumour = every blob, core = blobs 2-3, enhancing = blob 3
+BRATS_REGION_MIN_LABEL = {"WT": 1, "TC": 2, "ET": 3}
+
+
+def brats_bundle(root: Path, order=("TC", "WT", "ET")) -> Path:
+    """The Model Zoo's brats_mri_segmentation layout: one sigmoid channel per region, in
+    ``order`` (the Model Zoo's is TC, WT, ET), named in ``channel_def``, each channel
+    trained on its own region."""
     import torch
     from monai.networks.nets import SegResNet
 
     cfg = BRATS["network_def"]
+    torch.manual_seed(0)  # deterministic initial weights: the same network on every run
     net = SegResNet(**{k: v for k, v in cfg.items() if k != "_target_"})
 
     def batch(it):
@@ -227,14 +235,14 @@ def brats_bundle(root: Path) -> Path:
             img, lab = blobs((16, 16, 16), 300 + 2 * it + b, n=3, scale=(2.0, 2.0, 2.0), base=1.0, noise=0.3)
             x = np.stack([img, img * 0.5 + 1])
             xs.append((x - x.mean((1, 2, 3), keepdims=True)) / x.std((1, 2, 3), keepdims=True))
-            ys.append(np.stack([(lab >= c) for c in (1, 2, 3)]).astype(np.float32))
+            ys.append(np.stack([(lab >= BRATS_REGION_MIN_LABEL[r]) for r in order]).astype(np.float32))
         return torch.from_numpy(np.stack(xs).astype(np.float32)), torch.from_numpy(np.stack(ys))
 
-    train(net, batch, torch.nn.functional.binary_cross_entropy_with_logits)
+    train(net, batch, torch.nn.functional.binary_cross_entropy_with_logits, steps=80)
     meta = copy.deepcopy(META)
     meta["network_data_format"] = {
         "inputs": {"image": {"num_channels": 2, "channel_def": {"0": "T1c", "1": "FLAIR"}}},
-        "outputs": {"pred": {"num_channels": 3, "channel_def": {"0": "TC", "1": "WT", "2": "ET"}}}}
+        "outputs": {"pred": {"num_channels": 3, "channel_def": {str(i): r for i, r in enumerate(order)}}}}
     return write_bundle(root, copy.deepcopy(BRATS), meta, net.state_dict(), yaml_config=True)
 
 
@@ -257,8 +265,8 @@ def test_brats_style_refuses_expression_then_matches_monai_without_it(tmp_path, 
                          (1.0, 1.2, 1.5))]
     ref = np.asarray(monai_reference(bundle, files, tmp_path / "eval", drop_post=(3, 4))) > 0  # (3, I, J, K)
     ref_lab = np.zeros(ref.shape[1:], np.uint8)
-    for c in range(3):  # medcnn's rule for sigmoid channels: channel c marks label c + 1, later wins
-        ref_lab[ref[c]] = c + 1
+    for c, v in ((1, 1), (0, 2), (2, 3)):  # regions painted outer to inner: WT (channel 1), TC (0), ET (2)
+        ref_lab[ref[c]] = v
     pred, out = medcnn_labels(bundle, files, overrides={"postprocessing.transforms.3": None})
     got = pred.labels.array
     equal = float((got == ref_lab).mean())
@@ -267,7 +275,8 @@ def test_brats_style_refuses_expression_then_matches_monai_without_it(tmp_path, 
     assert equal >= 0.999 and (ref_lab > 0).sum() > 200
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["activation"] == "sigmoid" and meta["channels"] == ["T1c", "FLAIR"]
-    assert meta["labels"] == {"0": "background", "1": "TC", "2": "WT", "3": "ET"}
+    assert meta["labels"] == {"0": "background", "1": "WT minus TC", "2": "TC minus ET", "3": "ET"}
+    assert meta["regions"]["regions"] == {"WT": [1, 2, 3], "TC": [2, 3], "ET": [3]}
     assert meta["provenance"]["imported_from"]["overrides"] == {"postprocessing.transforms.3": None}
 
 

@@ -281,6 +281,7 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
         "model": {"name": settings.model_name, "sha256": settings.model_sha256,
                   "spec_sha256": settings.model_spec_sha256, "path": model_path,
                   "labels": {str(k): v for k, v in settings.labels.items()},
+                  **({"regions": dict(settings.regions)} if settings.regions else {}),
                   "validation": {k: v for k, v in (model_validation or {}).items() if k != "cases"},
                   **({"imported_from": dict(model_source)} if model_source else {})},
         "settings": {"mode": settings.mode, "device": settings.device, "precision": settings.precision,
@@ -368,7 +369,8 @@ def run_batch(
         device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
         include_identifiers=bool(include_identifiers), include_paths=bool(include_paths), resume=bool(resume),
         figures=bool(figures), dicom=bool(dicom), threads=parse_threads(threads),
-        workers=int(workers) if scheduler is None else 1)
+        workers=int(workers) if scheduler is None else 1,
+        regions=(info.json.get("regions") or {}).get("regions") or None)
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle

@@ -83,6 +83,8 @@ class BatchSettings:
             changes the speed, not the result).
         workers: parallel worker processes of the batch on this machine (``auto`` threads
             divide the usable cores by it).
+        regions: the model's regions ``{name: [labels]}`` (bundle ``regions``), reported as
+            unions after the labels in volumes, SEG and SR; its changes change the spec hash.
     """
 
     model: str
@@ -103,6 +105,7 @@ class BatchSettings:
     dicom: bool = False
     threads: int | str = "auto"
     workers: int = 1
+    regions: Mapping[str, Sequence[int]] | None = None
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
@@ -333,8 +336,12 @@ def _rows(df) -> list[dict[str, Any]]:
     return [jsonable(r) for r in df.to_dict(orient="records")]
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray, label: int) -> float | None:
-    a, b = pred == label, ref == label
+def _dice(pred: np.ndarray, ref: np.ndarray, label: int | Sequence[int]) -> float | None:
+    """Dice of one label, or of the union of several (a region)."""
+    if isinstance(label, (int, np.integer)):
+        a, b = pred == label, ref == label
+    else:
+        a, b = np.isin(pred, list(label)), np.isin(ref, list(label))
     total = int(a.sum()) + int(b.sum())
     return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
@@ -356,7 +363,8 @@ def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: i
     label_set = sorted(v for v in settings.labels if v != 0)
     present = sorted(int(v) for v in np.unique(labels.array) if v != 0)
     wanted = sorted(set(label_set) | set(present))
-    df = label_volumes(labels, label_names=settings.labels, labels=wanted)
+    regions = dict(settings.regions or {})
+    df = label_volumes(labels, label_names=settings.labels, labels=wanted, regions=regions)
     rows = _rows(df)
     ref_by_label: dict[int, float] = {}
     ref_arr = None
@@ -375,22 +383,27 @@ def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: i
                     methods["reference"] = REFERENCE_BINARISED
         if ref_arr is not None:
             ref_rows = label_volumes(reference, label_names=settings.labels,
-                                     labels=sorted(set(wanted) | {int(v) for v in np.unique(ref_arr) if v != 0}))
+                                     labels=sorted(set(wanted) | {int(v) for v in np.unique(ref_arr) if v != 0}),
+                                     regions=regions)
             ref_by_label = dict(zip(ref_rows["label"].tolist(), ref_rows["volume_ml"].tolist()))
-            for extra in sorted(set(ref_by_label) - set(wanted)):
-                rows.append({"label": extra, "label_name": settings.labels.get(extra, f"label_{extra}"),
-                             "voxel_count": 0, "voxel_volume_mm3": float(np.prod(labels.spacing)), "volume_ml": 0.0,
-                             "method": rows[0]["method"] if rows else ""})
+            extras = sorted(k for k in ref_by_label if isinstance(k, (int, np.integer)) and k not in wanted)
+            n_labels = len(rows) - len(regions)
+            for extra in extras:  # before the region rows
+                rows.insert(n_labels, {"label": extra, "label_name": settings.labels.get(extra, f"label_{extra}"),
+                                       "voxel_count": 0, "voxel_volume_mm3": float(np.prod(labels.spacing)),
+                                       "volume_ml": 0.0, "method": rows[0]["method"] if rows else ""})
+                n_labels += 1
     out = []
     for r in rows:
         r = {"phase": phase, "frame": frame, **r}
-        iv = (intervals or {}).get(int(r["label"]))
+        region = isinstance(r["label"], str)  # a region row: label "1+2+4", label_name its name
+        iv = None if region else (intervals or {}).get(int(r["label"]))
         if iv is not None:
             r.update({k: iv.get(k) for k in _INTERVAL_KEYS})
             r["interval_method"] = "see methods: volume_interval"
         if ref_arr is not None:
-            lab = int(r["label"])
-            r["reference_volume_ml"] = float(ref_by_label.get(lab, 0.0))
+            lab = regions[r["label_name"]] if region else int(r["label"])
+            r["reference_volume_ml"] = float(ref_by_label.get(r["label"] if region else lab, 0.0))
             r["volume_difference_ml"] = float(r["volume_ml"]) - r["reference_volume_ml"]
             r["dice"] = _dice(np.asarray(labels.array), ref_arr, lab)
         out.append(r)
@@ -729,13 +742,18 @@ def _write_dicom(case: Case, settings: BatchSettings, predictions, rec: dict[str
                    else "the input is not a DICOM series")
             qc.append({"code": "DICOM_NOT_WRITTEN", "message": f"--dicom: {why}", "phase": ci.phase})
             continue
-        volumes = {int(r["label"]): float(r["volume_ml"]) for r in rec["volumes"]
-                   if r.get("phase") == ci.phase and str(r.get("label", "")).isdigit()}
+        # label rows by value; region rows (their label a string such as "1+2+4", or "4") by name
+        volumes: dict[Any, float] = {int(r["label"]): float(r["volume_ml"]) for r in rec["volumes"]
+                                     if r.get("phase") == ci.phase and not isinstance(r.get("label"), str)
+                                     and str(r.get("label", "")).isdigit()}
+        volumes.update({r["label_name"]: float(r["volume_ml"]) for r in rec["volumes"]
+                        if r.get("phase") == ci.phase and r.get("label_name") in (settings.regions or {})
+                        and isinstance(r.get("label"), str)})
         stem = f"{case.case_id}{'_' + ci.phase if ci.phase else ''}"
         paths = write_dicom_results(labels, src, folder / f"{stem}_seg.dcm", folder / f"{stem}_sr.dcm",
                                     label_names=settings.labels, volumes_ml=volumes, algorithm=algorithm,
                                     cardiac=rec.get("cardiac"), lv_label=cl.lv_blood if cl else None,
-                                    include_identifiers=settings.include_identifiers)
+                                    include_identifiers=settings.include_identifiers, regions=settings.regions)
         written += [str(p.relative_to(out)) for p in paths]
 
 

@@ -65,6 +65,9 @@ def register(sub) -> None:
                         "often hold patient names)")
     p.add_argument("--labels", metavar="TABLE", help="label names: .json ({value: name}, MSD dataset.json) or .csv; "
                    "a map holding a label the table does not list is an error row (see --allow-unlisted-labels)")
+    p.add_argument("--model", metavar="BUNDLE",
+                   help="take label names (unless --labels) and regions (unions of labels, e.g. whole tumour) from "
+                        "the model bundle that made the label maps; --region adds to them")
     p.add_argument("--allow-unlisted-labels", action="store_true",
                    help="measure labels missing from --labels as 'label_<v>' instead of failing the case")
     p.add_argument("--probabilities", action="store_true",
@@ -439,6 +442,7 @@ def _provenance(args) -> dict[str, Any]:
                         "labels_table": _display(args.labels, args),
                         "intensity_images": len(args.image), "modality": args.modality,
                         "intensity_unit": args.intensity_unit,
+                        **({"model": _display(args.model, args)} if getattr(args, "model", None) else {}),
                         "include_paths": args.include_paths, "lv_label": args.lv_label, "myo_label": args.myo_label,
                         "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
             "sha256": "SHA-256 of each input file's bytes (DICOM folder: relative names + bytes, sorted)",
@@ -488,10 +492,24 @@ def run(args: argparse.Namespace) -> int:
     if args.min_lesion_ml < 0 or not math.isfinite(args.min_lesion_ml):
         raise ConfigError.expected("--min-lesion-ml >= 0", f"{args.min_lesion_ml}")
     names = load_label_table(args.labels) if args.labels else None
+    model_regions: dict[str, list[int]] = {}
+    if getattr(args, "model", None):  # labels and regions as the model declares them (bundle.json, no weights)
+        from medcnn.batch.bundles import bundle_info
+        from medcnn.regions import check_regions
+
+        info = bundle_info(args.model)
+        names = names or {k: v for k, v in info.labels.items()}
+        model_regions = check_regions((info.json.get("regions") or {}).get("regions") or {}, path=info.path)
+    elif args.labels and str(args.labels).lower().endswith(".json"):  # an MSD dataset.json with "regions"
+        from medcnn.regions import regions_of_file
+
+        model_regions = regions_of_file(args.labels)
     _parse_int_list(args.lesion_labels)
-    if args.region and args.probabilities:
-        raise ConfigError.expected("--region with label maps", "--probabilities")
-    args.regions = parse_regions(args.region)  # parsed once, used by every case and the provenance
+    if (args.region or model_regions) and args.probabilities:
+        raise ConfigError.expected("regions (--region, or a --model / --labels declaring them) with label maps",
+                                   "--probabilities")
+    # parsed once, used by every case and the provenance; --region adds to / replaces the model's
+    args.regions = {**model_regions, **parse_regions(args.region)}
     if args.image and (len(args.image) != len(args.labelmaps) or args.cine or args.probabilities):
         raise ConfigError.expected("one --image per LABELMAP (3D label maps, not --cine/--probabilities)",
                                    f"{len(args.image)} --image for {len(args.labelmaps)} LABELMAP(s)")

@@ -42,6 +42,10 @@ def register(sub) -> None:
     ip.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="MONAI: replace a config value (e.g. a $ expression) by a JSON value, by dotted key; "
                          "repeatable")
+    ip.add_argument("--region-order", metavar="OUTER,...,INNER",
+                    help="MONAI: sigmoid output channels (channel_def names or indices) from the outermost region "
+                         "to the innermost, e.g. 1,0,2 for the Model Zoo's BraTS bundle (TC, WT, ET); default: "
+                         "read from BraTS channel names, others refused")
     ip.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     ip.set_defaults(func=run)
 
@@ -178,7 +182,8 @@ def _import(args: argparse.Namespace) -> int:
 
     folds = [f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None
     path = import_model(args.source, args.out, name=args.name, folds=folds,
-                        overrides=_parse_overrides(args.overrides), overwrite=args.overwrite)
+                        overrides=_parse_overrides(args.overrides), overwrite=args.overwrite,
+                        region_order=args.region_order)
     from medcnn.batch.bundles import bundle_info
 
     info = bundle_info(str(path))

@@ -363,20 +363,25 @@ def _write_dicom(seg: Any, pred: Any, source: Path, image: Any, target: Path,
         return [], "--dicom: a cine (4D) series; SEG/SR are written for 3D series only"
     base = target.name[: -len("_labels" + _split_name(target)[1])]
     names = {k: v for k, v in seg.labels.items() if k != 0}
-    df = label_volumes(labels, label_names=seg.labels, labels=sorted(names) or None)
-    volumes = {int(r["label"]): float(r["volume_ml"]) for r in df.to_dict(orient="records")}
+    regions = dict(seg.regions.regions) if seg.regions is not None else None
+    df = label_volumes(labels, label_names=seg.labels, labels=sorted(names) or None, regions=regions)
+    volumes = {(r["label_name"] if isinstance(r["label"], str) else int(r["label"])): float(r["volume_ml"])
+               for r in df.to_dict(orient="records")}  # labels by value, regions by name
     b = seg.bundle_info
     algorithm = algorithm_from_model(Path(str(b.get("path") or args.model)).name,
                                      weights_sha256=b.get("sha256"), spec_sha256=b.get("spec_sha256"))
     fractions = None
-    if args.dicom_fractional:  # channel c is label c (softmax, one sigmoid channel) or c + 1 (several sigmoids)
+    if args.dicom_fractional:  # channel -> label: c (softmax, one sigmoid channel); several sigmoids: painted label
         probs = np.asarray(pred.probabilities.array)
-        shift = 1 if seg.activation == "sigmoid" and seg.out_channels > 1 else 0
-        fractions = {c + shift: probs[c] for c in range(probs.shape[0]) if c + shift > 0}
+        fractions = {v: probs[c] for c, v in seg._foreground_channels(probs.shape[0])}
+        if seg.regions is not None and seg.regions.has_channels:  # a region channel's fraction is its region's
+            names = {v: seg.regions.channels[c] for c, v in seg.regions.paint()}
+            volumes = {v: volumes[n] for v, n in names.items()}  # the SR reports the regions' volumes
+        regions = None
     paths = write_dicom_results(labels, source, target.with_name(f"{base}_seg.dcm"),
                                 target.with_name(f"{base}_sr.dcm"), label_names=names, volumes_ml=volumes,
                                 algorithm=algorithm, include_identifiers=args.include_identifiers,
-                                fractions=fractions)
+                                fractions=fractions, regions=regions)
     return paths, ", ".join(p.name for p in paths)
 
 

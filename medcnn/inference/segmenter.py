@@ -160,7 +160,11 @@ class Segmenter:
         overlap: window overlap fraction in [0, 1).
         postprocess: :class:`medcnn.postprocess.PostprocessSpec` or its dict, optional.
         activation: ``"softmax"`` (default for K >= 2) or ``"sigmoid"`` (default for K = 1;
-            for K > 1 channel ``c`` marks label ``c + 1``, nested, later wins).
+            for K > 1 without ``regions`` channel ``c`` marks label ``c + 1``, later wins).
+        regions: :class:`medcnn.regions.RegionSpec` (or its dict): for several sigmoid
+            outputs, which region each channel predicts, the label it writes and the
+            painting order; every prediction is checked against the declared nesting
+            (:func:`medcnn.regions.check_nesting`). Reported regions (unions of labels) too.
         device: ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see
             :func:`medcnn.inference.device.select_precision`).
@@ -236,6 +240,7 @@ class Segmenter:
         slice_axis: int | None = None,
         threads: Any = "auto",
         deterministic: bool = False,
+        regions: Any = None,
     ) -> None:
         import torch
 
@@ -276,6 +281,13 @@ class Segmenter:
             raise ConfigError.expected("activation 'softmax' or 'sigmoid'", repr(activation))
         self.activation = activation
         self.labels = {int(k): str(v) for k, v in (labels or {}).items()}
+        from medcnn.regions import RegionSpec
+
+        self.regions = regions if regions is None or isinstance(regions, RegionSpec) else RegionSpec.from_dict(regions)
+        if self.regions is not None and self.regions.has_channels and (
+                activation != "sigmoid" or len(self.regions.channels or ()) != self.out_channels):
+            raise ConfigError.expected(f"region channels for a sigmoid network with {self.out_channels} outputs",
+                                       f"{len(self.regions.channels or ())} channels, activation {activation!r}")
         self.channels = tuple(channels) if channels is not None else tuple(f"channel{i}" for i in
                                                                            range(self.in_channels))
         if not 0.0 <= float(overlap) < 1.0:
@@ -418,6 +430,7 @@ class Segmenter:
             postprocess=options.pop("postprocess", b.postprocess),
             activation=options.pop("activation", b.activation),
             mirror_axes=options.pop("mirror_axes", b.mirror_axes),
+            regions=options.pop("regions", b.regions),
             bundle_info={"path": str(b.path), "sha256": b.sha256, "spec_sha256": b.spec_sha256,
                          "medcnn_version": b.medcnn_version,
                          "network": b.network.get("name"),
@@ -499,6 +512,7 @@ class Segmenter:
         outputs: Sequence[str] = ("labels",),
         plan: MemoryPlan | None = None,
         per_view: bool = False,
+        source: str | None = None,
     ) -> WindowResult:
         """Sliding-window prediction of an already preprocessed ``(C, X, Y, Z)`` array.
 
@@ -510,17 +524,20 @@ class Segmenter:
             plan: memory plan (default :meth:`plan`).
             per_view: with TTA, ``probabilities_u8`` also holds each mirrored view's own
                 probabilities (``(1 + n_views, K', X, Y, Z)``, the mean first).
+            source: the input file, named when the output contradicts the model's
+                declared region nesting (:class:`medcnn.errors.InvalidLabelError`).
 
         Returns:
             :class:`WindowResult` with CPU tensors on the model grid ``(X, Y, Z)``.
         """
         with self._thread_scope() as choice:
-            res = self._predict_array(array, spacing=spacing, outputs=outputs, plan=plan, per_view=per_view)
+            res = self._predict_array(array, spacing=spacing, outputs=outputs, plan=plan, per_view=per_view,
+                                      source=source)
         res.info["threads"] = choice.to_dict()
         return res
 
     def _predict_array(self, array: Any, *, spacing: Sequence[float] | None, outputs: Sequence[str],
-                       plan: MemoryPlan | None, per_view: bool) -> WindowResult:
+                       plan: MemoryPlan | None, per_view: bool, source: str | None) -> WindowResult:
         import torch
 
         img = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
@@ -556,7 +573,8 @@ class Segmenter:
                 return sliding_window_inference(
                     x, predictor, roi_size=roi, out_channels=self.out_channels, overlap=self.overlap,
                     mode=self.blend_mode, sigma_scale=self.sigma_scale, sw_batch_size=p.sw_batch_size,
-                    outputs=outputs, activation=self.activation,
+                    outputs=outputs, activation=self.activation, paint=self._paint(),
+                    nesting_pairs=self.regions.nesting_pairs() if self._region_channels else None,
                     stitch_device=self.device if p.stitch == "device" else "cpu",
                     slab=p.slab, slab_axis=p.slab_axis, groups=predictor.n_groups,  # type: ignore[attr-defined]
                     placement=self.window_placement)
@@ -566,6 +584,15 @@ class Segmenter:
             if fallbacks else {"stitch": plan.stitch, "sw_batch_size": plan.sw_batch_size}
         res.info["oom_fallbacks"] = fallbacks
         res.info["n_forward_passes"] = res.n_windows * predictor.n_passes  # type: ignore[attr-defined]
+        if res.info.get("region_nesting"):  # the declared region nesting, checked on this output
+            from medcnn.regions import check_nesting
+
+            names = self.regions.channels
+            rows = [{"inner": names[r["inner_channel"]], "outer": names[r["outer_channel"]],
+                     "inner_voxels": r["inner_voxels"], "outside_voxels": r["outside_voxels"]}
+                    for r in res.info.pop("region_nesting")]
+            res.info["region_nesting"] = rows
+            check_nesting(rows, path=source)
         if perm is not None:
             inv = list(np.argsort(perm))
             if res.labels is not None:
@@ -660,7 +687,7 @@ class Segmenter:
         if volume_intervals:
             outputs += ("probabilities_u8",)
         res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan,
-                                 per_view=bool(volume_intervals))
+                                 per_view=bool(volume_intervals), source=first.source)
         del x
         probs_u8, res.probabilities_u8 = res.probabilities_u8, None
         t2 = time.perf_counter()
@@ -731,6 +758,7 @@ class Segmenter:
             "n_forward_passes": res.info.get("n_forward_passes"),
             "spatial_dims": self.spatial_dims,
             "activation": self.activation,
+            **({"region_nesting": res.info["region_nesting"]} if "region_nesting" in res.info else {}),
             "labels_from": "probabilities" if via_probs else "labels",
             "postprocessed": pp_applied,
             "memory": plan.to_dict(),
@@ -752,10 +780,23 @@ class Segmenter:
             info["volume_intervals"] = intervals_skipped
         return Prediction(labels_vol, probs_vol, info, intervals)
 
+    @property
+    def _region_channels(self) -> bool:
+        return self.regions is not None and self.regions.has_channels
+
+    def _paint(self) -> list[tuple[int, int]] | None:
+        """Several sigmoid channels: ``[(channel, label)]`` in painting order (later wins)."""
+        if not (self.activation == "sigmoid" and self.out_channels > 1):
+            return None
+        if self._region_channels:
+            return self.regions.paint()
+        return [(c, c + 1) for c in range(self.out_channels)]  # channel c marks label c + 1
+
     def _foreground_channels(self, n_prob: int) -> list[tuple[int, int]]:
         """``(probability channel, label value)`` of every foreground class."""
-        if self.activation == "sigmoid" and self.out_channels > 1:
-            return [(c, c + 1) for c in range(n_prob)]  # nested sigmoid regions: channel c marks label c + 1
+        paint = self._paint()
+        if paint is not None:
+            return sorted(paint)
         return [(c, c) for c in range(1, n_prob)]
 
     def _volume_intervals(self, probs_u8: np.ndarray, record: Any, labels: Volume) -> list[dict[str, Any]]:
@@ -777,10 +818,11 @@ class Segmenter:
     def _labels_u8(self, probs: np.ndarray) -> np.ndarray:
         """Labels ``(X, Y, Z)`` uint8 of quantised probabilities ``(K', X, Y, Z)``, by the rule
         that makes the prediction's labels (argmax; nested sigmoid: last channel >= 0.5)."""
-        if self.activation == "sigmoid" and self.out_channels > 1:
+        paint = self._paint()
+        if paint is not None:
             lab = np.zeros(probs.shape[1:], np.uint8)
-            for c in range(probs.shape[0]):
-                lab[probs[c] >= 128] = c + 1
+            for c, v in paint:
+                lab[probs[c] >= 128] = v
             return lab
         return np.argmax(probs, axis=0).astype(np.uint8)
 
@@ -792,8 +834,9 @@ class Segmenter:
         background/foreground) or nested thresholds at 0.5 (several sigmoid channels)."""
         from medcnn.postprocess import argmax_array, threshold_array
 
-        if self.activation == "sigmoid" and self.out_channels > 1:
-            return threshold_array(probs, 0.5)
+        paint = self._paint()
+        if paint is not None:  # channels in painting order, each writing its label
+            return threshold_array(np.asarray(probs)[[c for c, _ in paint]], 0.5, label_values=[v for _, v in paint])
         return argmax_array(probs)
 
     def _probability_fill(self) -> float | None:

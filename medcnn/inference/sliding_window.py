@@ -201,8 +201,8 @@ class WindowResult:
     Attributes:
         labels: ``(*S)`` uint8/int16 CPU tensor, when asked for: argmax over channels for
             softmax; for sigmoid, ``logit > 0`` (one channel: label 1; several channels:
-            channel ``c`` marks label ``c + 1``, later channels overwriting earlier ones,
-            like :func:`medcnn.postprocess.threshold_labels`).
+            each ``(channel, label)`` of ``paint`` in turn, later channels overwriting
+            earlier ones, like :func:`medcnn.postprocess.threshold_labels`).
         probabilities: ``(K', *S)`` float32 CPU tensor (``K' = 2`` for one sigmoid channel).
         logits: ``(K, *S)`` float32 CPU tensor of blended logits, when asked for.
         probabilities_u8: ``(G, K', *S)`` uint8 CPU tensor, probabilities quantised to
@@ -261,6 +261,8 @@ def sliding_window_inference(
     progress: Callable[[int, int], None] | None = None,
     groups: int = 1,
     placement: str = "monai",
+    paint: Sequence[tuple[int, int]] | None = None,
+    nesting_pairs: Sequence[tuple[int, int]] | None = None,
 ) -> WindowResult:
     """Predict a whole image window by window.
 
@@ -290,6 +292,11 @@ def sliding_window_inference(
             the first block, ``probabilities_u8`` from every block. The accumulator holds
             ``groups x K`` channels.
         placement: window placement, ``"monai"`` or ``"nnunet"`` (:func:`plan_windows`).
+        paint: several sigmoid channels: ``[(channel, label)]`` in painting order
+            (default: channel ``c`` writes ``c + 1``, in channel order).
+        nesting_pairs: ``[(inner, outer)]`` channels of nested regions: ``info["region_nesting"]``
+            then counts, per pair, the inner channel's voxels (logit > 0) and those outside
+            the outer channel (:func:`medcnn.regions.nesting_violations`).
 
     Returns:
         :class:`WindowResult` with CPU tensors on the unpadded grid.
@@ -343,7 +350,11 @@ def sliding_window_inference(
     crop = [slice(b, n - a) for (b, a), n in zip(grid.pad, grid.shape)]
     out_shape = [c.stop - c.start for c in crop]
     n_prob = 2 if activation == "sigmoid" and K == 1 else K
-    n_labels = K + 1 if activation == "sigmoid" and K > 1 else max(n_prob, 2)
+    if paint is None:
+        paint = [(c, c + 1) for c in range(K)]
+    paint = [(int(c), int(v)) for c, v in paint]
+    nesting = [[int(i), int(j), 0, 0] for i, j in (nesting_pairs or ())]
+    n_labels = max(v for _, v in paint) + 1 if activation == "sigmoid" and K > 1 else max(n_prob, 2)
     labels = torch.zeros(out_shape, dtype=_label_dtype(n_labels)) if "labels" in outputs else None
     probs = torch.zeros([n_prob] + out_shape, dtype=torch.float32) if "probabilities" in outputs else None
     logits = torch.zeros([K] + out_shape, dtype=torch.float32) if "logits" in outputs else None
@@ -376,13 +387,17 @@ def sliding_window_inference(
             if labels is not None:
                 if K == 1:
                     lab = (region[0] > 0)
-                elif activation == "sigmoid":  # nested regions: channel c marks label c + 1, later wins
+                elif activation == "sigmoid":  # regions: each channel writes its label, later wins
                     lab = torch.zeros(region.shape[1:], dtype=torch.int16, device=region.device)
-                    for c in range(K):
-                        lab[region[c] > 0] = c + 1
+                    for c, v in paint:
+                        lab[region[c] > 0] = v
                 else:
                     lab = _argmax_channels(region[:K], labels.dtype)
                 labels[out_idx] = lab.to(labels.dtype).cpu()
+            for row in nesting:  # inner / outer region voxels (logit > 0: the sign survives blending)
+                inner = region[row[0]] > 0
+                row[2] += int(inner.sum())
+                row[3] += int((inner & ~(region[row[1]] > 0)).sum())
             if need_w:
                 w = region[KG:]
                 blended = region[:K] / w
@@ -441,4 +456,8 @@ def sliding_window_inference(
     return WindowResult(labels=labels, probabilities=probs, logits=logits, probabilities_u8=probs_u8,
                         n_windows=n_total, slab_axis=ax,
                         slab=bool(slab), info={"grid_starts": [list(s) for s in grid.starts],
-                                               "padded_shape": list(grid.shape)})
+                                               "padded_shape": list(grid.shape),
+                                               **({"region_nesting": [
+                                                   {"inner_channel": i, "outer_channel": j, "inner_voxels": n,
+                                                    "outside_voxels": o} for i, j, n, o in nesting]}
+                                                  if nesting else {})})

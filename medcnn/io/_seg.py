@@ -8,7 +8,9 @@ the result is on that grid. Fractional segments count where the fraction is >= 0
 Binary / fractional segments become label = segment number, or the label value medcnn
 recorded in each Segment Description when it wrote the SEG (or 1..n in the order of
 ``roi`` when segments are chosen by name); overlapping segments give the voxel to the
-smallest segment.
+smallest segment. The region segments medcnn adds (unions of labels, Segment Description
+``"medcnn region of labels 1+2+4"``) overlap the label segments and are left out of the
+label map unless asked for by name (``roi``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7
 #: Segment Description (0062,0006) medcnn writes for each segment (``"medcnn label value 4"``),
 #: so label maps whose labels are not 1..N (BraTS 1, 2, 4) come back with their own values.
 LABEL_VALUE_PREFIX = "medcnn label value "
+#: Segment Description of a region segment (a union of labels, overlapping the label segments).
+REGION_PREFIX = "medcnn region of labels "
 #: Tolerance (mm) for frame positions on the slice grid and for in-plane offsets.
 _POS_TOL_MM = 0.01
 
@@ -137,7 +141,7 @@ def read_seg(ds: Any, *, path: Path, reference: Volume | None = None, roi: Seque
     meta = {"annotation": "seg", "segmentation_type": seg_type}
 
     if seg_type == "LABELMAP":
-        wanted = list(segments) if not roi else _by_name(segments, roi, path)
+        wanted = _default_segments(ds, segments) if not roi else _by_name(segments, roi, path)
         out = np.zeros(shape, dtype=np.uint16 if px.max(initial=0) > 255 else np.uint8)
         for n in range(n_frames):
             out[:, :, ks[n]] = px[n].T
@@ -151,7 +155,7 @@ def read_seg(ds: Any, *, path: Path, reference: Volume | None = None, roi: Seque
         threshold = 1
         if seg_type == "FRACTIONAL":
             threshold = 0.5 * float(getattr(ds, "MaximumFractionalValue", 255) or 255)
-        wanted = list(segments) if not roi else _by_name(segments, roi, path)
+        wanted = _default_segments(ds, segments) if not roi else _by_name(segments, roi, path)
         masks = []
         for s in wanted:
             m = np.zeros(shape, dtype=bool)
@@ -170,12 +174,21 @@ def read_seg(ds: Any, *, path: Path, reference: Volume | None = None, roi: Seque
     return _paint(masks, [segments[s] for s in wanted], ref_vol, path, meta, values=values)
 
 
+def _default_segments(ds: Any, segments: dict[int, str]) -> list[int]:
+    """Every segment but medcnn's region segments (when label segments remain)."""
+    regions = {int(s.SegmentNumber) for s in getattr(ds, "SegmentSequence", []) or []
+               if str(getattr(s, "SegmentDescription", "") or "").startswith(REGION_PREFIX)}
+    return [n for n in segments if n not in regions] or list(segments)
+
+
 def _recorded_values(ds: Any) -> dict[int, int] | None:
-    """``{segment number: label value}`` from medcnn's Segment Descriptions, when every segment
-    has one and the values are distinct; else ``None``."""
+    """``{segment number: label value}`` from medcnn's Segment Descriptions, when every
+    (non-region) segment has one and the values are distinct; else ``None``."""
     out = {}
     for s in getattr(ds, "SegmentSequence", []) or []:
         text = str(getattr(s, "SegmentDescription", "") or "")
+        if text.startswith(REGION_PREFIX):
+            continue
         tail = text[len(LABEL_VALUE_PREFIX):]
         if not text.startswith(LABEL_VALUE_PREFIX) or not tail.isdigit() or int(tail) == 0:
             return None

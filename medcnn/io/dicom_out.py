@@ -12,7 +12,11 @@ kept (results going back into the PACS) -- see docs/dicom.md.
 Segments: one per non-zero label value, numbered 1..N in ascending label order (DICOM
 binary SEGs need consecutive numbers; with labels 1..N the numbers equal the labels); each
 segment's Segment Description records its label value, which :func:`medcnn.io.read_labels`
-restores.
+restores. With ``regions`` (nested unions of labels, e.g. BraTS whole tumour ⊇ tumour
+core ⊇ enhancing tumour) one more segment per region follows the label segments: DICOM
+binary SEGs allow overlapping segments (each segment has its own frames); their Segment
+Description ``"medcnn region of labels 1+2+4"`` lets medcnn's reader leave them out of the
+label map.
 Coded concepts come from :data:`SEGMENT_CODES` (SNOMED CT) by label name.
 """
 
@@ -21,12 +25,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from medcnn.errors import DimensionError, DicomSeriesError, InvalidLabelError
-from medcnn.io._seg import LABEL_VALUE_PREFIX
+from medcnn.io._seg import LABEL_VALUE_PREFIX, REGION_PREFIX
 from medcnn.volume import Volume
 
 __all__ = ["AlgorithmInfo", "SEGMENT_CODES", "CARDIAC_SR_CODES", "segment_codes", "write_dicom_seg",
@@ -42,6 +46,7 @@ SEGMENT_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "rv blood pool": (_ANAT, ("53085002", "SCT", "Right ventricle")),
     "whole tumour": (_ABNORMAL, ("108369006", "SCT", "Neoplasm")),
     "tumour": (_ABNORMAL, ("108369006", "SCT", "Neoplasm")),
+    "tumour core": (_ABNORMAL, ("108369006", "SCT", "Neoplasm")),
     "enhancing tumour": (_ABNORMAL, ("108369006", "SCT", "Neoplasm")),
     "necrosis": (_ABNORMAL, ("6574001", "SCT", "Necrosis")),
     "oedema": (_ABNORMAL, ("79654002", "SCT", "Edema")),
@@ -74,8 +79,10 @@ def _norm(name: str) -> str:
 
 
 def segment_codes(name: str) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
-    """``(category, type)`` coded concepts ``(value, scheme, meaning)`` for a label name."""
-    return SEGMENT_CODES.get(_norm(name), GENERIC_CODE)
+    """``(category, type)`` coded concepts ``(value, scheme, meaning)`` for a label name
+    (American spellings read as British: "tumor" as "tumour", "edema" as "oedema")."""
+    key = _norm(name)
+    return SEGMENT_CODES.get(key) or SEGMENT_CODES.get(key.replace("tumor", "tumour"), GENERIC_CODE)
 
 
 def _source_series(source: str | Path, labels: Volume) -> tuple[list[Any], Volume]:
@@ -142,7 +149,8 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
                     label_names: Mapping[Any, str] | None = None, algorithm: AlgorithmInfo | None = None,
                     include_identifiers: bool = False, sparse: bool = True,
                     series_description: str = "medcnn segmentation",
-                    fractions: Mapping[int, np.ndarray] | None = None) -> dict[str, Any]:
+                    fractions: Mapping[int, np.ndarray] | None = None,
+                    regions: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """Write ``labels`` as a binary DICOM SEG referencing the series in ``source`` (a
     FRACTIONAL one of ``fractions`` when given).
 
@@ -157,11 +165,14 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
         sparse: leave out empty frames (readers then need the source series for the full grid).
         fractions: ``{label value: (I, J, K) probability in [0, 1]}``: write a FRACTIONAL
             (PROBABILITY, 8-bit) SEG with one segment per entry instead; ``labels`` gives the grid.
+        regions: ``{region name: [label values]}``: binary SEGs get one more (overlapping)
+            segment per region, the union of its labels, after the label segments.
 
     Returns:
         ``{"path", "sop_instance_uid", "series_instance_uid", "segments": {number: (value, name)},
         "dataset", "source_datasets"}`` (the source headers as handed to highdicom --
-        de-identified unless ``include_identifiers`` -- in slice order).
+        de-identified unless ``include_identifiers`` -- in slice order); a region's
+        ``value`` is its labels joined by ``+`` (``"1+2+4"``, as in the volume tables).
     """
     import highdicom as hd
 
@@ -189,6 +200,10 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     for number, value in enumerate(values, start=1):
         seg_pixels[arr == value] = number
     frames = np.ascontiguousarray(seg_pixels.transpose(2, 1, 0))  # (K, rows = J, cols = I)
+    region_sets = {} if fractions is not None else _region_sets(regions, labels.source)
+    if region_sets:  # overlapping segments: one binary plane per segment, (K, rows, cols, segments)
+        masks = [arr == v for v in values] + [np.isin(arr, m) for m in region_sets.values()]
+        frames = np.stack([m.transpose(2, 1, 0) for m in masks], axis=-1).astype(np.uint8)
     if fractions is not None:  # (K, rows, cols, segments)
         frames = np.stack([np.clip(np.asarray(fractions[v], np.float32), 0, 1).transpose(2, 1, 0) for v in values],
                           axis=-1)
@@ -208,6 +223,18 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
             tracking_uid=hd.UID(), tracking_id=f"{names[value]}"[:64])
         d.SegmentDescription = f"{LABEL_VALUE_PREFIX}{value}"  # read back by medcnn: the label value
         descriptions.append(d)
+    region_keys = {}
+    for number, (rname, members) in enumerate(region_sets.items(), start=len(values) + 1):
+        key = "+".join(map(str, members))
+        region_keys[number] = (key, rname)
+        cat, typ = segment_codes(rname)
+        d = hd.seg.SegmentDescription(
+            segment_number=number, segment_label=rname[:64],
+            segmented_property_category=hd.sr.CodedConcept(*cat), segmented_property_type=hd.sr.CodedConcept(*typ),
+            algorithm_type="AUTOMATIC" if algo is not None else "MANUAL", algorithm_identification=algo,
+            tracking_uid=hd.UID(), tracking_id=rname[:64])
+        d.SegmentDescription = f"{REGION_PREFIX}{key}"[:64]  # medcnn's reader leaves region segments out
+        descriptions.append(d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = hd.seg.Segmentation(
@@ -222,8 +249,14 @@ def write_dicom_seg(labels: Volume, source: str | Path, out: str | Path, *,
     _atomic_save(seg, out)
     return {"path": out, "sop_instance_uid": str(seg.SOPInstanceUID),
             "series_instance_uid": str(seg.SeriesInstanceUID),
-            "segments": {n: (v, names[v]) for n, v in enumerate(values, start=1)}, "dataset": seg,
-            "source_datasets": dss}
+            "segments": {**{n: (v, names[v]) for n, v in enumerate(values, start=1)}, **region_keys},
+            "dataset": seg, "source_datasets": dss}
+
+
+def _region_sets(regions: Mapping[str, Sequence[int]] | None, source: Any) -> dict[str, list[int]]:
+    from medcnn.regions import check_regions
+
+    return check_regions(regions, path=source) if regions else {}
 
 
 #: Cardiac measurements of the LV group: (column in medcnn's cardiac table, code, unit).
@@ -337,18 +370,23 @@ def write_dicom_results(labels: Volume, source: str | Path, seg_path: str | Path
                         label_names: Mapping[Any, str] | None, volumes_ml: Mapping[int, float],
                         algorithm: AlgorithmInfo | None = None, cardiac: Mapping[str, float] | None = None,
                         lv_label: int | None = None, include_identifiers: bool = False,
-                        fractions: Mapping[int, np.ndarray] | None = None) -> list[Path]:
+                        fractions: Mapping[int, np.ndarray] | None = None,
+                        regions: Mapping[str, Sequence[int]] | None = None) -> list[Path]:
     """SEG of ``labels`` and the SR of its measurements (``volumes_ml``: ``{label value: mL}``,
-    as in the CSV report, of the label map) for one DICOM series; both or neither are left on
-    disk. ``fractions``: write a FRACTIONAL SEG (see :func:`write_dicom_seg`).
+    as in the CSV report, of the label map, plus ``{region name: mL}`` for ``regions``) for one
+    DICOM series; both or neither are left on disk. ``fractions``: write a FRACTIONAL SEG;
+    ``regions``: one more segment and SR measurement group per region (see
+    :func:`write_dicom_seg`).
 
     Returns:
         ``[seg_path, sr_path]``.
     """
     seg = write_dicom_seg(labels, source, seg_path, label_names=label_names, algorithm=algorithm,
-                          include_identifiers=include_identifiers, fractions=fractions)
+                          include_identifiers=include_identifiers, fractions=fractions, regions=regions)
     try:
         by_segment = {n: float(volumes_ml[v]) for n, (v, _) in seg["segments"].items() if v in volumes_ml}
+        by_segment.update({n: float(volumes_ml[name]) for n, (v, name) in seg["segments"].items()
+                           if isinstance(v, str) and name in volumes_ml})
         lv_segment = next((n for n, (v, _) in seg["segments"].items() if v == lv_label), None)
         write_dicom_sr(seg, sr_path, volumes_ml=by_segment, cardiac=cardiac, lv_segment=lv_segment,
                        algorithm=algorithm, include_identifiers=include_identifiers)

@@ -166,6 +166,15 @@ class Bundle:
         return {int(k): str(v) for k, v in self.json["labels"].items()}
 
     @property
+    def regions(self):
+        """The model's regions (:class:`medcnn.regions.RegionSpec`: named unions of labels
+        and, for region-trained sigmoid networks, how channels become labels), or ``None``."""
+        from medcnn.regions import RegionSpec
+
+        r = self.json.get("regions")
+        return None if r is None else RegionSpec.from_dict(r, path=self.path)
+
+    @property
     def channels(self) -> tuple[str, ...]:
         """Input channel names in the order the network expects them."""
         return tuple(self.json["channels"])
@@ -262,6 +271,7 @@ def _bundle_json(
     activation: str | None = None,
     mirror_axes: Sequence[int] | None = None,
     inference: Mapping[str, Any] | None = None,
+    regions: Any = None,
 ) -> dict[str, Any]:
     from medcnn import __version__
 
@@ -282,6 +292,9 @@ def _bundle_json(
         raise ConfigError.expected("activation 'softmax' or 'sigmoid'", repr(activation))
     k = spec["out_channels"]
     n_classes = k + 1 if (activation == "sigmoid" and k > 1) else max(k, 2)
+    painted = (regions.to_dict() if hasattr(regions, "to_dict") else dict(regions or {})).get("channel_labels")
+    if activation == "sigmoid" and k > 1 and painted:  # region channels write these labels (e.g. BraTS 1, 2, 4)
+        n_classes = max(int(v) for v in painted) + 1
     lab: dict[str, str] = {}
     for k, v in dict(labels).items():
         if isinstance(k, bool) or int(k) != k or not 0 <= int(k) < n_classes:
@@ -310,7 +323,26 @@ def _bundle_json(
     }
     if inference:
         meta["inference"] = check_inference_options(inference, nd)
+    if regions is not None:  # only when set: bundles without regions keep their spec hash
+        meta["regions"] = check_regions_spec(regions, meta)
     return meta
+
+
+def check_regions_spec(regions: Any, meta: Mapping[str, Any], *, path: Any = None) -> dict[str, Any]:
+    """Validate a bundle's ``regions`` (a :class:`medcnn.regions.RegionSpec` or its dict)
+    against its labels and outputs; returns the dict. Region channels need one sigmoid
+    output per region."""
+    from medcnn.regions import RegionSpec
+
+    spec = regions if isinstance(regions, RegionSpec) else RegionSpec.from_dict(regions, path=path)
+    spec.check_labels({int(k): v for k, v in meta["labels"].items()}, path=path)
+    if spec.has_channels:
+        k = int(meta["network"]["out_channels"])
+        if meta.get("activation") != "sigmoid" or len(spec.channels or ()) != k:
+            raise ConfigError.expected(f"region channels for a sigmoid network with {k} outputs",
+                                       f"{len(spec.channels or ())} channels, activation {meta.get('activation')!r}",
+                                       path=path)
+    return spec.to_dict()
 
 
 #: ``bundle.json["inference"]`` keys: run-time rules an imported model needs (defaults of
@@ -352,6 +384,8 @@ def bundle_spec_sha256(meta: Mapping[str, Any]) -> str:
     spec = {k: meta.get(k) for k in SPEC_KEYS}
     if meta.get("inference"):  # only bundles that have it (older bundles keep their hash)
         spec["inference"] = meta["inference"]
+    if meta.get("regions"):  # the same: only region bundles
+        spec["regions"] = meta["regions"]
     spec["weights_sha256"] = str((meta.get("weights") or {}).get("sha256", "")).lower()
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -408,6 +442,7 @@ def save_bundle(
     activation: str | None = None,
     mirror_axes: Sequence[int] | None = None,
     inference: Mapping[str, Any] | None = None,
+    regions: Any = None,
 ) -> Path:
     """Write a bundle folder (or a ``.medcnn`` zip when ``path`` ends with it), atomically.
 
@@ -433,6 +468,11 @@ def save_bundle(
             over exactly these. ``None`` (default): not recorded.
         inference: run-time rules of the model (:data:`INFERENCE_KEYS`, e.g. nnU-Net's
             window placement), the defaults of ``Segmenter.from_bundle``.
+        regions: the model's regions (:class:`medcnn.regions.RegionSpec` or its dict):
+            named unions of labels reported with every measurement (CSV, HTML, SEG, SR);
+            for several sigmoid outputs also which region each channel predicts and how
+            the channels are painted into labels (default without it: channel ``c`` writes
+            label ``c + 1``, later channels win).
 
     Returns:
         The bundle path. Nothing is left at ``path`` if writing fails.
@@ -444,7 +484,7 @@ def save_bundle(
         raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
                                    hint="Pass overwrite=True to replace it")
     meta = _bundle_json(network, preprocess, roi_size, labels, channels, overlap, postprocess, provenance,
-                        activation, mirror_axes, inference)
+                        activation, mirror_axes, inference, regions)
     state = _state_for_saving(model, meta["network"], weights_dtype)
     # one metadata key: safetensors keeps metadata in a hash map whose order (and so the
     # file's bytes and sha256) would otherwise change from one process to the next
@@ -478,7 +518,8 @@ def update_bundle(
              "activation": activation}
     new = {k: getattr(b, k) if v is _KEEP else v for k, v in given.items()}
     meta = _bundle_json(b.network, b.preprocess, b.roi_size, b.labels, b.channels, b.overlap, new["postprocess"],
-                        new["provenance"], new["activation"], new["mirror_axes"], b.json.get("inference"))
+                        new["provenance"], new["activation"], new["mirror_axes"], b.json.get("inference"),
+                        b.json.get("regions"))
     meta["weights"] = dict(b.json["weights"])
     _, blob, _ = _read_bundle_files(b.path)
     _write_bundle(b.path, json.dumps(meta, indent=2) + "\n", blob)
@@ -678,6 +719,8 @@ def load_bundle(path: str | PathLike[str] | Bundle) -> Bundle:
             check_mirror_axes(meta["mirror_axes"], int(spec["spatial_dims"]))
         if meta.get("inference") is not None:
             check_inference_options(meta["inference"], int(spec["spatial_dims"]))
+        if meta.get("regions") is not None:
+            check_regions_spec(meta["regions"], meta)
     except ConfigError as exc:
         raise BundleError(str(exc), path=p) from exc
     state = _load_safetensors(blob, p)

@@ -128,7 +128,9 @@ def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
         return cols
     vols = [v for v in rec.get("volumes") or [] if not v.get("phase")]
     if rec.get("mode") == "tumour" and len(vols) > 1:
-        cols["tumour volume (mL)"] = float(sum(v.get("volume_ml") or 0.0 for v in vols))
+        # labels only: region rows (label "1+2+4") are unions of them and would count voxels twice
+        cols["tumour volume (mL)"] = float(sum(v.get("volume_ml") or 0.0 for v in vols
+                                               if not isinstance(v.get("label"), str)))
     for v in vols:
         cols[f"{v.get('label_name') or v.get('label')} (mL)"] = v.get("volume_ml")
     if rec.get("mode") == "tumour":

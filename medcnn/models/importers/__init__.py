@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from medcnn.errors import InputFileNotFoundError, UnsupportedFormatError
+from medcnn.errors import ConfigError, InputFileNotFoundError, UnsupportedFormatError
 
 __all__ = ["import_model", "detect_format", "FORMATS"]
 
@@ -54,6 +54,7 @@ def import_model(
     folds: Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    region_order: Sequence[str] | str | None = None,
 ) -> Path:
     """Import ``source`` into a medcnn bundle at ``out`` (folder, or ``*.medcnn`` archive).
 
@@ -66,6 +67,11 @@ def import_model(
         overrides: MONAI only: config values replacing ``$`` expressions or others, by
             dotted key (e.g. ``{"network_def.in_channels": 1}``).
         overwrite: replace an existing bundle at ``out``.
+        region_order: MONAI only: the sigmoid output channels (names from ``channel_def``
+            or indices) from the outermost region to the innermost, e.g. ``"1,0,2"`` for
+            the Model Zoo's BraTS bundle (TC, WT, ET). Default: read from BraTS channel
+            names; other region names are refused without it. nnU-Net folders declare
+            theirs (``regions_class_order``).
 
     Returns:
         The bundle path. Nothing is written when the source is refused.
@@ -79,6 +85,9 @@ def import_model(
         raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
                                    hint="Pass --overwrite to replace it")
     fmt = detect_format(source)
+    if region_order is not None and fmt != "monai-bundle":
+        raise ConfigError.expected("region_order for a MONAI bundle only", f"a {fmt} folder", path=source,
+                                   hint="nnU-Net folders declare their regions in dataset.json (regions_class_order)")
     if fmt == "nnunet-v2":
         from medcnn.models.importers.nnunet import import_nnunet
 
@@ -86,7 +95,7 @@ def import_model(
     else:
         from medcnn.models.importers.monai_bundle import import_monai_bundle
 
-        kw = import_monai_bundle(Path(source), overrides=overrides or {})
+        kw = import_monai_bundle(Path(source), overrides=overrides or {}, region_order=region_order)
     kw["provenance"]["imported_from"]["name"] = name or Path(source).name
     kw["provenance"]["imported_from"]["medcnn_version"] = __version__
     return save_bundle(kw.pop("model"), dest, overwrite=overwrite, **kw)

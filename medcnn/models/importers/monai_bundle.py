@@ -302,8 +302,37 @@ def _names(meta: Mapping[str, Any], io: str, key: str) -> dict[int, str]:
     return {int(k): str(v) for k, v in cd.items()} if isinstance(cd, Mapping) else {}
 
 
-def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _regions(out_names: Mapping[int, str], k: int, region_order: Any, path: Path
+             ) -> tuple[dict[int, str], dict[str, Any]]:
+    """Labels and regions of ``k`` sigmoid channels (each one region, e.g. the Model Zoo's
+    BraTS bundle: 0 tumour core, 1 whole tumour, 2 enhancing tumour).
+
+    The nesting (outer -> inner) is ``region_order`` when given (channel names or indices),
+    else read from the channel names when they are BraTS's (whole tumour ⊇ tumour core ⊇
+    enhancing tumour); otherwise the import is refused: medcnn does not guess it."""
+    from medcnn.regions import known_region_nesting, regions_from_channel_nesting
+
+    names = [out_names.get(c, f"channel{c}") for c in range(k)]
+    if region_order is None:
+        nesting = known_region_nesting(names)
+        if nesting is None:
+            raise ConfigError.expected(
+                "the nesting of the sigmoid output channels (region_order, outer to inner)",
+                f"channel names {names} medcnn cannot order", path=path,
+                hint="pass --region-order with the channel names or indices from outer to inner, e.g. "
+                     f"--region-order {','.join(str(i) for i in range(k))}")
+    else:
+        items = region_order.split(",") if isinstance(region_order, str) else list(region_order)
+        nesting = [names[int(v)] if str(v).strip().isdigit() and int(v) < k else str(v).strip() for v in items]
+    labels, spec = regions_from_channel_nesting(names, nesting, path=path)
+    return labels, spec.to_dict()
+
+
+def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any], region_order: Any = None) -> dict[str, Any]:
     """Translate a MONAI bundle folder (see module docstring).
+
+    Several sigmoid outputs are regions (one per channel, ``channel_def`` names): see
+    :func:`_regions` for ``region_order``.
 
     Returns:
         keyword arguments for :func:`medcnn.models.save_bundle` (``model`` is the state dict).
@@ -340,8 +369,9 @@ def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any]) -> dict[s
     if len(set(channels)) != len(channels):
         channels = [f"{c}{i}" for i, c in enumerate(channels)]
     out_names = _names(meta, "outputs", "pred")
+    regions = None
     if activation == "sigmoid" and k > 1:
-        labels = {0: "background", **{c + 1: out_names.get(c, f"channel{c}") for c in range(k)}}
+        labels, regions = _regions(out_names, k, region_order, mpath if mpath.is_file() else cpath)
     else:
         labels = {i: out_names.get(i, "background" if i == 0 else f"label{i}") for i in range(max(k, 2))}
     files = {str(p.relative_to(folder)): file_sha256(p) for p in (cpath, mpath, wpath) if p.is_file()}
@@ -362,4 +392,5 @@ def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any]) -> dict[s
         "preprocess": {"orientation": None, "modalities": ["none"] * n_in, "monai": ops},
         "roi_size": roi, "labels": labels, "channels": channels, "overlap": overlap, "postprocess": post,
         "provenance": provenance, "activation": activation, "mirror_axes": None, "inference": inference,
+        "regions": regions,
     }

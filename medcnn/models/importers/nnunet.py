@@ -105,8 +105,12 @@ def _network_spec(conf: Mapping[str, Any], in_ch: int, out_ch: int, path: Path) 
     return spec
 
 
-def _labels(dataset: Mapping[str, Any], path: Path) -> tuple[dict[int, str], int, str]:
-    """(medcnn labels, network outputs, activation) from dataset.json's labels/regions."""
+def _labels(dataset: Mapping[str, Any], path: Path) -> tuple[dict[int, str], int, str, dict[str, Any] | None]:
+    """(medcnn labels, network outputs, activation, regions) from dataset.json's labels/regions.
+
+    Region datasets (label lists + ``regions_class_order``): the labels are the voxel
+    classes nnU-Net writes, named for what they are, and the regions are recorded
+    (:func:`medcnn.regions.regions_from_nnunet`)."""
     labels = dict(dataset.get("labels") or {})
     if not labels:
         raise ConfigError.expected("'labels' in dataset.json", "none", path=path)
@@ -117,18 +121,11 @@ def _labels(dataset: Mapping[str, Any], path: Path) -> tuple[dict[int, str], int
         if sorted(by_value) != list(range(len(by_value))):
             raise ConfigError.expected("consecutive label values 0..N-1 in dataset.json", f"{sorted(by_value)}",
                                        path=path)
-        return by_value, len(by_value), "softmax"
-    order = dataset.get("regions_class_order")
-    fg = [(k, v) for k, v in labels.items() if k != "background"]
-    if order is None or len(order) != len(fg):
-        raise ConfigError.expected("regions_class_order with one entry per region in dataset.json", repr(order),
-                                   path=path)
-    if [int(v) for v in order] != list(range(1, len(fg) + 1)):
-        raise ConfigError.expected("regions_class_order [1, 2, ..., N] (channel i writes label i + 1)",
-                                   repr(order), path=path)
-    out = {0: str(next((k for k, v in labels.items() if k == "background"), "background"))}
-    out.update({i + 1: str(k) for i, (k, _v) in enumerate(fg)})
-    return out, len(fg), "sigmoid"
+        return by_value, len(by_value), "softmax", None
+    from medcnn.regions import regions_from_nnunet
+
+    classes, spec = regions_from_nnunet(dataset, path=path)
+    return classes, len(spec.channels or ()), "sigmoid", spec.to_dict()
 
 
 def _normalization(plans: Mapping[str, Any], conf: Mapping[str, Any], n: int, path: Path) -> list[dict[str, Any]]:
@@ -270,7 +267,7 @@ def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[s
     chan_names = [str(channels[k]) for k in sorted(channels, key=lambda k: int(k))]
     if not chan_names:
         raise ConfigError.expected("channel_names in dataset.json", "none", path=dataset_path)
-    labels, out_ch, activation = _labels(dataset, dataset_path)
+    labels, out_ch, activation, regions = _labels(dataset, dataset_path)
     spec = _network_spec(conf, len(chan_names), out_ch, plans_path)
     if len(ckpts) > 1:
         spec["n_members"] = len(ckpts)
@@ -310,7 +307,7 @@ def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[s
         "preprocess": {"orientation": None, "modalities": ["none"] * len(chan_names), "nnunet": options},
         "roi_size": [int(v) for v in conf["patch_size"]], "labels": labels, "channels": chan_names,
         "overlap": 0.5, "postprocess": postprocess, "provenance": provenance, "activation": activation,
-        "mirror_axes": mirror_axes,
+        "mirror_axes": mirror_axes, "regions": regions,
         # contiguous tensors: channels-last ran nnU-Net's networks 0.26-0.99x as fast on the CPU
         # (benchmarks/bench_import_nnunet.py), unlike medcnn's MONAI UNets
         "inference": {"blend_mode": "nnunet", "window_placement": "nnunet", "memory_format": "contiguous",
