@@ -36,7 +36,8 @@ _FIGURE_PATHS = (("validation",), ("validation", "selection"), ("validation", "e
 
 
 def data_use_record(*, training: Sequence[str], selection: Sequence[str] = (), test: Sequence[str] = (),
-                    external_test: Sequence[str] = (), checkpoint: str, notes: Sequence[str] = ()) -> dict[str, Any]:
+                    external_test: Sequence[str] = (), recipe_selection: Sequence[str] = (), checkpoint: str,
+                    notes: Sequence[str] = ()) -> dict[str, Any]:
     """The ``provenance["data_use"]`` block: case ids per role, how the checkpoint was chosen.
 
     Args:
@@ -44,22 +45,25 @@ def data_use_record(*, training: Sequence[str], selection: Sequence[str] = (), t
         selection: case ids that chose the checkpoint or shaped the recipe.
         test: case ids reported as held out (never trained on, never selected on).
         external_test: case ids of another dataset kept out of training and of every choice.
+        recipe_selection: case ids whose results shaped the recipe in earlier runs (they may be
+            in ``training`` of the shipped weights, never in ``test`` or ``external_test``).
         checkpoint: how the exported weights were chosen, e.g. ``"final step 1500"``.
     Raises:
         ConfigError: a case id in two roles (selection and test, or training and either).
     """
     rec = {"training": sorted(map(str, training)), "selection": sorted(map(str, selection)),
            "test": sorted(map(str, test)), "external_test": sorted(map(str, external_test)),
-           "checkpoint": checkpoint, "notes": list(notes)}
+           "recipe_selection": sorted(map(str, recipe_selection)), "checkpoint": checkpoint, "notes": list(notes)}
     check_data_use(rec)
     return rec
 
 
 def check_data_use(rec: Mapping[str, Any], *, source: str = "data_use") -> None:
     """Refuse overlapping roles: a test or external-test case also used for training or selection."""
-    sets = {k: set(rec.get(k) or ()) for k in ("training", "selection", "test", "external_test")}
+    sets = {k: set(rec.get(k) or ()) for k in ("training", "selection", "test", "external_test", "recipe_selection")}
     for a, b in (("selection", "test"), ("training", "test"), ("training", "selection"),
-                 ("external_test", "training"), ("external_test", "selection"), ("external_test", "test")):
+                 ("external_test", "training"), ("external_test", "selection"), ("external_test", "test"),
+                 ("recipe_selection", "test"), ("recipe_selection", "external_test")):
         both = sorted(sets[a] & sets[b])
         if both:
             raise ConfigError.expected(f"{a} and {b} cases disjoint", f"{len(both)} in both, e.g. {both[0]!r}",
