@@ -46,9 +46,10 @@ def main(argv=None) -> int:
     ap.add_argument("--final", default=None, help="the final model's bundle folder")
     ap.add_argument("--export", default=None, help="copy the final bundle here (e.g. medcnn/bundles/cardiac-cine-mri)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
-    ap.add_argument("--sunnybrook-kind", choices=["selection", "external test"], default="selection",
-                    help="what the fold models' Sunnybrook figures are: selection while the recipe was shaped on "
-                         "Sunnybrook patients (the current one was), external test only for a recipe that never was")
+    ap.add_argument("--sunnybrook-kind", choices=["selection", "external test"], default=None,
+                    help="override what the fold models' Sunnybrook figures are reported as (default: as the fold "
+                         "runs recorded it, from the config's data.extra reported_as: selection for the current "
+                         "recipe, which was shaped on Sunnybrook patients)")
     args = ap.parse_args(argv)
 
     runs = Path(args.runs)
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     for k in range(args.folds):
         doc = json.loads((runs / f"cardiac-cine-mri-fold{k}" / "bundle" / "bundle.json").read_text())
         v = doc["provenance"]["validation"]
-        if v.get("external"):
+        if v.get("external") and args.sunnybrook_kind:
             v["external"]["kind"] = args.sunnybrook_kind
         validations.append(v)
         fold_cases[str(k)] = sorted(c["case_id"] for c in v.get("cases", []))
@@ -65,8 +66,7 @@ def main(argv=None) -> int:
     summary = summarise_folds(read_fold_cases_csv(REPO / CASES_CSV), stratum_field="group")
     summary["per_case_results"] = CASES_CSV
     summary["fold_test_cases"] = fold_cases
-    if "external" in summary:
-        summary["external"]["kind"] = args.sunnybrook_kind
+    sunnybrook_kind = summary.get("external", {}).get("kind", "selection")
     md = crossval_markdown(summary)
     print(md)
     (runs / "cardiac-cine-mri-cv.json").write_text(json.dumps(summary, indent=1))
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     prov["regression_check"] = check
     t = prov.get("training") or {}
     prov["data_use"] = data_use_record(
-        training=t.get("train_cases") or [], recipe_selection=RECIPE_SELECTION if args.sunnybrook_kind == "selection"
+        training=t.get("train_cases") or [], recipe_selection=RECIPE_SELECTION if sunnybrook_kind != "external test"
         else [], checkpoint=f"final step {t.get('step')} (no checkpoint selection)",
         notes=["no test case of its own: its expected accuracy is the cross-validation (cross_validation)"])
     update_bundle(final, provenance=prov)  # the weights file (and its sha256) stays as trained

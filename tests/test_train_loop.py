@@ -223,6 +223,8 @@ def test_extra_datasets_train_or_form_an_external_test(tiny):
     prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
     assert prov["training"]["external_test_cases"] == ["x0", "x1", "x2", "x3"]
     assert prov["validation"]["n_cases"] == 2 and prov["validation"]["external"]["n_cases"] == 4
+    assert prov["validation"]["external"]["kind"] == "external test"
+    assert prov["data_use"]["external_test"] == ["x0", "x1", "x2", "x3"]
     # class 1 is not annotated in the external cases: no Dice for it there
     assert all(not c["dice"] for c in prov["validation"]["external"]["cases"])
 
@@ -319,3 +321,13 @@ def test_best_selection_without_a_selection_split_is_refused(tiny):
     p.write_text((root / "tiny.yaml").read_text().replace("  fold: 0\n", "  fold: 0\n  selection_fold: 0\n"))
     with pytest.raises(ConfigError, match="other than data.fold"):
         load_config(TrainConfig, p)
+
+
+def test_an_external_dataset_that_shaped_the_recipe_is_reported_as_selection(tiny):
+    root, _ = tiny
+    p = _with_extra(root, "external")
+    p.write_text(p.read_text().replace("role: external,", "role: external, reported_as: selection,"))
+    res = train(load_config(TrainConfig, p), out_dir=root / "ext_sel", config_dir=root, max_steps=2, log=lambda s: None)
+    prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
+    assert prov["validation"]["external"]["kind"] == "selection"
+    assert prov["data_use"]["external_test"] == [] and prov["data_use"]["recipe_selection"] == ["x0", "x1", "x2", "x3"]

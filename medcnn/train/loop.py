@@ -47,6 +47,9 @@ class ExtraDataConfig:
 
     dataset: str = field(metadata={"help": "dataset.json / CSV manifest / folder, relative to --data"})
     role: Literal["train", "external"] = "train"
+    reported_as: Literal["external test", "selection"] = field(default="external test", metadata={
+        "help": "role external: the kind its evaluation is reported as; selection when its results shaped the recipe "
+                "(data used to choose a recipe is never an external test)"})
     annotated_classes: Optional[tuple[int, ...]] = field(default=None, metadata={
         "help": "label values its cases annotate (others are not learnt from it); None: all, or per entry"})
     ignore_unlabelled_slices: Optional[bool] = field(default=None, metadata={"help": "None: as data.*"})
@@ -725,11 +728,16 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, split: RunSplit, *, dev
                        else "was watched during training") + "; optimistic, not a held-out figure")
         validation["selection"] = sel
         say(f"selection split ({len(split.selection)} cases): {_summary(sel)}")
+    # a pooled external figure is only as good as its weakest part
+    ext_kind = "selection" if any(e.role == "external" and e.reported_as == "selection" for e in cfg.data.extra) \
+        else "external test"
     if external:
         ext = evaluate_bundle(bundle_dir, external, **opts)
         ext["grid"] = "original image grid (full inference path)"
         ext["groups"] = sorted({c.group for c in external})
-        ext["kind"] = "external test"
+        ext["kind"] = ext_kind
+        if ext_kind == "selection":
+            ext["note"] = "data.extra reported_as: selection (its results shaped the recipe): not an external test"
         validation["external"] = ext
         say(f"external test ({len(external)} cases): {_summary(ext)}")
     prov = load_bundle(bundle_dir).provenance
@@ -739,7 +747,9 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, split: RunSplit, *, dev
               if cfg.checkpoint == "best_selection" else f"final step {step} (no checkpoint selection)")
     prov["data_use"] = data_use_record(
         training=[c.case_id for c in split.train], selection=[c.case_id for c in split.selection],
-        test=[c.case_id for c in val_cases], external_test=[c.case_id for c in external], checkpoint=chosen)
+        test=[c.case_id for c in val_cases], checkpoint=chosen,
+        **({"external_test": [c.case_id for c in external]} if ext_kind == "external test"
+           else {"recipe_selection": [c.case_id for c in external]}))
     prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
     update_bundle(bundle_dir, provenance=prov)  # the weights file (and its sha256) stays as exported
     return validation
