@@ -199,3 +199,24 @@ def test_readme_states_each_shipped_models_figure_kinds():
         row = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{bundle.name}`"))
         for _, fig in figures(prov):
             assert re.search(rf"\*{re.escape(fig['kind'])}\*", row), (bundle.name, fig["kind"])
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_models_show_states_training_selection_test_and_each_figures_kind(bundle, capsys):
+    from medcnn.cli import main
+
+    assert main(["models", "show", bundle.name, "--no-verify"]) == 0
+    out = capsys.readouterr().out
+    prov = json.loads((bundle / "bundle.json").read_text())["provenance"]
+    use = prov["data_use"]
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and ln.split()}
+    for role in ("training", "selection", "test"):
+        ids = use[role]
+        assert role in lines, role
+        text = lines[role]
+        assert (("none" in text) if not ids else (ids[0] in text and (len(ids) == 1 or f"{len(ids)}:" in text)))
+    assert use["checkpoint"] in lines["checkpoint"]
+    shown = [ln for ln in out.splitlines() if ln.startswith("  figure ")]
+    assert len(shown) == len(list(figures(prov)))
+    for (key, fig), ln in zip(figures(prov), shown):
+        assert f"{key}: {fig['kind']} (" in ln
