@@ -21,7 +21,7 @@ from medcnn.train.crossval import crossval_markdown, read_fold_cases_csv, summar
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p for p in (REPO / "medcnn" / "bundles").iterdir() if (p / "bundle.json").is_file())
-HEADER = ["fold", "evaluation", "case_id", "patient", "phase", "meta",
+HEADER = ["fold", "evaluation", "kind", "case_id", "patient", "phase", "meta",
           "dice_lv_blood_pool", "volume_ml_lv_blood_pool", "ref_volume_ml_lv_blood_pool",
           "dice_rv_blood_pool", "volume_ml_rv_blood_pool", "ref_volume_ml_rv_blood_pool",
           "foreground_dice", "foreground_volume_error_percent"]
@@ -30,7 +30,8 @@ HEADER = ["fold", "evaluation", "case_id", "patient", "phase", "meta",
 def _row(fold, evaluation, patient, phase, group, lv, rv):
     """lv/rv: (dice, predicted mL, reference mL) or None (structure not annotated)."""
     meta = {"phase": phase, **({"group": group} if group else {})}
-    cells = [fold, evaluation, f"{patient}_{phase}", patient, phase, json.dumps(meta)]
+    kind = "cross-validation" if evaluation == "test" else "selection"
+    cells = [fold, evaluation, kind, f"{patient}_{phase}", patient, phase, json.dumps(meta)]
     for s in (lv, rv):
         cells += ["", "", ""] if s is None else list(s)
     return cells + [0.9, 5.0]
@@ -75,10 +76,11 @@ def test_tables_from_the_per_case_csv_equal_a_hand_calculation(tmp_path):
     (s1,) = s["external"]["lv_ef_error_per_patient"]
     assert s1["ef_error_points_by_fold"] == pytest.approx({"0": 15.0, "1": -5.0})
     assert s["external"]["mean_dice_over_folds"] == pytest.approx({"lv_blood_pool": 0.8})
-    assert s["kind"] == "cross-validation" and s["external"]["kind"] == "external test"
+    assert s["kind"] == "cross-validation" and s["external"]["kind"] == "selection"
     md = crossval_markdown(s)
     assert "| **mean** |  | 0.838 | 0.675 | 4.8 | 12.5 |" in md
     assert "| s1 | 25.0 | +15.0 | -5.0 | +5.0 |" in md
+    assert "Second dataset (selection figure, not an external test), mean Dice" in md
 
 
 def test_per_case_csv_round_trip_is_exact(tmp_path):
@@ -86,6 +88,7 @@ def test_per_case_csv_round_trip_is_exact(tmp_path):
     folds = read_fold_cases_csv(_hand_csv(tmp_path / "a.csv"))
     again = read_fold_cases_csv(write_fold_cases_csv(tmp_path / "b.csv", folds))
     assert summarise_folds(again) == summarise_folds(folds)
+    assert summarise_folds(again)["external"]["kind"] == "selection"
     assert (tmp_path / "b.csv").read_text().splitlines()[0].split(",") == HEADER
 
 

@@ -173,7 +173,7 @@ def crossval_markdown(summary: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- per-case results
-_CASE_FIELDS = ("fold", "evaluation", "case_id", "patient", "phase", "meta")
+_CASE_FIELDS = ("fold", "evaluation", "kind", "case_id", "patient", "phase", "meta")
 _PER_STRUCTURE = ("dice", "volume_ml", "ref_volume_ml")
 
 
@@ -184,17 +184,19 @@ def _cell(v: Any) -> str:
 def write_fold_cases_csv(path: str | PathLike[str], validations: Sequence[Mapping[str, Any]]) -> Path:
     """One row per fold and evaluated case of the fold models' evaluations (``validations[i]``
     = fold ``i``'s ``provenance.validation``): ``evaluation`` is ``test`` (the held-out fold)
-    or ``external`` (``validation["external"]``); per structure ``dice_<s>``,
+    or ``external`` (``validation["external"]``), ``kind`` the figure kind (``cross-validation``
+    for the held-out fold, the external evaluation's own kind otherwise); per structure ``dice_<s>``,
     ``volume_ml_<s>``, ``ref_volume_ml_<s>`` (empty: not annotated in that case); floats as
     Python ``repr`` so that reading back is exact."""
     rows, structures = [], []
     for fold, v in enumerate(validations):
         for evaluation, ev in (("test", v), ("external", v.get("external") or {})):
+            kind = "cross-validation" if evaluation == "test" else ev.get("kind", "external test")
             for c in ev.get("cases") or []:
                 for name in c.get("dice", {}):
                     if name not in structures:
                         structures.append(name)
-                rows.append((fold, evaluation, c))
+                rows.append((fold, evaluation, kind, c))
     header = list(_CASE_FIELDS) + [f"{k}_{n}" for n in structures for k in _PER_STRUCTURE] + \
         ["foreground_dice", "foreground_volume_error_percent"]
     out = Path(path)
@@ -202,9 +204,9 @@ def write_fold_cases_csv(path: str | PathLike[str], validations: Sequence[Mappin
     with out.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
-        for fold, evaluation, c in rows:
+        for fold, evaluation, kind, c in rows:
             meta = dict(c.get("meta") or {})
-            cells = [fold, evaluation, c["case_id"], c.get("group", ""), meta.get("phase", ""),
+            cells = [fold, evaluation, kind, c["case_id"], c.get("group", ""), meta.get("phase", ""),
                      json.dumps(meta, sort_keys=True)]
             for n in structures:
                 cells += [_cell(c.get(k, {}).get(n)) for k in _PER_STRUCTURE]
@@ -236,7 +238,9 @@ def read_fold_cases_csv(path: str | PathLike[str]) -> list[dict[str, Any]]:
     lv = "lv_blood_pool" if "lv_blood_pool" in structures else (structures[0] if structures else None)
     rv = "rv_blood_pool" if "rv_blood_pool" in structures else None
     by: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    kinds: dict[tuple[int, str], set[str]] = {}
     for r in rows:
+        kinds.setdefault((int(r["fold"]), r["evaluation"]), set()).add(r["kind"])
         case: dict[str, Any] = {"case_id": r["case_id"], "group": r["patient"], "meta": json.loads(r["meta"] or "{}")}
         for k in _PER_STRUCTURE:
             case[k] = {n: float(r[f"{k}_{n}"]) for n in structures if r.get(f"{k}_{n}", "") != ""}
@@ -250,5 +254,7 @@ def read_fold_cases_csv(path: str | PathLike[str]) -> list[dict[str, Any]]:
         v = summarise_cases(by[fold]["test"], structures=structures, lv=lv, rv=rv)
         if by[fold].get("external"):
             v["external"] = summarise_cases(by[fold]["external"], structures=structures, lv=lv, rv=rv)
+            (v["external"]["kind"],) = kinds[(fold, "external")] if len(kinds[(fold, "external")]) == 1 else \
+                ("mixed: " + ", ".join(sorted(kinds[(fold, "external")])),)
         out.append(v)
     return out
