@@ -3,7 +3,7 @@
 #
 #   scripts/train_cardiac_cv.sh [DATA_DIR] [RUN...]
 #
-# RUN is a fold number 0-4 (held-out ACDC fold; Sunnybrook evaluated as external test) or
+# RUN is a fold number 0-4 (held-out ACDC fold; Sunnybrook evaluated, reported as selection) or
 # "final" (all 80 ACDC + 4 Sunnybrook patients, no held-out patients); default: 0 1 2 3 4 final.
 # Every run is resumable: a run folder with a checkpoint continues with --resume, a finished
 # one is skipped. One torch thread per process, so two runs can share a 2-core machine:

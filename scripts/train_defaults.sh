@@ -6,8 +6,10 @@
 # DATA_DIR defaults to ../shared/data (the folder holding sunnybrook/, brats2015/, hippocampus/).
 # NAME is any of cardiac-lv-cine-mri, hippocampus-mri, brain-tumour-mri (default: all three).
 # Each trains fold 0 of its config (one held-out patient group; see docs/training.md), writes
-# runs/<name>-fold0/ (log.csv, checkpoint/, bundle/), evaluates the best model on the held-out
-# cases on their original grids and copies the bundle to medcnn/bundles/<name>/.
+# runs/<name>-fold0/ (log.csv, checkpoint/, bundle/), evaluates the final-step model (no
+# checkpoint selection: `checkpoint: final`) on the test fold on its original grids and copies
+# the bundle to medcnn/bundles/<name>/. The shipped bundles predate this default: their figures
+# are selection figures (provenance.data_use, scripts/label_shipped_figures.py).
 #
 # The stages below are the ones the shipped bundles were trained with. Cardiac and hippocampus
 # are one run of their config; brain tumour ran a first schedule, then `--resume` with a longer

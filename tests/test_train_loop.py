@@ -223,6 +223,8 @@ def test_extra_datasets_train_or_form_an_external_test(tiny):
     prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
     assert prov["training"]["external_test_cases"] == ["x0", "x1", "x2", "x3"]
     assert prov["validation"]["n_cases"] == 2 and prov["validation"]["external"]["n_cases"] == 4
+    assert prov["validation"]["external"]["kind"] == "external test"
+    assert prov["data_use"]["external_test"] == ["x0", "x1", "x2", "x3"]
     # class 1 is not annotated in the external cases: no Dice for it there
     assert all(not c["dice"] for c in prov["validation"]["external"]["cases"])
 
@@ -237,3 +239,95 @@ def test_clashing_case_ids_across_datasets_are_refused(tiny):
         "  fold: 0\n", "  fold: 0\n  extra: [{dataset: data/dataset.json}]\n"))
     with pytest.raises(ConfigError, match="unique across"):
         split_cases(load_config(TrainConfig, p), None, root)
+
+
+def _with_selection(root: Path, n: int = 6, *, checkpoint: str = "best_selection") -> Path:
+    """The tiny config over 6 cases of 3 patients, 3 folds: fold 0 test, fold 1 selection."""
+    data = root / "data"
+    entries = json.loads((data / "dataset.json").read_text())["training"]
+    more = list(entries)
+    for c in range(len(entries), n):  # a third patient: copies of the first two cases' files under new ids
+        src = entries[c - len(entries)]
+        more.append({**src, "case_id": f"c{c}", "patient": f"p{c // 2}"})
+    (data / "dataset_sel.json").write_text(json.dumps({"training": more}))
+    p = root / f"sel_{checkpoint}.yaml"
+    p.write_text((root / "tiny.yaml").read_text()
+                 .replace("dataset: data/dataset.json", "dataset: data/dataset_sel.json")
+                 .replace("  n_folds: 2\n  fold: 0\n", "  n_folds: 3\n  fold: 0\n  selection_fold: 1\n")
+                 .replace("val_every_epochs: 3\n", f"val_every_epochs: 1\ncheckpoint: {checkpoint}\n"))
+    return p
+
+
+def test_selection_split_never_overlaps_the_reported_test_cases(tiny):
+    """checkpoint: best_selection picks the weights on the selection fold; the figures reported
+    as ``test`` are on other patients, each figure carries its kind, and provenance lists every
+    case id under exactly one role."""
+    from medcnn.train.loop import split_run_cases
+
+    root, _ = tiny
+    cfg = load_config(TrainConfig, _with_selection(root))
+    split = split_run_cases(cfg, None, root)
+    sel, test = {c.case_id for c in split.selection}, {c.case_id for c in split.test}
+    assert sel and test and not sel & test
+    assert not {c.group for c in split.selection} & {c.group for c in split.test}  # patients, not only frames
+    assert not {c.case_id for c in split.train} & (sel | test)
+    res = train(cfg, out_dir=root / "sel", config_dir=root, max_steps=8, log=lambda s: None)
+    prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
+    use = prov["data_use"]
+    assert set(use["selection"]) == sel and set(use["test"]) == test
+    assert set(use["training"]) == {c.case_id for c in split.train}
+    # the evaluation reported as test never saw a selection case, and says it is a test figure
+    val = prov["validation"]
+    assert val["kind"] == "test"
+    assert {c["case_id"] for c in val["cases"]} == test
+    assert not {c["case_id"] for c in val["cases"]} & set(use["selection"])
+    assert val["selection"]["kind"] == "selection"
+    assert {c["case_id"] for c in val["selection"]["cases"]} == sel
+    # the weights are the best of the training-time validations, which ran on the selection fold
+    hist = prov["training"]["history"]
+    assert len(hist) == 2 and prov["training"]["training_time_validation_on"] == "selection"
+    best = max(hist, key=lambda h: h["val_dice"])
+    assert prov["training"]["step"] == best["step"]
+    assert "best training-time Dice on the selection split" in use["checkpoint"]
+
+
+def test_default_checkpoint_is_the_final_step(tiny):
+    """Without a selection split the bundle holds the final weights, whatever the test-fold log says."""
+    root, cfg = tiny
+    assert cfg.checkpoint == "final"
+    cfg2 = type(cfg)(**{**cfg.__dict__, "val_every_epochs": 1})
+    res = train(cfg2, out_dir=root / "final", config_dir=root, max_steps=8, log=lambda s: None)
+    prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
+    assert prov["training"]["step"] == 8 and prov["training"]["best_val_dice_network_grid"] is None
+    assert prov["data_use"]["checkpoint"].startswith("final step 8") and prov["data_use"]["selection"] == []
+    assert prov["validation"]["kind"] == "test" and "selection" not in prov["validation"]
+    # the bundle's weights equal the last checkpoint's model tensors
+    from safetensors.torch import load_file
+
+    w = load_file(str(res.bundle / "model.safetensors"))
+    ck = load_file(str(root / "final" / "checkpoint" / "weights.safetensors"))
+    for k, v in w.items():
+        torch.testing.assert_close(v, ck[f"model.{k}"])
+
+
+def test_best_selection_without_a_selection_split_is_refused(tiny):
+    from medcnn.errors import ConfigError
+
+    root, _ = tiny
+    p = root / "bad_sel.yaml"
+    p.write_text((root / "tiny.yaml").read_text() + "checkpoint: best_selection\n")
+    with pytest.raises(ConfigError, match="selection_fold"):
+        load_config(TrainConfig, p)
+    p.write_text((root / "tiny.yaml").read_text().replace("  fold: 0\n", "  fold: 0\n  selection_fold: 0\n"))
+    with pytest.raises(ConfigError, match="other than data.fold"):
+        load_config(TrainConfig, p)
+
+
+def test_an_external_dataset_that_shaped_the_recipe_is_reported_as_selection(tiny):
+    root, _ = tiny
+    p = _with_extra(root, "external")
+    p.write_text(p.read_text().replace("role: external,", "role: external, reported_as: selection,"))
+    res = train(load_config(TrainConfig, p), out_dir=root / "ext_sel", config_dir=root, max_steps=2, log=lambda s: None)
+    prov = json.loads((res.bundle / "bundle.json").read_text())["provenance"]
+    assert prov["validation"]["external"]["kind"] == "selection"
+    assert prov["data_use"]["external_test"] == [] and prov["data_use"]["recipe_selection"] == ["x0", "x1", "x2", "x3"]

@@ -117,6 +117,7 @@ def _entry(info, verify: bool) -> dict[str, Any]:
     cv = prov.get("cross_validation") or {}
     if cv.get("mean_over_folds"):
         d["cross_validation"] = {"n_folds": cv.get("n_folds"), "mean_over_folds": cv["mean_over_folds"]}
+    d.update(_data_use_entry(prov))
     if verify:
         d["sha256_check"] = _weights_check(info)
     return d
@@ -131,7 +132,9 @@ def _print(d: Mapping[str, Any]) -> None:
     mirror = d.get("mirror_axes")
     print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}")
     print(f"  postprocess {d.get('postprocess') or 'none'}")
-    print(f"  validation  {format_validation(d['validation'])}")
+    print(f"  validation  {format_validation({k: v for k, v in (d['validation'] or {}).items() if k != 'kind_note'})}")
+    for line in _data_use_lines(d):
+        print(line)
     cv = d.get("cross_validation")
     if cv:
         m = cv["mean_over_folds"]
@@ -160,6 +163,56 @@ def _print(d: Mapping[str, Any]) -> None:
             print(f"  source file {fname}  sha256 {sha}")
     print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
     print(f"  path        {d['path']}")
+
+
+# ---------------------------------------------------------------------------- training / selection / test
+def _data_use_entry(prov: Mapping[str, Any]) -> dict[str, Any]:
+    """``data_use`` (case ids per role, how the checkpoint was chosen) and ``figures`` (each
+    recorded figure's kind and case count) of a bundle's provenance, for list/show."""
+    from medcnn.report.data_use import figure_case_ids, figures
+
+    out: dict[str, Any] = {}
+    if prov.get("data_use"):
+        out["data_use"] = dict(prov["data_use"])
+    figs = []
+    for key, fig in figures(prov):
+        n = fig.get("n_cases")
+        if n is None and fig.get("folds"):
+            n = sum(int(f.get("n_cases", 0)) for f in fig["folds"])
+        figs.append({"figure": key, "kind": fig.get("kind", "not recorded"), "n_cases": n,
+                     "note": "; ".join(str(fig[k]) for k in ("kind_note", "per_case_results") if fig.get(k)) or None,
+                     "case_ids": sorted(figure_case_ids(fig))})
+    if figs:
+        out["figures"] = figs
+    return out
+
+
+def _ids(ids: list[str], limit: int = 6) -> str:
+    if not ids:
+        return "none"
+    shown = ", ".join(ids[:limit]) + (f", ... ({len(ids)} in all; --json lists every id)" if len(ids) > limit else "")
+    return f"{len(ids)}: {shown}" if len(ids) > 1 else shown
+
+
+def _data_use_lines(d: Mapping[str, Any]) -> list[str]:
+    """The training / selection / test statement of ``models show``, one role or figure a line."""
+    use = d.get("data_use")
+    lines = []
+    if not use:
+        lines.append("  data use    not recorded (which cases trained, selected and tested this model is unknown)")
+    else:
+        lines.append(f"  training    {_ids(list(use.get('training') or []))}")
+        lines.append(f"  selection   {_ids(list(use.get('selection') or []))}")
+        lines.append(f"  test        {_ids(list(use.get('test') or []))}")
+        if use.get("external_test"):
+            lines.append(f"  external    {_ids(list(use['external_test']))}")
+        if use.get("recipe_selection"):
+            lines.append(f"  recipe from {_ids(list(use['recipe_selection']))} (results that shaped the recipe)")
+        lines.append(f"  checkpoint  {use.get('checkpoint')}")
+    for f in d.get("figures") or []:
+        n = f"{f['n_cases']} cases" if f.get("n_cases") is not None else "cases not recorded"
+        lines.append(f"  figure      {f['figure']}: {f['kind']} ({n})" + (f": {f['note']}" if f.get("note") else ""))
+    return lines
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -17,12 +17,12 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a network from a config and export the best model as a bundle",
+    p = sub.add_parser("train", help="train a network from a config and export it as a bundle",
                        description=__doc__)
     p.add_argument("--config", required=True, help="training config YAML (see configs/)")
     p.add_argument("--data", default=None, help="folder the config's data.dataset is relative to")
     p.add_argument("--out", default=None, help="run folder (default runs/<name>[-foldK])")
-    p.add_argument("--fold", type=int, default=None, help="validation fold (overrides data.fold)")
+    p.add_argument("--fold", type=int, default=None, help="test fold (overrides data.fold)")
     p.add_argument("--folds", type=int, default=None, help="number of folds (overrides data.n_folds)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="override max_steps (LR schedule follows)")
@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--cache", default=None, help="preprocessed-case cache folder (overrides data.cache_dir)")
     p.add_argument("--export", default=None, help="also copy the exported bundle folder here")
     p.add_argument("--evaluate-only", action="store_true",
-                   help="skip training: evaluate <out>/bundle on the held-out fold and record it in the bundle")
+                   help="skip training: evaluate <out>/bundle on the test fold (and selection split) and record it")
     p.add_argument("--train-on-external", action="store_true",
                    help="train on the data.extra datasets of role external too (a final model; no external test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         _portable_provenance(out / "bundle", config_dir)
         if args.export:
             _export(out / "bundle", Path(args.export))
-        print(f"{cfg.name}: held-out Dice {v.get('mean_dice')}")
+        print(f"{cfg.name}: test-fold Dice {v.get('mean_dice')}")
         return 0
     env = os.environ
     rank, world, local = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
@@ -96,9 +96,14 @@ def run(args: argparse.Namespace) -> int:
             _portable_provenance(result.bundle, config_dir)
         if args.export and result.bundle is not None:
             _export(result.bundle, Path(args.export))
-        best = "n/a (no validation cases)" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
-        print(f"{cfg.name}: {result.step} steps, {result.wall_s:.0f} s, best validation Dice {best}; "
-              f"bundle: {result.bundle}")
+        if cfg.checkpoint == "best_selection":
+            chosen = ("best selection-split Dice " + ("n/a" if result.best_val_dice is None
+                                                      else f"{result.best_val_dice:.4f}"))
+        else:
+            chosen = "final-step weights (no checkpoint selection)"
+        test = (result.validation or {}).get("mean_dice")
+        print(f"{cfg.name}: {result.step} steps, {result.wall_s:.0f} s, {chosen}; test-fold Dice "
+              f"{test if test is not None else 'n/a'}; bundle: {result.bundle}")
     return 0
 
 

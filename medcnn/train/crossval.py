@@ -13,16 +13,25 @@ them the way papers report cross-validation:
 * the external test set: per patient, the EF error of every fold model and their mean.
 
 Inputs are plain JSON-able dicts; nothing here imports torch.
+
+The per-fold, per-case results are kept as a small CSV (:func:`write_fold_cases_csv`, one
+row per fold and evaluated case: Dice and volumes per structure, phase, stratum) from which
+:func:`read_fold_cases_csv` rebuilds the fold evaluations, so the published tables can be
+re-derived without the fold models (``tests/test_crossval_tables.py``).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+from os import PathLike
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["summarise_folds", "crossval_markdown"]
+__all__ = ["summarise_folds", "crossval_markdown", "write_fold_cases_csv", "read_fold_cases_csv"]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -78,7 +87,7 @@ def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: 
             mean_over[m] = float(np.mean(vals))
             range_over[m] = [float(min(vals)), float(max(vals))]
     summary: dict[str, Any] = {
-        "n_folds": len(folds), "folds": folds, "mean_over_folds": mean_over, "range_over_folds": range_over,
+        "kind": "cross-validation", "n_folds": len(folds), "folds": folds, "mean_over_folds": mean_over, "range_over_folds": range_over,
         "by_phase": _dice_by(all_cases, lambda c: str(c.get("meta", {}).get("phase", "")).upper() or None),
         "rules": "Dice: mean over a fold's held-out cases (ED and ES pooled), then mean over folds; EF error: "
                  "|predicted - reference| in points per held-out patient (volumes from voxel counts), mean per "
@@ -110,6 +119,8 @@ def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: 
             "lv_ef_error_per_patient": [per_patient[k] for k in sorted(per_patient)],
             "rules": "each fold model on every external case (none of them trained on these); EF error signed, "
                      "predicted - reference, points"}
+        kinds = {e.get("kind", "external test") for e in externals if e}
+        summary["external"]["kind"] = kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
     return summary
 
 
@@ -148,7 +159,9 @@ def crossval_markdown(summary: Mapping[str, Any]) -> str:
     if "external" in summary:
         ext = summary["external"]
         folds = sorted({k for p in ext["lv_ef_error_per_patient"] for k in p["ef_error_points_by_fold"]}, key=int)
-        lines += ["", "External test, mean Dice over the fold models: "
+        kind = ext.get("kind", "external test")
+        title = "External test" if kind == "external test" else f"Second dataset ({kind} figure, not an external test)"
+        lines += ["", f"{title}, mean Dice over the fold models: "
                   + ", ".join(f"{k} {_fmt(v)}" for k, v in ext["mean_dice_over_folds"].items()), "",
                   "| patient | reference LV EF (%) | " + " | ".join(f"fold {k}" for k in folds) + " | mean |",
                   "|" + "---|" * (len(folds) + 3)]
@@ -157,3 +170,91 @@ def crossval_markdown(summary: Mapping[str, Any]) -> str:
                          + " | ".join(f"{p['ef_error_points_by_fold'].get(k, float('nan')):+.1f}" for k in folds)
                          + f" | {p['mean_ef_error_points']:+.1f} |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- per-case results
+_CASE_FIELDS = ("fold", "evaluation", "kind", "case_id", "patient", "phase", "meta")
+_PER_STRUCTURE = ("dice", "volume_ml", "ref_volume_ml")
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else repr(float(v))
+
+
+def write_fold_cases_csv(path: str | PathLike[str], validations: Sequence[Mapping[str, Any]]) -> Path:
+    """One row per fold and evaluated case of the fold models' evaluations (``validations[i]``
+    = fold ``i``'s ``provenance.validation``): ``evaluation`` is ``test`` (the held-out fold)
+    or ``external`` (``validation["external"]``), ``kind`` the figure kind (``cross-validation``
+    for the held-out fold, the external evaluation's own kind otherwise); per structure ``dice_<s>``,
+    ``volume_ml_<s>``, ``ref_volume_ml_<s>`` (empty: not annotated in that case); floats as
+    Python ``repr`` so that reading back is exact."""
+    rows, structures = [], []
+    for fold, v in enumerate(validations):
+        for evaluation, ev in (("test", v), ("external", v.get("external") or {})):
+            kind = "cross-validation" if evaluation == "test" else ev.get("kind", "external test")
+            for c in ev.get("cases") or []:
+                for name in c.get("dice", {}):
+                    if name not in structures:
+                        structures.append(name)
+                rows.append((fold, evaluation, kind, c))
+    header = list(_CASE_FIELDS) + [f"{k}_{n}" for n in structures for k in _PER_STRUCTURE] + \
+        ["foreground_dice", "foreground_volume_error_percent"]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        for fold, evaluation, kind, c in rows:
+            meta = dict(c.get("meta") or {})
+            cells = [fold, evaluation, kind, c["case_id"], c.get("group", ""), meta.get("phase", ""),
+                     json.dumps(meta, sort_keys=True)]
+            for n in structures:
+                cells += [_cell(c.get(k, {}).get(n)) for k in _PER_STRUCTURE]
+            cells += [_cell(c.get("foreground_dice")), _cell(c.get("foreground_volume_error_percent"))]
+            w.writerow(cells)
+    return out
+
+
+def read_fold_cases_csv(path: str | PathLike[str]) -> list[dict[str, Any]]:
+    """The fold evaluations back from :func:`write_fold_cases_csv` (fold ``i`` at index ``i``,
+    its external evaluation under ``"external"``), summarised as
+    :func:`medcnn.train.evaluate.summarise_cases` does: feed them to :func:`summarise_folds`.
+
+    Raises:
+        ConfigError: not such a CSV (missing columns, a fold without test cases).
+    """
+    from medcnn.errors import ConfigError
+    from medcnn.train.evaluate import summarise_cases
+
+    p = Path(path)
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    if header[:len(_CASE_FIELDS)] != list(_CASE_FIELDS):
+        raise ConfigError.expected(f"a per-case cross-validation CSV with columns {', '.join(_CASE_FIELDS)}, ...",
+                                   ", ".join(header[:len(_CASE_FIELDS)]) or "no header", path=p)
+    structures = [h[len("dice_"):] for h in header if h.startswith("dice_")]
+    lv = "lv_blood_pool" if "lv_blood_pool" in structures else (structures[0] if structures else None)
+    rv = "rv_blood_pool" if "rv_blood_pool" in structures else None
+    by: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    kinds: dict[tuple[int, str], set[str]] = {}
+    for r in rows:
+        kinds.setdefault((int(r["fold"]), r["evaluation"]), set()).add(r["kind"])
+        case: dict[str, Any] = {"case_id": r["case_id"], "group": r["patient"], "meta": json.loads(r["meta"] or "{}")}
+        for k in _PER_STRUCTURE:
+            case[k] = {n: float(r[f"{k}_{n}"]) for n in structures if r.get(f"{k}_{n}", "") != ""}
+        for k in ("foreground_dice", "foreground_volume_error_percent"):
+            case[k] = float(r[k]) if r.get(k, "") != "" else None
+        by.setdefault(int(r["fold"]), {}).setdefault(r["evaluation"], []).append(case)
+    out = []
+    for fold in range(max(by) + 1 if by else 0):
+        if not by.get(fold, {}).get("test"):
+            raise ConfigError.expected(f"test cases for every fold 0..{max(by)}", f"none for fold {fold}", path=p)
+        v = summarise_cases(by[fold]["test"], structures=structures, lv=lv, rv=rv)
+        if by[fold].get("external"):
+            v["external"] = summarise_cases(by[fold]["external"], structures=structures, lv=lv, rv=rv)
+            (v["external"]["kind"],) = kinds[(fold, "external")] if len(kinds[(fold, "external")]) == 1 else \
+                ("mixed: " + ", ".join(sorted(kinds[(fold, "external")])),)
+        out.append(v)
+    return out

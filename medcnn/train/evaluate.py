@@ -23,7 +23,7 @@ import numpy as np
 
 from medcnn.train.datasets import Case, unlabelled_slice_mask
 
-__all__ = ["predict_case_labels", "evaluate_bundle"]
+__all__ = ["predict_case_labels", "evaluate_bundle", "summarise_cases"]
 
 
 def predict_case_labels(bundle_path: str | PathLike[str], channels: Sequence[Any], *, device: str = "cpu",
@@ -94,17 +94,29 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
         row["foreground_volume_error_percent"] = (100.0 * abs(row["foreground_volume_ml"] - row["foreground_ref_volume_ml"])
                                                   / row["foreground_ref_volume_ml"]) if fg_t.any() else None
         per_case.append(row)
+    structures = [names.get(k, str(k)) for k in range(1, n_classes)]
+    lv = "lv_blood_pool" if "lv_blood_pool" in labels else names.get(1)  # else the first class: LV-only models
+    return summarise_cases(per_case, structures=structures, lv=lv,
+                           rv="rv_blood_pool" if "rv_blood_pool" in labels else None)
+
+
+def summarise_cases(per_case: Sequence[Mapping[str, Any]], *, structures: Sequence[str], lv: str | None,
+                    rv: str | None = None) -> dict[str, Any]:
+    """The evaluation summary of per-case rows (as :func:`evaluate_bundle` writes them, or as
+    read back from a cross-validation CSV): mean Dice per structure (NaN skipped), mean
+    foreground Dice and volume error (percent), and, for cardiac cases with ED/ES phases,
+    the ejection fraction per patient from the ``lv`` (and ``rv``) blood-pool volumes in mL
+    with the mean absolute EF error in points."""
+    per_case = list(per_case)
     summary: dict[str, Any] = {"n_cases": len(per_case), "cases": per_case, "mean_dice": {}}
-    for k in range(1, n_classes):
-        name = names.get(k, str(k))
+    for name in structures:
         vals = [r["dice"][name] for r in per_case if name in r["dice"] and not math.isnan(r["dice"][name])]
         if vals:
             summary["mean_dice"][name] = float(np.mean(vals))
     fg_errs = [r["foreground_volume_error_percent"] for r in per_case if r["foreground_volume_error_percent"] is not None]
     summary["mean_foreground_dice"] = float(np.mean([r["foreground_dice"] for r in per_case])) if per_case else None
     summary["mean_foreground_volume_error_percent"] = float(np.mean(fg_errs)) if fg_errs else None
-    lv = "lv_blood_pool" if "lv_blood_pool" in labels else names.get(1)  # else the first class: LV-only models
-    for prefix, name in (("", lv), ("rv_", "rv_blood_pool" if "rv_blood_pool" in labels else None)):
+    for prefix, name in (("", lv), ("rv_", rv)):
         ef = _ejection_fractions(per_case, name) if name else []
         if ef:
             summary[f"{prefix}ejection_fraction"] = ef

@@ -34,7 +34,7 @@ from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, p
 from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
 from medcnn.train.losses import masked_dice_ce_loss
 
-__all__ = ["DataConfig", "ExtraDataConfig", "split_cases", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train", "finalise_run",
+__all__ = ["DataConfig", "ExtraDataConfig", "split_cases", "RunSplit", "split_run_cases", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train", "finalise_run",
            "save_checkpoint", "load_checkpoint", "poly_lr", "hardware_description"]
 
 
@@ -47,6 +47,9 @@ class ExtraDataConfig:
 
     dataset: str = field(metadata={"help": "dataset.json / CSV manifest / folder, relative to --data"})
     role: Literal["train", "external"] = "train"
+    reported_as: Literal["external test", "selection"] = field(default="external test", metadata={
+        "help": "role external: the kind its evaluation is reported as; selection when its results shaped the recipe "
+                "(data used to choose a recipe is never an external test)"})
     annotated_classes: Optional[tuple[int, ...]] = field(default=None, metadata={
         "help": "label values its cases annotate (others are not learnt from it); None: all, or per entry"})
     ignore_unlabelled_slices: Optional[bool] = field(default=None, metadata={"help": "None: as data.*"})
@@ -71,7 +74,10 @@ class DataConfig:
     group_pattern: Optional[str] = field(default=None, metadata={
         "help": "regex whose first group is the patient id in the case id (keeps patients in one fold)"})
     n_folds: int = 1
-    fold: int = 0
+    fold: int = field(default=0, metadata={"help": "the test fold: held out, evaluated and reported as `test`"})
+    selection_fold: Optional[int] = field(default=None, metadata={
+        "help": "another fold of the same split held out for model selection (training-time validation, "
+                "checkpoint: best_selection), never trained on and never reported as test; None: no selection split"})
     split_seed: int = 0
     stratify_by: Optional[str] = field(default=None, metadata={
         "help": "dataset entry field whose values every fold holds in proportion (e.g. ACDC's pathology 'group')"})
@@ -124,7 +130,12 @@ class TrainConfig:
     batch_size: int = 2
     max_steps: int = 1000
     steps_per_epoch: int = 50
-    val_every_epochs: int = 2
+    val_every_epochs: int = field(default=2, metadata={"help": (
+        "training-time validation interval (epochs): on the selection split when data.selection_fold is set, "
+        "else on the test fold for the log only (it never chooses the checkpoint)")})
+    checkpoint: Literal["final", "best_selection"] = field(default="final", metadata={"help": (
+        "which weights the bundle holds: final = after max_steps (no selection); best_selection = best "
+        "training-time Dice on the selection split (needs data.selection_fold), never on the test fold")})
     checkpoint_every: int = 100
     fg_fraction: float = field(default=1 / 3, metadata={"help": "share of patches centred on foreground"})
     dice_weight: float = 1.0
@@ -155,6 +166,14 @@ class TrainConfig:
             from medcnn.postprocess import PostprocessSpec
 
             self.postprocess = PostprocessSpec.from_dict(dict(self.postprocess)).to_dict()
+        if self.checkpoint == "best_selection" and self.data.selection_fold is None:
+            raise ConfigError.expected("data.selection_fold set for checkpoint: best_selection (a selection split "
+                                       "separate from the reported test fold)", "no selection_fold",
+                                       hint="use checkpoint: final, or set data.selection_fold")
+        sel = self.data.selection_fold
+        if sel is not None and (self.data.n_folds < 3 or sel == self.data.fold or not 0 <= sel < self.data.n_folds):
+            raise ConfigError.expected(f"data.selection_fold in 0..{self.data.n_folds - 1}, other than data.fold "
+                                       f"({self.data.fold}), with n_folds >= 3", f"{sel} (n_folds {self.data.n_folds})")
         flips = [int(a) for a in self.augment.flip_axes]
         if any(not 0 <= a < sd for a in flips) or len(set(flips)) != len(flips):
             raise ConfigError.expected(f"augment.flip_axes: distinct patch axes among 0..{sd - 1}", str(flips))
@@ -372,16 +391,43 @@ def _resolve_dataset(dataset: str, data_dir: str | os.PathLike[str] | None, conf
     return base / p
 
 
+@dataclass
+class RunSplit:
+    """The cases of one run by purpose: ``train`` (trained on), ``selection`` (training-time
+    validation and checkpoint choice; ``data.selection_fold``), ``test`` (the held-out fold,
+    evaluated and reported) and ``external`` (another dataset, evaluated only). Disjoint."""
+
+    train: list[Case]
+    selection: list[Case]
+    test: list[Case]
+    external: list[Case]
+
+
 def split_cases(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, config_dir: Path | None,
                 *, train_on_external: bool = False) -> tuple[list[Case], list[Case], list[Case]]:
-    """``(train, validation, external)`` cases of the run: the main dataset split by fold
-    (grouped by patient, stratified when ``data.stratify_by`` is set), the ``data.extra``
-    datasets added to training (``role: train``) or kept as the external test set."""
+    """``(train, test, external)`` cases of the run (see :func:`split_run_cases`; the
+    selection cases, if any, are in none of the three)."""
+    s = split_run_cases(cfg, data_dir, config_dir, train_on_external=train_on_external)
+    return s.train, s.test, s.external
+
+
+def split_run_cases(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, config_dir: Path | None,
+                    *, train_on_external: bool = False) -> RunSplit:
+    """The run's cases by purpose: the main dataset split by fold (grouped by patient,
+    stratified when ``data.stratify_by`` is set; ``data.fold`` is the test fold,
+    ``data.selection_fold`` the selection fold), the ``data.extra`` datasets added to training
+    (``role: train``) or kept as the external test set."""
     main_path = _resolve_dataset(cfg.data.dataset, data_dir, config_dir)
     cases = load_cases(main_path, channels=None, group_pattern=cfg.data.group_pattern)
     _check_channels(cases, cfg, main_path)
     train_cases, val_cases = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.fold,
                                          seed=cfg.data.split_seed, stratify_by=cfg.data.stratify_by)
+    selection: list[Case] = []
+    if cfg.data.selection_fold is not None:
+        _, selection = kfold_split(cases, n_folds=cfg.data.n_folds, fold=cfg.data.selection_fold,
+                                   seed=cfg.data.split_seed, stratify_by=cfg.data.stratify_by)
+        chosen = {c.case_id for c in selection}
+        train_cases = [c for c in train_cases if c.case_id not in chosen]
     external: list[Case] = []
     seen = {c.case_id: main_path for c in cases}
     for extra in cfg.data.extra:
@@ -398,7 +444,7 @@ def split_cases(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, confi
                                            f"{c.case_id!r} in {seen[c.case_id]} and {path}", path=path)
             seen[c.case_id] = path
         (train_cases if extra.role == "train" or train_on_external else external).extend(more)
-    return train_cases, val_cases, external
+    return RunSplit(train_cases, selection, val_cases, external)
 
 
 def _check_channels(cases: Sequence[Case], cfg: TrainConfig, path: Path) -> None:
@@ -468,17 +514,23 @@ def train(
     barrier(ctx)
 
     # -- data
-    train_cases, val_cases, external = split_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
-                                                   train_on_external=train_on_external)
+    split = split_run_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
+                            train_on_external=train_on_external)
+    train_cases, sel_cases, val_cases, external = split.train, split.selection, split.test, split.external
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "cache"
     if not cache_dir.is_absolute() and cfg.data.cache_dir and config_dir:
         cache_dir = Path(config_dir) / cache_dir
-    say(f"{cfg.name}: {len(train_cases)} training / {len(val_cases)} validation / {len(external)} external test "
-        f"cases (fold {cfg.data.fold} of {cfg.data.n_folds}); preprocessing into {cache_dir}")
+    say(f"{cfg.name}: {len(train_cases)} training / {len(sel_cases)} selection / {len(val_cases)} test / "
+        f"{len(external)} external test cases (test fold {cfg.data.fold} of {cfg.data.n_folds}; checkpoint: "
+        f"{cfg.checkpoint}); preprocessing into {cache_dir}")
+    # training-time validation: the selection split when there is one, else the test fold for the
+    # log only (it never chooses the exported weights: checkpoint "best_selection" needs a selection split)
+    monitor_cases = sel_cases if sel_cases else val_cases
+    select_on_monitor = cfg.checkpoint == "best_selection"
     # rank 0 fills the cache first, the others then read it
     if ctx.is_main:
         prep_train = prepare_cases(train_cases, cfg, cache_dir, log=say)
-        prep_val = prepare_cases(val_cases, cfg, cache_dir, log=say)
+        prep_val = prepare_cases(monitor_cases, cfg, cache_dir, log=say)
     barrier(ctx)
     if not ctx.is_main:
         prep_train = prepare_cases(train_cases, cfg, cache_dir, log=say)
@@ -523,8 +575,10 @@ def train(
                    mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     run_meta = {"config": to_dict(cfg), "command": command, "hardware": hardware_description(device),
                 "world_size": ctx.world_size, "train_cases": [c.case_id for c in train_cases],
-                "val_cases": [c.case_id for c in val_cases], "external_test_cases": [c.case_id for c in external],
-                "train_on_external": bool(train_on_external)}
+                "val_cases": [c.case_id for c in val_cases], "selection_cases": [c.case_id for c in sel_cases],
+                "external_test_cases": [c.case_id for c in external], "train_on_external": bool(train_on_external),
+                "checkpoint": cfg.checkpoint,
+                "training_time_validation_on": "selection" if sel_cases else ("test (log only)" if val_cases else None)}
     bundle_dir = out / "bundle"
     last_val: float | None = None
     running: list[float] = []
@@ -586,14 +640,15 @@ def train(
                 history.append({"step": step, "val_dice": last_val, "per_class": v["per_class"],
                                 "train_loss": float(np.mean(running[-cfg.steps_per_epoch:]))})
                 say(f"step {step}: train loss {np.mean(running[-cfg.steps_per_epoch:]):.4f}, "
-                    f"val Dice {last_val:.4f} {v['per_class']}")
+                    f"{'selection' if sel_cases else 'test-fold (log only)'} Dice {last_val:.4f} {v['per_class']}")
                 if not math.isnan(last_val) and last_val > best:
                     best = last_val
-                    _compat.save_bundle(unwrap_model(model), bundle_dir, **_bundle_kwargs(cfg, run_meta, step, best,
-                                                                                          history, t_start))
-            elif step == cfg.max_steps:
-                _compat.save_bundle(unwrap_model(model), bundle_dir, **_bundle_kwargs(cfg, run_meta, step, None,
-                                                                                      history, t_start))
+                    if select_on_monitor:
+                        _compat.save_bundle(unwrap_model(model), bundle_dir,
+                                            **_bundle_kwargs(cfg, run_meta, step, best, history, t_start))
+            if step == cfg.max_steps and not (select_on_monitor and (bundle_dir / "bundle.json").exists()):
+                _compat.save_bundle(unwrap_model(model), bundle_dir,  # final step: nothing was selected
+                                    **_bundle_kwargs(cfg, run_meta, step, None, history, t_start))
         if ctx.is_main:
             with csv_path.open("a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=fields).writerow(row)
@@ -614,8 +669,7 @@ def train(
         say(f"{cfg.name}: {step} steps in {wall:.0f} s ({(time.perf_counter() - t_loop) / max(step, 1):.2f} s/step)"
             + (f", best val Dice {best:.4f}" if best >= 0 else ""))
         if step == cfg.max_steps and (bundle_dir / "bundle.json").exists():
-            validation = _finalise_bundle(bundle_dir, cfg, val_cases, external, device=device, train_wall_s=wall,
-                                          say=say)
+            validation = _finalise_bundle(bundle_dir, cfg, split, device=device, train_wall_s=wall, say=say)
     barrier(ctx)
     return TrainResult(out, bundle_dir if (bundle_dir / "bundle.json").exists() else None, step,
                        best if best >= 0 else None, history, wall, validation)
@@ -630,21 +684,26 @@ def finalise_run(cfg: TrainConfig, *, out_dir: str | os.PathLike[str], data_dir:
     The training wall time is read from the run's checkpoint (all segments of a resumed run).
     """
     out = Path(out_dir)
-    _, val_cases, external = split_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
-                                         train_on_external=train_on_external)
+    split = split_run_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
+                            train_on_external=train_on_external)
     state = json.loads((out / "checkpoint" / "state.json").read_text())
-    return _finalise_bundle(out / "bundle", cfg, val_cases, external, device=device,
+    return _finalise_bundle(out / "bundle", cfg, split, device=device,
                             train_wall_s=float(state.get("elapsed_s", float("nan"))),
                             say=log or (lambda s: print(s, file=sys.stderr, flush=True)))
 
 
-def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Case], external: Sequence[Case] = (),
-                     *, device: str, train_wall_s: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Evaluate the exported bundle on the held-out cases (original grids), and on the
-    external test cases when there are any (``validation["external"]``); record the
-    results, the total training wall time and the hardware in its provenance."""
+def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, split: RunSplit, *, device: str, train_wall_s: float,
+                     say: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate the exported bundle on the test fold (original grids; ``validation``, kind
+    ``test``), on the selection split (``validation["selection"]``, kind ``selection``) and on
+    the external test cases (``validation["external"]``, kind ``external test``) when there are
+    any; record the results, which case served which purpose (``provenance["data_use"]``),
+    the total training wall time and the hardware in its provenance."""
     from medcnn.models import load_bundle, update_bundle
+    from medcnn.report.data_use import data_use_record
     from medcnn.train.evaluate import evaluate_bundle
+
+    val_cases, external = split.test, split.external
 
     b = load_bundle(bundle_dir)
     if b.postprocess != cfg.postprocess:  # the config decides (e.g. --evaluate-only after adding a rule)
@@ -659,15 +718,38 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, val_cases: Sequence[Cas
         validation = evaluate_bundle(bundle_dir, val_cases, **opts)
         validation["grid"] = "original image grid (full inference path)"
         validation["held_out_groups"] = sorted({c.group for c in val_cases})
-        say(f"held-out evaluation ({len(val_cases)} cases, {time.perf_counter() - t0:.0f} s): {_summary(validation)}")
+        validation["kind"] = "test"
+        say(f"test-fold evaluation ({len(val_cases)} cases, {time.perf_counter() - t0:.0f} s): {_summary(validation)}")
+    if split.selection:
+        sel = evaluate_bundle(bundle_dir, split.selection, **opts)
+        sel["grid"] = "original image grid (full inference path)"
+        sel["kind"] = "selection"
+        sel["note"] = ("the selection split: it " + ("chose the exported checkpoint" if cfg.checkpoint == "best_selection"
+                       else "was watched during training") + "; optimistic, not a held-out figure")
+        validation["selection"] = sel
+        say(f"selection split ({len(split.selection)} cases): {_summary(sel)}")
+    # a pooled external figure is only as good as its weakest part
+    ext_kind = "selection" if any(e.role == "external" and e.reported_as == "selection" for e in cfg.data.extra) \
+        else "external test"
     if external:
         ext = evaluate_bundle(bundle_dir, external, **opts)
         ext["grid"] = "original image grid (full inference path)"
         ext["groups"] = sorted({c.group for c in external})
+        ext["kind"] = ext_kind
+        if ext_kind == "selection":
+            ext["note"] = "data.extra reported_as: selection (its results shaped the recipe): not an external test"
         validation["external"] = ext
         say(f"external test ({len(external)} cases): {_summary(ext)}")
     prov = load_bundle(bundle_dir).provenance
     prov.setdefault("training", {})["wall_time_s"] = round(train_wall_s, 1)
+    step = prov.get("training", {}).get("step")
+    chosen = (f"best training-time Dice on the selection split (step {step} of {cfg.max_steps})"
+              if cfg.checkpoint == "best_selection" else f"final step {step} (no checkpoint selection)")
+    prov["data_use"] = data_use_record(
+        training=[c.case_id for c in split.train], selection=[c.case_id for c in split.selection],
+        test=[c.case_id for c in val_cases], checkpoint=chosen,
+        **({"external_test": [c.case_id for c in external]} if ext_kind == "external test"
+           else {"recipe_selection": [c.case_id for c in external]}))
     prov["validation"] = _finite_json(json.loads(json.dumps(validation, default=_json_default)))
     update_bundle(bundle_dir, provenance=prov)  # the weights file (and its sha256) stays as exported
     return validation
