@@ -13,6 +13,7 @@ import hashlib
 import json
 import pickle
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ pytest.importorskip("dynamic_network_architectures", reason="dynamic-network-arc
 sitk = pytest.importorskip("SimpleITK")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nnunet_factory import blob_image, make_nnunet_folder, reference_predict  # noqa: E402
+from nnunet_factory import (as_numpy1_checkpoint, blob_image, make_nnunet_folder, pickle_globals,  # noqa: E402
+                            reference_predict, rewrite_globals)
 
 from medcnn.errors import BundleError, ConfigError, UnsafeModelFileError, UnsupportedFormatError  # noqa: E402
 
@@ -300,6 +302,73 @@ def test_refuses_checkpoint_with_objects(tmp_path, capsys):
     with pytest.raises(UnsafeModelFileError, match=r"checkpoint_final.pth.*pathlib"):
         import_model(folder, tmp_path / "x")
     _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
+
+
+class TrainingLog(OrderedDict):
+    """A dict subclass from some module (what a custom trainer might store): not allowed."""
+
+
+class _Call:
+    """Pickles as ``print("not run")``; the fixture then rewrites that GLOBAL to another name."""
+
+    def __reduce__(self):
+        return print, ("not run",)
+
+
+def test_numpy1_checkpoint_imports_and_predicts_like_numpy2(tmp_path):
+    """A checkpoint as nnU-Net wrote it under numpy 1.x (GLOBAL numpy.core.multiarray.scalar
+    in the training log) imports under numpy 2.x with the same weights and predictions."""
+    import shutil
+
+    from medcnn.models.bundle import load_bundle
+    from medcnn.models.importers import import_model
+
+    new = make_nnunet_folder(tmp_path / "np2", dim=3, patch=(16, 16, 16), steps=3)
+    old_root = tmp_path / "np1"
+    shutil.copytree(new.parents[1], old_root)
+    old = old_root / new.relative_to(new.parents[1])
+    ck = old / "fold_0" / "checkpoint_final.pth"
+    as_numpy1_checkpoint(ck)
+    names = {f"{m}.{n}" for m, n in pickle_globals(ck)}
+    assert {"numpy.core.multiarray.scalar", "numpy.dtype"} <= names and not any("numpy._core" in n for n in names)
+    assert ck.read_bytes() != (new / "fold_0" / "checkpoint_final.pth").read_bytes()
+    b_new, b_old = import_model(new, tmp_path / "b_new"), import_model(old, tmp_path / "b_old")
+    assert load_bundle(b_new).sha256 == load_bundle(b_old).sha256
+    assert load_bundle(b_new).spec_sha256 == load_bundle(b_old).spec_sha256
+    files = write_case(tmp_path, shape=(20, 18, 22))
+    p_new, p_old = medcnn_predict(b_new, files, tta=False), medcnn_predict(b_old, files, tta=False)
+    np.testing.assert_array_equal(p_new.labels.array, p_old.labels.array)
+    assert np.bincount(p_new.labels.array.ravel()).size > 1
+
+
+@pytest.mark.parametrize("replace, named", [
+    ((("__builtin__", "print"), ("os", "system")), "os.system"),
+    ((("__builtin__", "print"), ("builtins", "eval")), "builtins.eval"),
+    ((("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar2")), "numpy.core.multiarray.scalar2"),
+    (None, "test_import_nnunet.TrainingLog"),
+])
+def test_refuses_globals_outside_the_allow_list_by_name(tmp_path, capsys, replace, named):
+    """Only the numpy scalar/dtype globals (numpy 1.x or 2.x names) are allowed beyond
+    torch's own list; anything else is refused naming it, from the API and the CLI."""
+    import torch
+
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    ck_path = folder / "fold_0" / "checkpoint_final.pth"
+    ck = torch.load(ck_path, weights_only=False)
+    if replace is None:
+        ck["logging"] = TrainingLog(ck["logging"])
+        torch.save(ck, ck_path)
+    else:
+        if replace[0][0] == "__builtin__":  # protocol 2 names builtins __builtin__
+            ck["logging"]["note"] = _Call()
+            torch.save(ck, ck_path)
+        rewrite_globals(ck_path, dict([replace]))
+    assert named in {f"{m}.{n}" for m, n in pickle_globals(ck_path)}
+    with pytest.raises(UnsafeModelFileError, match=rf"checkpoint_final.pth.*a reference to {named}\b"):
+        import_model(folder, tmp_path / "x")
+    assert named in _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
 
 
 def test_refuses_class_not_on_allow_list(tmp_path, capsys):
