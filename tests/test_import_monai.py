@@ -336,3 +336,60 @@ def test_cli_import_with_set_and_show(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "imported    monai-bundle 'spleen-tiny'" in text and "LICENSE file: 'Apache License 2.0 (test)'" in text
     assert "models/model.pt  sha256 " in text
+
+
+# ---------------------------------------------------------------------------- exact class names
+@pytest.mark.parametrize("net_target, spacing_target", [
+    ("UNet", "Spacingd"),
+    ("monai.networks.nets.UNet", "monai.transforms.Spacingd"),
+    ("monai.networks.nets.unet.UNet", "monai.transforms.spatial.dictionary.Spacingd"),
+])
+def test_class_names_accepted_as_monai_resolves_them(tmp_path, net_target, spacing_target):
+    """Bare names (ConfigParser searches monai's modules) and fully qualified monai paths:
+    MONAI's own ConfigParser builds the very classes medcnn maps them to."""
+    from monai.bundle import ConfigParser
+    from monai.networks.nets import UNet
+    from monai.transforms import Spacingd
+
+    from medcnn.models.importers import import_model
+
+    cfg = copy.deepcopy(SPLEEN)
+    cfg["network_def"]["_target_"] = net_target
+    cfg["preprocessing"]["transforms"][3]["_target_"] = spacing_target
+    parser = ConfigParser(copy.deepcopy(cfg))
+    assert type(parser.get_parsed_content("network_def")) is UNet
+    assert type(parser.get_parsed_content("preprocessing#transforms#3")) is Spacingd
+    net = UNet(**{k: v for k, v in cfg["network_def"].items() if k != "_target_"})
+    bundle = write_bundle(tmp_path, cfg, META, {"model": net.state_dict()})
+    meta = json.loads((import_model(bundle, tmp_path / "out") / "bundle.json").read_text())
+    assert meta["network"]["name"] == "unet" and [o["op"] for o in meta["preprocess"]["monai"]][1] == "spacing"
+
+
+@pytest.mark.parametrize("where, target", [
+    ("network_def", "scripts.net.UNet"),
+    ("network_def", "monai.networks.nets.unet.SegResNet"),
+    ("preprocessing.transforms.3", "my.Spacingd"),
+    ("inferer", "my_inferers.SlidingWindowInferer"),
+    ("postprocessing", "mypkg.Compose"),
+])
+def test_refuses_classes_from_other_modules(tmp_path, capsys, where, target):
+    """A class of the same name from any other module would run other code: one line, exit 2,
+    naming the path and the file; nothing written."""
+    from monai.networks.nets import UNet
+
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    cfg = copy.deepcopy(SPLEEN)
+    node = cfg
+    for p in where.split("."):
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    node["_target_"] = target
+    net = UNet(**{k: v for k, v in SPLEEN["network_def"].items() if k != "_target_"})
+    bundle = write_bundle(tmp_path, cfg, META, {"model": net.state_dict()})
+    with pytest.raises(ConfigError, match=target.replace(".", r"\.")):
+        import_model(bundle, tmp_path / "out")
+    code = main(["models", "import", str(bundle), "--out", str(tmp_path / "out")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and target in err[0] and "inference.json" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -438,3 +438,56 @@ def test_run_report_shows_the_import(tmp_path, capsys):
     assert src["format"] == "nnunet-v2" and src["configuration"] == "3d_fullres"
     assert "imported from nnunet-v2" in (tmp_path / "out" / "report.html").read_text()
     assert set(report["model"]["labels"].values()) == {"background", "class1", "class2"}
+
+
+# ---------------------------------------------------------------------------- exact class names
+@pytest.mark.parametrize("key, value", [
+    ("norm_op", "torch.nn.InstanceNorm3d"),
+    ("norm_op", "torch.nn.modules.instancenorm.InstanceNorm3d"),
+    ("nonlin", "torch.nn.modules.activation.LeakyReLU"),
+    ("conv_op", "torch.nn.Conv3d"),
+    ("network_class_name", "PlainConvUNet"),
+])
+def test_layer_names_accepted_as_nnunet_resolves_them(tmp_path, key, value):
+    """The names nnU-Net writes or resolves (pydoc.locate; a bare network class is searched in
+    dynamic_network_architectures only) give the same network."""
+    import pydoc
+
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from medcnn.models.importers.nnunet import import_nnunet
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    if key == "network_class_name":
+        arch[key] = value
+    else:
+        import torch
+
+        assert pydoc.locate(value) is getattr(torch.nn, value.rsplit(".", 1)[1])
+        arch["arch_kwargs"][key] = value
+    (folder / "plans.json").write_text(json.dumps(plans))
+    spec = import_nnunet(folder)["network"]
+    assert spec["name"] == "plainconvunet" and spec["norm_op"] == "InstanceNorm" and spec["nonlin"] == "LeakyReLU"
+    del PlainConvUNet
+
+
+@pytest.mark.parametrize("key, value", [
+    ("norm_op", "my_lab.layers.InstanceNorm3d"),
+    ("norm_op", "InstanceNorm3d"),
+    ("nonlin", "torch.nn.modules.activation.Tanh"),
+    ("conv_op", "scripts.net.Conv3d"),
+    ("network_class_name", "scripts.net.PlainConvUNet"),
+])
+def test_refuses_layers_from_other_modules(tmp_path, capsys, key, value):
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    (arch if key == "network_class_name" else arch["arch_kwargs"])[key] = value
+    (folder / "plans.json").write_text(json.dumps(plans))
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(ConfigError, match=value.replace(".", r"\.")):
+        import_model(folder, tmp_path / "x")
+    assert value in _cli_refusal(tmp_path, folder, "plans.json", capsys)

@@ -142,13 +142,36 @@ def _expression_note(t: Mapping[str, Any]) -> str:
     return ""
 
 
-def _target(d: Any, where: str, path: Path) -> str:
+def _target(d: Any, where: str, path: Path, *, package: str = "monai.transforms") -> str:
+    """The class name of ``d["_target_"]``, accepted as MONAI's ConfigParser resolves it to
+    MONAI's own class: a bare name (``"UNet"``, ``"Spacingd"``: the parser searches the
+    ``monai`` modules for it) or a fully qualified name in ``monai`` that is the same class
+    as ``<package>.<name>`` (``monai.networks.nets.UNet``, ``monai.networks.nets.unet.UNet``,
+    ``monai.transforms.spatial.dictionary.Spacingd``). Any other module path
+    (``scripts.net.UNet``, ``my.Spacingd``) is refused, naming it: it would run other code."""
+    import importlib
+
     t = d.get("_target_") if isinstance(d, Mapping) else None
     if not isinstance(t, str):
         raise ConfigError.expected(f"a '_target_' class name at {where}", repr(t), path=path)
     if t.startswith("$") or t.startswith("@"):
         raise ConfigError.expected(f"a plain '_target_' class name at {where}", repr(t), path=path)
-    return t.rsplit(".", 1)[-1]
+    if "." not in t:
+        return t
+    module, name = t.rsplit(".", 1)
+    found = None
+    if module == "monai" or module.startswith("monai."):  # only monai's own modules are ever imported
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            found = None
+    expected = getattr(importlib.import_module(package), name, None)
+    if found is None or found is not expected:
+        raise ConfigError.expected(f"a MONAI class at {where}._target_ ({name!r} or {package}.{name} or the module "
+                                   "defining it in monai)", repr(t), path=path,
+                                   hint="medcnn builds only MONAI's own classes; code from other modules is "
+                                        "never imported")
+    return name
 
 
 def _transforms(cfg: Mapping[str, Any], key: str, path: Path) -> list[tuple[str, dict[str, Any], str]]:
@@ -156,6 +179,8 @@ def _transforms(cfg: Mapping[str, Any], key: str, path: Path) -> list[tuple[str,
     if comp is None:
         return []
     if isinstance(comp, Mapping) and "transforms" in comp:
+        if _target(comp, key, path) != "Compose":
+            raise ConfigError.expected(f"'{key}' as a Compose", repr(comp.get("_target_")), path=path)
         items = comp["transforms"]
     elif isinstance(comp, list):
         items = comp
@@ -219,7 +244,7 @@ def _network(cfg, resolve, path: Path) -> dict[str, Any]:
     nd = cfg.get("network_def")
     if nd is None:
         raise ConfigError.expected("'network_def' in the inference config", "none", path=path)
-    name = _target(nd, "network_def", path)
+    name = _target(nd, "network_def", path, package="monai.networks.nets")
     if name.lower() not in NETWORK_NAMES or name.lower() in ("plainconvunet", "residualencoderunet"):
         raise ConfigError.expected(f"a network_def class among UNet, BasicUNet, DynUNet, SegResNet, AttentionUnet, "
                                    "UNETR, SwinUNETR", f"{name!r}", path=path)
@@ -232,7 +257,7 @@ def _inferer(cfg, resolve, path: Path) -> tuple[list[int], float, dict[str, Any]
     inf = cfg.get("inferer")
     if inf is None:
         raise ConfigError.expected("an 'inferer' in the inference config", "none", path=path)
-    name = _target(inf, "inferer", path)
+    name = _target(inf, "inferer", path, package="monai.inferers")
     if name != "SlidingWindowInferer":
         raise ConfigError.expected("inferer SlidingWindowInferer", f"{name}", path=path,
                                    hint="Other inferers (SimpleInferer, SliceInferer) are not mapped yet")

@@ -44,8 +44,36 @@ def is_nnunet_folder(path: Path) -> bool:
     return path.is_dir() and (path / "plans.json").is_file() and (path / "dataset.json").is_file()
 
 
-def _last(name: Any) -> str:
-    return str(name).rsplit(".", 1)[-1] if name is not None else ""
+def _torch_names(cls_name: str) -> set[str]:
+    """The fully qualified names under which ``pydoc.locate`` (what nnU-Net uses for
+    ``_kw_requires_import``) finds ``torch.nn.<cls_name>``: ``torch.nn.X`` and
+    ``torch.nn.modules.<file>.X`` (read from torch itself)."""
+    from torch import nn
+
+    cls = getattr(nn, cls_name)
+    return {f"torch.nn.{cls_name}", f"{cls.__module__}.{cls_name}"}
+
+
+def _layer(value: Any, kind: str, nd: int, path: Path) -> str | None:
+    """The class name (``InstanceNorm3d``, ``LeakyReLU``, ``BasicBlockD``...) of an
+    ``arch_kwargs`` layer, accepted only under the fully qualified names nnU-Net writes
+    and ``pydoc.locate`` resolves to that very class; any other module path (a custom
+    ``my_lab.layers.InstanceNorm3d``) or a bare name is refused, naming it."""
+    if value is None:
+        return None
+    if kind == "block":
+        names = {f"dynamic_network_architectures.building_blocks.residual.{b}": b for b in ("BasicBlockD", "BottleneckD")}
+    else:
+        short = {"conv_op": [f"Conv{nd}d"], "norm_op": [f"InstanceNorm{nd}d", f"BatchNorm{nd}d"],
+                 "dropout_op": [f"Dropout{nd}d", "Dropout"],
+                 "nonlin": ["LeakyReLU", "ReLU", "PReLU", "ELU", "GELU", "SiLU"]}[kind]
+        names = {full: n for n in short for full in _torch_names(n)}
+    if value not in names:
+        raise ConfigError.expected(f"{kind} among {', '.join(sorted(names))} (fully qualified, as nnU-Net writes it)",
+                                   repr(value), path=path,
+                                   hint="Layers from other modules would need their code to run; medcnn builds "
+                                        "only torch's and dynamic-network-architectures' own")
+    return names[value]
 
 
 def _configuration(plans: Mapping[str, Any], name: str, path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -69,8 +97,12 @@ def _network_spec(conf: Mapping[str, Any], in_ch: int, out_ch: int, path: Path) 
     if "architecture" in conf:
         arch = conf["architecture"]
         cls = arch.get("network_class_name")
+        # nnU-Net resolves the name with pydoc.locate, then (bare name) searches only
+        # dynamic_network_architectures.architectures: both give exactly these classes
+        cls = f"dynamic_network_architectures.architectures.unet.{cls}" if cls in _OLD_CLASSES else cls
         if cls not in _CLASSES:
-            raise ConfigError.expected(f"a network class among {', '.join(sorted(_CLASSES))}", repr(cls), path=path,
+            raise ConfigError.expected(f"network_class_name among {', '.join(sorted(_CLASSES))} (or the bare class "
+                                       "name)", repr(arch.get("network_class_name")), path=path,
                                        hint="Only nnU-Net's standard PlainConvUNet / ResidualEncoderUNet are built; "
                                             "custom architectures would need their code to run")
         name = _CLASSES[cls]
@@ -91,16 +123,16 @@ def _network_spec(conf: Mapping[str, Any], in_ch: int, out_ch: int, path: Path) 
               "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{nd}d",
               "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
               "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
-    conv = _last(kw.pop("conv_op", f"Conv{nd}d"))
-    if conv != f"Conv{nd}d":
-        raise ConfigError.expected(f"conv_op Conv{nd}d for a {nd}D patch size", repr(conv), path=path)
+    conv = _layer(kw.pop("conv_op", None), "conv_op", nd, path)
+    if conv is None:
+        raise ConfigError.expected(f"conv_op torch.nn.modules.conv.Conv{nd}d", "null", path=path)
     spec: dict[str, Any] = {"name": name, "spatial_dims": nd, "in_channels": in_ch, "out_channels": out_ch}
     for key in ("norm_op", "dropout_op"):
-        v = _last(kw.pop(key, None))
+        v = _layer(kw.pop(key, None), key, nd, path)
         spec[key] = (re.sub(r"[123]d$", "", v) or None) if v else None
-    spec["nonlin"] = _last(kw.pop("nonlin", None)) or None
+    spec["nonlin"] = _layer(kw.pop("nonlin", None), "nonlin", nd, path)
     if "block" in kw:
-        spec["block"] = _last(kw.pop("block"))
+        spec["block"] = _layer(kw.pop("block"), "block", nd, path)
     spec.update(kw)
     return spec
 
