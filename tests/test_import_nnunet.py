@@ -211,7 +211,8 @@ def test_postprocessing_json_is_nnunets_largest_component_rule(tmp_path):
 
     steps = [{"labels_or_regions": [1, 2]}, {"labels_or_regions": 2}]
     folder = make_nnunet_folder(tmp_path, steps=0, postprocessing=steps)
-    spec = PostprocessSpec.from_dict(import_nnunet(folder)["postprocess"])
+    assert import_nnunet(folder)["postprocess"] is None  # nnUNetv2_predict does not apply it
+    spec = PostprocessSpec.from_dict(import_nnunet(folder, postprocessing=True)["postprocess"])
     rng = np.random.default_rng(1)
     seg = (rng.random((20, 18, 16)) > 0.93).astype(np.uint8) * rng.integers(1, 3, (20, 18, 16)).astype(np.uint8)
     seg[3:9, 3:9, 3:9] = 1

@@ -299,7 +299,7 @@ def run_batch(
     scheduler: Any = None,
     device: str = "auto",
     precision: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     deterministic: bool = False,
     include_identifiers: bool = False,
     include_paths: bool = False,
@@ -351,7 +351,8 @@ def run_batch(
         model=str(Path(info.path).resolve()), model_name=info.name, model_sha256=info.sha256,
         model_spec_sha256=info.spec_sha256,
         labels=dict(info.labels), out=str(Path(out).resolve()), mode=resolve_mode(mode, info.task),
-        device=str(device), precision=str(precision), tta=bool(tta), deterministic=bool(deterministic),
+        device=str(device), precision=str(precision), tta=None if tta is None else bool(tta),
+        deterministic=bool(deterministic),
         include_identifiers=bool(include_identifiers), include_paths=bool(include_paths), resume=bool(resume),
         figures=bool(figures), dicom=bool(dicom))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model

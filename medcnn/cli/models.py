@@ -42,6 +42,9 @@ def register(sub) -> None:
     ip.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="MONAI: replace a config value (e.g. a $ expression) by a JSON value, by dotted key; "
                          "repeatable")
+    ip.add_argument("--nnunet-postprocessing", action="store_true",
+                    help="nnU-Net: also apply crossval_results_folds_*/postprocessing.json (what "
+                         "nnUNetv2_apply_postprocessing does; nnUNetv2_predict, reproduced by default, does not)")
     ip.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     ip.set_defaults(func=run)
 
@@ -178,7 +181,8 @@ def _import(args: argparse.Namespace) -> int:
 
     folds = [f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None
     path = import_model(args.source, args.out, name=args.name, folds=folds,
-                        overrides=_parse_overrides(args.overrides), overwrite=args.overwrite)
+                        overrides=_parse_overrides(args.overrides), overwrite=args.overwrite,
+                        nnunet_postprocessing=args.nnunet_postprocessing)
     from medcnn.batch.bundles import bundle_info
 
     info = bundle_info(str(path))

@@ -54,6 +54,7 @@ def import_model(
     folds: Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    nnunet_postprocessing: bool = False,
 ) -> Path:
     """Import ``source`` into a medcnn bundle at ``out`` (folder, or ``*.medcnn`` archive).
 
@@ -66,12 +67,14 @@ def import_model(
         overrides: MONAI only: config values replacing ``$`` expressions or others, by
             dotted key (e.g. ``{"network_def.in_channels": 1}``).
         overwrite: replace an existing bundle at ``out``.
+        nnunet_postprocessing: nnU-Net only: also apply the folder's
+            ``crossval_results_folds_*/postprocessing.json`` (``nnUNetv2_predict`` does not).
 
     Returns:
         The bundle path. Nothing is written when the source is refused.
     """
     from medcnn import __version__
-    from medcnn.errors import BundleError
+    from medcnn.errors import BundleError, ConfigError
     from medcnn.models.bundle import save_bundle
 
     dest = Path(out)
@@ -79,10 +82,15 @@ def import_model(
         raise BundleError.expected("a new bundle path", "an existing file or folder", path=dest,
                                    hint="Pass --overwrite to replace it")
     fmt = detect_format(source)
+    if fmt != "nnunet-v2" and nnunet_postprocessing:
+        raise ConfigError.expected("an nnU-Net result folder with --nnunet-postprocessing", f"a {fmt}", path=source)
+    if fmt == "nnunet-v2" and overrides:
+        raise ConfigError.expected("--set KEY=VALUE with a MONAI bundle only", f"an nnU-Net folder and --set "
+                                   f"{next(iter(overrides))}", path=source)
     if fmt == "nnunet-v2":
         from medcnn.models.importers.nnunet import import_nnunet
 
-        kw = import_nnunet(Path(source), folds=folds)
+        kw = import_nnunet(Path(source), folds=folds, postprocessing=nnunet_postprocessing)
     else:
         from medcnn.models.importers.monai_bundle import import_monai_bundle
 
