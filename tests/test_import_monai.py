@@ -393,3 +393,103 @@ def test_refuses_classes_from_other_modules(tmp_path, capsys, where, target):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code == 2 and len(err) == 1 and target in err[0] and "inference.json" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- MONAI's defaults
+def _edge_touching_ct(tmp_path: Path) -> str:
+    """Air (-1000 HU: 0 after ScaleIntensityRanged) around a body that touches the first
+    and last voxels of axis 0, so a margin reaches outside the image there."""
+    img, _ = blobs((30, 27, 19), seed=11)
+    img[:, :4] = -1000.0
+    img[:, 22:] = -1000.0
+    img[:, :, :3] = -1000.0
+    return write_nifti(tmp_path / "edge.nii.gz", img, (1.1, 0.9, 2.6))
+
+
+@pytest.mark.parametrize("allow_smaller", [True, False, None])
+def test_crop_foreground_parity_with_monai_at_the_image_edge(tmp_path, allow_smaller):
+    """CropForegroundd (margin 3) on foreground touching the image edge: MONAI's own transform
+    (via ConfigParser) pads the box outside the image unless allow_smaller (default False in
+    MONAI >= 1.5); medcnn's model-grid array, its grid, and the final labels equal MONAI's."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from medcnn.io import read_volume
+    from medcnn.models.importers import import_model
+    from medcnn.preprocess import Preprocessor, PreprocessSpec
+
+    bundle = spleen_bundle(tmp_path)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    crop = {"_target_": "CropForegroundd", "keys": "@image_key", "source_key": "@image_key", "margin": 3}
+    if allow_smaller is not None:
+        crop["allow_smaller"] = allow_smaller
+    cfg["preprocessing"]["transforms"].insert(5, crop)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    f = _edge_touching_ct(tmp_path)
+
+    parser = ConfigParser(copy.deepcopy(cfg))
+    ref = parser.get_parsed_content("preprocessing")({"image": f})["image"]  # MONAI's (1, X, Y, Z) MetaTensor
+    out = import_model(bundle, tmp_path / "imported")
+    meta = json.loads((out / "bundle.json").read_text())
+    op = meta["preprocess"]["monai"][3]
+    assert op["op"] == "crop_foreground" and op["allow_smaller"] is (allow_smaller is True)
+    x, record = Preprocessor(PreprocessSpec.from_dict(meta["preprocess"])).forward(read_volume(f))
+    uncropped = Preprocessor(PreprocessSpec.from_dict({**meta["preprocess"], "monai": meta["preprocess"]["monai"][:3]}))
+    full = uncropped.forward(read_volume(f))[0]
+    assert x.shape == tuple(ref.shape), (x.shape, tuple(ref.shape))
+    np.testing.assert_allclose(x, np.asarray(ref), atol=1e-4)
+    np.testing.assert_allclose(record.model_geometry.affine, np.asarray(ref.affine), atol=1e-4)
+    padded = x.shape[1] > full.shape[1]
+    assert padded is (allow_smaller is not True), "the box must leave the image on axis 0 in this test"
+    if allow_smaller is None:
+        assert any("allow_smaller" in d for d in meta["provenance"]["imported_from"]["deviations"])
+
+    ref_labels = np.asarray(monai_reference(bundle, f, tmp_path / "eval"))[0].astype(np.uint8)
+    from medcnn.inference import Segmenter
+
+    got = Segmenter.from_bundle(out, device="cpu", precision="fp32").predict(read_volume(f)).labels.array
+    assert got.shape == ref_labels.shape
+    assert float((got == ref_labels).mean()) >= 0.999 and (ref_labels == 1).sum() > 100
+    del torch
+
+
+def test_transforms_not_on_the_image_key_are_skipped_and_crop_source_is_checked(tmp_path, capsys):
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    bundle = spleen_bundle(tmp_path)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg["preprocessing"]["transforms"].insert(5, {"_target_": "CropForegroundd", "keys": "label",
+                                                  "source_key": "label"})
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    meta = json.loads((import_model(bundle, tmp_path / "a") / "bundle.json").read_text())
+    assert [o["op"] for o in meta["preprocess"]["monai"]] == ["orientation", "spacing", "scale_range"]
+    assert any("keys ['label']" in d for d in meta["provenance"]["imported_from"]["deviations"])
+    cfg["preprocessing"]["transforms"][5]["keys"] = ["image", "label"]
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["models", "import", str(bundle), "--out", str(tmp_path / "b")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "source_key" in err[0] and "'label'" in err[0]
+
+
+@pytest.mark.parametrize("item, named", [
+    ("inferer.nonexistent.x=1", "inferer.nonexistent.x"),
+    ("preprocessing.transforms.99=null", "preprocessing.transforms.99"),
+    ("preprocessing.transforms.x=null", "preprocessing.transforms.x"),
+    ("inferer.roi_size.0.1=3", "inferer.roi_size.0.1"),
+    ("nope=1", "nope"),
+    ('inferer.overlap="abc"', "inferer.overlap"),
+    ("network_def.channels=5", "network_def"),
+    ("preprocessing.transforms.3.pixdim=[1, 2]", "pixdim"),
+    ("noequals", "noequals"),
+])
+def test_set_errors_are_one_line_naming_the_key(tmp_path, capsys, item, named):
+    from medcnn.cli import main
+
+    bundle = spleen_bundle(tmp_path)
+    capsys.readouterr()
+    code = main(["models", "import", str(bundle), "--out", str(tmp_path / "out"), "--set", item])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and named in err[0] and "internal error" not in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -58,20 +58,23 @@ def write_case(tmp: Path, *, shape=(30, 28, 33), spacing=(1.2, 0.9, 1.1), n_clas
     return files
 
 
-def medcnn_predict(bundle: Path, files: list[str], *, tta: bool):
+def medcnn_predict(bundle: Path, files: list[str], *, tta: bool | None):
+    """``tta=None``: no TTA option at all (the imported bundle's default)."""
     from medcnn.inference import Segmenter
     from medcnn.io import read_volume
 
-    seg = Segmenter.from_bundle(bundle, device="cpu", precision="fp32", tta_axes="trained" if tta else ())
+    opts = {} if tta is None else {"tta_axes": "trained" if tta else ()}
+    seg = Segmenter.from_bundle(bundle, device="cpu", precision="fp32", **opts)
     vols = [read_volume(f) for f in files]
     return seg.predict(vols if len(vols) > 1 else vols[0])
 
 
-def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool, min_equal: float = 0.999):
+def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool | None, min_equal: float = 0.999):
+    """``tta=None``: both at their defaults (nnUNetPredictor mirrors, medcnn gets no option)."""
     from medcnn.io import write_volume
     from medcnn.models.importers import import_model
 
-    ref = reference_predict(folder, files, folds, use_mirroring=tta)  # SimpleITK order (z, y, x)
+    ref = reference_predict(folder, files, folds, use_mirroring=tta is None or tta)  # SimpleITK order (z, y, x)
     bundle = import_model(folder, tmp / "bundle", folds=[str(f) for f in folds])
     pred = medcnn_predict(bundle, files, tta=tta)
     out = write_volume(pred.labels, tmp / "medcnn_seg.nii.gz")
@@ -95,10 +98,15 @@ def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool,
 
 # ---------------------------------------------------------------------------- parity
 @pytest.mark.slow
-def test_parity_3d_fullres_isotropic_mirroring(tmp_path):
+def test_parity_3d_fullres_isotropic_mirroring_at_defaults(tmp_path):
+    """nnUNetPredictor at its defaults (mirroring on) and medcnn with no TTA option at all."""
     _needs_nnunet()
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    import inspect
+
+    assert inspect.signature(nnUNetPredictor).parameters["use_mirroring"].default is True
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), spacing=(1.0, 1.0, 1.0), mirror=(0, 1, 2))
-    equal, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=True)
+    equal, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=None)
     assert pred.info["tta_axes"] == [0, 1, 2] and pred.info["window_placement"] == "nnunet"
     assert "resample" in pred.info["preprocess_steps"]
 
@@ -132,8 +140,8 @@ def test_parity_anisotropic_separate_z(tmp_path):
 def test_parity_2d(tmp_path):
     _needs_nnunet()
     folder = make_nnunet_folder(tmp_path, dim=2, patch=(24, 24), spacing=(0.8, 0.9), mirror=(0, 1))
-    _, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=True)
-    assert pred.info["slice_axis"] == 0
+    _, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=None)
+    assert pred.info["slice_axis"] == 0 and pred.info["tta_axes"] == [0, 1]
 
 
 @pytest.mark.slow
@@ -439,6 +447,7 @@ def test_run_report_shows_the_import(tmp_path, capsys):
     assert src["format"] == "nnunet-v2" and src["configuration"] == "3d_fullres"
     assert "imported from nnunet-v2" in (tmp_path / "out" / "report.html").read_text()
     assert set(report["model"]["labels"].values()) == {"background", "class1", "class2"}
+    assert any("float16" in d for d in src["deviations"]) and src["reproduces"].startswith("nnUNetv2_predict")
 
 
 # ---------------------------------------------------------------------------- exact class names
@@ -492,3 +501,59 @@ def test_refuses_layers_from_other_modules(tmp_path, capsys, key, value):
     with pytest.raises(ConfigError, match=value.replace(".", r"\.")):
         import_model(folder, tmp_path / "x")
     assert value in _cli_refusal(tmp_path, folder, "plans.json", capsys)
+
+
+# ---------------------------------------------------------------------------- nnUNetv2_predict's defaults
+def test_segment_cli_mirrors_by_default_like_nnunetv2_predict(tmp_path, capsys):
+    """No flag: mirroring over the trainer's axes, labels equal to nnUNetPredictor's default
+    run; --no-tta: none (nnUNetv2_predict --disable_tta); a model trained without mirroring
+    runs without, and no warning."""
+    _needs_nnunet()
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=8, mirror=(0, 2))
+    bundle = import_model(folder, tmp_path / "bundle")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["inference"]["tta_axes"] == "trained" and meta["mirror_axes"] == [0, 2]
+    files = write_case(tmp_path, shape=(20, 18, 22))
+    runs = {}
+    for flags in ([], ["--no-tta"]):
+        out = tmp_path / ("out" + "".join(flags))
+        assert main(["segment", files[0], "--model", str(bundle), "--out", str(out), "--device", "cpu",
+                     "--precision", "fp32", *flags]) == 0, capsys.readouterr().err
+        prov = json.loads((out / "segment_provenance.json").read_text())
+        runs[tuple(flags)] = (prov, sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*_labels.nii.gz"))))))
+    assert runs[()][0]["cases"][0]["tta_axes"] == [0, 2]
+    assert runs[("--no-tta",)][0]["cases"][0]["tta_axes"] == []
+    ref_on = reference_predict(folder, files, (0,), use_mirroring=True)
+    ref_off = reference_predict(folder, files, (0,), use_mirroring=False)
+    assert (runs[()][1] == ref_on).mean() >= 0.999 and (runs[("--no-tta",)][1] == ref_off).mean() >= 0.999
+    assert (ref_on != ref_off).any(), "mirroring changes nothing here: the test could not tell them apart"
+
+    plain = make_nnunet_folder(tmp_path / "nomirror", dim=3, patch=(16, 16, 16), steps=0, mirror=None)
+    meta = json.loads((import_model(plain, tmp_path / "b2") / "bundle.json").read_text())
+    assert "tta_axes" not in meta["inference"] and meta["mirror_axes"] == []
+
+
+def test_postprocessing_json_only_when_asked(tmp_path, capsys):
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0,
+                                postprocessing=[{"labels_or_regions": [1, 2]}])
+    default = json.loads((import_model(folder, tmp_path / "a") / "bundle.json").read_text())
+    src = default["provenance"]["imported_from"]
+    assert default["postprocess"] is None and src["postprocessing"] is None
+    assert src["postprocessing_not_applied"] == "crossval_results_folds_0/postprocessing.json"
+    assert main(["models", "import", str(folder), "--out", str(tmp_path / "b"), "--nnunet-postprocessing"]) == 0
+    asked = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert asked["postprocess"]["keep_largest_groups"] == [[1, 2]]
+    assert any("nnUNetv2_apply_postprocessing" in d for d in asked["provenance"]["imported_from"]["deviations"])
+    assert asked["provenance"]["imported_from"]["files_sha256"]["crossval_results_folds_0/postprocessing.json"]
+    # asked for, but the folder has none: refused, one line
+    bare = make_nnunet_folder(tmp_path / "bare", dim=3, patch=(16, 16, 16), steps=0)
+    capsys.readouterr()
+    assert main(["models", "import", str(bare), "--out", str(tmp_path / "c"), "--nnunet-postprocessing"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "postprocessing.json" in err[0] and not (tmp_path / "c").exists()

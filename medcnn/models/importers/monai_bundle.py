@@ -404,14 +404,15 @@ def _names(meta: Mapping[str, Any], io: str, key: str) -> dict[int, str]:
 
 
 @contextmanager
-def _named_errors(resolve: _Resolver) -> Iterator[None]:
+def _named_errors(resolve: _Resolver, *, key: str | None = None) -> Iterator[None]:
     """Every failure while mapping the config is one :class:`ConfigError` naming the file
-    and, for a value of the wrong type (often from ``--set``), the key read last."""
+    and, for a value of the wrong type (often from ``--set``), the key read last (or ``key``)."""
     try:
         yield
     except MedcnnError as exc:
-        if exc.path is None:
-            raise ConfigError(f"{resolve.path}: {exc}", path=resolve.path) from None
+        if exc.path is None or key is not None:
+            text = str(exc) if exc.path is not None else f"{resolve.path}: {exc}"
+            raise type(exc)(text + (f" (config key {key})" if key else ""), path=resolve.path) from None
         raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
         raise ConfigError.expected(f"a value of the type MONAI expects at {resolve.last_read}",
@@ -455,7 +456,7 @@ def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any]) -> dict[s
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError.expected("a state dict of tensors (plain or under 'model')", type(state).__name__, path=wpath)
     resolve.last_read = "network_def"
-    with _named_errors(resolve):
+    with _named_errors(resolve, key="network_def"):
         reference = build_network(spec, where=str(cpath)).state_dict()
     check_state_matches(state, reference, path=wpath, what=f"{cpath.name} network_def")
     n_in, k = int(spec["in_channels"]), int(spec["out_channels"])
