@@ -109,6 +109,7 @@ def _entry(info, verify: bool) -> dict[str, Any]:
          "network": (info.json.get("network") or {}).get("name"),
          "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm"),
          "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess")),
+         "tta_default": (info.json.get("inference") or {}).get("tta_axes", "none"),
          "imported_from": (info.json.get("provenance") or {}).get("imported_from")}
     prov = info.json.get("provenance") or {}
     if prov.get("licence"):
@@ -128,7 +129,8 @@ def _print(d: Mapping[str, Any]) -> None:
     print(f"  channels    {', '.join(d['channels'])}")
     print(f"  network     {d['network']}, roi {d['roi_size']}, target spacing {d['target_spacing_mm']} mm")
     mirror = d.get("mirror_axes")
-    print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}")
+    print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}"
+          + ("; mirrored by default (--no-tta: off)" if d.get("tta_default") == "trained" else ""))
     print(f"  postprocess {d.get('postprocess') or 'none'}")
     print(f"  validation  {format_validation(d['validation'])}")
     cv = d.get("cross_validation")
@@ -155,6 +157,8 @@ def _print(d: Mapping[str, Any]) -> None:
             print(f"  licence     {text}")
         elif lic:
             print(f"  licence     {lic}")
+        for dev in src.get("deviations") or []:
+            print(f"  deviation   {dev}")
         for fname, sha in sorted((src.get("files_sha256") or {}).items()):
             print(f"  source file {fname}  sha256 {sha}")
     print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
