@@ -449,7 +449,10 @@ def test_crop_foreground_parity_with_monai_at_the_image_edge(tmp_path, allow_sma
 
     got = Segmenter.from_bundle(out, device="cpu", precision="fp32").predict(read_volume(f)).labels.array
     assert got.shape == ref_labels.shape
-    assert float((got == ref_labels).mean()) >= 0.999 and (ref_labels == 1).sum() > 100
+    equal = float((got == ref_labels).mean())
+    print(f"\ncrop_foreground allow_smaller={allow_smaller}: model grid {x.shape[1:]} (uncropped {full.shape[1:]}), "
+          f"{equal:.6f} of {got.size} voxels equal MONAI's")
+    assert equal >= 0.999 and (ref_labels == 1).sum() > 100
     del torch
 
 

@@ -141,7 +141,7 @@ def test_parity_2d(tmp_path):
     _needs_nnunet()
     folder = make_nnunet_folder(tmp_path, dim=2, patch=(24, 24), spacing=(0.8, 0.9), mirror=(0, 1))
     _, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=None)
-    assert pred.info["slice_axis"] == 0 and pred.info["tta_axes"] == [0, 1]
+    assert pred.info["slice_axis"] == 0 and pred.info["tta_axes"] == [1, 2]  # model-grid axes of the 2D window axes
 
 
 @pytest.mark.slow
