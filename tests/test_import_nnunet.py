@@ -557,3 +557,20 @@ def test_postprocessing_json_only_when_asked(tmp_path, capsys):
     assert main(["models", "import", str(bare), "--out", str(tmp_path / "c"), "--nnunet-postprocessing"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "postprocessing.json" in err[0] and not (tmp_path / "c").exists()
+
+
+def test_torch_without_safe_globals_is_one_line_not_attribute_error(tmp_path, capsys, monkeypatch):
+    """torch < 2.5 has no torch.serialization.safe_globals (and < 2.6 no (object, name)
+    pairs): below pyproject's floor the import stops with one line naming the version."""
+    import torch
+
+    from medcnn.cli import main
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    capsys.readouterr()
+    assert main(["models", "import", str(folder), "--out", str(tmp_path / "x")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "torch >= 2.6" in err[0] and torch.__version__ in err[0]
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"torch>=2.6"' in pyproject
