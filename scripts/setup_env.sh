@@ -22,7 +22,7 @@ elif [ -n "${MEDCNN_TORCH:-}" ]; then
   "$VPY" -m pip install -q "${MEDCNN_TORCH}"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found; installing the default (CUDA) torch build from PyPI"
-  "$VPY" -m pip install -q "torch>=2.3"
+  "$VPY" -m pip install -q "torch>=2.6"
 else
   echo "setup: no NVIDIA GPU; installing the CPU build $TORCH_CPU"
   "$VPY" -m pip install -q "$TORCH_CPU" 2>/dev/null \

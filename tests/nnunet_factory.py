@@ -214,7 +214,8 @@ def make_nnunet_folder(
                       steps=steps, region_sets=None if region_labels is None else list(region_labels.values()))
         ck = {"network_weights": net.state_dict(), "optimizer_state": None, "grad_scaler_state": None,
               "logging": {"mean_fg_dice": [np.float64(0.5), np.float64(0.6)], "ema_fg_dice": [np.float64(0.55)],
-                          "train_losses": [np.float64(0.4)], "epoch_start_timestamps": [1.0, 2.0]},
+                          "train_losses": [np.float64(0.4)], "epoch_start_timestamps": [1.0, 2.0],
+                          "dice_per_class_or_region": [[np.float32(0.4), np.float32(0.7)]]},
               "_best_ema": np.float64(0.6), "current_epoch": 2,
               "init_args": {"plans": plans, "configuration": configuration, "fold": f, "dataset_json": dataset,
                             "device": torch.device("cpu")},
@@ -229,6 +230,53 @@ def make_nnunet_folder(
             "input_folder": "x", "postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"] *
             len(postprocessing), "postprocessing_kwargs": postprocessing}))
     return folder
+
+
+#: numpy 2.x module names → the names numpy 1.x wrote for the same objects
+NUMPY1_NAMES = {("numpy._core.multiarray", "scalar"): ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "_reconstruct"): ("numpy.core.multiarray", "_reconstruct")}
+
+
+def pickle_globals(checkpoint: Path) -> list[tuple[str, str]]:
+    """(module, name) of every GLOBAL opcode in a torch zip checkpoint's ``data.pkl``, read
+    with pickletools (nothing is unpickled)."""
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(checkpoint) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    return [tuple(str(arg).split(" ", 1)) for op, arg, _pos in pickletools.genops(data) if op.name == "GLOBAL"]
+
+
+def rewrite_globals(checkpoint: Path, names: dict[tuple[str, str], tuple[str, str]]) -> None:
+    """Rewrite GLOBAL opcodes (``c<module>\\n<name>\\n``, what ``torch.save``'s protocol 2
+    writes) in the checkpoint's ``data.pkl``, in place, keeping torch's zip layout: the way
+    to get the bytes another numpy (or an attacker) would have written, without mocking the
+    loader. Every ``names`` key must occur."""
+    import zipfile
+
+    src = Path(checkpoint)
+    tmp = src.with_suffix(".rewriting")
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zo:
+        for info in zi.infolist():
+            data = zi.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                for (m, n), (m2, n2) in names.items():
+                    old, new = f"c{m}\n{n}\n".encode(), f"c{m2}\n{n2}\n".encode()
+                    if old not in data:
+                        raise AssertionError(f"no GLOBAL {m}.{n} in {src}")
+                    data = data.replace(old, new)
+            zo.writestr(info, data)
+    tmp.replace(src)
+
+
+def as_numpy1_checkpoint(checkpoint: Path) -> None:
+    """Make a checkpoint saved under numpy 2.x read as one saved under numpy 1.x did
+    (``numpy.core.multiarray.scalar`` / ``_reconstruct``; ``numpy.dtype`` is the same in both)."""
+    present = set(pickle_globals(checkpoint))
+    rewrite_globals(checkpoint, {k: v for k, v in NUMPY1_NAMES.items() if k in present})
+    after = pickle_globals(checkpoint)
+    assert ("numpy.core.multiarray", "scalar") in after and not any(m == "numpy._core.multiarray" for m, _ in after)
 
 
 def reference_predictor(folder: Path, folds: Sequence[int], *, use_mirroring: bool):

@@ -345,3 +345,163 @@ def test_cli_import_with_set_and_show(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "imported    monai-bundle 'spleen-tiny'" in text and "LICENSE file: 'Apache License 2.0 (test)'" in text
     assert "models/model.pt  sha256 " in text
+
+
+# ---------------------------------------------------------------------------- exact class names
+@pytest.mark.parametrize("net_target, spacing_target", [
+    ("UNet", "Spacingd"),
+    ("monai.networks.nets.UNet", "monai.transforms.Spacingd"),
+    ("monai.networks.nets.unet.UNet", "monai.transforms.spatial.dictionary.Spacingd"),
+])
+def test_class_names_accepted_as_monai_resolves_them(tmp_path, net_target, spacing_target):
+    """Bare names (ConfigParser searches monai's modules) and fully qualified monai paths:
+    MONAI's own ConfigParser builds the very classes medcnn maps them to."""
+    from monai.bundle import ConfigParser
+    from monai.networks.nets import UNet
+    from monai.transforms import Spacingd
+
+    from medcnn.models.importers import import_model
+
+    cfg = copy.deepcopy(SPLEEN)
+    cfg["network_def"]["_target_"] = net_target
+    cfg["preprocessing"]["transforms"][3]["_target_"] = spacing_target
+    parser = ConfigParser(copy.deepcopy(cfg))
+    assert type(parser.get_parsed_content("network_def")) is UNet
+    assert type(parser.get_parsed_content("preprocessing#transforms#3")) is Spacingd
+    net = UNet(**{k: v for k, v in cfg["network_def"].items() if k != "_target_"})
+    bundle = write_bundle(tmp_path, cfg, META, {"model": net.state_dict()})
+    meta = json.loads((import_model(bundle, tmp_path / "out") / "bundle.json").read_text())
+    assert meta["network"]["name"] == "unet" and [o["op"] for o in meta["preprocess"]["monai"]][1] == "spacing"
+
+
+@pytest.mark.parametrize("where, target", [
+    ("network_def", "scripts.net.UNet"),
+    ("network_def", "monai.networks.nets.unet.SegResNet"),
+    ("preprocessing.transforms.3", "my.Spacingd"),
+    ("inferer", "my_inferers.SlidingWindowInferer"),
+    ("postprocessing", "mypkg.Compose"),
+])
+def test_refuses_classes_from_other_modules(tmp_path, capsys, where, target):
+    """A class of the same name from any other module would run other code: one line, exit 2,
+    naming the path and the file; nothing written."""
+    from monai.networks.nets import UNet
+
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    cfg = copy.deepcopy(SPLEEN)
+    node = cfg
+    for p in where.split("."):
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    node["_target_"] = target
+    net = UNet(**{k: v for k, v in SPLEEN["network_def"].items() if k != "_target_"})
+    bundle = write_bundle(tmp_path, cfg, META, {"model": net.state_dict()})
+    with pytest.raises(ConfigError, match=target.replace(".", r"\.")):
+        import_model(bundle, tmp_path / "out")
+    code = main(["models", "import", str(bundle), "--out", str(tmp_path / "out")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and target in err[0] and "inference.json" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- MONAI's defaults
+def _edge_touching_ct(tmp_path: Path) -> str:
+    """Air (-1000 HU: 0 after ScaleIntensityRanged) around a body that touches the first
+    and last voxels of axis 0, so a margin reaches outside the image there."""
+    img, _ = blobs((30, 27, 19), seed=11)
+    img[:, :4] = -1000.0
+    img[:, 22:] = -1000.0
+    img[:, :, :3] = -1000.0
+    return write_nifti(tmp_path / "edge.nii.gz", img, (1.1, 0.9, 2.6))
+
+
+@pytest.mark.parametrize("allow_smaller", [True, False, None])
+def test_crop_foreground_parity_with_monai_at_the_image_edge(tmp_path, allow_smaller):
+    """CropForegroundd (margin 3) on foreground touching the image edge: MONAI's own transform
+    (via ConfigParser) pads the box outside the image unless allow_smaller (default False in
+    MONAI >= 1.5); medcnn's model-grid array, its grid, and the final labels equal MONAI's."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from medcnn.io import read_volume
+    from medcnn.models.importers import import_model
+    from medcnn.preprocess import Preprocessor, PreprocessSpec
+
+    bundle = spleen_bundle(tmp_path)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    crop = {"_target_": "CropForegroundd", "keys": "@image_key", "source_key": "@image_key", "margin": 3}
+    if allow_smaller is not None:
+        crop["allow_smaller"] = allow_smaller
+    cfg["preprocessing"]["transforms"].insert(5, crop)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    f = _edge_touching_ct(tmp_path)
+
+    parser = ConfigParser(copy.deepcopy(cfg))
+    ref = parser.get_parsed_content("preprocessing")({"image": f})["image"]  # MONAI's (1, X, Y, Z) MetaTensor
+    out = import_model(bundle, tmp_path / "imported")
+    meta = json.loads((out / "bundle.json").read_text())
+    op = meta["preprocess"]["monai"][3]
+    assert op["op"] == "crop_foreground" and op["allow_smaller"] is (allow_smaller is True)
+    x, record = Preprocessor(PreprocessSpec.from_dict(meta["preprocess"])).forward(read_volume(f))
+    uncropped = Preprocessor(PreprocessSpec.from_dict({**meta["preprocess"], "monai": meta["preprocess"]["monai"][:3]}))
+    full = uncropped.forward(read_volume(f))[0]
+    assert x.shape == tuple(ref.shape), (x.shape, tuple(ref.shape))
+    np.testing.assert_allclose(x, np.asarray(ref), atol=1e-4)
+    np.testing.assert_allclose(record.model_geometry.affine, np.asarray(ref.affine), atol=1e-4)
+    padded = x.shape[1] > full.shape[1]
+    assert padded is (allow_smaller is not True), "the box must leave the image on axis 0 in this test"
+    if allow_smaller is None:
+        assert any("allow_smaller" in d for d in meta["provenance"]["imported_from"]["deviations"])
+
+    ref_labels = np.asarray(monai_reference(bundle, f, tmp_path / "eval"))[0].astype(np.uint8)
+    from medcnn.inference import Segmenter
+
+    got = Segmenter.from_bundle(out, device="cpu", precision="fp32").predict(read_volume(f)).labels.array
+    assert got.shape == ref_labels.shape
+    equal = float((got == ref_labels).mean())
+    print(f"\ncrop_foreground allow_smaller={allow_smaller}: model grid {x.shape[1:]} (uncropped {full.shape[1:]}), "
+          f"{equal:.6f} of {got.size} voxels equal MONAI's")
+    assert equal >= 0.999 and (ref_labels == 1).sum() > 100
+    del torch
+
+
+def test_transforms_not_on_the_image_key_are_skipped_and_crop_source_is_checked(tmp_path, capsys):
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    bundle = spleen_bundle(tmp_path)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg["preprocessing"]["transforms"].insert(5, {"_target_": "CropForegroundd", "keys": "label",
+                                                  "source_key": "label"})
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    meta = json.loads((import_model(bundle, tmp_path / "a") / "bundle.json").read_text())
+    assert [o["op"] for o in meta["preprocess"]["monai"]] == ["orientation", "spacing", "scale_range"]
+    assert any("keys ['label']" in d for d in meta["provenance"]["imported_from"]["deviations"])
+    cfg["preprocessing"]["transforms"][5]["keys"] = ["image", "label"]
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["models", "import", str(bundle), "--out", str(tmp_path / "b")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "source_key" in err[0] and "'label'" in err[0]
+
+
+@pytest.mark.parametrize("item, named", [
+    ("inferer.nonexistent.x=1", "inferer.nonexistent.x"),
+    ("preprocessing.transforms.99=null", "preprocessing.transforms.99"),
+    ("preprocessing.transforms.x=null", "preprocessing.transforms.x"),
+    ("inferer.roi_size.0.1=3", "inferer.roi_size.0.1"),
+    ("nope=1", "nope"),
+    ('inferer.overlap="abc"', "inferer.overlap"),
+    ("network_def.channels=5", "network_def"),
+    ("preprocessing.transforms.3.pixdim=[1, 2]", "pixdim"),
+    ("noequals", "noequals"),
+])
+def test_set_errors_are_one_line_naming_the_key(tmp_path, capsys, item, named):
+    from medcnn.cli import main
+
+    bundle = spleen_bundle(tmp_path)
+    capsys.readouterr()
+    code = main(["models", "import", str(bundle), "--out", str(tmp_path / "out"), "--set", item])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and named in err[0] and "internal error" not in err[0], err
+    assert not (tmp_path / "out").exists()

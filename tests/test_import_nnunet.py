@@ -13,6 +13,7 @@ import hashlib
 import json
 import pickle
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ pytest.importorskip("dynamic_network_architectures", reason="dynamic-network-arc
 sitk = pytest.importorskip("SimpleITK")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nnunet_factory import blob_image, make_nnunet_folder, reference_predict  # noqa: E402
+from nnunet_factory import (as_numpy1_checkpoint, blob_image, make_nnunet_folder, pickle_globals,  # noqa: E402
+                            reference_predict, rewrite_globals)
 
 from medcnn.errors import BundleError, ConfigError, UnsafeModelFileError, UnsupportedFormatError  # noqa: E402
 
@@ -56,20 +58,23 @@ def write_case(tmp: Path, *, shape=(30, 28, 33), spacing=(1.2, 0.9, 1.1), n_clas
     return files
 
 
-def medcnn_predict(bundle: Path, files: list[str], *, tta: bool):
+def medcnn_predict(bundle: Path, files: list[str], *, tta: bool | None):
+    """``tta=None``: no TTA option at all (the imported bundle's default)."""
     from medcnn.inference import Segmenter
     from medcnn.io import read_volume
 
-    seg = Segmenter.from_bundle(bundle, device="cpu", precision="fp32", tta_axes="trained" if tta else ())
+    opts = {} if tta is None else {"tta_axes": "trained" if tta else ()}
+    seg = Segmenter.from_bundle(bundle, device="cpu", precision="fp32", **opts)
     vols = [read_volume(f) for f in files]
     return seg.predict(vols if len(vols) > 1 else vols[0])
 
 
-def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool, min_equal: float = 0.999):
+def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool | None, min_equal: float = 0.999):
+    """``tta=None``: both at their defaults (nnUNetPredictor mirrors, medcnn gets no option)."""
     from medcnn.io import write_volume
     from medcnn.models.importers import import_model
 
-    ref = reference_predict(folder, files, folds, use_mirroring=tta)  # SimpleITK order (z, y, x)
+    ref = reference_predict(folder, files, folds, use_mirroring=tta is None or tta)  # SimpleITK order (z, y, x)
     bundle = import_model(folder, tmp / "bundle", folds=[str(f) for f in folds])
     pred = medcnn_predict(bundle, files, tta=tta)
     out = write_volume(pred.labels, tmp / "medcnn_seg.nii.gz")
@@ -93,10 +98,15 @@ def check_parity(tmp: Path, folder: Path, files: list[str], folds, *, tta: bool,
 
 # ---------------------------------------------------------------------------- parity
 @pytest.mark.slow
-def test_parity_3d_fullres_isotropic_mirroring(tmp_path):
+def test_parity_3d_fullres_isotropic_mirroring_at_defaults(tmp_path):
+    """nnUNetPredictor at its defaults (mirroring on) and medcnn with no TTA option at all."""
     _needs_nnunet()
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    import inspect
+
+    assert inspect.signature(nnUNetPredictor).parameters["use_mirroring"].default is True
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), spacing=(1.0, 1.0, 1.0), mirror=(0, 1, 2))
-    equal, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=True)
+    equal, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=None)
     assert pred.info["tta_axes"] == [0, 1, 2] and pred.info["window_placement"] == "nnunet"
     assert "resample" in pred.info["preprocess_steps"]
 
@@ -130,8 +140,8 @@ def test_parity_anisotropic_separate_z(tmp_path):
 def test_parity_2d(tmp_path):
     _needs_nnunet()
     folder = make_nnunet_folder(tmp_path, dim=2, patch=(24, 24), spacing=(0.8, 0.9), mirror=(0, 1))
-    _, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=True)
-    assert pred.info["slice_axis"] == 0
+    _, pred, _ = check_parity(tmp_path, folder, write_case(tmp_path), (0,), tta=None)
+    assert pred.info["slice_axis"] == 0 and pred.info["tta_axes"] == [1, 2]  # model-grid axes of the 2D window axes
 
 
 @pytest.mark.slow
@@ -209,7 +219,8 @@ def test_postprocessing_json_is_nnunets_largest_component_rule(tmp_path):
 
     steps = [{"labels_or_regions": [1, 2]}, {"labels_or_regions": 2}]
     folder = make_nnunet_folder(tmp_path, steps=0, postprocessing=steps)
-    spec = PostprocessSpec.from_dict(import_nnunet(folder)["postprocess"])
+    assert import_nnunet(folder)["postprocess"] is None  # nnUNetv2_predict does not apply it
+    spec = PostprocessSpec.from_dict(import_nnunet(folder, postprocessing=True)["postprocess"])
     rng = np.random.default_rng(1)
     seg = (rng.random((20, 18, 16)) > 0.93).astype(np.uint8) * rng.integers(1, 3, (20, 18, 16)).astype(np.uint8)
     seg[3:9, 3:9, 3:9] = 1
@@ -302,6 +313,73 @@ def test_refuses_checkpoint_with_objects(tmp_path, capsys):
     _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
 
 
+class TrainingLog(OrderedDict):
+    """A dict subclass from some module (what a custom trainer might store): not allowed."""
+
+
+class _Call:
+    """Pickles as ``print("not run")``; the fixture then rewrites that GLOBAL to another name."""
+
+    def __reduce__(self):
+        return print, ("not run",)
+
+
+def test_numpy1_checkpoint_imports_and_predicts_like_numpy2(tmp_path):
+    """A checkpoint as nnU-Net wrote it under numpy 1.x (GLOBAL numpy.core.multiarray.scalar
+    in the training log) imports under numpy 2.x with the same weights and predictions."""
+    import shutil
+
+    from medcnn.models.bundle import load_bundle
+    from medcnn.models.importers import import_model
+
+    new = make_nnunet_folder(tmp_path / "np2", dim=3, patch=(16, 16, 16), steps=3)
+    old_root = tmp_path / "np1"
+    shutil.copytree(new.parents[1], old_root)
+    old = old_root / new.relative_to(new.parents[1])
+    ck = old / "fold_0" / "checkpoint_final.pth"
+    as_numpy1_checkpoint(ck)
+    names = {f"{m}.{n}" for m, n in pickle_globals(ck)}
+    assert {"numpy.core.multiarray.scalar", "numpy.dtype"} <= names and not any("numpy._core" in n for n in names)
+    assert ck.read_bytes() != (new / "fold_0" / "checkpoint_final.pth").read_bytes()
+    b_new, b_old = import_model(new, tmp_path / "b_new"), import_model(old, tmp_path / "b_old")
+    assert load_bundle(b_new).sha256 == load_bundle(b_old).sha256
+    assert load_bundle(b_new).spec_sha256 == load_bundle(b_old).spec_sha256
+    files = write_case(tmp_path, shape=(20, 18, 22))
+    p_new, p_old = medcnn_predict(b_new, files, tta=False), medcnn_predict(b_old, files, tta=False)
+    np.testing.assert_array_equal(p_new.labels.array, p_old.labels.array)
+    assert np.bincount(p_new.labels.array.ravel()).size > 1
+
+
+@pytest.mark.parametrize("replace, named", [
+    ((("__builtin__", "print"), ("os", "system")), "os.system"),
+    ((("__builtin__", "print"), ("builtins", "eval")), "builtins.eval"),
+    ((("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar2")), "numpy.core.multiarray.scalar2"),
+    (None, "test_import_nnunet.TrainingLog"),
+])
+def test_refuses_globals_outside_the_allow_list_by_name(tmp_path, capsys, replace, named):
+    """Only the numpy scalar/dtype globals (numpy 1.x or 2.x names) are allowed beyond
+    torch's own list; anything else is refused naming it, from the API and the CLI."""
+    import torch
+
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    ck_path = folder / "fold_0" / "checkpoint_final.pth"
+    ck = torch.load(ck_path, weights_only=False)
+    if replace is None:
+        ck["logging"] = TrainingLog(ck["logging"])
+        torch.save(ck, ck_path)
+    else:
+        if replace[0][0] == "__builtin__":  # protocol 2 names builtins __builtin__
+            ck["logging"]["note"] = _Call()
+            torch.save(ck, ck_path)
+        rewrite_globals(ck_path, dict([replace]))
+    assert named in {f"{m}.{n}" for m, n in pickle_globals(ck_path)}
+    with pytest.raises(UnsafeModelFileError, match=rf"checkpoint_final.pth.*a reference to {named}\b"):
+        import_model(folder, tmp_path / "x")
+    assert named in _cli_refusal(tmp_path, folder, "checkpoint_final.pth", capsys)
+
+
 def test_refuses_class_not_on_allow_list(tmp_path, capsys):
     folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
     plans = json.loads((folder / "plans.json").read_text())
@@ -369,3 +447,130 @@ def test_run_report_shows_the_import(tmp_path, capsys):
     assert src["format"] == "nnunet-v2" and src["configuration"] == "3d_fullres"
     assert "imported from nnunet-v2" in (tmp_path / "out" / "report.html").read_text()
     assert set(report["model"]["labels"].values()) == {"background", "class1", "class2"}
+    assert any("float16" in d for d in src["deviations"]) and src["reproduces"].startswith("nnUNetv2_predict")
+
+
+# ---------------------------------------------------------------------------- exact class names
+@pytest.mark.parametrize("key, value", [
+    ("norm_op", "torch.nn.InstanceNorm3d"),
+    ("norm_op", "torch.nn.modules.instancenorm.InstanceNorm3d"),
+    ("nonlin", "torch.nn.modules.activation.LeakyReLU"),
+    ("conv_op", "torch.nn.Conv3d"),
+    ("network_class_name", "PlainConvUNet"),
+])
+def test_layer_names_accepted_as_nnunet_resolves_them(tmp_path, key, value):
+    """The names nnU-Net writes or resolves (pydoc.locate; a bare network class is searched in
+    dynamic_network_architectures only) give the same network."""
+    import pydoc
+
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    from medcnn.models.importers.nnunet import import_nnunet
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    if key == "network_class_name":
+        arch[key] = value
+    else:
+        import torch
+
+        assert pydoc.locate(value) is getattr(torch.nn, value.rsplit(".", 1)[1])
+        arch["arch_kwargs"][key] = value
+    (folder / "plans.json").write_text(json.dumps(plans))
+    spec = import_nnunet(folder)["network"]
+    assert spec["name"] == "plainconvunet" and spec["norm_op"] == "InstanceNorm" and spec["nonlin"] == "LeakyReLU"
+    del PlainConvUNet
+
+
+@pytest.mark.parametrize("key, value", [
+    ("norm_op", "my_lab.layers.InstanceNorm3d"),
+    ("norm_op", "InstanceNorm3d"),
+    ("nonlin", "torch.nn.modules.activation.Tanh"),
+    ("conv_op", "scripts.net.Conv3d"),
+    ("network_class_name", "scripts.net.PlainConvUNet"),
+])
+def test_refuses_layers_from_other_modules(tmp_path, capsys, key, value):
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    plans = json.loads((folder / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    (arch if key == "network_class_name" else arch["arch_kwargs"])[key] = value
+    (folder / "plans.json").write_text(json.dumps(plans))
+    from medcnn.models.importers import import_model
+
+    with pytest.raises(ConfigError, match=value.replace(".", r"\.")):
+        import_model(folder, tmp_path / "x")
+    assert value in _cli_refusal(tmp_path, folder, "plans.json", capsys)
+
+
+# ---------------------------------------------------------------------------- nnUNetv2_predict's defaults
+def test_segment_cli_mirrors_by_default_like_nnunetv2_predict(tmp_path, capsys):
+    """No flag: mirroring over the trainer's axes, labels equal to nnUNetPredictor's default
+    run; --no-tta: none (nnUNetv2_predict --disable_tta); a model trained without mirroring
+    runs without, and no warning."""
+    _needs_nnunet()
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=8, mirror=(0, 2))
+    bundle = import_model(folder, tmp_path / "bundle")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["inference"]["tta_axes"] == "trained" and meta["mirror_axes"] == [0, 2]
+    files = write_case(tmp_path, shape=(20, 18, 22))
+    runs = {}
+    for flags in ([], ["--no-tta"]):
+        out = tmp_path / ("out" + "".join(flags))
+        assert main(["segment", files[0], "--model", str(bundle), "--out", str(out), "--device", "cpu",
+                     "--precision", "fp32", *flags]) == 0, capsys.readouterr().err
+        prov = json.loads((out / "segment_provenance.json").read_text())
+        runs[tuple(flags)] = (prov, sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*_labels.nii.gz"))))))
+    assert runs[()][0]["cases"][0]["tta_axes"] == [0, 2]
+    assert runs[("--no-tta",)][0]["cases"][0]["tta_axes"] == []
+    ref_on = reference_predict(folder, files, (0,), use_mirroring=True)
+    ref_off = reference_predict(folder, files, (0,), use_mirroring=False)
+    assert (runs[()][1] == ref_on).mean() >= 0.999 and (runs[("--no-tta",)][1] == ref_off).mean() >= 0.999
+    assert (ref_on != ref_off).any(), "mirroring changes nothing here: the test could not tell them apart"
+
+    plain = make_nnunet_folder(tmp_path / "nomirror", dim=3, patch=(16, 16, 16), steps=0, mirror=None)
+    meta = json.loads((import_model(plain, tmp_path / "b2") / "bundle.json").read_text())
+    assert "tta_axes" not in meta["inference"] and meta["mirror_axes"] == []
+
+
+def test_postprocessing_json_only_when_asked(tmp_path, capsys):
+    from medcnn.cli import main
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0,
+                                postprocessing=[{"labels_or_regions": [1, 2]}])
+    default = json.loads((import_model(folder, tmp_path / "a") / "bundle.json").read_text())
+    src = default["provenance"]["imported_from"]
+    assert default["postprocess"] is None and src["postprocessing"] is None
+    assert src["postprocessing_not_applied"] == "crossval_results_folds_0/postprocessing.json"
+    assert main(["models", "import", str(folder), "--out", str(tmp_path / "b"), "--nnunet-postprocessing"]) == 0
+    asked = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert asked["postprocess"]["keep_largest_groups"] == [[1, 2]]
+    assert any("nnUNetv2_apply_postprocessing" in d for d in asked["provenance"]["imported_from"]["deviations"])
+    assert asked["provenance"]["imported_from"]["files_sha256"]["crossval_results_folds_0/postprocessing.json"]
+    # asked for, but the folder has none: refused, one line
+    bare = make_nnunet_folder(tmp_path / "bare", dim=3, patch=(16, 16, 16), steps=0)
+    capsys.readouterr()
+    assert main(["models", "import", str(bare), "--out", str(tmp_path / "c"), "--nnunet-postprocessing"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "postprocessing.json" in err[0] and not (tmp_path / "c").exists()
+
+
+def test_torch_without_safe_globals_is_one_line_not_attribute_error(tmp_path, capsys, monkeypatch):
+    """torch < 2.5 has no torch.serialization.safe_globals (and < 2.6 no (object, name)
+    pairs): below pyproject's floor the import stops with one line naming the version."""
+    import torch
+
+    from medcnn.cli import main
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(16, 16, 16), steps=0)
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    capsys.readouterr()
+    assert main(["models", "import", str(folder), "--out", str(tmp_path / "x")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "torch >= 2.6" in err[0] and torch.__version__ in err[0]
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"torch>=2.6"' in pyproject

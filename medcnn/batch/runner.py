@@ -70,7 +70,8 @@ class BatchSettings:
         device, precision: passed to the segmenter (``auto`` allowed).
         tta: mirroring test-time augmentation over the axes the model was trained to be
             mirror-invariant to (the bundle's ``mirror_axes``; every axis, with a warning,
-            when the bundle does not record them).
+            when the bundle does not record them); ``False``: none; ``None``: the bundle's
+            default (``inference.tta_axes``: on for models imported from nnU-Net, else off).
         deterministic: deterministic torch algorithms (slower on GPU).
         include_identifiers: add DICOM patient name / ID / birth date to the records.
         include_paths: keep full input (and model) paths in the records; by default only
@@ -95,7 +96,7 @@ class BatchSettings:
     mode: str = "volumes"
     device: str = "auto"
     precision: str = "auto"
-    tta: bool = False
+    tta: bool | None = None
     deterministic: bool = False
     include_identifiers: bool = False
     include_paths: bool = False
@@ -109,7 +110,10 @@ class BatchSettings:
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
-        return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": self.tta,
+        # None (the bundle's default) hashes as False, which it equals for bundles without
+        # a default; a bundle's default is part of its spec hash, also hashed here
+        return {"schema": RESULT_SCHEMA, "mode": self.mode, "precision": self.precision, "tta": bool(self.tta),
+                **({"no_tta": True} if self.tta is False else {}),
                 "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
                 "include_paths": self.include_paths,
                 "figures": self.figures, "model_sha256": self.model_sha256,
@@ -305,7 +309,8 @@ def _segmenter(settings: BatchSettings):
             torch.backends.cudnn.benchmark = False
         kwargs: dict[str, Any] = {"device": device, "precision": settings.precision,
                                   "deterministic": settings.deterministic}
-        kwargs["tta_axes"] = "trained" if settings.tta else ()
+        if settings.tta is not None:  # None: the bundle's default (inference.tta_axes)
+            kwargs["tta_axes"] = "trained" if settings.tta else ()
         kwargs["threads"] = ThreadPolicy(settings.threads, workers=settings.workers)
         seg = Segmenter.from_bundle(settings.model, **kwargs)
         _SEGMENTERS.clear()  # one model per process is enough

@@ -46,6 +46,9 @@ def register(sub) -> None:
                     help="MONAI: sigmoid output channels (channel_def names or indices) from the outermost region "
                          "to the innermost, e.g. 1,0,2 for the Model Zoo's BraTS bundle (TC, WT, ET); default: "
                          "read from BraTS channel names, others refused")
+    ip.add_argument("--nnunet-postprocessing", action="store_true",
+                    help="nnU-Net: also apply crossval_results_folds_*/postprocessing.json (what "
+                         "nnUNetv2_apply_postprocessing does; nnUNetv2_predict, reproduced by default, does not)")
     ip.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     ip.set_defaults(func=run)
 
@@ -110,6 +113,7 @@ def _entry(info, verify: bool) -> dict[str, Any]:
          "network": (info.json.get("network") or {}).get("name"),
          "roi_size": info.json.get("roi_size"), "target_spacing_mm": info.json.get("target_spacing_mm"),
          "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess")),
+         "tta_default": (info.json.get("inference") or {}).get("tta_axes", "none"),
          "imported_from": (info.json.get("provenance") or {}).get("imported_from")}
     prov = info.json.get("provenance") or {}
     if prov.get("licence"):
@@ -130,7 +134,8 @@ def _print(d: Mapping[str, Any]) -> None:
     print(f"  channels    {', '.join(d['channels'])}")
     print(f"  network     {d['network']}, roi {d['roi_size']}, target spacing {d['target_spacing_mm']} mm")
     mirror = d.get("mirror_axes")
-    print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}")
+    print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}"
+          + ("; mirrored by default (--no-tta: off)" if d.get("tta_default") == "trained" else ""))
     print(f"  postprocess {d.get('postprocess') or 'none'}")
     print(f"  validation  {format_validation({k: v for k, v in (d['validation'] or {}).items() if k != 'kind_note'})}")
     for line in _data_use_lines(d):
@@ -159,6 +164,8 @@ def _print(d: Mapping[str, Any]) -> None:
             print(f"  licence     {text}")
         elif lic:
             print(f"  licence     {lic}")
+        for dev in src.get("deviations") or []:
+            print(f"  deviation   {dev}")
         for fname, sha in sorted((src.get("files_sha256") or {}).items()):
             print(f"  source file {fname}  sha256 {sha}")
     print(f"  sha256      {d['sha256']}" + (f"  ({d['sha256_check']})" if "sha256_check" in d else ""))
@@ -236,7 +243,7 @@ def _import(args: argparse.Namespace) -> int:
     folds = [f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None
     path = import_model(args.source, args.out, name=args.name, folds=folds,
                         overrides=_parse_overrides(args.overrides), overwrite=args.overwrite,
-                        region_order=args.region_order)
+                        region_order=args.region_order, nnunet_postprocessing=args.nnunet_postprocessing)
     from medcnn.batch.bundles import bundle_info
 
     info = bundle_info(str(path))

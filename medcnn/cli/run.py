@@ -44,8 +44,13 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="inference precision (default auto)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over mirrored views along the axes the model was trained "
-                        "to be mirror-invariant to (bundle.json mirror_axes; slower)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None,
+                     help="test-time augmentation: average over mirrored views along the axes the model was trained "
+                          "to be mirror-invariant to (bundle.json mirror_axes; slower; the default of models "
+                          "imported from nnU-Net, as nnUNetv2_predict)")
+    tta.add_argument("--no-tta", dest="tta", action="store_const", const=False,
+                     help="no test-time augmentation, also for models whose default is mirroring")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower on GPU)")
     p.add_argument("--include-identifiers", action="store_true",
                    help="include DICOM patient name, ID and birth date in the report, and keep the patient/study "

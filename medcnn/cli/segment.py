@@ -55,9 +55,13 @@ def register(sub) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto (default: bf16 where the hardware has it), fp32, bf16, fp16 (GPU only)")
     tta = p.add_mutually_exclusive_group()
-    tta.add_argument("--tta", dest="tta", action="store_const", const="trained", default="",
+    tta.add_argument("--tta", dest="tta", action="store_const", const="trained", default=None,
                      help="mirroring test-time augmentation over the axes the model was trained with "
-                          "(bundle.json mirror_axes)")
+                          "(bundle.json mirror_axes; the default of models imported from nnU-Net, as "
+                          "nnUNetv2_predict)")
+    tta.add_argument("--no-tta", dest="tta", action="store_const", const="none",
+                     help="no test-time augmentation, also for models whose default is mirroring "
+                          "(nnUNetv2_predict --disable_tta)")
     tta.add_argument("--tta-axes", dest="tta", metavar="AXES",
                      help="mirroring test-time augmentation over these model-grid axes, e.g. 0 or 0,2, or all "
                           "(warns for axes the training never mirrored)")
@@ -277,10 +281,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError.expected("at least one scan or --channels group", "none")
     if args.dicom_fractional and not args.dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
-    seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision,
-                                tta_axes=parse_tta_axes(args.tta), overlap=args.overlap,
+    tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
+    seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
-                                threads=args.threads)
+                                threads=args.threads, **tta)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = _cases(args, seg.channels)

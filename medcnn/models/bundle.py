@@ -347,7 +347,9 @@ def check_regions_spec(regions: Any, meta: Mapping[str, Any], *, path: Any = Non
 
 #: ``bundle.json["inference"]`` keys: run-time rules an imported model needs (defaults of
 #: the :class:`~medcnn.inference.Segmenter` options of the same names).
-INFERENCE_KEYS = ("blend_mode", "sigma_scale", "window_placement", "slice_axis", "memory_format")
+#: ``tta_axes`` is the default test-time augmentation (``"trained"``: nnU-Net models, as
+#: ``nnUNetv2_predict`` mirrors by default); an explicit ``tta_axes`` / ``--no-tta`` wins.
+INFERENCE_KEYS = ("blend_mode", "sigma_scale", "window_placement", "slice_axis", "memory_format", "tta_axes")
 
 
 def check_inference_options(d: Mapping[str, Any], spatial_dims: int) -> dict[str, Any]:
@@ -367,6 +369,8 @@ def check_inference_options(d: Mapping[str, Any], spatial_dims: int) -> dict[str
     sa = out.get("slice_axis")
     if sa is not None and (spatial_dims != 2 or sa not in (0, 1, 2) or isinstance(sa, bool)):
         raise ConfigError.expected("slice_axis 0, 1 or 2, for a 2D network only", repr(sa))
+    if out.get("tta_axes", "none") not in ("none", "trained"):
+        raise ConfigError.expected("tta_axes 'none' or 'trained'", repr(out["tta_axes"]))
     if "sigma_scale" in out and not (isinstance(out["sigma_scale"], (int, float)) and out["sigma_scale"] > 0):
         raise ConfigError.expected("sigma_scale > 0", repr(out["sigma_scale"]))
     return out

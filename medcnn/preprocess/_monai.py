@@ -13,8 +13,12 @@ scaling *after* resampling, for example), so models imported from MONAI bundles
 - ``{"op": "scale_range", "a_min", "a_max", "b_min", "b_max", "clip"}``: ``ScaleIntensityRanged``;
 - ``{"op": "normalize", "nonzero": bool, "channel_wise": bool}``: ``NormalizeIntensityd``
   (mean/std over the non-zero voxels when ``nonzero``, population std, 0 → 1);
-- ``{"op": "crop_foreground", "margin": int}``: ``CropForegroundd`` (box of voxels > 0
-  in any channel, grown by ``margin``, within the image); recorded as ``"crop"``.
+- ``{"op": "crop_foreground", "margin": int | [mx, my, mz], "allow_smaller": bool,
+  "channel_indices": [c, ...] | None}``: ``CropForegroundd`` (box of voxels > 0 in any of
+  the channels, grown by ``margin`` voxels; where the grown box leaves the image it is
+  clipped when ``allow_smaller``, else — MONAI >= 1.5's default, ``False`` here too — the
+  image is padded with zeros to hold it); recorded as ``"crop"`` (``start``/``stop`` may
+  lie outside the input grid: the padding).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from medcnn.preprocess._orient import check_orientation_code, plan_reorient
 from medcnn.preprocess._resample import _resample_volume
 from medcnn.volume import Geometry, Volume, nonzero_extent
 
-__all__ = ["MONAI_OPS", "check_monai_ops", "monai_forward", "monai_spacing_geometry"]
+__all__ = ["MONAI_OPS", "check_monai_ops", "monai_forward", "monai_spacing_geometry", "crop_regions"]
 
 #: Operation names and their accepted keys.
 MONAI_OPS: dict[str, tuple[str, ...]] = {
@@ -36,7 +40,7 @@ MONAI_OPS: dict[str, tuple[str, ...]] = {
     "spacing": ("pixdim", "order"),
     "scale_range": ("a_min", "a_max", "b_min", "b_max", "clip"),
     "normalize": ("nonzero", "channel_wise"),
-    "crop_foreground": ("margin",),
+    "crop_foreground": ("margin", "allow_smaller", "channel_indices"),
 }
 
 
@@ -71,7 +75,24 @@ def check_monai_ops(ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         elif name == "normalize":
             d["nonzero"], d["channel_wise"] = bool(d.get("nonzero", False)), bool(d.get("channel_wise", False))
         elif name == "crop_foreground":
-            d["margin"] = int(d.get("margin", 0))
+            m = d.get("margin", 0)
+            m = [m] * 3 if isinstance(m, (int, float)) and not isinstance(m, bool) else m
+            if (not isinstance(m, (list, tuple)) or len(m) != 3
+                    or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v) for v in m)):
+                raise ConfigError.expected("crop_foreground margin: an integer >= 0 or 3 of them", repr(d.get("margin")))
+            d["margin"] = [int(v) for v in m]
+            if not isinstance(d.get("allow_smaller", False), bool):
+                raise ConfigError.expected("crop_foreground allow_smaller true or false", repr(d["allow_smaller"]))
+            d["allow_smaller"] = bool(d.get("allow_smaller", False))
+            ci = d.get("channel_indices")
+            if ci is not None:
+                ci = [ci] if isinstance(ci, int) and not isinstance(ci, bool) else ci
+                if not isinstance(ci, (list, tuple)) or not ci or any(
+                        isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in ci):
+                    raise ConfigError.expected("crop_foreground channel_indices: channel numbers >= 0 or null",
+                                               repr(d.get("channel_indices")))
+                ci = [int(c) for c in ci]
+            d["channel_indices"] = ci
         out.append(d)
     return out
 
@@ -139,6 +160,41 @@ def _normalize_nonzero(data: np.ndarray, nonzero: bool) -> np.ndarray:
     return t.numpy()
 
 
+def _crop_foreground(data: np.ndarray, geom: Geometry, op: Mapping[str, Any], steps: list[dict[str, Any]],
+                     source: str | None) -> tuple[np.ndarray, Geometry]:
+    """MONAI's ``CropForeground`` (``generate_spatial_bounding_box`` with ``select_fn=is_positive``,
+    then crop, zero-padding where the box leaves the image unless ``allow_smaller``)."""
+    idx = op.get("channel_indices")
+    if idx is not None and max(idx) >= data.shape[0]:
+        raise ConfigError.expected(f"crop_foreground channel_indices below {data.shape[0]} (channels)", repr(idx),
+                                   path=source)
+    box = nonzero_extent((data if idx is None else data[idx]).__gt__(0).any(axis=0))
+    if box is None:
+        raise InvalidIntensityError.expected("some voxels > 0 to crop to (CropForegroundd)", "none", path=source)
+    lo = [a - m for (a, _b), m in zip(box, op["margin"])]
+    hi = [b + m for (_a, b), m in zip(box, op["margin"])]
+    if op.get("allow_smaller", False):
+        lo, hi = [max(0, v) for v in lo], [min(n, v) for v, n in zip(hi, geom.shape)]
+    if lo == [0, 0, 0] and list(hi) == list(geom.shape):
+        return data, geom
+    box_geom = Geometry(tuple(b - a for a, b in zip(lo, hi)), geom.spacing,
+                        tuple(float(v) for v in geom.index_to_world(lo)[0]), geom.direction, source=geom.source)
+    out = np.zeros((data.shape[0],) + box_geom.shape, dtype=np.float32)
+    inside, in_box = crop_regions(lo, hi, geom.shape)
+    out[(slice(None),) + in_box] = data[(slice(None),) + inside]
+    steps.append({"step": "crop", "rule": "monai", "start": lo, "stop": hi, "geometry_before": geom.to_dict(),
+                  "geometry_after": box_geom.to_dict()})
+    return out, box_geom
+
+
+def crop_regions(start: Sequence[int], stop: Sequence[int], shape: Sequence[int]) -> tuple[tuple[slice, ...], ...]:
+    """``(in the grid, in the box)``: the slices of the part of the box ``start <= index < stop``
+    (which may reach outside a grid of ``shape``: padding) that lies inside the grid."""
+    inside = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(start, stop, shape))
+    in_box = tuple(slice(max(a, 0) - a, min(b, n) - a) for a, b, n in zip(start, stop, shape))
+    return inside, in_box
+
+
 def monai_forward(arrays: Sequence[np.ndarray], geometry: Geometry, ops: Sequence[Mapping[str, Any]], *,
                   source: str | None = None) -> tuple[np.ndarray, Geometry, list[dict[str, Any]]]:
     """Run the operations in order on channels on ``geometry``.
@@ -176,18 +232,5 @@ def monai_forward(arrays: Sequence[np.ndarray], geometry: Geometry, ops: Sequenc
                 data = _normalize_nonzero(data, op["nonzero"])
             steps.append({"step": "normalise", "rule": "monai", **op})
         elif name == "crop_foreground":
-            box = nonzero_extent((data > 0).any(axis=0))
-            if box is None:
-                raise InvalidIntensityError.expected("some voxels > 0 to crop to (CropForegroundd)",
-                                                     "none", path=source)
-            m = op["margin"]
-            box = tuple((max(0, a - m), min(n, b + m)) for (a, b), n in zip(box, geom.shape))
-            if any(b != (0, s) for b, s in zip(box, geom.shape)):
-                cropped = geom.crop([b[0] for b in box], [b[1] for b in box])
-                region = (slice(None),) + tuple(slice(a, b) for a, b in box)
-                data = np.ascontiguousarray(data[region])
-                steps.append({"step": "crop", "rule": "monai", "start": [b[0] for b in box],
-                              "stop": [b[1] for b in box], "geometry_before": geom.to_dict(),
-                              "geometry_after": cropped.to_dict()})
-                geom = cropped
+            data, geom = _crop_foreground(data, geom, op, steps, source)
     return data.astype(np.float32, copy=False), geom, steps

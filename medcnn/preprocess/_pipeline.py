@@ -11,7 +11,7 @@ import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
 from medcnn.preprocess._intensity import _normalise_into, check_finite, check_modality
-from medcnn.preprocess._monai import check_monai_ops, monai_forward
+from medcnn.preprocess._monai import check_monai_ops, crop_regions, monai_forward
 from medcnn.preprocess._nnunet import check_nnunet_options, nnunet_forward, nnunet_resample_back
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
 from medcnn.preprocess._separable import empty_spatial_like, labels_of_linear_resample
@@ -366,8 +366,8 @@ class PreprocessRecord:
                         out[c] = fills[c]
                 else:
                     out[...] = fills[0]
-                region = tuple(slice(a, b) for a, b in zip(st["start"], st["stop"]))
-                out[(Ellipsis,) + region] = arr
+                inside, in_box = crop_regions(st["start"], st["stop"], before.shape)  # a MONAI box may pad
+                out[(Ellipsis,) + inside] = arr[(Ellipsis,) + in_box]
                 arr = out
             elif name == "reorient":
                 arr = Reorient.from_dict(st).invert(arr)
@@ -394,10 +394,11 @@ class PreprocessRecord:
             if name == "reorient":
                 vol = Reorient.from_dict(st).apply_volume(vol)
             elif name == "crop":
-                region = tuple(slice(a, b) for a, b in zip(st["start"], st["stop"]))
-                vol = Volume(np.ascontiguousarray(vol.array[(Ellipsis,) + region]),
-                             Geometry.from_dict(st["geometry_after"]), vol.kind, vol.leading_axis,
-                             vol.frame_times_ms, vol.meta)
+                after = Geometry.from_dict(st["geometry_after"])
+                inside, in_box = crop_regions(st["start"], st["stop"], vol.geometry.shape)  # a MONAI box may pad
+                boxed = np.zeros(vol.array.shape[:-3] + after.shape, dtype=vol.array.dtype)
+                boxed[(Ellipsis,) + in_box] = vol.array[(Ellipsis,) + inside]
+                vol = Volume(boxed, after, vol.kind, vol.leading_axis, vol.frame_times_ms, vol.meta)
             elif name == "resample":
                 after = Geometry.from_dict(st["geometry_after"])
                 o = order if order is not None else (st["order"] if vol.kind == "intensity" else None)

@@ -96,10 +96,13 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
 
 
 def tta_text(prov: Mapping[str, Any]) -> str:
-    """``"off"`` or ``"mirror axes 0,2"`` for a record's provenance."""
+    """``"off"`` or ``"mirror axes 0,2"`` for a record's provenance (the axes that ran: a
+    bundle's default, e.g. an imported nnU-Net model's, mirrors without ``--tta``)."""
+    axes = prov.get("tta_axes")
+    if axes and prov.get("tta") is not False:
+        return "mirror axes " + ",".join(str(a) for a in axes)
     if not prov.get("tta"):
         return "off"
-    axes = prov.get("tta_axes")
     if axes is None:
         return "on"
     return "mirror axes " + ",".join(str(a) for a in axes) if axes else "none (the model was trained without mirroring)"

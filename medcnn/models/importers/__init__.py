@@ -55,6 +55,7 @@ def import_model(
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     region_order: Sequence[str] | str | None = None,
+    nnunet_postprocessing: bool = False,
 ) -> Path:
     """Import ``source`` into a medcnn bundle at ``out`` (folder, or ``*.medcnn`` archive).
 
@@ -72,12 +73,14 @@ def import_model(
             the Model Zoo's BraTS bundle (TC, WT, ET). Default: read from BraTS channel
             names; other region names are refused without it. nnU-Net folders declare
             theirs (``regions_class_order``).
+        nnunet_postprocessing: nnU-Net only: also apply the folder's
+            ``crossval_results_folds_*/postprocessing.json`` (``nnUNetv2_predict`` does not).
 
     Returns:
         The bundle path. Nothing is written when the source is refused.
     """
     from medcnn import __version__
-    from medcnn.errors import BundleError
+    from medcnn.errors import BundleError, ConfigError
     from medcnn.models.bundle import save_bundle
 
     dest = Path(out)
@@ -88,10 +91,15 @@ def import_model(
     if region_order is not None and fmt != "monai-bundle":
         raise ConfigError.expected("region_order for a MONAI bundle only", f"a {fmt} folder", path=source,
                                    hint="nnU-Net folders declare their regions in dataset.json (regions_class_order)")
+    if fmt != "nnunet-v2" and nnunet_postprocessing:
+        raise ConfigError.expected("an nnU-Net result folder with --nnunet-postprocessing", f"a {fmt}", path=source)
+    if fmt == "nnunet-v2" and overrides:
+        raise ConfigError.expected("--set KEY=VALUE with a MONAI bundle only", f"an nnU-Net folder and --set "
+                                   f"{next(iter(overrides))}", path=source)
     if fmt == "nnunet-v2":
         from medcnn.models.importers.nnunet import import_nnunet
 
-        kw = import_nnunet(Path(source), folds=folds)
+        kw = import_nnunet(Path(source), folds=folds, postprocessing=nnunet_postprocessing)
     else:
         from medcnn.models.importers.monai_bundle import import_monai_bundle
 

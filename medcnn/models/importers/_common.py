@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from medcnn.errors import BundleError, ConfigError, UnsafeModelFileError
 
-__all__ = ["read_json", "load_checkpoint", "check_state_matches", "refuse_dollar"]
+__all__ = ["read_json", "load_checkpoint", "check_state_matches", "refuse_dollar", "NUMPY_GLOBALS"]
 
 
 def read_json(path: Path) -> Any:
@@ -20,37 +20,71 @@ def read_json(path: Path) -> Any:
         raise ConfigError.expected("a valid JSON file", f"{type(exc).__name__}: {exc}", path=path) from exc
 
 
+#: The numpy globals a checkpoint may reference beyond torch's own allow-list (nnU-Net keeps
+#: numpy scalars such as ``np.float64`` in its training log), by the module path numpy wrote
+#: them under: numpy 1.x pickles name ``numpy.core.multiarray``, numpy 2.x ``numpy._core.multiarray``.
+#: Both names of the same object are accepted, whichever numpy is installed; nothing else is.
+NUMPY_GLOBALS: tuple[str, ...] = (
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.dtype", "numpy.ndarray",
+)
+#: numpy's dtype classes (``numpy.dtypes``, numpy >= 1.25): not named by a GLOBAL opcode but
+#: built by ``numpy.dtype(...)`` during unpickling, so torch checks their type too.
+NUMPY_DTYPE_CLASSES: tuple[str, ...] = ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType",
+                                        "Int16DType", "Int8DType", "UInt8DType", "BoolDType")
+
+
 def _numpy_globals() -> list[Any]:
-    """The numpy types training logs hold (scalars such as np.float64 in nnU-Net's logging):
-    the only globals, beyond torch's own allow-list, a checkpoint may reference."""
+    """``(object, "module.name")`` pairs for :data:`NUMPY_GLOBALS` plus the dtype classes
+    (torch's ``safe_globals`` tuple form, torch >= 2.6, keys the allow-list by that name)."""
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
-    out: list[Any] = [core.multiarray.scalar, np.dtype, core.multiarray._reconstruct, np.ndarray]
+    objects = {"scalar": core.multiarray.scalar, "_reconstruct": core.multiarray._reconstruct,
+               "dtype": np.dtype, "ndarray": np.ndarray}
+    out: list[Any] = [(objects[name.rsplit(".", 1)[1]], name) for name in NUMPY_GLOBALS]
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
-        out += [getattr(dtypes, n) for n in ("Float64DType", "Float32DType", "Float16DType", "Int64DType",
-                                             "Int32DType", "BoolDType") if hasattr(dtypes, n)]
+        out += [getattr(dtypes, n) for n in NUMPY_DTYPE_CLASSES if hasattr(dtypes, n)]
     return out
+
+
+def _refused_global(message: str) -> str:
+    """The global torch's weights-only unpickler refused, from its message (``""``: none named).
+    torch drops the ``builtins.`` prefix (``GLOBAL eval``); it is put back here."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if not found:
+        found = re.search(r"got <class '([\w.]+)'>", message)
+    if not found:
+        return ""
+    name = found.group(1)
+    return name if "." in name else f"builtins.{name}"
 
 
 def load_checkpoint(path: Path) -> Any:
     """Read a PyTorch checkpoint with ``torch.load(weights_only=True)`` (tensors, plain
-    Python types and a few numpy scalar types only: nothing is executed).
+    Python types and the numpy scalar/dtype globals of :data:`NUMPY_GLOBALS`, under their
+    numpy 1.x or 2.x module names: nothing is executed).
 
     Raises:
         UnsafeModelFileError: the file references any other class or function (named).
+        BundleError: not a readable checkpoint, or a torch without ``safe_globals`` (< 2.6).
     """
     import pickle
 
     import torch
 
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch < 2.5; the (object, name) form needs 2.6 (pyproject's floor)
+        raise BundleError.expected("torch >= 2.6 to read foreign checkpoints safely (torch.serialization."
+                                   "safe_globals with module names)", f"torch {torch.__version__}", path=path,
+                                   hint="pip install 'torch>=2.6'")
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
+        with safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        bad = found.group(1) if found else ""
+        bad = _refused_global(str(exc))
         raise UnsafeModelFileError.expected(
             "a checkpoint holding only tensors and plain types (read with torch.load(weights_only=True))",
             f"a reference to {bad or 'a class or function that is not allowed'}", path=path,

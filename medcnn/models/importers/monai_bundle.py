@@ -26,15 +26,24 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from medcnn.errors import BundleError, ConfigError, InputFileNotFoundError
+from medcnn.errors import BundleError, ConfigError, InputFileNotFoundError, MedcnnError
 from medcnn.models.importers._common import check_state_matches, load_checkpoint, read_json
 
 __all__ = ["is_monai_bundle", "import_monai_bundle"]
 
 _CONFIGS = ("inference.json", "inference.yaml", "inference.yml")
+#: How an imported bundle's predictions can differ from MONAI running its config (recorded
+#: in the provenance, with the import's own notes; docs/import-monai.md).
+DEVIATIONS = (
+    "images are read by medcnn (SimpleITK / nibabel, same geometry), not LoadImaged",
+    "Spacingd and Invertd resample with medcnn's interpolation (same grids; floating-point differences only)",
+    "the output always returns to the input grid (Invertd implied); SaveImaged is replaced by medcnn's writers",
+    "precision follows medcnn's --precision (auto: bf16 where the hardware has it)",
+)
 _SKIP_PRE = {"LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureTyped", "ToTensord", "CastToTyped",
              "ToDeviced", "Identityd", "EnsureTyped"}
 _SKIP_POST = {"SaveImaged", "EnsureTyped", "ToTensord", "Invertd", "ToDeviced", "CopyItemsd"}
@@ -65,18 +74,32 @@ def _split(key: str) -> list[str]:
 
 
 def _apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any], path: Path) -> None:
+    """Set each dotted ``key`` to ``value``. The key must exist, except a new argument of a
+    component (a mapping with ``_target_``); anything else is a :class:`ConfigError` naming it."""
     for key, value in overrides.items():
-        parts = _split(key)
+        parts = _split(str(key))
         node: Any = cfg
-        for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node.get(p) if isinstance(node, dict) else None
-            if node is None:
-                raise ConfigError.expected(f"an existing config key for --set {key}", f"no {p!r}", path=path)
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not p.lstrip("-").isdigit() or not -len(node) <= int(p) < len(node):
+                    raise ConfigError.expected(f"a list index below {len(node)} at {'.'.join(parts[:i]) or 'the top'} "
+                                               f"for --set {key}", repr(p), path=path)
+                if last:
+                    node[int(p)] = value
+                else:
+                    node = node[int(p)]
+            elif isinstance(node, dict):
+                if p not in node and not (last and "_target_" in node):
+                    raise ConfigError.expected(f"an existing config key for --set {key}",
+                                               f"no {p!r} in {'.'.join(parts[:i]) or 'the config'}", path=path)
+                if last:
+                    node[p] = value
+                else:
+                    node = node[p]
+            else:
+                raise ConfigError.expected(f"a mapping or list at {'.'.join(parts[:i])} for --set {key}",
+                                           f"the value {node!r}"[:80], path=path)
 
 
 class _Resolver:
@@ -84,6 +107,7 @@ class _Resolver:
 
     def __init__(self, cfg: Mapping[str, Any], path: Path) -> None:
         self.cfg, self.path = cfg, path
+        self.last_read = "the config"  # the key read last: named when its value has the wrong type
 
     def lookup(self, ref: str, where: str) -> Any:
         node: Any = self.cfg
@@ -123,6 +147,7 @@ class _Lazy:
         self.t, self.where, self.resolve = t, where, resolve
 
     def get(self, key: str, default: Any = None) -> Any:
+        self.resolve.last_read = f"{self.where}.{key}"
         return self.resolve(self.t[key], f"{self.where}.{key}") if key in self.t else default
 
     def __getitem__(self, key: str) -> Any:
@@ -142,13 +167,36 @@ def _expression_note(t: Mapping[str, Any]) -> str:
     return ""
 
 
-def _target(d: Any, where: str, path: Path) -> str:
+def _target(d: Any, where: str, path: Path, *, package: str = "monai.transforms") -> str:
+    """The class name of ``d["_target_"]``, accepted as MONAI's ConfigParser resolves it to
+    MONAI's own class: a bare name (``"UNet"``, ``"Spacingd"``: the parser searches the
+    ``monai`` modules for it) or a fully qualified name in ``monai`` that is the same class
+    as ``<package>.<name>`` (``monai.networks.nets.UNet``, ``monai.networks.nets.unet.UNet``,
+    ``monai.transforms.spatial.dictionary.Spacingd``). Any other module path
+    (``scripts.net.UNet``, ``my.Spacingd``) is refused, naming it: it would run other code."""
+    import importlib
+
     t = d.get("_target_") if isinstance(d, Mapping) else None
     if not isinstance(t, str):
         raise ConfigError.expected(f"a '_target_' class name at {where}", repr(t), path=path)
     if t.startswith("$") or t.startswith("@"):
         raise ConfigError.expected(f"a plain '_target_' class name at {where}", repr(t), path=path)
-    return t.rsplit(".", 1)[-1]
+    if "." not in t:
+        return t
+    module, name = t.rsplit(".", 1)
+    found = None
+    if module == "monai" or module.startswith("monai."):  # only monai's own modules are ever imported
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            found = None
+    expected = getattr(importlib.import_module(package), name, None)
+    if found is None or found is not expected:
+        raise ConfigError.expected(f"a MONAI class at {where}._target_ ({name!r} or {package}.{name} or the module "
+                                   "defining it in monai)", repr(t), path=path,
+                                   hint="medcnn builds only MONAI's own classes; code from other modules is "
+                                        "never imported")
+    return name
 
 
 def _transforms(cfg: Mapping[str, Any], key: str, path: Path) -> list[tuple[str, dict[str, Any], str]]:
@@ -156,6 +204,8 @@ def _transforms(cfg: Mapping[str, Any], key: str, path: Path) -> list[tuple[str,
     if comp is None:
         return []
     if isinstance(comp, Mapping) and "transforms" in comp:
+        if _target(comp, key, path) != "Compose":
+            raise ConfigError.expected(f"'{key}' as a Compose", repr(comp.get("_target_")), path=path)
         items = comp["transforms"]
     elif isinstance(comp, list):
         items = comp
@@ -180,12 +230,66 @@ def _mode_order(mode: Any, where: str, path: Path) -> int:
     raise ConfigError.expected(f"Spacingd mode bilinear or nearest at {where}", repr(m), path=path)
 
 
-def _preprocessing(cfg, resolve, path: Path) -> list[dict[str, Any]]:
+#: the data key MONAI's evaluators feed to the network (``CommonKeys.IMAGE``)
+IMAGE_KEY = "image"
+#: CropForegroundd's own arguments; any other key is a padding keyword (``**pad_kwargs``)
+_CROP_ARGS = {"keys", "source_key", "select_fn", "channel_indices", "margin", "allow_smaller", "k_divisible", "mode",
+              "start_coord_key", "end_coord_key", "allow_missing_keys", "lazy"}
+
+
+def _keys(t: "_Lazy") -> list[str] | None:
+    """The ``keys`` a dictionary transform acts on (``None``: not given)."""
+    keys = t.get("keys")
+    if keys is None:
+        return None
+    return [str(k) for k in (keys if isinstance(keys, (list, tuple)) else [keys])]
+
+
+def monai_default(transform: str, arg: str) -> Any:
+    """The default of ``arg`` of ``monai.transforms.<transform>`` in the installed MONAI
+    (what its ConfigParser uses when a bundle leaves the argument out)."""
+    import inspect
+
+    import monai.transforms
+
+    return inspect.signature(getattr(monai.transforms, transform)).parameters[arg].default
+
+
+def _crop_foreground(t: "_Lazy", where: str, path: Path, notes: list[str]) -> dict[str, Any]:
+    """``CropForegroundd`` → ``{"op": "crop_foreground", ...}`` with MONAI's defaults for what
+    the bundle leaves out (``allow_smaller``: the installed MONAI's, ``False`` since 1.5)."""
+    if t.get("select_fn") is not None or t.get("k_divisible", 1) not in (1, [1, 1, 1]):
+        raise ConfigError.expected(f"CropForegroundd with the default select_fn and k_divisible at {where}",
+                                   "other values", path=path)
+    source = t.get("source_key")
+    if source != IMAGE_KEY:
+        raise ConfigError.expected(f"CropForegroundd source_key {IMAGE_KEY!r} at {where} (nothing else exists "
+                                   "at inference)", repr(source), path=path)
+    pad = {k: t.get(k) for k in t.t if k not in _CROP_ARGS and k not in _META_KEYS}
+    if str(t.get("mode", "constant")) != "constant" or any(k != "value" or v != 0 for k, v in pad.items()):
+        raise ConfigError.expected(f"CropForegroundd zero padding (mode constant) at {where}",
+                                   f"mode {t.get('mode')!r} {pad or ''}".strip(), path=path)
+    allow = t.get("allow_smaller")
+    if allow is None:
+        allow = bool(monai_default("CropForegroundd", "allow_smaller"))
+        notes.append(f"{where} (CropForegroundd) has no allow_smaller: the installed MONAI's default {allow} is used")
+    return {"op": "crop_foreground", "margin": t.get("margin", 0), "allow_smaller": allow,
+            "channel_indices": t.get("channel_indices")}
+
+
+def _preprocessing(cfg, resolve, path: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """The ``PreprocessSpec.monai`` operations; transforms whose ``keys`` do not include
+    ``"image"`` (e.g. only the label) leave the image unchanged and are skipped."""
     ops: list[dict[str, Any]] = []
+    notes = [] if notes is None else notes
     for name, t, where in _transforms(cfg, "preprocessing", path):
         if name in _SKIP_PRE:
             continue
         t = _Lazy(t, where, resolve)
+        keys = _keys(t)
+        if keys is not None and IMAGE_KEY not in keys:
+            notes.append(f"{where} ({name}) skipped: its keys {keys} do not include {IMAGE_KEY!r}")
+            continue
         if name == "Orientationd":
             ops.append({"op": "orientation", "axcodes": t.get("axcodes", "RAS")})
         elif name == "Spacingd":
@@ -202,10 +306,7 @@ def _preprocessing(cfg, resolve, path: Path) -> list[dict[str, Any]]:
             ops.append({"op": "normalize", "nonzero": bool(t.get("nonzero", False)),
                         "channel_wise": bool(t.get("channel_wise", False))})
         elif name == "CropForegroundd":
-            if t.get("select_fn") is not None or t.get("k_divisible", 1) not in (1, [1, 1, 1]):
-                raise ConfigError.expected(f"CropForegroundd with the default select_fn and k_divisible at {where}",
-                                           "other values", path=path)
-            ops.append({"op": "crop_foreground", "margin": int(t.get("margin", 0))})
+            ops.append(_crop_foreground(t, where, path, notes))
         else:
             raise ConfigError.expected(f"a supported preprocessing transform at {where} (see docs/import-monai.md)",
                                        f"{name}{_expression_note(t.t)}", path=path, hint=f"Drop it if it does not change the image: "
@@ -219,7 +320,7 @@ def _network(cfg, resolve, path: Path) -> dict[str, Any]:
     nd = cfg.get("network_def")
     if nd is None:
         raise ConfigError.expected("'network_def' in the inference config", "none", path=path)
-    name = _target(nd, "network_def", path)
+    name = _target(nd, "network_def", path, package="monai.networks.nets")
     if name.lower() not in NETWORK_NAMES or name.lower() in ("plainconvunet", "residualencoderunet"):
         raise ConfigError.expected(f"a network_def class among UNet, BasicUNet, DynUNet, SegResNet, AttentionUnet, "
                                    "UNETR, SwinUNETR", f"{name!r}", path=path)
@@ -232,7 +333,7 @@ def _inferer(cfg, resolve, path: Path) -> tuple[list[int], float, dict[str, Any]
     inf = cfg.get("inferer")
     if inf is None:
         raise ConfigError.expected("an 'inferer' in the inference config", "none", path=path)
-    name = _target(inf, "inferer", path)
+    name = _target(inf, "inferer", path, package="monai.inferers")
     if name != "SlidingWindowInferer":
         raise ConfigError.expected("inferer SlidingWindowInferer", f"{name}", path=path,
                                    hint="Other inferers (SimpleInferer, SliceInferer) are not mapped yet")
@@ -328,6 +429,23 @@ def _regions(out_names: Mapping[int, str], k: int, region_order: Any, path: Path
     return labels, spec.to_dict()
 
 
+@contextmanager
+def _named_errors(resolve: _Resolver, *, key: str | None = None) -> Iterator[None]:
+    """Every failure while mapping the config is one :class:`ConfigError` naming the file
+    and, for a value of the wrong type (often from ``--set``), the key read last (or ``key``)."""
+    try:
+        yield
+    except MedcnnError as exc:
+        if exc.path is None or key is not None:
+            text = str(exc) if exc.path is not None else f"{resolve.path}: {exc}"
+            raise type(exc)(text + (f" (config key {key})" if key else ""), path=resolve.path) from None
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ConfigError.expected(f"a value of the type MONAI expects at {resolve.last_read}",
+                                   f"{type(exc).__name__}: {str(exc)[:120]}", path=resolve.path,
+                                   hint=f"Check the config or --set {resolve.last_read}=VALUE") from None
+
+
 def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any], region_order: Any = None) -> dict[str, Any]:
     """Translate a MONAI bundle folder (see module docstring).
 
@@ -348,11 +466,16 @@ def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any], region_or
     _apply_overrides(cfg, overrides, cpath)
     mpath = folder / "configs" / "metadata.json"
     meta = read_json(mpath) if mpath.is_file() else {}
+    from medcnn.preprocess._monai import check_monai_ops
+
     resolve = _Resolver(cfg, cpath)
-    spec = _network(cfg, resolve, cpath)
-    ops = _preprocessing(cfg, resolve, cpath)
-    roi, overlap, inference = _inferer(cfg, resolve, cpath)
-    activation, post = _postprocessing(cfg, resolve, cpath)
+    notes: list[str] = []
+    with _named_errors(resolve):
+        spec = _network(cfg, resolve, cpath)
+        ops = _preprocessing(cfg, resolve, cpath, notes)
+        roi, overlap, inference = _inferer(cfg, resolve, cpath)
+        activation, post = _postprocessing(cfg, resolve, cpath)
+        check_monai_ops(ops)
     wpath = next((folder / "models" / n for n in ("model.pt", "model.pth", "model.ckpt")
                   if (folder / "models" / n).is_file()), None)
     if wpath is None:
@@ -361,7 +484,9 @@ def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any], region_or
     state = ck.get("model") if isinstance(ck, Mapping) and isinstance(ck.get("model"), Mapping) else ck
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError.expected("a state dict of tensors (plain or under 'model')", type(state).__name__, path=wpath)
-    reference = build_network(spec, where=str(cpath)).state_dict()
+    resolve.last_read = "network_def"
+    with _named_errors(resolve, key="network_def"):
+        reference = build_network(spec, where=str(cpath)).state_dict()
     check_state_matches(state, reference, path=wpath, what=f"{cpath.name} network_def")
     n_in, k = int(spec["in_channels"]), int(spec["out_channels"])
     chans = _names(meta, "inputs", "image")
@@ -386,6 +511,9 @@ def import_monai_bundle(folder: Path, *, overrides: Mapping[str, Any], region_or
         "bundle_version": meta.get("version"), "monai_version": meta.get("monai_version"),
         "config": str(cpath.relative_to(folder)), "network_class": spec["name"],
         "overrides": {k2: v for k2, v in overrides.items()} or None,
+        "reproduces": "the bundle's inference config run by MONAI (ConfigParser: preprocessing, network_def, "
+                      "inferer, postprocessing)",
+        "deviations": list(DEVIATIONS) + notes,
         "files_sha256": files, "licence": licence or None}}
     return {
         "model": dict(state), "network": spec,

@@ -10,8 +10,15 @@ A folder ``DatasetXXX_Name/<Trainer>__<Plans>__<configuration>/`` holding
 - preprocessing is ``PreprocessSpec(nnunet=...)`` (:mod:`medcnn.preprocess._nnunet`):
   transpose, crop to non-zero, the plans' normalisation, resampling incl. separate-z;
 - inference rules are nnU-Net's window placement and Gaussian (``bundle.json["inference"]``),
-  patch size and step 0.5, the trainer's allowed mirroring axes as ``mirror_axes``;
-- labels or regions (sigmoid) come from ``dataset.json``; postprocessing from the JSON.
+  patch size and step 0.5, the trainer's allowed mirroring axes as ``mirror_axes`` and
+  mirroring over them as the default (``inference.tta_axes = "trained"``), as
+  ``nnUNetv2_predict`` does unless ``--disable_tta``;
+- labels or regions (sigmoid) come from ``dataset.json``; ``postprocessing.json`` only when
+  asked (``postprocessing=True``, ``--nnunet-postprocessing``): ``nnUNetv2_predict`` never
+  applies it (``nnUNetv2_apply_postprocessing`` is a separate step).
+
+What still differs from ``nnUNetv2_predict`` is listed in :data:`DEVIATIONS` and recorded in
+the provenance (``imported_from.deviations``).
 
 Checkpoints are read once, here, with ``torch.load(weights_only=True)``; the bundle holds
 safetensors weights and JSON only.
@@ -26,7 +33,7 @@ from typing import Any, Mapping, Sequence
 from medcnn.errors import BundleError, ConfigError, InputFileNotFoundError
 from medcnn.models.importers._common import check_state_matches, load_checkpoint, read_json
 
-__all__ = ["is_nnunet_folder", "import_nnunet", "CHECKPOINT_NAME"]
+__all__ = ["is_nnunet_folder", "import_nnunet", "CHECKPOINT_NAME", "DEVIATIONS"]
 
 CHECKPOINT_NAME = "checkpoint_final.pth"
 
@@ -37,6 +44,14 @@ _CLASSES = {
 }
 _OLD_CLASSES = {"PlainConvUNet": "plainconvunet", "ResidualEncoderUNet": "residualencoderunet"}
 _READERS = ("SimpleITKIO", "NibabelIO")
+#: How an imported model's predictions can differ from ``nnUNetv2_predict`` at its defaults
+#: (recorded in every imported bundle's provenance; docs/import-nnunet.md).
+DEVIATIONS = (
+    "logits are blended in float32 (nnU-Net: float16), so labels can differ at near-ties",
+    "precision follows medcnn's --precision (auto: bf16 where the hardware has it); nnUNetv2_predict runs "
+    "float32 on the CPU and float16 autocast on CUDA: use --precision fp32 / fp16 to match",
+    "the folds are every fold_N present unless --folds (nnUNetv2_predict: 0, 1, 2, 3, 4)",
+)
 _RESAMPLING_FN = "resample_data_or_seg_to_shape"
 
 
@@ -44,8 +59,36 @@ def is_nnunet_folder(path: Path) -> bool:
     return path.is_dir() and (path / "plans.json").is_file() and (path / "dataset.json").is_file()
 
 
-def _last(name: Any) -> str:
-    return str(name).rsplit(".", 1)[-1] if name is not None else ""
+def _torch_names(cls_name: str) -> set[str]:
+    """The fully qualified names under which ``pydoc.locate`` (what nnU-Net uses for
+    ``_kw_requires_import``) finds ``torch.nn.<cls_name>``: ``torch.nn.X`` and
+    ``torch.nn.modules.<file>.X`` (read from torch itself)."""
+    from torch import nn
+
+    cls = getattr(nn, cls_name)
+    return {f"torch.nn.{cls_name}", f"{cls.__module__}.{cls_name}"}
+
+
+def _layer(value: Any, kind: str, nd: int, path: Path) -> str | None:
+    """The class name (``InstanceNorm3d``, ``LeakyReLU``, ``BasicBlockD``...) of an
+    ``arch_kwargs`` layer, accepted only under the fully qualified names nnU-Net writes
+    and ``pydoc.locate`` resolves to that very class; any other module path (a custom
+    ``my_lab.layers.InstanceNorm3d``) or a bare name is refused, naming it."""
+    if value is None:
+        return None
+    if kind == "block":
+        names = {f"dynamic_network_architectures.building_blocks.residual.{b}": b for b in ("BasicBlockD", "BottleneckD")}
+    else:
+        short = {"conv_op": [f"Conv{nd}d"], "norm_op": [f"InstanceNorm{nd}d", f"BatchNorm{nd}d"],
+                 "dropout_op": [f"Dropout{nd}d", "Dropout"],
+                 "nonlin": ["LeakyReLU", "ReLU", "PReLU", "ELU", "GELU", "SiLU"]}[kind]
+        names = {full: n for n in short for full in _torch_names(n)}
+    if value not in names:
+        raise ConfigError.expected(f"{kind} among {', '.join(sorted(names))} (fully qualified, as nnU-Net writes it)",
+                                   repr(value), path=path,
+                                   hint="Layers from other modules would need their code to run; medcnn builds "
+                                        "only torch's and dynamic-network-architectures' own")
+    return names[value]
 
 
 def _configuration(plans: Mapping[str, Any], name: str, path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -69,8 +112,12 @@ def _network_spec(conf: Mapping[str, Any], in_ch: int, out_ch: int, path: Path) 
     if "architecture" in conf:
         arch = conf["architecture"]
         cls = arch.get("network_class_name")
+        # nnU-Net resolves the name with pydoc.locate, then (bare name) searches only
+        # dynamic_network_architectures.architectures: both give exactly these classes
+        cls = f"dynamic_network_architectures.architectures.unet.{cls}" if cls in _OLD_CLASSES else cls
         if cls not in _CLASSES:
-            raise ConfigError.expected(f"a network class among {', '.join(sorted(_CLASSES))}", repr(cls), path=path,
+            raise ConfigError.expected(f"network_class_name among {', '.join(sorted(_CLASSES))} (or the bare class "
+                                       "name)", repr(arch.get("network_class_name")), path=path,
                                        hint="Only nnU-Net's standard PlainConvUNet / ResidualEncoderUNet are built; "
                                             "custom architectures would need their code to run")
         name = _CLASSES[cls]
@@ -91,16 +138,16 @@ def _network_spec(conf: Mapping[str, Any], in_ch: int, out_ch: int, path: Path) 
               "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{nd}d",
               "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
               "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
-    conv = _last(kw.pop("conv_op", f"Conv{nd}d"))
-    if conv != f"Conv{nd}d":
-        raise ConfigError.expected(f"conv_op Conv{nd}d for a {nd}D patch size", repr(conv), path=path)
+    conv = _layer(kw.pop("conv_op", None), "conv_op", nd, path)
+    if conv is None:
+        raise ConfigError.expected(f"conv_op torch.nn.modules.conv.Conv{nd}d", "null", path=path)
     spec: dict[str, Any] = {"name": name, "spatial_dims": nd, "in_channels": in_ch, "out_channels": out_ch}
     for key in ("norm_op", "dropout_op"):
-        v = _last(kw.pop(key, None))
+        v = _layer(kw.pop(key, None), key, nd, path)
         spec[key] = (re.sub(r"[123]d$", "", v) or None) if v else None
-    spec["nonlin"] = _last(kw.pop("nonlin", None)) or None
+    spec["nonlin"] = _layer(kw.pop("nonlin", None), "nonlin", nd, path)
     if "block" in kw:
-        spec["block"] = _last(kw.pop("block"))
+        spec["block"] = _layer(kw.pop("block"), "block", nd, path)
     spec.update(kw)
     return spec
 
@@ -213,14 +260,21 @@ def _fold_dirs(folder: Path, folds: Sequence[str] | None) -> list[tuple[str, Pat
     return [(d.name[5:], d / CHECKPOINT_NAME) for d in found]
 
 
-def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[str, Any]:
+def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None, postprocessing: bool = False) -> dict[str, Any]:
     """Translate an nnU-Net v2 result folder (see module docstring).
+
+    Args:
+        folder: the ``Trainer__Plans__configuration`` folder.
+        folds: folds to ensemble (default: every ``fold_N`` with a checkpoint).
+        postprocessing: also apply ``crossval_results_folds_<folds>/postprocessing.json``
+            (what ``nnUNetv2_apply_postprocessing`` does; ``nnUNetv2_predict`` does not).
 
     Returns:
         keyword arguments for :func:`medcnn.models.save_bundle` (``model`` is the state dict).
 
     Raises:
-        ConfigError: unsupported plans (cascade, custom class, reader, resampling).
+        ConfigError: unsupported plans (cascade, custom class, reader, resampling), or
+            ``postprocessing`` asked for without a ``postprocessing.json``.
         UnsafeModelFileError: a checkpoint referencing anything beyond tensors/plain types.
         BundleError: weights that do not match the network the plans describe.
     """
@@ -288,7 +342,17 @@ def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[s
                **_resampling(conf, plans_path)}
     mirror = first.get("inference_allowed_mirroring_axes")
     mirror_axes = [] if mirror is None else [int(a) for a in mirror]
-    postprocess, pp_file = _postprocessing(folder, [f for f, _p, _c in ckpts], plans_path)
+    fold_names = [f for f, _p, _c in ckpts]
+    pp_name = f"crossval_results_folds_{'_'.join(fold_names)}/postprocessing.json"
+    available = (folder / pp_name).is_file()
+    if postprocessing and not available:
+        raise ConfigError.expected(f"{pp_name} for --nnunet-postprocessing (nnUNetv2_find_best_configuration "
+                                   "writes it)", "no such file", path=folder)
+    postprocess, pp_file = _postprocessing(folder, fold_names, plans_path) if postprocessing else (None, None)
+    deviations = list(DEVIATIONS)
+    if pp_file:
+        deviations.append(f"{pp_file} is applied (--nnunet-postprocessing): nnUNetv2_predict does not apply it, "
+                          "nnUNetv2_apply_postprocessing does")
     files = {"plans.json": file_sha256(plans_path), "dataset.json": file_sha256(dataset_path)}
     files.update({str(p.relative_to(folder)): file_sha256(p) for _f, p, _c in ckpts})
     if pp_file:
@@ -300,8 +364,11 @@ def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[s
         "trainer": trainer, "plans": plans.get("plans_name") or (parts[1] if len(parts) == 3 else None),
         "configuration": conf_name, "folds": [f for f, _p, _c in ckpts],
         "network_class": spec["name"], "image_reader_writer": reader,
-        "postprocessing": pp_file, "files_sha256": files, "licence": licence or None,
-        "note": "nnUNetv2_predict mirrors by default: use --tta (tta_axes='trained') for its default outputs"}}
+        "postprocessing": pp_file, "postprocessing_not_applied": pp_name if available and not pp_file else None,
+        "files_sha256": files, "licence": licence or None,
+        "reproduces": "nnUNetv2_predict at its defaults (mirroring over the allowed axes, no postprocessing)"
+                      + (" + nnUNetv2_apply_postprocessing" if pp_file else ""),
+        "deviations": deviations}}
     return {
         "model": state, "network": spec,
         "preprocess": {"orientation": None, "modalities": ["none"] * len(chan_names), "nnunet": options},
@@ -311,6 +378,8 @@ def import_nnunet(folder: Path, *, folds: Sequence[str] | None = None) -> dict[s
         # contiguous tensors: channels-last ran nnU-Net's networks 0.26-0.99x as fast on the CPU
         # (benchmarks/bench_import_nnunet.py), unlike medcnn's MONAI UNets
         "inference": {"blend_mode": "nnunet", "window_placement": "nnunet", "memory_format": "contiguous",
-                      **({"slice_axis": 0} if nd == 2 else {})},
+                      **({"slice_axis": 0} if nd == 2 else {}),
+                      # nnUNetv2_predict mirrors over the allowed axes unless --disable_tta
+                      **({"tta_axes": "trained"} if mirror_axes else {})},
     }
 
