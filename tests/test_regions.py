@@ -185,7 +185,9 @@ def test_seg_has_one_overlapping_segment_per_region(tmp_path):
 
     src = sorted((pydicom.dcmread(str(p)) for p in (tmp_path / "s").glob("*.dcm")),
                  key=lambda d: float(d.ImagePositionPatient[2]))
-    uids = [str(d.SOPInstanceUID) for d in src]
+    from medcnn.io.deid import pseudonymous_uid
+
+    uids = [pseudonymous_uid(str(d.SOPInstanceUID)) for d in src]  # de-identified SEG: source UIDs replaced
     px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[4, 5, 6],
                                            combine_segments=False, assert_missing_frames_are_empty=True)
     for i, (name, members) in enumerate(regions.items()):  # (slices, rows, cols) = (K, J, I)
