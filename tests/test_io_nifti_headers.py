@@ -373,3 +373,25 @@ def test_released_acdc_pattern_on_a_real_file(shared_data, tmp_path, capsys):
     assert all(b["qc_codes"] == FLAG) and "qc_codes" not in a.columns
     ref = sitk_reading(released)
     np.testing.assert_allclose(b.set_index("label").loc[[1, 2], "volume_ml"], [ref["ml"][1], ref["ml"][2]], rtol=1e-6)
+
+
+def test_validate_flags_rows_of_the_case(tmp_path, capsys):
+    """A released-ACDC-style prediction against a clean reference on the same (resolved) grid."""
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    write_header(tmp_path / "pred" / "c1.nii.gz", **READ_PATTERNS["acdc_released"][0])
+    write_header(tmp_path / "ref" / "c1.nii.gz", **READ_PATTERNS["both_consistent"][0])
+    write_header(tmp_path / "pred" / "c2.nii.gz", **READ_PATTERNS["qform_only"][0])
+    write_header(tmp_path / "ref" / "c2.nii.gz", **READ_PATTERNS["qform_only"][0])
+    rc = main(["validate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"),
+               "--out", str(tmp_path / "out"), "--bootstrap", "10"])
+    err = capsys.readouterr().err
+    assert rc == 0 and len(_err_lines(err, "c1.nii.gz")) == 1 and len(_err_lines(err, "warning")) == 1
+    df = pd.read_csv(tmp_path / "out" / "metrics.csv", keep_default_na=False)
+    assert set(df[df["case_id"] == "c1"]["qc_codes"]) == {FLAG}
+    assert set(df[df["case_id"] == "c2"]["qc_codes"]) == {""}
+    assert np.allclose(df[df["case_id"] == "c1"]["dice"].astype(float), 1.0)  # same grid once resolved
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "SimpleITK" in summary["settings"]["input_header_rules"][FLAG]
+    (c1,) = [c for c in summary["cases"] if c["case_id"] == "c1"]
+    assert c1["qc_flags"][0]["message"].startswith("c1.nii.gz: NIfTI header inconsistent")
