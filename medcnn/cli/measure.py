@@ -17,6 +17,12 @@ complete):
 * JSON: one object with ``provenance``, ``methods``, ``inputs`` and the tables
   ``volumes``, ``lesions``, ``cardiac``, ``cine_curves`` (NaN written as null).
 
+An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
+(docs/io.md): one warning line per file on stderr, ``NIFTI_HEADER_INCONSISTENT`` in a
+``qc_codes`` column on every row of its case (CSV and JSON; appended to the cardiac table's own
+``qc_codes``), the finding in its ``inputs`` entry (``qc_flags``) and the rule in the provenance
+(``input_header_rules``). The column is there only when some input was flagged.
+
 Input paths appear as file names only (columns ``path``, ``ed_path``, ``es_path``, the
 inputs list and error messages) unless ``--include-paths`` is given.
 

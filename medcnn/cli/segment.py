@@ -7,6 +7,9 @@ input's geometry; ``--probabilities`` adds
 ``segment_provenance.json`` records the medcnn version, the model's weights and spec
 SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
 or the error (no DICOM identifiers); it is written when at least one case produced output.
+An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
+(docs/io.md): one warning line, ``qc_flags`` (``NIFTI_HEADER_INCONSISTENT``) and the rule
+(``methods``) in its case record, and its label map written on that resolved grid.
 
 A folder of image files (not a DICOM series) is a folder of cases, as for ``medcnn run``:
 each image file is segmented on its own (sub-folders likewise; a folder of non-image files is

@@ -142,7 +142,8 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
     else:  # not a NIfTI header (nibabel read another format): its own affine
         affine, note = None, None
     if note is not None:
-        meta["affine_source"] = note["header"]["used"]
+        used = note["header"]["used"]
+        meta["affine_source"] = "pixdim only (no sform/qform)" if used == "none" else used
         meta["read_notes"] = [note]
         warnings.warn(NiftiHeaderWarning(note["message"]), stacklevel=3)
     else:
@@ -274,8 +275,7 @@ def resolve_nifti_geometry(hdr, pixdim, shape: tuple[int, ...], path) -> tuple[n
     rule = {"sform": "direction and origin from the sform (axes normalised), spacing from pixdim",
             "qform": "direction and origin from the qform, spacing from pixdim",
             "none": "identity direction in ITK's LPS (RAS diag(-1, -1, 1)), origin 0, spacing from pixdim"}[used]
-    message = (f"{path}: NIfTI header inconsistent: {'; '.join(found)}; read as SimpleITK reads it: {rule} "
-               f"({_fmt(pix)} mm)")
+    message = f"{path}: NIfTI header inconsistent: {'; '.join(found)}; read as SimpleITK reads it: {rule} {_fmt(pix)} mm"
     from medcnn.volume import NIFTI_HEADER_INCONSISTENT
 
     return affine, {"code": NIFTI_HEADER_INCONSISTENT, "message": message, "rule": NIFTI_GEOMETRY_RULE,
