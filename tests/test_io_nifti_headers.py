@@ -39,6 +39,7 @@ def _rotation() -> np.ndarray:
 
 
 R = _rotation()
+R_LEFT = R @ np.diag([-1.0, 1.0, 1.0])  # left-handed (qfac = -1), as dcm2niix writes LAS images
 R_OTHER = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) @ R
 
 
@@ -100,8 +101,15 @@ READ_PATTERNS = {
                              qform_code=1), False),
     "both_consistent_other_codes": (dict(sform=_affine(R, PIXDIM, ORIGIN), sform_code=2,
                                          qform=_affine(R, PIXDIM, ORIGIN), qform_code=1), False),
+    "acdc_scanner_code": (dict(sform=_affine(R, 1, ORIGIN), sform_code=1, pixdim=PIXDIM), True),
+    "left_handed_consistent": (dict(sform=_affine(R_LEFT, PIXDIM, ORIGIN), sform_code=1,
+                                    qform=_affine(R_LEFT, PIXDIM, ORIGIN), qform_code=1), False),
+    "left_handed_acdc_with_qform": (dict(sform=_affine(R_LEFT, 1, ORIGIN), sform_code=2,
+                                         qform=_affine(R_LEFT, PIXDIM, ORIGIN), qform_code=1), True),
     "sform_only": (dict(sform=_affine(R, PIXDIM, ORIGIN), sform_code=2, pixdim=PIXDIM), False),
+    "sform_only_mni_code": (dict(sform=_affine(R, PIXDIM, ORIGIN), sform_code=4, pixdim=PIXDIM), False),
     "qform_only": (dict(qform=_affine(R, PIXDIM, ORIGIN), qform_code=1), False),
+    "qform_only_left_handed": (dict(qform=_affine(R_LEFT, PIXDIM, ORIGIN), qform_code=1), False),
 }
 
 #: header patterns refused: name -> (header fields, message fragment)
