@@ -33,6 +33,7 @@ __all__ = [
     "UnsafeModelFileError",
     "ConfigError",
     "InsufficientMemoryError",
+    "NiftiHeaderWarning",
     "format_message",
 ]
 
@@ -145,3 +146,9 @@ class ConfigError(MedcnnError, ValueError):
 
 class InsufficientMemoryError(MedcnnError, MemoryError):
     """The planned computation would not fit in the memory available."""
+
+
+class NiftiHeaderWarning(UserWarning):
+    """A NIfTI header whose sform, qform and pixdim disagree was read by medcnn's documented
+    rule (docs/io.md); the Volume records what was found (``Volume.read_notes``). The CLI
+    prints it as one line per file."""

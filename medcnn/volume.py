@@ -35,6 +35,7 @@ __all__ = [
     "VolumeKind",
     "LeadingAxis",
     "DEFAULT_ATOL_MM",
+    "NIFTI_HEADER_INCONSISTENT",
     "nonzero_extent",
 ]
 
@@ -44,6 +45,10 @@ LeadingAxis = Literal["time", "channel"]
 #: Default tolerance (mm) when comparing origins and spacings, and (unitless) directions.
 DEFAULT_ATOL_MM = 1e-4
 _ORTHONORMAL_TOL = 1e-3
+#: QC code of an input whose NIfTI header disagreed with itself (sform / qform / pixdim, or
+#: neither form set) and was read by medcnn's documented rule (docs/io.md); see
+#: :attr:`Volume.read_notes`.
+NIFTI_HEADER_INCONSISTENT = "NIFTI_HEADER_INCONSISTENT"
 _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
@@ -347,6 +352,15 @@ class Volume:
     @property
     def source(self) -> str | None:
         return self.geometry.source
+
+    @property
+    def read_notes(self) -> list[dict[str, Any]]:
+        """What the reader found wrong in the file's header and how it resolved it (e.g. a
+        NIfTI sform whose scales disagree with pixdim): dicts with ``code`` (e.g.
+        ``NIFTI_HEADER_INCONSISTENT``), ``message`` (one line naming the file), ``rule`` (how
+        the geometry was chosen) and ``header`` (the header fields found). Empty for clean
+        files. Kept in ``meta["read_notes"]``, so volumes derived from this one keep it."""
+        return [dict(n) for n in self.meta.get("read_notes") or []]
 
     @property
     def n_frames(self) -> int | None:

@@ -398,6 +398,9 @@ def run_batch(
 
     def done(case: Case, rec: dict[str, Any]) -> None:
         results[case.case_id] = rec
+        for flag in rec.get("qc_flags") or []:  # e.g. a NIfTI header read by the rule for inconsistent ones
+            if flag.get("scope") == "input":
+                bar.write(f"{case.case_id}: warning: {flag['message']}", file=sys.stderr)
         if rec["status"] == "error":
             bar.write(f"{case.case_id}: failed: {rec['error']['message']}", file=sys.stderr)
         n_fail = sum(r["status"] == "error" for r in results.values())

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -415,6 +416,20 @@ def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: i
     return out
 
 
+def _input_flags(read, methods: dict[str, str]) -> list[dict[str, Any]]:
+    """QC flags of the case's input files (e.g. NIFTI_HEADER_INCONSISTENT) and, for each, the
+    rule they were read by in ``methods``."""
+    from medcnn.io import input_qc_flags, input_rules
+
+    flags: list[dict[str, Any]] = []
+    for ci, vols, ref in read:
+        flags += input_qc_flags(list(vols) + ([ref] if ref is not None else []), phase=ci.phase)
+        for code, rule in input_rules(list(vols) + ([ref] if ref is not None else [])).items():
+            methods[f"input_{code.lower()}"] = (f"{rule}. Label maps are written on this resolved grid, with a "
+                                                "consistent header (sform = qform, pixdim = their axis lengths)")
+    return flags
+
+
 def _flags(fn) -> list[dict[str, Any]]:
     return [f.to_dict() for f in fn.qc_flags]
 
@@ -422,6 +437,7 @@ def _flags(fn) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- one case
 def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], str, list[dict]]:
     """Read every scan of a case: [(input, channel volumes, reference or None)], input hash, grids."""
+    from medcnn.errors import NiftiHeaderWarning
     from medcnn.io import annotation_kind, read_labels_on_grid, read_volume
     from medcnn.report.provenance import volume_hash
 
@@ -431,7 +447,9 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
     for ci in case.inputs:
         vols = []
         for ch, path in ci.channels:
-            v = read_volume(path)
+            with warnings.catch_warnings():  # reported as QC flags, and by the batch per case
+                warnings.simplefilter("ignore", NiftiHeaderWarning)
+                v = read_volume(path)
             if v.leading_axis == "channel":
                 from medcnn.errors import DimensionError
 
@@ -451,8 +469,10 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
                 vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
         ref = None
         if ci.reference:  # a label image, or an RTSTRUCT / SEG placed on the scan's grid where exact
-            ref = read_labels_on_grid(ci.reference, vols[0]) if annotation_kind(ci.reference) else \
-                read_volume(ci.reference, kind="label")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NiftiHeaderWarning)
+                ref = read_labels_on_grid(ci.reference, vols[0]) if annotation_kind(ci.reference) else \
+                    read_volume(ci.reference, kind="label")
             parts.append(f"{ci.phase or ''}/reference:{volume_hash(ref)}")
         read.append((ci, vols, ref))
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest() if len(parts) > 1 else parts[0].split(":")[-1]
@@ -598,7 +618,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                                                     "the input grid by nearest neighbour)",
                "segmentation": f"model {settings.model_name} (sha256 {settings.model_sha256[:12]}...) run by "
                                "medcnn.inference; labels returned on the exact input grid"}
-    qc: list[dict[str, Any]] = []
+    qc: list[dict[str, Any]] = _input_flags(read, methods)
     is_cine = len(predictions) == 1 and predictions[0][3].leading_axis == "time"
     rec["input_kind"] = "ED/ES pair" if case.kind == "pair" else ("cine series" if is_cine else "single scan")
     overlay_rows = []

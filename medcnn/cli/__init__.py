@@ -4,6 +4,10 @@ Each subcommand lives in its own module ``medcnn/cli/<name>.py`` exposing
 ``register(subparsers)``, which adds a parser whose ``func`` default is the handler
 ``func(args) -> int``. The CLI is the only place that reads ``argv`` and the environment.
 
+Warnings about an input (:class:`medcnn.errors.NiftiHeaderWarning`: a NIfTI header read by
+medcnn's rule for inconsistent headers) are printed as one line, ``medcnn <command>:
+warning: <file>: ...``, once per distinct message (so once per file).
+
 Errors: a :class:`medcnn.errors.MedcnnError` (bad input) becomes one line on stderr and
 exit code 2; Ctrl-C exits 130; an unexpected exception prints one line naming it and
 exits 1 (``--debug`` shows the traceback).
@@ -12,10 +16,12 @@ exits 1 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -49,6 +55,30 @@ def _passive_openmp_wait() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@contextlib.contextmanager
+def input_warnings_as_lines(command: str) -> Iterator[None]:
+    """Print each :class:`NiftiHeaderWarning` as one line on stderr, once per distinct message;
+    other warnings are shown as Python shows them."""
+    from medcnn.errors import NiftiHeaderWarning
+
+    seen: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", NiftiHeaderWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, NiftiHeaderWarning):
+                return shown(message, category, filename, lineno, file, line)
+            text = " ".join(str(message).split())
+            if text not in seen:
+                seen.add(text)
+                print(f"medcnn {command}: warning: {text}", file=sys.stderr)
+            return None
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _passive_openmp_wait()
     from medcnn.errors import MedcnnError
@@ -56,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with input_warnings_as_lines(args.command):
+            return int(args.func(args) or 0)
     except MedcnnError as exc:
         if args.debug:
             raise

@@ -49,6 +49,8 @@ def describe(volume) -> dict:
     for k in ("Modality", "SeriesDescription", "affine_source", "n_files"):
         if k in volume.meta:
             d[k.lower()] = volume.meta[k]
+    if volume.read_notes:  # e.g. a NIfTI header read by the rule for inconsistent headers (docs/io.md)
+        d["qc_flags"] = [{"code": n["code"], "message": n["message"]} for n in volume.read_notes]
     return d
 
 

@@ -19,6 +19,12 @@ complete):
 * JSON: one object with ``provenance``, ``methods``, ``inputs`` and the tables
   ``volumes``, ``lesions``, ``cardiac``, ``cine_curves`` (NaN written as null).
 
+An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
+(docs/io.md): one warning line per file on stderr, ``NIFTI_HEADER_INCONSISTENT`` in a
+``qc_codes`` column on every row of its case (CSV and JSON; appended to the cardiac table's own
+``qc_codes``), the finding in its ``inputs`` entry (``qc_flags``) and the rule in the provenance
+(``input_header_rules``). The column is there only when some input was flagged.
+
 Input paths appear as file names only (columns ``path``, ``ed_path``, ``es_path``, the
 inputs list and error messages) unless ``--include-paths`` is given.
 
@@ -43,6 +49,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["register", "run", "case_id", "sha256_of", "read_table"]
+
+#: Meaning of the ``qc_codes`` column of every table (present when some input was flagged).
+INPUT_QC_CODES = ("QC flags of the case's input files, ';'-separated, on every row of the case: "
+                  "NIFTI_HEADER_INCONSISTENT = the NIfTI header's sform, qform and pixdim disagree and it was read "
+                  "by medcnn's rule (provenance input_header_rules; inputs[].qc_flags says what was found)")
 
 
 
@@ -232,6 +243,8 @@ class _Report:
         self.inputs: list[dict] = []
         self.failed = 0
         self.raw_paths: dict[str, list[str]] = {}  # case -> its input paths as given (to redact messages)
+        self.input_rules: dict[str, str] = {}  # QC code -> how inputs with that read note were read
+        self._entries: dict[str, list[dict]] = {}  # input path as given -> its entries in self.inputs
 
     def show(self, path: Any) -> str | None:
         """An input path as the report shows it (file name only unless --include-paths)."""
@@ -241,6 +254,25 @@ class _Report:
 
     def add_input(self, case: str, path: str, role: str) -> None:
         self.inputs.append({"case": case, "role": role, "path": self.show(path), "sha256": sha256_of(path)})
+        self._entries.setdefault(str(Path(path)), []).append(self.inputs[-1])
+
+    def qc_columns(self, *vols) -> dict[str, str]:
+        """``{"qc_codes": ...}`` for every row of a case whose inputs carry read notes (a NIfTI
+        header read by the rule for inconsistent headers), else ``{}``; the notes also go to
+        the inputs list and their rules to the provenance."""
+        from medcnn.io import input_qc_flags, input_rules
+        from medcnn.report.provenance import redact_paths
+
+        flags = input_qc_flags(list(vols))
+        if not flags:
+            return {}
+        self.input_rules.update(input_rules(list(vols)))
+        for v in vols:
+            mine = input_qc_flags(v)
+            for entry in self._entries.get(str(Path(str(v.source))), []) if mine else []:
+                entry["qc_flags"] = [{"code": f["code"], "message": redact_paths(
+                    f["message"], [str(v.source)], include_paths=self.include_paths)} for f in mine]
+        return {"qc_codes": ";".join(dict.fromkeys(f["code"] for f in flags))}
 
     def guard(self, table: list[dict], base: dict, fn: Callable[[], None]) -> bool:
         try:
@@ -255,6 +287,13 @@ class _Report:
             paths = [v for k, v in base.items() if k.endswith("path")] + list(self.raw_paths.get(base["case"], ()))
             table.append({**base, "error": redact_paths(_error_text(exc), paths, include_paths=self.include_paths)})
             return False
+
+
+def _with_codes(row: dict, qc: dict[str, str]) -> dict:
+    """A cardiac row with the case's input QC codes appended to its own ``qc_codes``."""
+    if qc:
+        row["qc_codes"] = ";".join(c for c in (row.get("qc_codes"), qc["qc_codes"]) if c)
+    return row
 
 
 def _hard_labels(vol, threshold: float | None):
@@ -289,6 +328,7 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
             check_known_labels(*count_values(label_array(vol, allow_time=True)), names, path=path,
                                what=f"the label table {args.labels}")
         state["vol"] = vol
+        state["qc"] = report.qc_columns(vol)
         own = names or vol.meta.get("label_names") or (_cardiac_names(vol, cardiac_labels) if args.cine else None)
         df = label_volumes(vol, label_names=own, threshold=args.threshold,
                            regions=None if vol.kind == "probability" else args.regions)
@@ -306,16 +346,16 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         image = args.image_of.get(path)
         if image is not None:
             _add_intensities(rows, vol, image, args, report, case)
-        report.volumes.extend({**base, **row, "error": None} for row in rows)
+        report.volumes.extend({**base, **row, **state["qc"], "error": None} for row in rows)
 
     if not report.guard(report.volumes, base, volumes):
         return
-    vol = state["vol"]
+    vol, qc = state["vol"], state["qc"]
     if args.cine:
         def cine() -> None:
             res = cine_function(vol, labels=cardiac_labels, heart_rate_bpm=args.heart_rate, rr_interval_ms=args.rr_ms)
-            report.cardiac.append({**base, **res.function.to_row(), "error": None})
-            report.cine.extend({**base, **row} for row in res.curve.to_dict(orient="records"))
+            report.cardiac.append({**base, **_with_codes(res.function.to_row(), qc), "error": None})
+            report.cine.extend({**base, **row, **qc} for row in res.curve.to_dict(orient="records"))
 
         report.guard(report.cardiac, base, cine)
         return
@@ -327,7 +367,7 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
         df = measure_lesions(lab, labels=_parse_int_list(args.lesion_labels), per_label=not args.merge_lesion_labels,
                              connectivity=args.connectivity, min_volume_ml=args.min_lesion_ml,
                              label_names=names or vol.meta.get("label_names"))
-        report.lesions.extend({**base, **row, "error": None} for row in df.to_dict(orient="records"))
+        report.lesions.extend({**base, **row, **qc, "error": None} for row in df.to_dict(orient="records"))
 
     report.guard(report.lesions, base, lesions)
 
@@ -370,11 +410,12 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
             vols[phase] = _read(path, probabilities=False, cine=False)
         fn = cardiac_function(vols["ED"], vols["ES"], labels=cardiac_labels, heart_rate_bpm=args.heart_rate,
                               rr_interval_ms=args.rr_ms)
-        report.cardiac.append({**base, **fn.to_row(), "error": None})
+        qc = report.qc_columns(vols["ED"], vols["ES"])
+        report.cardiac.append({**base, **_with_codes(fn.to_row(), qc), "error": None})
         for phase, path in (("ED", ed), ("ES", es)):
             df = label_volumes(vols[phase], label_names=names or _cardiac_names(vols[phase], cardiac_labels))
             report.volumes.extend({"case": case_id(path), "path": report.show(path), "phase": phase, **row,
-                                   "error": None}
+                                   **qc, "error": None}
                                   for row in df.to_dict(orient="records"))
 
     report.guard(report.cardiac, base, run_pair)
@@ -391,7 +432,7 @@ def _methods(args) -> dict[str, dict[str, str]]:
               "error": "empty when the case was measured; else why it failed"}
     from medcnn.measure.intervals import INTERVAL_COLUMNS
 
-    vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS}
+    vol_cols = {**common, "phase": "cardiac inputs only: ED or ES", **VOLUME_COLUMNS, "qc_codes": INPUT_QC_CODES}
     if args.image:
         from medcnn.measure.intensity import INTENSITY_COLUMNS
 
@@ -401,14 +442,15 @@ def _methods(args) -> dict[str, dict[str, str]]:
                          and "tta" not in k and k != "volume_soft_ml"})
     out = {"volumes": vol_cols}
     if not args.no_lesions and not args.cine:
-        out["lesions"] = {**common, **LESION_COLUMNS}
+        out["lesions"] = {**common, **LESION_COLUMNS, "qc_codes": INPUT_QC_CODES}
     if args.cardiac or args.cine:
         out["cardiac"] = {**common, "ed_path": "end-diastolic label map", "es_path": "end-systolic label map",
                           **CARDIAC_COLUMNS}
+        out["cardiac"]["qc_codes"] += "; also " + INPUT_QC_CODES
     if args.cine:
         out["cine_curves"] = {**common, "frame": "frame index (0-based)", "time_ms": "frame trigger time in ms",
                               "lv_volume_ml": "LV blood-pool volume in mL", "lv_myo_volume_ml": "LV myocardium in mL",
-                              "rv_volume_ml": "RV blood-pool volume in mL"}
+                              "rv_volume_ml": "RV blood-pool volume in mL", "qc_codes": INPUT_QC_CODES}
     return out
 
 
@@ -525,6 +567,8 @@ def run(args: argparse.Namespace) -> int:
 
     methods = _methods(args)
     prov = _provenance(args)
+    if report.input_rules:
+        prov["input_header_rules"] = dict(report.input_rules)
     tables = {"volumes": report.volumes, "lesions": report.lesions, "cardiac": report.cardiac,
               "cine_curves": report.cine}
     frames = {k: _frame(tables[k], methods[k]) for k in methods}

@@ -7,6 +7,9 @@ input's geometry; ``--probabilities`` adds
 ``segment_provenance.json`` records the medcnn version, the model's weights and spec
 SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
 or the error (no DICOM identifiers); it is written when at least one case produced output.
+An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
+(docs/io.md): one warning line, ``qc_flags`` (``NIFTI_HEADER_INCONSISTENT``) and the rule
+(``methods``) in its case record, and its label map written on that resolved grid.
 
 A folder of image files (not a DICOM series) is a folder of cases, as for ``medcnn run``:
 each image file is segmented on its own (sub-folders likewise; a folder of non-image files is
@@ -333,6 +336,8 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
                     rec[key] = [display_path(p) for p in rec[key]]
             if rec.get("error"):
                 rec["error"] = redact_paths(rec["error"], every)
+            for flag in rec.get("qc_flags") or []:
+                flag["message"] = redact_paths(flag["message"], every)
     write_json({
         "tool": "medcnn segment", "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
@@ -393,7 +398,7 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                  written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
     """Segment one case, filling ``rec``; returns ``(failed, internal_error)`` as 0/1."""
     from medcnn.errors import ConfigError, MedcnnError
-    from medcnn.io import write_volume
+    from medcnn.io import input_qc_flags, input_rules, write_volume
     from medcnn.report.provenance import volume_hash
 
     name, spec, out_stem = case.name, case.spec, case.stem
@@ -411,6 +416,12 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
         vols = image if isinstance(image, list) else [image]
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
+        flags = input_qc_flags(vols)
+        if flags:  # e.g. a NIfTI header read by the rule for inconsistent headers: outputs on that grid
+            rec["qc_flags"] = flags
+            rec["methods"] = {f"input_{code.lower()}": f"{rule}. The label map is written on this resolved grid, "
+                              "with a consistent header (sform = qform, pixdim = their axis lengths)"
+                              for code, rule in input_rules(vols).items()}
         pred = seg.predict(image, return_probabilities=args.probabilities or args.dicom_fractional)
         out = write_volume(pred.labels, target)
         written[target] = name

@@ -379,6 +379,7 @@ def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> 
 
 def run(args: argparse.Namespace) -> int:
     from medcnn.errors import ConfigError, MedcnnError
+    from medcnn.io import input_qc_flags, input_rules
     from medcnn.measure.cardiac import MYOCARDIAL_DENSITY_G_PER_ML
     from medcnn.metrics.acdc import acdc_evaluation
     from medcnn.metrics.evaluate import evaluate_case, metric_columns
@@ -452,6 +453,12 @@ def run(args: argparse.Namespace) -> int:
                 pred, ref, labels=labels, not_annotated=skip, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
                 empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,
                 lesion_labels=lesion, connectivity=args.connectivity, threads=args.threads, case_id=cid)
+            flags = input_qc_flags([pred, ref])
+            if flags:  # a NIfTI header read by the rule for inconsistent headers: on every row of the case
+                case["qc_flags"] = flags
+                settings.setdefault("input_header_rules", {}).update(input_rules([pred, ref]))
+                for r in case_rows:
+                    r["qc_codes"] = ";".join(dict.fromkeys(f["code"] for f in flags))
             rows.extend(case_rows)
             dice = ", ".join(f"{r['label']} Dice {r['dice']:.3f}" if r["annotated"] else f"{r['label']} not annotated"
                              for r in case_rows)
@@ -479,6 +486,8 @@ def run(args: argparse.Namespace) -> int:
                                                                             if a]
     for c in cases:
         c["error"] = redact_paths(c["error"], raw, include_paths=keep)
+        for flag in c.get("qc_flags") or []:
+            flag["message"] = redact_paths(flag["message"], raw, include_paths=keep)
         c["pred"] = display_path(c.get("pred"), include_paths=keep)
         c["ref"] = display_path(c.get("ref"), include_paths=keep)
     for r in rows:
@@ -486,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
             r["error"] = redact_paths(r["error"], raw, include_paths=keep)
     settings["include_paths"] = keep
     case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
-                                        "group", "error")} for c in cases]
+                                        "group", "error", "qc_flags") if k != "qc_flags" or c.get(k)} for c in cases]
     summary = build_validation_summary(rows, settings=settings, cases=case_info, acdc=acdc,
                                        n_bootstrap=args.bootstrap, seed=args.seed, min_n=min_n)
     summary["counts"]["unmatched_references"] = len(unmatched)

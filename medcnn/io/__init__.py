@@ -32,6 +32,8 @@ __all__ = [
     "read_dicom_identifiers",
     "as_label_array",
     "image_stem",
+    "input_qc_flags",
+    "input_rules",
     "SUPPORTED_SUFFIXES",
 ]
 
@@ -169,6 +171,27 @@ def write_volume(volume: Volume, path: str | PathLike[str]) -> Path:
 
         write_itk(volume, p)
     return p
+
+
+def input_qc_flags(volumes: "Volume | list[Volume] | tuple[Volume, ...]", *, phase: str | None = None) -> list[dict]:
+    """QC flags for the read notes of ``volumes`` (:attr:`Volume.read_notes`, e.g. a NIfTI
+    header read by the rule for inconsistent headers): ``{"code", "message", "phase",
+    "scope": "input"}`` per note, one per distinct message. ``scope`` marks a flag about an
+    input file, which reports repeat on every row of its case."""
+    vols = [volumes] if isinstance(volumes, Volume) else list(volumes)
+    out: dict[str, dict] = {}
+    for v in vols:
+        for note in v.read_notes:
+            out.setdefault(note["message"], {"code": note["code"], "message": note["message"], "phase": phase,
+                                             "scope": "input"})
+    return list(out.values())
+
+
+def input_rules(volumes: "Volume | list[Volume] | tuple[Volume, ...]") -> dict[str, str]:
+    """``{code: rule}`` of the read notes of ``volumes``: how each flagged input was read, for
+    a report's methods / provenance."""
+    vols = [volumes] if isinstance(volumes, Volume) else list(volumes)
+    return {n["code"]: n["rule"] for v in vols for n in v.read_notes}
 
 
 def list_dicom_series(folder: str | PathLike[str]) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcnn.errors import CorruptFileError, DimensionError, MedcnnError
+from medcnn.errors import CorruptFileError, DimensionError, InvalidGeometryError, MedcnnError, NiftiHeaderWarning
 from medcnn.io._common import atomic_path, check_size, storable_array
 from medcnn.volume import Geometry, Volume
 
@@ -20,6 +20,27 @@ from medcnn.volume import Geometry, Volume
 _EXT_CODE = 6
 _EXT_KEY = "medcnn_affine_ras"
 _TIME_UNITS_TO_MS = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}
+
+#: sform axis lengths and pixdim agree within this (mm): ITK's tolerance for its
+#: "unexpected scales in sform" warning.
+SFORM_SCALE_TOL_MM = 1e-3
+#: An sform is used only when its normalised axes are orthonormal within this (ITK's test:
+#: R @ R.T is the identity within 1e-4, element by element); otherwise it counts as sheared.
+SFORM_ORTHONORMAL_TOL = 1e-4
+#: sform and qform (both set) agree when no voxel centre of the grid lies further apart
+#: under the two than this fraction of the smallest voxel size.
+FORMS_AGREE_VOXELS = 0.1
+
+#: medcnn's one rule for NIfTI headers whose sform, qform and pixdim disagree; the reference
+#: is what SimpleITK (ITK's NiftiImageIO) reads. Details and the header patterns: docs/io.md.
+NIFTI_GEOMETRY_RULE = (
+    "NIfTI geometry is read as SimpleITK reads it: spacing from pixdim[1:4]; direction (axes normalised) "
+    "and origin from the sform when sform_code > 0 and its axes are orthonormal, else from the qform; with "
+    "neither form set, ITK's default (identity direction in LPS, i.e. RAS diag(-1, -1, 1), origin 0). A header "
+    "whose sform axis lengths differ from pixdim, whose sform is sheared (a qform being set), or that has "
+    "neither form, is read this way and flagged NIFTI_HEADER_INCONSISTENT. Refused (no rule is safe): pixdim "
+    f"zero, negative or NaN; sform and qform both set but placing voxel centres more than {FORMS_AGREE_VOXELS} "
+    "voxel apart (direction or origin); a sheared sform without a qform")
 
 
 def _float64_affine(img, header_affine: np.ndarray) -> np.ndarray:
@@ -103,35 +124,31 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
         raise DimensionError.expected("a 3D or 4D image", f"a {len(shape)}D image of shape {img.shape}", path=path)
 
     hdr = img.header
-    sform_code = int(hdr["sform_code"]) if "sform_code" in hdr else 1
-    qform_code = int(hdr["qform_code"]) if "qform_code" in hdr else 1
     meta: dict = {"format": "nifti"}
-    if sform_code == 0 and qform_code == 0:
-        meta["affine_source"] = "pixdim only (no sform/qform)"
-        warnings.warn(f"{path}: NIfTI header has neither sform nor qform; orientation unknown, "
-                      "using spacing from pixdim with an identity direction", stacklevel=3)
-    else:
-        meta["affine_source"] = "sform" if sform_code > 0 else "qform"
-
     try:
         zooms = hdr.get_zooms()
     except Exception:
         zooms = ()
-    if "pixdim" in hdr and sform_code == 0:
-        # without an sform the spacing comes from pixdim; nibabel silently repairs negative
-        # or zero values on load, which hides a broken header: check the raw values instead
+    if "pixdim" in hdr:
+        # SimpleITK takes the spacing from pixdim whatever the forms say, and nibabel silently
+        # repairs zero / negative values on load: check the raw values
         raw = _raw_pixdim(path, type(hdr))
         if any((not np.isfinite(z)) or z <= 0 for z in raw):
-            from medcnn.errors import InvalidGeometryError
-
-            raise InvalidGeometryError.expected("finite spacing > 0 mm on every axis (pixdim[1:4])",
-                                                f"pixdim {raw}", path=path)
-    if len(zooms) >= 3 and any((not np.isfinite(z)) or z <= 0 for z in zooms[:3]):
-        from medcnn.errors import InvalidGeometryError
-
-        raise InvalidGeometryError.expected("finite spacing > 0 mm on every axis (pixdim[1:4])",
-                                            f"pixdim {tuple(float(z) for z in zooms[:3])}", path=path)
-    affine = _float64_affine(img, np.asarray(img.affine, dtype=np.float64))
+            raise InvalidGeometryError.expected(
+                "finite spacing > 0 mm on every axis (pixdim[1:4])", f"pixdim {raw}", path=path,
+                hint="No reading is safe: SimpleITK reads a zero or NaN pixdim as 1 mm and a negative one as a "
+                     "reversed axis, nibabel takes the sform's scales or abs(pixdim); fix pixdim in the header")
+        affine, note = resolve_nifti_geometry(hdr, raw, shape[:3], path)
+    else:  # not a NIfTI header (nibabel read another format): its own affine
+        affine, note = None, None
+    if note is not None:
+        used = note["header"]["used"]
+        meta["affine_source"] = "pixdim only (no sform/qform)" if used == "none" else used
+        meta["read_notes"] = [note]
+        warnings.warn(NiftiHeaderWarning(note["message"]), stacklevel=3)
+    else:
+        meta["affine_source"] = "sform" if "sform_code" not in hdr or int(hdr["sform_code"]) > 0 else "qform"
+        affine = _float64_affine(img, np.asarray(img.affine, dtype=np.float64))
     geometry = Geometry.from_affine(affine, shape[:3], source=str(path))
 
     try:
@@ -155,6 +172,114 @@ def read_nifti(path: Path, *, max_bytes: int | None = None) -> Volume:
             frame_times = tuple(t0 + i * dt_ms for i in range(shape[3]))
         return Volume(np.ascontiguousarray(data), geometry, "intensity", "time", frame_times, meta)
     return Volume(np.asarray(data), geometry, "intensity", None, None, meta)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in np.ravel(values)) + ")"
+
+
+def _unit_axes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column lengths and the columns normalised to unit length (zero columns kept)."""
+    n = np.linalg.norm(m, axis=0)
+    return n, m / np.where(n > 0, n, 1.0)
+
+
+def _largest_gap_mm(d1: np.ndarray, o1: np.ndarray, d2: np.ndarray, o2: np.ndarray, spacing: np.ndarray,
+                    shape: tuple[int, ...]) -> float:
+    """Largest distance (mm) between the world positions two (direction, origin) pairs give
+    the corner voxel centres of the grid (the worst case of an affine map), at ``spacing``."""
+    corners = np.array(np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape], indexing="ij")).reshape(3, -1).T
+    p1 = corners * spacing @ d1.T + o1
+    p2 = corners * spacing @ d2.T + o2
+    return float(np.max(np.linalg.norm(p1 - p2, axis=1)))
+
+
+def resolve_nifti_geometry(hdr, pixdim, shape: tuple[int, ...], path) -> tuple[np.ndarray | None, dict | None]:
+    """Check a NIfTI header's sform, qform and pixdim against each other and resolve them by
+    :data:`NIFTI_GEOMETRY_RULE` (the reading of SimpleITK).
+
+    Args:
+        hdr: nibabel NIfTI-1/2 header.
+        pixdim: the raw ``pixdim[1:4]`` (mm), already checked finite and > 0.
+        shape: ``(I, J, K)`` grid shape.
+        path: the file, for messages.
+
+    Returns:
+        ``(None, None)`` for a consistent header (use nibabel's affine), else the resolved
+        4x4 RAS+ affine and the read note (``code``, ``message``, ``rule``, ``header``).
+
+    Raises:
+        InvalidGeometryError: no rule is safe (sform and qform disagree in direction or
+            origin; a sheared sform without a qform; a non-finite sform).
+        CorruptFileError: an unreadable qform quaternion.
+    """
+    pix = np.asarray(pixdim, dtype=np.float64)
+    s_code = int(hdr["sform_code"])
+    q_code = int(hdr["qform_code"])
+    header: dict = {"sform_code": s_code, "qform_code": q_code, "pixdim_mm": [float(v) for v in pix]}
+    found: list[str] = []
+    q_dir = q_org = None
+    if q_code > 0:
+        try:
+            q_aff = np.asarray(hdr.get_qform(), dtype=np.float64)
+        except Exception as exc:  # nibabel refuses quaternions with b^2 + c^2 + d^2 > 1
+            raise CorruptFileError.expected("a valid qform quaternion (quatern_b/c/d)", f"{type(exc).__name__}: "
+                                            f"{exc}", path=path) from None
+        q_dir, q_org = _unit_axes(q_aff[:3, :3])[1], q_aff[:3, 3]
+    if s_code > 0:
+        s_aff = np.asarray(hdr.get_sform(), dtype=np.float64)
+        if not np.all(np.isfinite(s_aff)):
+            raise InvalidGeometryError.expected("a finite sform (srow_x, srow_y, srow_z)", "NaN or infinite entries",
+                                                path=path)
+        s_len, s_dir = _unit_axes(s_aff[:3, :3])
+        header["sform_axis_lengths_mm"] = [float(v) for v in s_len]
+        sheared = bool(np.any(s_len <= 0)) or float(np.max(np.abs(s_dir @ s_dir.T - np.eye(3)))) > SFORM_ORTHONORMAL_TOL
+        if not sheared:
+            if q_dir is not None:
+                gap = _largest_gap_mm(s_dir, s_aff[:3, 3], q_dir, q_org, pix, shape)
+                tol = FORMS_AGREE_VOXELS * float(pix.min())
+                if gap > tol:
+                    itk_uses = "sform" if s_code == 1 else "qform"
+                    raise InvalidGeometryError.expected(
+                        f"an sform and a qform that place the grid alike (voxel centres within {tol:.3g} mm), "
+                        "or only one of them set",
+                        f"sform_code {s_code} and qform_code {q_code} placing voxel centres up to {gap:.3g} mm apart "
+                        f"(sform origin {_fmt(s_aff[:3, 3])} mm, axes {_fmt(s_dir.T)}; qform origin {_fmt(q_org)} "
+                        f"mm, axes {_fmt(q_dir.T)})", path=path,
+                        hint=f"No rule is safe: SimpleITK would use the {itk_uses} here and nibabel the sform. Find "
+                             "out which is right and set the other's code to 0 (nibabel: img.set_qform(None) or "
+                             "img.set_sform(None), then save)")
+            direction, origin, used = s_dir, s_aff[:3, 3], "sform"
+            if np.any(np.abs(s_len - pix) > SFORM_SCALE_TOL_MM):
+                found.append(f"sform (sform_code {s_code}) axis lengths {_fmt(s_len)} mm differ from pixdim "
+                             f"{_fmt(pix)} mm")
+        elif q_dir is None:
+            raise InvalidGeometryError.expected(
+                "an sform with orthonormal axes, or a qform", f"a sheared sform (sform_code {s_code}, axis lengths "
+                f"{_fmt(s_len)} mm, axes not perpendicular) and qform_code {q_code}", path=path,
+                hint="SimpleITK refuses it too; resample the image onto an orthonormal grid")
+        else:
+            found.append(f"sheared sform (sform_code {s_code}, axes not perpendicular) ignored")
+            direction, origin, used = q_dir, q_org, "qform"
+    elif q_dir is not None:
+        direction, origin, used = q_dir, q_org, "qform"
+    else:
+        found.append("neither sform nor qform set (sform_code 0, qform_code 0): orientation unknown")
+        direction, origin, used = np.diag([-1.0, -1.0, 1.0]), np.zeros(3), "none"
+    if not found:
+        return None, None
+    header["used"] = used
+    affine = np.eye(4)
+    affine[:3, :3] = direction * pix
+    affine[:3, 3] = origin
+    rule = {"sform": "direction and origin from the sform (axes normalised), spacing from pixdim",
+            "qform": "direction and origin from the qform, spacing from pixdim",
+            "none": "identity direction in ITK's LPS (RAS diag(-1, -1, 1)), origin 0, spacing from pixdim"}[used]
+    message = f"{path}: NIfTI header inconsistent: {'; '.join(found)}; read as SimpleITK reads it: {rule} {_fmt(pix)} mm"
+    from medcnn.volume import NIFTI_HEADER_INCONSISTENT
+
+    return affine, {"code": NIFTI_HEADER_INCONSISTENT, "message": message, "rule": NIFTI_GEOMETRY_RULE,
+                    "header": header}
 
 
 def write_nifti(volume: Volume, path: Path) -> None:

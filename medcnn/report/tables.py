@@ -77,7 +77,9 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "input_kind": "single scan, cine series (4D) or ED/ES pair",
     "inputs": "input file(s) or DICOM folder(s)",
     "message": "error message (failed cases)",
-    "qc_codes": "quality-control flag codes, ';'-separated",
+    "qc_codes": "quality-control flag codes, ';'-separated (in the per-row tables: the flags about the case's "
+                "input files, e.g. NIFTI_HEADER_INCONSISTENT = a NIfTI header whose sform, qform and pixdim disagree, "
+                "read by the rule in the methods)",
     "n_labels_found": "number of distinct non-zero labels in the predicted map(s)",
     "input_hash": "SHA-256 of the input pixels + geometry (see provenance)",
     "model_sha256": "SHA-256 of the model weights",
@@ -168,14 +170,20 @@ def build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, pd.DataFrame
             errors.append({"case_id": cid, "inputs": _inputs_text(r), "error_type": err.get("type", ""),
                            "message": err.get("message", "")})
             continue
+        # flags about the case's input files (scope "input") go on every row of the case
+        inp = ";".join(dict.fromkeys(f["code"] for f in qc if f.get("scope") == "input"))
+        extra = {"qc_codes": inp} if inp else {}
         for row in r.get("volumes") or []:
-            volumes.append({"case_id": cid, **row})
+            volumes.append({"case_id": cid, **row, **extra})
         for row in r.get("lesions") or []:
-            lesions.append({"case_id": cid, **row})
+            lesions.append({"case_id": cid, **row, **extra})
         if r.get("cardiac"):
-            cardiac.append({"case_id": cid, **r["cardiac"]})
+            card = {"case_id": cid, **r["cardiac"]}
+            if inp:
+                card["qc_codes"] = ";".join(c for c in (card.get("qc_codes"), inp) if c)
+            cardiac.append(card)
         for row in r.get("curve") or []:
-            curves.append({"case_id": cid, **row})
+            curves.append({"case_id": cid, **row, **extra})
     from medcnn.measure.cardiac import CARDIAC_COLUMNS
     from medcnn.measure.lesions import LESION_COLUMNS
 
