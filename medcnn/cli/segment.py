@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcnn.cli._options import add_threads_option
+from medcnn.cli._options import add_dicom_options, add_threads_option
 
 __all__ = ["register", "run", "output_name", "parse_tta_axes"]
 
@@ -74,12 +74,7 @@ def register(sub) -> None:
     p.add_argument("--sw-batch-size", type=int, default=None,
                    help="windows per network call (default: 4 on GPUs, on the CPU 2 in fp32 and 1 in bf16)")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="memory budget for one case")
-    p.add_argument("--dicom", action="store_true",
-                   help="for DICOM series inputs also write <name>_seg.dcm (DICOM SEG) and <name>_sr.dcm (SR TID "
-                        "1500 with the label volumes) referencing the source series (see docs/dicom.md)")
-    p.add_argument("--dicom-fractional", action="store_true",
-                   help="with --dicom: write a FRACTIONAL SEG of the class probabilities (8-bit) instead of the "
-                        "binary label map (the SR still reports the label map's volumes)")
+    add_dicom_options(p)
     p.add_argument("--include-identifiers", action="store_true",
                    help="with --dicom: keep the patient/study modules and UIDs of the source (default: de-identified "
                         "by DICOM PS3.15 Annex E, UIDs replaced; docs/dicom.md)")
@@ -110,19 +105,14 @@ def parse_tta_axes(text: str) -> tuple[int, ...] | str:
 
 
 def _split_name(path: Path) -> tuple[str, str]:
-    from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
+    from medcnn.batch.pipeline import label_suffix
+    from medcnn.io._common import suffix_of
 
     if path.is_dir():
         return path.name, ".nii.gz"
     sfx = suffix_of(path)
     name = path.name[: -len(sfx)] if sfx and path.name.lower().endswith(sfx) else path.stem
-    if sfx not in SUPPORTED_SUFFIXES:
-        sfx = ".nii.gz"
-    if sfx == ".nhdr":  # a detached header: write one self-contained file
-        sfx = ".nrrd"
-    if sfx == ".mhd":
-        sfx = ".mha"
-    return name, sfx
+    return name, label_suffix(path)
 
 
 def output_name(first_input: str | Path, out_dir: str | Path, what: str = "labels", *,
@@ -277,6 +267,7 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None, *,
 
 
 def run(args: argparse.Namespace) -> int:
+    from medcnn.batch.bundles import bundle_info
     from medcnn.errors import ConfigError
     from medcnn.inference import Segmenter
 
@@ -288,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
                                 threads=args.threads, **tta)
+    model = bundle_info(args.model)  # name, labels and regions as medcnn run reads them
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = _cases(args, seg.channels)
@@ -299,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         for case in cases:
             rec: dict[str, Any] = {"case": case.name}
             log.append(rec)
-            f, i = _segment_one(case, seg, args, out_dir, written, rec)
+            f, i = _segment_one(case, seg, model, args, out_dir, written, rec)
             failed += f
             internal += i
     finally:
@@ -356,47 +348,12 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     }, out_dir / PROVENANCE_FILE)
 
 
-def _write_dicom(seg: Any, pred: Any, source: Path, image: Any, target: Path,
-                 args: argparse.Namespace) -> tuple[list[Path], str]:
-    """``<name>_seg.dcm`` + ``<name>_sr.dcm`` beside ``target`` for a 3D DICOM series input,
-    and a note; other inputs (not DICOM, cine series) get no files and a note saying why."""
-    import numpy as np
-
-    from medcnn.io.dicom_out import algorithm_from_model, is_dicom_series, write_dicom_results
-    from medcnn.measure import label_volumes
-
-    labels = pred.labels
-    if not is_dicom_series(source, image):
-        return [], "--dicom: not a DICOM series, no SEG/SR"
-    if labels.leading_axis is not None:
-        return [], "--dicom: a cine (4D) series; SEG/SR are written for 3D series only"
-    base = target.name[: -len("_labels" + _split_name(target)[1])]
-    names = {k: v for k, v in seg.labels.items() if k != 0}
-    regions = dict(seg.regions.regions) if seg.regions is not None else None
-    df = label_volumes(labels, label_names=seg.labels, labels=sorted(names) or None, regions=regions)
-    volumes = {(r["label_name"] if isinstance(r["label"], str) else int(r["label"])): float(r["volume_ml"])
-               for r in df.to_dict(orient="records")}  # labels by value, regions by name
-    b = seg.bundle_info
-    algorithm = algorithm_from_model(Path(str(b.get("path") or args.model)).name,
-                                     weights_sha256=b.get("sha256"), spec_sha256=b.get("spec_sha256"))
-    fractions = None
-    if args.dicom_fractional:  # channel -> label: c (softmax, one sigmoid channel); several sigmoids: painted label
-        probs = np.asarray(pred.probabilities.array)
-        fractions = {v: probs[c] for c, v in seg._foreground_channels(probs.shape[0])}
-        if seg.regions is not None and seg.regions.has_channels:  # a region channel's fraction is its region's
-            names = {v: seg.regions.channels[c] for c, v in seg.regions.paint()}
-            volumes = {v: volumes[n] for v, n in names.items()}  # the SR reports the regions' volumes
-        regions = None
-    paths = write_dicom_results(labels, source, target.with_name(f"{base}_seg.dcm"),
-                                target.with_name(f"{base}_sr.dcm"), label_names=names, volumes_ml=volumes,
-                                algorithm=algorithm, include_identifiers=args.include_identifiers,
-                                fractions=fractions, regions=regions)
-    return paths, ", ".join(p.name for p in paths)
-
-
-def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
+def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, out_dir: Path,
                  written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
-    """Segment one case, filling ``rec``; returns ``(failed, internal_error)`` as 0/1."""
+    """Segment one case by the case pipeline (:mod:`medcnn.batch.pipeline`, as ``medcnn run``),
+    filling ``rec``; ``model``: the bundle's :class:`medcnn.batch.BundleInfo`. Returns
+    ``(failed, internal_error)`` as 0/1."""
+    from medcnn.batch.pipeline import predict, scan_rows, write_case_dicom
     from medcnn.errors import ConfigError, MedcnnError
     from medcnn.io import input_qc_flags, input_rules, write_volume
     from medcnn.report.provenance import volume_hash
@@ -422,7 +379,10 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             rec["methods"] = {f"input_{code.lower()}": f"{rule}. The label map is written on this resolved grid, "
                               "with a consistent header (sform = qform, pixdim = their axis lengths)"
                               for code, rule in input_rules(vols).items()}
-        pred = seg.predict(image, return_probabilities=args.probabilities or args.dicom_fractional)
+        pred = predict(seg, vols, probabilities=args.probabilities or args.dicom_fractional)
+        qc: list[dict[str, Any]] = []
+        rows = scan_rows(pred.labels, vols[0], label_names=model.labels, regions=model.regions, phase=None,
+                         intervals=pred.volume_intervals, qc=qc)
         out = write_volume(pred.labels, target)
         written[target] = name
         rec["outputs"] = [str(out)]
@@ -433,10 +393,16 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                 rec["outputs"].append(str(pout))
                 extra = f" + {pout}"
             if args.dicom:
-                dcm, note = _write_dicom(seg, pred, Path(first_path), vols[0], target, args)
+                base = target.name[: -len("_labels" + _split_name(target)[1])]
+                dcm, note = write_case_dicom(
+                    pred.labels, first_path, vols[0], seg_path=target.with_name(f"{base}_seg.dcm"),
+                    sr_path=target.with_name(f"{base}_sr.dcm"), rows=rows, phase=None, label_names=model.labels,
+                    regions=model.regions, model_name=model.name, weights_sha256=model.sha256,
+                    spec_sha256=model.spec_sha256, include_identifiers=args.include_identifiers,
+                    fractional=(seg, pred.probabilities) if args.dicom_fractional else None)
                 rec["outputs"] += [str(p) for p in dcm]
-                extra += f" + {note}" if dcm else f" ({note})"
-                if not dcm:
+                extra += f" + {', '.join(p.name for p in dcm)}" if dcm else f" ({note})"
+                if note:
                     rec["dicom_note"] = note
         except BaseException:  # a case is written whole or not at all
             for f in rec.pop("outputs"):
@@ -444,6 +410,9 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             written.pop(target, None)
             raise
         info = pred.info
+        rec["volumes"] = rows  # the volume rows of medcnn run's volumes.csv for this scan
+        if qc:
+            rec["qc_flags"] = rec.get("qc_flags", []) + qc
         rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
                    threads=info.get("threads"),
                    seconds=round(time.perf_counter() - t0, 3),
