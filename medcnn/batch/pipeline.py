@@ -57,12 +57,15 @@ def label_suffix(path: str | Path) -> str:
     return {".nhdr": ".nrrd", ".mhd": ".mha"}.get(sfx, sfx if sfx in SUPPORTED_SUFFIXES else ".nii.gz")
 
 
-def predict(seg: Any, channels: Sequence[Any], *, probabilities: bool = False) -> Any:
+def predict(seg: Any, channels: Sequence[Any], *, probabilities: bool = False, fractional: bool = False) -> Any:
     """``seg.predict`` of one scan (a single volume, or the channel volumes of a multi-channel
     model) with volume intervals (uint8 probabilities on the model grid, cheap) and, with
-    ``probabilities``, the class probabilities ``(C, I, J, K)`` float32 on the input grid."""
+    ``probabilities``, the class probabilities ``(C, I, J, K)`` float32 on the input grid;
+    ``fractional`` (``--dicom-fractional``) asks for them only where a SEG can be written (a
+    3D scan; a cine series gets none, and no SEG)."""
     inp = channels[0] if len(channels) == 1 else list(channels)
-    return seg.predict(inp, volume_intervals=True, return_probabilities=probabilities)
+    want = probabilities or (fractional and channels[0].leading_axis is None)
+    return seg.predict(inp, volume_intervals=True, return_probabilities=want)
 
 
 def intervals_by_label(intervals: Any, frame: int | None = None) -> dict[int, dict[str, Any]]:

@@ -313,7 +313,7 @@ def _segmenter(settings: BatchSettings):
 
 
 def _predict(settings: BatchSettings, channels: Sequence[Any]):
-    return predict(_segmenter(settings), channels, probabilities=settings.dicom_fractional)
+    return predict(_segmenter(settings), channels, fractional=settings.dicom_fractional)
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -379,7 +379,7 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
             rec["methods"] = {f"input_{code.lower()}": f"{rule}. The label map is written on this resolved grid, "
                               "with a consistent header (sform = qform, pixdim = their axis lengths)"
                               for code, rule in input_rules(vols).items()}
-        pred = predict(seg, vols, probabilities=args.probabilities or args.dicom_fractional)
+        pred = predict(seg, vols, probabilities=args.probabilities, fractional=args.dicom_fractional)
         qc: list[dict[str, Any]] = []
         rows = scan_rows(pred.labels, vols[0], label_names=model.labels, regions=model.regions, phase=None,
                          intervals=pred.volume_intervals, qc=qc)
