@@ -151,3 +151,37 @@ def test_cine_rows_are_the_same_in_volumes_mode(scans, bundle, tmp_path):
     for case in ("axial", "oblique", "nifti"):
         _same_rows(seg_rows[case], run_recs[case]["volumes"])
     assert not list(seg_out.glob("*.dcm")) and not list(run_out.glob("cases/*/*.dcm"))
+
+
+def test_cardiac_pair_sr_and_rows_are_the_same(scans, bundle, tmp_path):
+    """A manifest's ED/ES pair: both commands write the same label maps, ED/ES volume rows,
+    cardiac row and SRs whose LV group carries EDV/ESV/SV/EF (the drift this pipeline removed:
+    only ``run`` put cardiac values into the SR)."""
+    import pydicom
+
+    write_series(scans / "in" / "h1_ED", series_uid="1.2.3.4.21", shuffle_seed=4, **SERIES)
+    write_series(scans / "in" / "h1_ES", series_uid="1.2.3.4.22", shuffle_seed=5, **SERIES)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,image,ed,es\nh1,,{scans / 'in' / 'h1_ED'},{scans / 'in' / 'h1_ES'}\n")
+    seg_out, run_out = tmp_path / "segment", tmp_path / "run"
+    assert main(["segment", str(manifest), "--model", str(bundle), "--out", str(seg_out), "--dicom"]) == 0
+    assert main(["run", str(manifest), "--model", str(bundle), "--out", str(run_out), "--no-figures",
+                 "--no-progress", "--dicom"]) == 0
+    prov = {r["case"].split("(")[-1].rstrip(")"): r for r in
+            json.loads((seg_out / "segment_provenance.json").read_text())["cases"]}
+    rec = json.loads((run_out / "cases" / "h1" / "result.json").read_text())
+    assert rec["cardiac"] is not None and rec["cardiac"]["lv_edv_ml"] > 0
+    for phase in ("ED", "ES"):
+        stem = f"h1_{phase}"
+        _same_nifti(seg_out / f"{stem}_labels.nii.gz", run_out / "cases" / "h1" / f"{stem}_labels.nii.gz")
+        _same_rows(prov[stem]["volumes"], [r for r in rec["volumes"] if r["phase"] == phase])
+        _same_rows([prov[stem]["cardiac"]], [rec["cardiac"]])
+        ga, gb = _groups(seg_out / f"{stem}_sr.dcm"), _groups(run_out / "cases" / "h1" / f"{stem}_sr.dcm")
+        assert ga == gb
+        lv = ga[1][1]
+        assert lv["Left Ventricular End Diastolic Volume"][0] == rec["cardiac"]["lv_edv_ml"]
+        assert lv["Stroke Volume"][0] == rec["cardiac"]["lv_sv_ml"]
+        uids: dict[str, str] = {}
+        for kind in ("seg", "sr"):
+            _same_dataset(pydicom.dcmread(str(seg_out / f"{stem}_{kind}.dcm")),
+                          pydicom.dcmread(str(run_out / "cases" / "h1" / f"{stem}_{kind}.dcm")), uids)

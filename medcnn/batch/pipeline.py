@@ -21,6 +21,8 @@ import numpy as np
 from medcnn.errors import MedcnnError
 
 __all__ = [
+    "cardiac_labels_from_names",
+    "cardiac_row",
     "label_suffix",
     "predict",
     "volume_rows",
@@ -152,13 +154,15 @@ def volume_rows(labels: Any, *, label_names: Mapping[int, str], regions: Mapping
 
 def scan_rows(labels: Any, image: Any, *, label_names: Mapping[int, str],
               regions: Mapping[str, Sequence[int]] | None, phase: str | None, intervals: Any,
-              reference: Any = None, qc: list, methods: dict | None = None) -> list[dict[str, Any]]:
+              reference: Any = None, qc: list, methods: dict | None = None,
+              intensity: bool = True) -> list[dict[str, Any]]:
     """The volume rows of one predicted scan, as both commands report them: a cine label map
     ``(T, I, J, K)`` gives the rows of every frame (``phase`` ``frame N``); a 3D one its rows
     (:func:`volume_rows`, with the ``reference``) plus the intensity statistics of ``image``
     (the first channel) inside each label and region
-    (:func:`medcnn.measure.intensity.add_intensity_columns`). ``intervals``: the prediction's
-    volume interval rows."""
+    (:func:`medcnn.measure.intensity.add_intensity_columns`; not with ``intensity=False``: the
+    phases of an ED/ES pair, whose rows ``medcnn run`` reports without them). ``intervals``: the
+    prediction's volume interval rows."""
     if labels.leading_axis == "time":
         rows: list[dict[str, Any]] = []
         for t in range(labels.shape[0]):
@@ -169,7 +173,8 @@ def scan_rows(labels: Any, image: Any, *, label_names: Mapping[int, str],
 
     rows = volume_rows(labels, label_names=label_names, regions=regions, phase=phase, frame=None,
                        reference=reference, qc=qc, methods=methods, intervals=intervals_by_label(intervals))
-    add_intensity_columns(rows, image, labels)
+    if intensity:
+        add_intensity_columns(rows, image, labels)
     return rows
 
 
@@ -204,6 +209,46 @@ def fractional_segments(seg: Any, probabilities: Any, volumes_ml: Mapping[Any, f
         names = {v: seg.regions.channels[c] for c, v in seg.regions.paint()}
         volumes = {v: volumes_ml[n] for v, n in names.items()}
     return fractions, names, volumes
+
+
+def cardiac_labels_from_names(names: Mapping[int, str]):
+    """:class:`medcnn.measure.CardiacLabels` from a bundle's label names.
+
+    ``myo`` in a name -> LV myocardium; ``RV`` / ``right`` -> RV blood pool; another name
+    with ``LV``, ``left``, ``blood`` or ``cavity`` -> LV blood pool. Falls back to the
+    default 1 = LV blood pool, 2 = LV myocardium when nothing matches.
+    """
+    from medcnn.measure import CardiacLabels
+
+    lv = myo = rv = None
+    for v, n in sorted(names.items()):
+        if v == 0:
+            continue
+        low = n.lower().replace("_", " ")
+        words = low.split()
+        if "myo" in low and myo is None:
+            myo = v
+        elif ("rv" in words or "right" in low) and rv is None:
+            rv = v
+        elif ("lv" in words or "left" in low or "blood" in low or "cavity" in low) and lv is None:
+            lv = v
+    if lv is None:
+        return CardiacLabels(lv_blood=1, lv_myo=2 if 2 in names else None, rv_blood=None)
+    return CardiacLabels(lv_blood=lv, lv_myo=myo, rv_blood=rv)
+
+
+def cardiac_row(function: Any, intervals_ed: Mapping[int, Mapping[str, Any]],
+                intervals_es: Mapping[int, Mapping[str, Any]], cardiac_labels: Any) -> dict[str, Any]:
+    """The cardiac row of a case (``cardiac.csv``, ``result.json`` ``cardiac``, the SR's LV
+    group): ``function`` (:class:`medcnn.measure.CardiacFunction`: EDV/ESV in mL, EF in %...)
+    plus the intervals of EDV/ESV/EF from the ED and ES volume intervals (``{label: row}``)."""
+    from medcnn.measure.intervals import cardiac_intervals
+    from medcnn.report.tables import jsonable
+
+    row = dict(jsonable(function.to_row()))
+    row.update(jsonable(cardiac_intervals(intervals_ed, intervals_es, lv_blood=cardiac_labels.lv_blood,
+                                          rv_blood=cardiac_labels.rv_blood)))
+    return row
 
 
 def write_case_dicom(labels: Any, source: str | Path, image: Any, *, seg_path: Path, sr_path: Path,

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from medcnn.batch.cases import Case, CaseInput
-from medcnn.batch.pipeline import (intervals_by_label, label_suffix, predict, scan_rows, table_rows, volume_rows,
-                                   write_case_dicom)
+from medcnn.batch.pipeline import (cardiac_labels_from_names, cardiac_row, intervals_by_label, label_suffix,
+                                   predict, scan_rows, table_rows, volume_rows, write_case_dicom)
 from medcnn.errors import MedcnnError
 
 __all__ = [
@@ -137,32 +137,6 @@ class BatchSettings:
 def case_dir(out: str | Path, case_id: str) -> Path:
     """Folder of one case's outputs: ``<out>/cases/<case_id>``."""
     return Path(out) / "cases" / case_id
-
-
-def cardiac_labels_from_names(names: Mapping[int, str]):
-    """:class:`medcnn.measure.CardiacLabels` from a bundle's label names.
-
-    ``myo`` in a name -> LV myocardium; ``RV`` / ``right`` -> RV blood pool; another name
-    with ``LV``, ``left``, ``blood`` or ``cavity`` -> LV blood pool. Falls back to the
-    default 1 = LV blood pool, 2 = LV myocardium when nothing matches.
-    """
-    from medcnn.measure import CardiacLabels
-
-    lv = myo = rv = None
-    for v, n in sorted(names.items()):
-        if v == 0:
-            continue
-        low = n.lower().replace("_", " ")
-        words = low.split()
-        if "myo" in low and myo is None:
-            myo = v
-        elif ("rv" in words or "right" in low) and rv is None:
-            rv = v
-        elif ("lv" in words or "left" in low or "blood" in low or "cavity" in low) and lv is None:
-            lv = v
-    if lv is None:
-        return CardiacLabels(lv_blood=1, lv_myo=2 if 2 in names else None, rv_blood=None)
-    return CardiacLabels(lv_blood=lv, lv_myo=myo, rv_blood=rv)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -513,7 +487,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
     # measurements
     t = time.perf_counter()
-    from medcnn.measure.intervals import INTERVAL_METHOD, cardiac_intervals
+    from medcnn.measure.intervals import INTERVAL_METHOD
 
     methods = {"volume_ml": f"label volume in mL = {METHOD_VOXEL_COUNT}, counted on the predicted label map on "
                             "the input's own grid (no resampling of the result)",
@@ -573,8 +547,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             rec["volumes"] = (rows_of(l_ed, phase="ED", frame=None, reference=r_ed, intervals=iv_ed)
                               + rows_of(l_es, phase="ES", frame=None, reference=r_es, intervals=iv_es))
             overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
-        rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
-        rec["cardiac"].update(jsonable(cardiac_intervals(iv_ed, iv_es, lv_blood=cl.lv_blood, rv_blood=cl.rv_blood)))
+        rec["cardiac"] = cardiac_row(fn, iv_ed, iv_es, cl)
         qc = _flags(fn) + qc
         methods["cardiac"] = ("EDV/ESV = blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
                               "EF = SV / EDV x 100, for the LV and (same definitions) the RV; LV mass = myocardium "

@@ -186,6 +186,9 @@ class _Case:
         error: a problem found while listing it (a bad manifest row, an ambiguous folder).
         channel_folder: ``spec`` is a folder holding one image file per channel
             (``--channels FOLDER``).
+        phase: ``ED`` / ``ES`` of a manifest's cardiac pair (its volume rows' phase).
+        pair: the manifest case id of that pair: with ``--dicom`` and a cardiac model both
+            phases' SRs carry the pair's EDV/ESV/SV/EF, as from ``medcnn run``.
     """
 
     name: str
@@ -193,6 +196,8 @@ class _Case:
     stem: str | None = None
     error: str | None = None
     channel_folder: bool = False
+    phase: str | None = None
+    pair: str | None = None
 
 
 def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
@@ -209,7 +214,8 @@ def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
                 for ci in case.inputs:  # one, or ED and ES of a cardiac pair
                     stem = case.case_id + (f"_{ci.phase}" if ci.phase else "")
                     files = [Path(p) for _, p in ci.channels]
-                    cases.append(_Case(f"{case.origin} ({stem})", files[0] if len(files) == 1 else files, stem))
+                    cases.append(_Case(f"{case.origin} ({stem})", files[0] if len(files) == 1 else files, stem,
+                                       phase=ci.phase, pair=case.case_id if case.kind == "pair" else None))
             continue
         p = Path(s)
         if _is_folder_of_cases(p):  # as for medcnn run
@@ -268,6 +274,7 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None, *,
 
 def run(args: argparse.Namespace) -> int:
     from medcnn.batch.bundles import bundle_info
+    from medcnn.batch.execute import resolve_mode
     from medcnn.errors import ConfigError
     from medcnn.inference import Segmenter
 
@@ -288,12 +295,18 @@ def run(args: argparse.Namespace) -> int:
     written: dict[Path, str] = {}
     log: list[dict[str, Any]] = []
     try:
-        for case in cases:
+        cardiac = resolve_mode("auto", model.task) == "cardiac"  # as medcnn run's default mode
+        pending: list[tuple[_Case, dict[str, Any], Any]] = []  # a cardiac pair's phases, SEG/SR not yet written
+        for n, case in enumerate(cases):
             rec: dict[str, Any] = {"case": case.name}
             log.append(rec)
-            f, i = _segment_one(case, seg, model, args, out_dir, written, rec)
+            later = pending if case.pair and cardiac and args.dicom else None
+            f, i = _segment_one(case, seg, model, args, out_dir, written, rec, later=later)
             failed += f
             internal += i
+            if pending and (n + 1 == len(cases) or cases[n + 1].pair != case.pair):
+                failed += _finish_pair(pending, model)
+                pending = []
     finally:
         if any(r.get("outputs") for r in log):  # a run that wrote nothing leaves nothing behind
             _write_provenance(out_dir, args, seg, log)
@@ -348,10 +361,48 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     }, out_dir / PROVENANCE_FILE)
 
 
+def _finish_pair(pending: list[tuple[_Case, dict[str, Any], Any]], model: Any) -> int:
+    """Write the SEG + SR of a manifest's cardiac pair (``pending``: its phases that were
+    segmented, each ``(case, record, write)``) once both are known: with both 3D phases the
+    SRs carry the pair's cardiac row (:func:`medcnn.batch.pipeline.cardiac_row`, as
+    ``medcnn run``), else each phase's volumes alone. Returns the number of phases that failed
+    (their outputs removed, as a case is written whole or not at all)."""
+    from medcnn.batch.pipeline import cardiac_labels_from_names, cardiac_row, intervals_by_label
+    from medcnn.measure import cardiac_function
+
+    cl = cardiac_labels_from_names(model.labels)
+    preds = {case.phase: pred for case, _, (pred, _) in pending}
+    row = None
+    if set(preds) == {"ED", "ES"} and all(p.labels.leading_axis is None for p in preds.values()):
+        fn = cardiac_function(preds["ED"].labels, preds["ES"].labels, labels=cl)
+        row = cardiac_row(fn, *(intervals_by_label(preds[ph].volume_intervals) for ph in ("ED", "ES")), cl)
+    failed = 0
+    for case, rec, (_, write) in pending:
+        try:
+            dcm, note = write(cardiac=row, lv_label=cl.lv_blood if row else None)
+        except Exception as exc:  # noqa: BLE001 - the other phase is kept
+            for f in rec.pop("outputs", []):
+                Path(f).unlink(missing_ok=True)
+            rec.update(status="error", error_type=type(exc).__name__, error=str(exc))
+            print(f"medcnn segment: error: {case.name}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if row is not None:
+            rec["cardiac"] = row
+        rec["outputs"] += [str(p) for p in dcm]
+        if note:
+            rec["dicom_note"] = note
+        print(f"ok {case.name} -> " + (", ".join(p.name for p in dcm) if dcm else note)
+              + (f" (EF {row['lv_ef_percent']:.1f} %)" if row and row.get("lv_ef_percent") is not None else ""))
+    return failed
+
+
 def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, out_dir: Path,
-                 written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
+                 written: dict[Path, str], rec: dict[str, Any], *, later: list | None = None) -> tuple[int, int]:
     """Segment one case by the case pipeline (:mod:`medcnn.batch.pipeline`, as ``medcnn run``),
-    filling ``rec``; ``model``: the bundle's :class:`medcnn.batch.BundleInfo`. Returns
+    filling ``rec``; ``model``: the bundle's :class:`medcnn.batch.BundleInfo`; ``later``: a
+    list to append ``(case, rec, (prediction, write_dicom))`` to instead of writing the
+    SEG + SR now (a cardiac pair's phase, :func:`_finish_pair`). Returns
     ``(failed, internal_error)`` as 0/1."""
     from medcnn.batch.pipeline import predict, scan_rows, write_case_dicom
     from medcnn.errors import ConfigError, MedcnnError
@@ -381,8 +432,19 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
                               for code, rule in input_rules(vols).items()}
         pred = predict(seg, vols, probabilities=args.probabilities, fractional=args.dicom_fractional)
         qc: list[dict[str, Any]] = []
-        rows = scan_rows(pred.labels, vols[0], label_names=model.labels, regions=model.regions, phase=None,
-                         intervals=pred.volume_intervals, qc=qc)
+        rows = scan_rows(pred.labels, vols[0], label_names=model.labels, regions=model.regions, phase=case.phase,
+                         intervals=pred.volume_intervals, qc=qc, intensity=case.pair is None)
+        base = target.name[: -len("_labels" + _split_name(target)[1])]
+
+        def write_dicom(*, cardiac: dict[str, Any] | None = None, lv_label: int | None = None):
+            return write_case_dicom(
+                pred.labels, first_path, vols[0], seg_path=target.with_name(f"{base}_seg.dcm"),
+                sr_path=target.with_name(f"{base}_sr.dcm"), rows=rows, phase=case.phase, label_names=model.labels,
+                regions=model.regions, model_name=model.name, weights_sha256=model.sha256,
+                spec_sha256=model.spec_sha256, cardiac=cardiac, lv_label=lv_label,
+                include_identifiers=args.include_identifiers,
+                fractional=(seg, pred.probabilities) if args.dicom_fractional else None)
+
         out = write_volume(pred.labels, target)
         written[target] = name
         rec["outputs"] = [str(out)]
@@ -392,14 +454,11 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
                 pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
                 rec["outputs"].append(str(pout))
                 extra = f" + {pout}"
-            if args.dicom:
-                base = target.name[: -len("_labels" + _split_name(target)[1])]
-                dcm, note = write_case_dicom(
-                    pred.labels, first_path, vols[0], seg_path=target.with_name(f"{base}_seg.dcm"),
-                    sr_path=target.with_name(f"{base}_sr.dcm"), rows=rows, phase=None, label_names=model.labels,
-                    regions=model.regions, model_name=model.name, weights_sha256=model.sha256,
-                    spec_sha256=model.spec_sha256, include_identifiers=args.include_identifiers,
-                    fractional=(seg, pred.probabilities) if args.dicom_fractional else None)
+            if args.dicom and later is not None:
+                later.append((case, rec, (pred, write_dicom)))
+                extra += " (SEG/SR once both phases are segmented)"
+            elif args.dicom:
+                dcm, note = write_dicom()
                 rec["outputs"] += [str(p) for p in dcm]
                 extra += f" + {', '.join(p.name for p in dcm)}" if dcm else f" ({note})"
                 if note:
