@@ -5,8 +5,12 @@ Each case is written as ``<name>_labels<ext>`` in the input's format (DICOM fold
 input's geometry; ``--probabilities`` adds
 ``<name>_probabilities<ext>`` (``(C, I, J, K)`` float32). Writes are atomic.
 ``segment_provenance.json`` records the medcnn version, the model's weights and spec
-SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
-or the error (no DICOM identifiers); it is written when at least one case produced output.
+SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs,
+the volume rows (``volumes``: the rows ``medcnn run`` puts in volumes.csv) or the error (no
+DICOM identifiers); it is written when at least one case produced output. Every case goes
+through the case pipeline of ``medcnn run`` (:mod:`medcnn.batch.pipeline`): the same label
+map, rows, SEG and SR for the same scan and flags; a manifest's ED/ES pair segmented with a
+cardiac model also gets the pair's cardiac row (record ``cardiac``, and in both SRs).
 An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
 (docs/io.md): one warning line, ``qc_flags`` (``NIFTI_HEADER_INCONSISTENT``) and the rule
 (``methods``) in its case record, and its label map written on that resolved grid.
