@@ -24,6 +24,7 @@ __all__ = [
     "cardiac_labels_from_names",
     "cardiac_row",
     "label_suffix",
+    "input_flags",
     "predict",
     "volume_rows",
     "scan_rows",
@@ -64,10 +65,31 @@ def predict(seg: Any, channels: Sequence[Any], *, probabilities: bool = False, f
     model) with volume intervals (uint8 probabilities on the model grid, cheap) and, with
     ``probabilities``, the class probabilities ``(C, I, J, K)`` float32 on the input grid;
     ``fractional`` (``--dicom-fractional``) asks for them only where a SEG can be written (a
-    3D scan; a cine series gets none, and no SEG)."""
+    3D scan; a cine series gets none, and no SEG). Raises ``GeometryMismatchError`` should
+    the labels not lie on the input's grid (1e-3 mm)."""
     inp = channels[0] if len(channels) == 1 else list(channels)
     want = probabilities or (fractional and channels[0].leading_axis is None)
-    return seg.predict(inp, volume_intervals=True, return_probabilities=want)
+    pred = seg.predict(inp, volume_intervals=True, return_probabilities=want)
+    labels, image = pred.labels, channels[0]
+    if labels.geometry.differences(image.geometry, atol_mm=1e-3) or labels.shape[-3:] != image.shape[-3:]:
+        from medcnn.errors import GeometryMismatchError
+
+        raise GeometryMismatchError(f"segmenter returned labels on grid {labels.geometry} instead of the input "
+                                    f"grid {image.geometry}", path=image.source)
+    return pred
+
+
+def input_flags(volumes: Sequence[Any], *, phase: str | None = None, methods: dict[str, str]) -> list[dict[str, Any]]:
+    """QC flags of one scan's input volumes (channels, and a reference: e.g.
+    ``NIFTI_HEADER_INCONSISTENT``), each with ``phase``; the rule each flagged input was read
+    by goes into ``methods`` (``input_<code>``)."""
+    from medcnn.io import input_qc_flags, input_rules
+
+    flags = input_qc_flags(list(volumes), phase=phase)
+    for code, rule in input_rules(list(volumes)).items():
+        methods[f"input_{code.lower()}"] = (f"{rule}. Label maps are written on this resolved grid, with a "
+                                            "consistent header (sform = qform, pixdim = their axis lengths)")
+    return flags
 
 
 def intervals_by_label(intervals: Any, frame: int | None = None) -> dict[int, dict[str, Any]]:

@@ -24,17 +24,17 @@ import hashlib
 import json
 import time
 import warnings
-from functools import partial
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from medcnn.batch.cases import Case, CaseInput
-from medcnn.batch.pipeline import (cardiac_labels_from_names, cardiac_row, intervals_by_label, label_suffix,
-                                   predict, scan_rows, table_rows, volume_rows, write_case_dicom)
+from medcnn.batch.pipeline import (cardiac_labels_from_names, cardiac_row, input_flags, intervals_by_label,
+                                   label_suffix, predict, scan_rows, table_rows, volume_rows, write_case_dicom)
 from medcnn.errors import MedcnnError
 
 __all__ = [
@@ -291,20 +291,6 @@ def _predict(settings: BatchSettings, channels: Sequence[Any]):
 
 
 # ----------------------------------------------------------------------------- measuring
-def _input_flags(read, methods: dict[str, str]) -> list[dict[str, Any]]:
-    """QC flags of the case's input files (e.g. NIFTI_HEADER_INCONSISTENT) and, for each, the
-    rule they were read by in ``methods``."""
-    from medcnn.io import input_qc_flags, input_rules
-
-    flags: list[dict[str, Any]] = []
-    for ci, vols, ref in read:
-        flags += input_qc_flags(list(vols) + ([ref] if ref is not None else []), phase=ci.phase)
-        for code, rule in input_rules(list(vols) + ([ref] if ref is not None else [])).items():
-            methods[f"input_{code.lower()}"] = (f"{rule}. Label maps are written on this resolved grid, with a "
-                                                "consistent header (sform = qform, pixdim = their axis lengths)")
-    return flags
-
-
 def _flags(fn) -> list[dict[str, Any]]:
     return [f.to_dict() for f in fn.qc_flags]
 
@@ -451,14 +437,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     predictions = []
     t = time.perf_counter()
     for ci, vols, ref in read:
-        pred = _predict(settings, vols)
+        pred = _predict(settings, vols)  # labels checked to lie on the input grid
         labels = pred.labels
-        if labels.geometry.differences(vols[0].geometry, atol_mm=1e-3) or \
-                labels.shape[-3:] != vols[0].shape[-3:]:
-            from medcnn.errors import GeometryMismatchError
-
-            raise GeometryMismatchError(f"segmenter returned labels on grid {labels.geometry} instead of the input "
-                                        f"grid {vols[0].geometry}", path=vols[0].source)
         info_i = dict(getattr(pred, "info", {}) or {})
         info_i["_intervals"] = getattr(pred, "volume_intervals", None)
         info_i["_probabilities"] = getattr(pred, "probabilities", None)  # --dicom-fractional only
@@ -495,7 +475,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                                                     "the input grid by nearest neighbour)",
                "segmentation": f"model {settings.model_name} (sha256 {settings.model_sha256[:12]}...) run by "
                                "medcnn.inference; labels returned on the exact input grid"}
-    qc: list[dict[str, Any]] = _input_flags(read, methods)
+    qc: list[dict[str, Any]] = [f for ci, vols, ref in read for f in input_flags(
+        list(vols) + ([ref] if ref is not None else []), phase=ci.phase, methods=methods)]
     is_cine = len(predictions) == 1 and predictions[0][3].leading_axis == "time"
     rec["input_kind"] = "ED/ES pair" if case.kind == "pair" else ("cine series" if is_cine else "single scan")
     overlay_rows = []

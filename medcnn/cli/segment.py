@@ -408,9 +408,9 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
     list to append ``(case, rec, (prediction, write_dicom))`` to instead of writing the
     SEG + SR now (a cardiac pair's phase, :func:`_finish_pair`). Returns
     ``(failed, internal_error)`` as 0/1."""
-    from medcnn.batch.pipeline import predict, scan_rows, write_case_dicom
+    from medcnn.batch.pipeline import input_flags, predict, scan_rows, write_case_dicom
     from medcnn.errors import ConfigError, MedcnnError
-    from medcnn.io import input_qc_flags, input_rules, write_volume
+    from medcnn.io import write_volume
     from medcnn.report.provenance import volume_hash
 
     name, spec, out_stem = case.name, case.spec, case.stem
@@ -428,12 +428,11 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
         vols = image if isinstance(image, list) else [image]
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
-        flags = input_qc_flags(vols)
+        methods: dict[str, str] = {}
+        flags = input_flags(vols, phase=case.phase, methods=methods)
         if flags:  # e.g. a NIfTI header read by the rule for inconsistent headers: outputs on that grid
             rec["qc_flags"] = flags
-            rec["methods"] = {f"input_{code.lower()}": f"{rule}. The label map is written on this resolved grid, "
-                              "with a consistent header (sform = qform, pixdim = their axis lengths)"
-                              for code, rule in input_rules(vols).items()}
+            rec["methods"] = methods
         pred = predict(seg, vols, probabilities=args.probabilities, fractional=args.dicom_fractional)
         qc: list[dict[str, Any]] = []
         rows = scan_rows(pred.labels, vols[0], label_names=model.labels, regions=model.regions, phase=case.phase,
