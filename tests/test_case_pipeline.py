@@ -185,3 +185,42 @@ def test_cardiac_pair_sr_and_rows_are_the_same(scans, bundle, tmp_path):
         for kind in ("seg", "sr"):
             _same_dataset(pydicom.dcmread(str(seg_out / f"{stem}_{kind}.dcm")),
                           pydicom.dcmread(str(run_out / "cases" / "h1" / f"{stem}_{kind}.dcm")), uids)
+
+
+@pytest.mark.slow
+def test_region_model_seg_and_sr_are_the_same(tmp_path):
+    """An nnU-Net region model (BraTS-style whole tumour ⊇ core ⊇ enhancing): label and region
+    segments, and the region measurement groups, alike from both commands."""
+    import pydicom
+    from nnunet_factory import blob_image, make_nnunet_folder
+    from test_regions_models import NNUNET_BRATS
+
+    from medcnn.models.importers import import_model
+
+    folder = make_nnunet_folder(tmp_path, dim=3, patch=(24, 24, 24), n_classes=4, region_labels=NNUNET_BRATS,
+                                regions_class_order=[1, 2, 3], seed=3, steps=60)
+    bundle = import_model(folder, tmp_path / "brats-regions")
+    img, _ = blob_image((28, 26, 30), seed=7, n_classes=4)
+    write_series(tmp_path / "in" / "scan1", n_slices=28, rows=26, cols=30, spacing=(1.0, 1.0), dz=1.0,
+                 series_uid="1.2.3.4.31", pixels=np.clip(img * 200, 0, 4000)[None])
+    seg_out, run_out = tmp_path / "segment", tmp_path / "run"
+    common = ["--model", str(bundle), "--dicom", "--device", "cpu"]
+    assert main(["segment", str(tmp_path / "in" / "scan1"), "--out", str(seg_out), *common]) == 0
+    assert main(["run", str(tmp_path / "in" / "scan1"), "--out", str(run_out), "--no-figures", "--no-progress",
+                 *common]) == 0
+    prov = json.loads((seg_out / "segment_provenance.json").read_text())["cases"][0]
+    rec = json.loads((run_out / "cases" / "scan1" / "result.json").read_text())
+    _same_rows(prov["volumes"], rec["volumes"])
+    assert [r["label"] for r in rec["volumes"]] == [1, 2, 3, "1+2+3", "2+3", "3"]
+    _same_nifti(seg_out / "scan1_labels.nii.gz", run_out / "cases" / "scan1" / "scan1_labels.nii.gz")
+    sa = hd.seg.segread(str(seg_out / "scan1_seg.dcm"))
+    sb = hd.seg.segread(str(run_out / "cases" / "scan1" / "scan1_seg.dcm"))
+    assert [s.SegmentLabel for s in sa.SegmentSequence] == [s.SegmentLabel for s in sb.SegmentSequence]
+    assert len(sa.SegmentSequence) == 6
+    np.testing.assert_array_equal(sa.pixel_array, sb.pixel_array)
+    ga, gb = _groups(seg_out / "scan1_sr.dcm"), _groups(run_out / "cases" / "scan1" / "scan1_sr.dcm")
+    assert ga == gb and sorted(ga) == [1, 2, 3, 4, 5, 6]
+    uids: dict[str, str] = {}
+    for kind in ("seg", "sr"):
+        _same_dataset(pydicom.dcmread(str(seg_out / f"scan1_{kind}.dcm")),
+                      pydicom.dcmread(str(run_out / "cases" / "scan1" / f"scan1_{kind}.dcm")), uids)
