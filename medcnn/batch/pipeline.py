@@ -24,6 +24,7 @@ __all__ = [
     "cardiac_labels_from_names",
     "cardiac_row",
     "label_suffix",
+    "read_channels",
     "input_flags",
     "predict",
     "volume_rows",
@@ -58,6 +59,28 @@ def label_suffix(path: str | Path) -> str:
         return ".nii.gz"  # DICOM in, NIfTI out
     sfx = suffix_of(p)
     return {".nhdr": ".nrrd", ".mhd": ".mha"}.get(sfx, sfx if sfx in SUPPORTED_SUFFIXES else ".nii.gz")
+
+
+def read_channels(paths: Sequence[str | Path], *, series: str | None = None) -> list[Any]:
+    """The input volumes of one scan: one image (3D scan or cine series ``(T, I, J, K)``), or
+    the channel images of a multi-channel model in its channel order (3D, on one grid, 1e-3
+    mm). ``series``: which series of a DICOM folder holding several. Raises
+    ``DimensionError`` for a 4D multi-channel image (each channel is its own file) or a 4D
+    channel of a multi-channel scan, ``GeometryMismatchError`` for channels on different grids.
+    """
+    from medcnn.errors import DimensionError
+    from medcnn.io import read_volume
+
+    vols = []
+    for path in paths:
+        v = read_volume(path, series=series, require_3d=len(paths) > 1)
+        if v.leading_axis == "channel":
+            raise DimensionError.expected("a 3D scan or a cine series", f"a {v.shape[0]}-channel 4D image",
+                                          path=path, hint="list each channel in its own manifest column")
+        vols.append(v)
+    for v in vols[1:]:
+        vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
+    return vols
 
 
 def predict(seg: Any, channels: Sequence[Any], *, probabilities: bool = False, fractional: bool = False) -> Any:

@@ -34,7 +34,7 @@ import numpy as np
 
 from medcnn.batch.cases import Case, CaseInput
 from medcnn.batch.pipeline import (cardiac_labels_from_names, cardiac_row, input_flags, intervals_by_label,
-                                   label_suffix, predict, scan_rows, table_rows, volume_rows, write_case_dicom)
+                                   label_suffix, predict, read_channels, scan_rows, table_rows, volume_rows, write_case_dicom)
 from medcnn.errors import MedcnnError
 
 __all__ = [
@@ -306,28 +306,12 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
     parts = []
     grids = []
     for ci in case.inputs:
-        vols = []
-        for ch, path in ci.channels:
-            with warnings.catch_warnings():  # reported as QC flags, and by the batch per case
-                warnings.simplefilter("ignore", NiftiHeaderWarning)
-                v = read_volume(path)
-            if v.leading_axis == "channel":
-                from medcnn.errors import DimensionError
-
-                raise DimensionError.expected("a 3D scan or a cine series", f"a {v.shape[0]}-channel 4D image",
-                                              path=path, hint="list each channel in its own manifest column")
-            vols.append(v)
+        with warnings.catch_warnings():  # reported as QC flags, and by the batch per case
+            warnings.simplefilter("ignore", NiftiHeaderWarning)
+            vols = read_channels([path for _, path in ci.channels])
+        for (ch, _), v in zip(ci.channels, vols):
             parts.append(f"{ci.phase or ''}/{ch}:{volume_hash(v)}")
             grids.append(_geometry_summary(f"{ci.phase + ' ' if ci.phase else ''}{ch}", v))
-        if len(vols) > 1:
-            from medcnn.errors import DimensionError
-
-            for v in vols:
-                if v.leading_axis is not None:
-                    raise DimensionError.expected("3D images for a multi-channel model", f"a 4D image of shape "
-                                                  f"{v.shape}", path=v.source)
-            for v in vols[1:]:
-                vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
         ref = None
         if ci.reference:  # a label image, or an RTSTRUCT / SEG placed on the scan's grid where exact
             with warnings.catch_warnings():

@@ -255,25 +255,26 @@ def _folder_cases(folder: Path, channels: tuple[str, ...]) -> list[_Case]:
 
 
 def _read_case(spec: Any, channels: tuple[str, ...], series: str | None, *,
-               channel_folder: bool = False) -> tuple[Any, Path]:
+               channel_folder: bool = False) -> tuple[list[Any], Path]:
+    """The input volumes of a case (:func:`medcnn.batch.pipeline.read_channels`, as
+    ``medcnn run`` reads them) and the path its outputs are named after."""
+    from medcnn.batch.pipeline import read_channels
     from medcnn.errors import DimensionError
-    from medcnn.io import read_volume
 
     n = len(channels)
     if isinstance(spec, list):
         if len(spec) != n:
             raise DimensionError.expected(f"{n} channel files ({', '.join(channels)})", f"{len(spec)}",
                                           path=",".join(map(str, spec)))
-        return [read_volume(p, series=series, require_3d=True) for p in spec], spec[0]
+        return read_channels(spec, series=series), spec[0]
     path = spec
     if channel_folder:
-        files = _channel_files_in_folder(path, channels)
-        return [read_volume(p, require_3d=True) for p in files], path
+        return read_channels(_channel_files_in_folder(path, channels)), path
     if n > 1:
         raise DimensionError.expected(
             f"--channels A,B (or --channels FOLDER with one image per channel: {', '.join(channels)}) or a manifest "
             f"row for this {n}-channel model", "a single image", path=path)
-    return read_volume(path, series=series), path
+    return read_channels([path], series=series), path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
                 pending = []
     finally:
         if any(r.get("outputs") for r in log):  # a run that wrote nothing leaves nothing behind
-            _write_provenance(out_dir, args, seg, log)
+            _write_provenance(out_dir, args, seg, model, log)
     done = len(cases) - failed
     print(f"segmented {done} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     if internal:
@@ -324,9 +325,11 @@ def run(args: argparse.Namespace) -> int:
 PROVENANCE_FILE = "segment_provenance.json"
 
 
-def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: list[dict[str, Any]]) -> None:
-    """``segment_provenance.json``: version, model hashes, settings and per case inputs,
-    input hashes, outputs or the error (written atomically, replaced by a later run)."""
+def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, model: Any,
+                      log: list[dict[str, Any]]) -> None:
+    """``segment_provenance.json``: version, model name (as in ``run``'s records and the
+    SEG/SR algorithm) and hashes, settings and per case inputs, input hashes, outputs, volume
+    rows or the error (written atomically, replaced by a later run)."""
     from medcnn.report.provenance import HASH_METHOD, environment_info
     from medcnn.report.tables import write_json
 
@@ -351,7 +354,7 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
         "tool": "medcnn segment", "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
         "paths": "full paths (--include-paths)" if keep else PATHS_METHOD + "; outputs are in this file's folder",
-        "model": {"argument": display_path(args.model, include_paths=keep),
+        "model": {"name": model.name, "argument": display_path(args.model, include_paths=keep),
                   "path": display_path(b.get("path"), include_paths=keep), "sha256": b.get("sha256"),
                   "spec_sha256": b.get("spec_sha256"),
                   **({"imported_from": b["imported_from"]} if b.get("imported_from") else {})},
@@ -424,8 +427,7 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
             raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
                                        f"{written[target]}", path=first_path,
                                        hint="Segment same-named scans into different --out folders")
-        image, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
-        vols = image if isinstance(image, list) else [image]
+        vols, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
         methods: dict[str, str] = {}
