@@ -224,3 +224,37 @@ def test_region_model_seg_and_sr_are_the_same(tmp_path):
     for kind in ("seg", "sr"):
         _same_dataset(pydicom.dcmread(str(seg_out / f"scan1_{kind}.dcm")),
                       pydicom.dcmread(str(run_out / "cases" / "scan1" / f"scan1_{kind}.dcm")), uids)
+
+
+@pytest.mark.slow
+def test_real_scans_with_the_shipped_models_alike(shared_data, tmp_path):
+    """Real scans and shipped models: a hippocampus MRI crop (hippocampus-mri) and a Sunnybrook
+    ED/ES pair as a manifest row (cardiac-cine-mri): same label maps, volume rows and cardiac
+    row from both commands."""
+    from medcnn.batch import bundled_names
+
+    for name in ("hippocampus-mri", "cardiac-cine-mri"):
+        if name not in bundled_names():
+            pytest.skip(f"default bundle {name!r} not installed")
+    hippo = shared_data / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
+    nifti = shared_data / "sunnybrook" / "nifti"
+    manifest = tmp_path / "pair.csv"
+    manifest.write_text(f"case_id,ed,es\nSCD0000101,{nifti / 'SCD0000101_ED.nii.gz'},"
+                        f"{nifti / 'SCD0000101_ES.nii.gz'}\n")
+    for model, inputs, stems in (("hippocampus-mri", [str(hippo)], {"hippocampus_001": None}),
+                                 ("cardiac-cine-mri", [str(manifest)],
+                                  {"SCD0000101_ED": "ED", "SCD0000101_ES": "ES"})):
+        seg_out, run_out = tmp_path / model / "segment", tmp_path / model / "run"
+        assert main(["segment", *inputs, "--model", model, "--out", str(seg_out), "--device", "cpu"]) == 0
+        assert main(["run", *inputs, "--model", model, "--out", str(run_out), "--no-figures", "--no-progress",
+                     "--device", "cpu"]) == 0
+        recs = json.loads((seg_out / "segment_provenance.json").read_text())["cases"]
+        (result,) = [json.loads(p.read_text()) for p in (run_out / "cases").glob("*/result.json")]
+        case_id = result["case_id"]
+        for rec, (stem, phase) in zip(recs, stems.items()):
+            _same_nifti(seg_out / f"{stem}_labels.nii.gz", run_out / "cases" / case_id / f"{stem}_labels.nii.gz")
+            _same_rows(rec["volumes"], [r for r in result["volumes"] if r["phase"] == phase])
+            assert any(r["volume_ml"] > 0.1 for r in rec["volumes"])  # the model found the structure
+            if phase:
+                _same_rows([rec["cardiac"]], [result["cardiac"]])
+                assert 0 < result["cardiac"]["lv_ef_percent"] < 100

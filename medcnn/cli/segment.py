@@ -305,12 +305,12 @@ def run(args: argparse.Namespace) -> int:
         for n, case in enumerate(cases):
             rec: dict[str, Any] = {"case": case.name}
             log.append(rec)
-            later = pending if case.pair and cardiac and args.dicom else None
+            later = pending if case.pair and cardiac else None
             f, i = _segment_one(case, seg, model, args, out_dir, written, rec, later=later)
             failed += f
             internal += i
             if pending and (n + 1 == len(cases) or cases[n + 1].pair != case.pair):
-                failed += _finish_pair(pending, model)
+                failed += _finish_pair(pending, model, dicom=args.dicom)
                 pending = []
     finally:
         if any(r.get("outputs") for r in log):  # a run that wrote nothing leaves nothing behind
@@ -368,23 +368,32 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, model: 
     }, out_dir / PROVENANCE_FILE)
 
 
-def _finish_pair(pending: list[tuple[_Case, dict[str, Any], Any]], model: Any) -> int:
-    """Write the SEG + SR of a manifest's cardiac pair (``pending``: its phases that were
-    segmented, each ``(case, record, write)``) once both are known: with both 3D phases the
-    SRs carry the pair's cardiac row (:func:`medcnn.batch.pipeline.cardiac_row`, as
-    ``medcnn run``), else each phase's volumes alone. Returns the number of phases that failed
-    (their outputs removed, as a case is written whole or not at all)."""
+def _finish_pair(pending: list[tuple[_Case, dict[str, Any], Any]], model: Any, *, dicom: bool) -> int:
+    """Measure a manifest's cardiac pair once both phases are segmented (``pending``: the
+    phases that were, each ``(case, record, (prediction, write_dicom))``): with both 3D phases
+    each record gets the pair's cardiac row (:func:`medcnn.batch.pipeline.cardiac_row`, as
+    ``medcnn run``) and, with ``dicom``, the SRs carry it; else each phase's volumes alone.
+    Returns the number of phases that failed (their outputs removed, as a case is written
+    whole or not at all)."""
     from medcnn.batch.pipeline import cardiac_labels_from_names, cardiac_row, intervals_by_label
+    from medcnn.errors import MedcnnError
     from medcnn.measure import cardiac_function
 
     cl = cardiac_labels_from_names(model.labels)
     preds = {case.phase: pred for case, _, (pred, _) in pending}
     row = None
     if set(preds) == {"ED", "ES"} and all(p.labels.leading_axis is None for p in preds.values()):
-        fn = cardiac_function(preds["ED"].labels, preds["ES"].labels, labels=cl)
-        row = cardiac_row(fn, *(intervals_by_label(preds[ph].volume_intervals) for ph in ("ED", "ES")), cl)
+        try:
+            fn = cardiac_function(preds["ED"].labels, preds["ES"].labels, labels=cl)
+            row = cardiac_row(fn, *(intervals_by_label(preds[ph].volume_intervals) for ph in ("ED", "ES")), cl)
+        except MedcnnError as exc:  # e.g. ED and ES on different grids: the phases keep their volumes
+            print(f"medcnn segment: warning: {pending[0][0].pair}: no cardiac function: {exc}", file=sys.stderr)
     failed = 0
     for case, rec, (_, write) in pending:
+        if row is not None:
+            rec["cardiac"] = row
+        if not dicom:
+            continue
         try:
             dcm, note = write(cardiac=row, lv_label=cl.lv_blood if row else None)
         except Exception as exc:  # noqa: BLE001 - the other phase is kept
@@ -394,8 +403,6 @@ def _finish_pair(pending: list[tuple[_Case, dict[str, Any], Any]], model: Any) -
             print(f"medcnn segment: error: {case.name}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        if row is not None:
-            rec["cardiac"] = row
         rec["outputs"] += [str(p) for p in dcm]
         if note:
             rec["dicom_note"] = note
@@ -459,9 +466,9 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
                 pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
                 rec["outputs"].append(str(pout))
                 extra = f" + {pout}"
-            if args.dicom and later is not None:
+            if later is not None:  # measured (and its SEG/SR written) with the other phase
                 later.append((case, rec, (pred, write_dicom)))
-                extra += " (SEG/SR once both phases are segmented)"
+                extra += " (SEG/SR once both phases are segmented)" if args.dicom else ""
             elif args.dicom:
                 dcm, note = write_dicom()
                 rec["outputs"] += [str(p) for p in dcm]
