@@ -34,7 +34,8 @@ import numpy as np
 
 from medcnn.batch.cases import Case, CaseInput
 from medcnn.batch.pipeline import (cardiac_labels_from_names, cardiac_row, input_flags, intervals_by_label,
-                                   label_suffix, predict, read_channels, scan_rows, table_rows, volume_rows, write_case_dicom)
+                                   label_suffix, predict, read_channels, scan_rows, table_rows, volume_rows,
+                                   write_case_dicom)
 from medcnn.errors import MedcnnError
 
 __all__ = [
