@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from medcnn.batch.bundles import bundle_info
-from medcnn.batch.cases import Case, discover_cases
+from medcnn.batch.cases import Case, discover_cases, report_skipped
 from medcnn.batch.runner import MODES, BatchSettings, record_inputs, record_model, redact_record, run_case
 from medcnn.errors import ConfigError
 
@@ -381,7 +381,10 @@ def run_batch(
     cases = [c for c in items if isinstance(c, Case)]
     paths = [s for s in items if not isinstance(s, Case)]
     if paths:
-        cases += discover_cases(paths, channels=info.channels)
+        skipped: list = []  # label maps of folders / globs (issue 26 point 3); ED/ES pairs in cardiac mode
+        cases += discover_cases(paths, channels=info.channels, pair_phases=settings.mode == "cardiac",
+                                skipped=skipped)
+        report_skipped(skipped, "medcnn run")
     if not cases:
         raise ConfigError.expected("at least one scan, folder, glob or manifest", "no cases")
     Path(settings.out).mkdir(parents=True, exist_ok=True)

@@ -239,13 +239,16 @@ def _folder_cases(folder: Path, channels: tuple[str, ...]) -> list[_Case]:
     """The cases of a folder of image files: each file (and each sub-folder's files) one
     case, by :func:`medcnn.batch.cases.discover_cases`; an ambiguous multi-channel folder is
     one failed case naming both readings."""
-    from medcnn.batch.cases import discover_cases
+    from medcnn.batch.cases import discover_cases, report_skipped
 
     msg = _ambiguous_folder(folder, channels)
     if msg is not None:
         return [_Case(str(folder), None, None, msg)]
     out = []
-    for case in discover_cases([folder], channels=channels):
+    skipped: list = []  # label maps in the folder (issue 26 point 3)
+    found = discover_cases([folder], channels=channels, skipped=skipped)
+    report_skipped(skipped, "medcnn segment")
+    for case in found:
         if case.error:
             out.append(_Case(case.origin, None, None, case.error))
             continue
