@@ -72,6 +72,9 @@ def register(sub) -> None:
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip overlay and curve figures")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     p.add_argument("--title", default=None, help="title of the HTML report")
+    p.add_argument("--allow-input-mismatch", action="store_true",
+                   help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; such a case "
+                        "fails by default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/models.md)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when a cardiac run leaves a case without a function row (an unpaired scan)")
     add_threads_option(p)
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, device=args.device, precision=args.precision, tta=args.tta,
             deterministic=args.deterministic, include_identifiers=args.include_identifiers,
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
-            progress=args.progress, title=args.title, threads=args.threads)
+            progress=args.progress, title=args.title, threads=args.threads,
+            allow_input_mismatch=args.allow_input_mismatch)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",
               file=sys.stderr)
