@@ -74,7 +74,7 @@ def register(sub) -> None:
     p.add_argument("--title", default=None, help="title of the HTML report")
     p.add_argument("--allow-input-mismatch", action="store_true",
                    help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; such a case "
-                        "fails by default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/models.md)")
+                        "fails by default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when a cardiac run leaves a case without a function row (an unpaired scan)")
     add_threads_option(p)

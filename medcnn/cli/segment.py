@@ -88,7 +88,7 @@ def register(sub) -> None:
                         "often hold patient names)")
     p.add_argument("--allow-input-mismatch", action="store_true",
                    help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; refused by "
-                        "default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/models.md)")
+                        "default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     add_threads_option(p)
     p.set_defaults(func=run)
 

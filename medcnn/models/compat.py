@@ -31,7 +31,7 @@ frames of a cine): ``body`` = voxels above the image's mean (a scale-free foregr
 needs no model); ``body_p01/p50/p99`` = percentiles 1/50/99 of the body voxels;
 ``negative_fraction`` = fraction of all voxels < 0; ``air_fraction`` = fraction of all voxels
 <= -500; ``min_value`` = the minimum. ``scripts/input_profiles.py`` derives each shipped
-bundle's profile from its training data in ``../shared/data`` (docs/models.md).
+bundle's profile from its training data in ``../shared/data`` (docs/batch.md).
 """
 
 from __future__ import annotations
