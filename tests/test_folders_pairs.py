@@ -162,3 +162,22 @@ def test_cardiac_run_pairs_by_name_and_says_loudly_when_unpaired(bundle, tmp_pat
                "--no-progress", "--no-figures", "--strict"])
     assert rc == 2
     assert "no function row" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_issue_command_acdc_glob_gives_three_function_rows(shared_data, tmp_path, capsys):
+    """The issue's command: ``run patient00[145]_E[DS].nii.gz --mode cardiac`` (before: "6 ok",
+    0 cardiac rows) with the shipped cardiac model: three pairs, three function rows."""
+    from medcnn.batch import bundled_names
+
+    if "cardiac-cine-mri" not in bundled_names():
+        pytest.skip("default bundle 'cardiac-cine-mri' not installed")
+    out = tmp_path / "o"
+    rc = main(["run", str(shared_data / "acdc" / "patient00[145]_E[DS].nii.gz"), "--model", "cardiac-cine-mri",
+               "--out", str(out), "--mode", "cardiac", "--no-progress", "--no-figures", "--strict"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "3 ok, 0 failed" in cap.out and "warning" not in cap.err
+    card = pd.read_csv(out / "cardiac.csv")
+    assert list(card["case_id"]) == ["patient001", "patient004", "patient005"]
+    assert card["lv_edv_ml"].gt(card["lv_esv_ml"]).all()
