@@ -13,7 +13,11 @@ An input whose NIfTI header's sform, qform and pixdim disagree is read as Simple
 
 A folder of image files (not a DICOM series) is a folder of cases, as for ``medcnn run``:
 each image file is segmented on its own (sub-folders likewise; a folder of non-image files is
-one DICOM series). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
+one DICOM series); label maps in it (by name, ``*_gt``, ``*_seg``, ``*mask*`` ..., or by
+content, integer images with few values) are skipped and listed on stderr (docs/batch.md).
+Each input is checked against the model's input description before inference: a clear
+mismatch (a CT series for an MRI model) fails unless ``--allow-input-mismatch``, a doubtful one
+is flagged ``INPUT_MODEL_MISMATCH_SUSPECTED`` (:mod:`medcnn.models.compat`). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
 the bundle's channel order; repeatable), as ``--channels FOLDER`` (one image file per
 channel, matched by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel
 ``FLAIR``) or as a row of a CSV manifest (``case_id`` plus one column per channel, as for
