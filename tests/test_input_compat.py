@@ -196,6 +196,24 @@ def test_input_description_is_metadata_weights_and_spec_hash_unchanged(tmp_path)
         check_inputs([hu], json.loads((b / "bundle.json").read_text()), model="tiny")
 
 
+def test_bundles_without_an_input_description_check_only_ct_against_mr(tmp_path):
+    """Imported / older bundles: ``preprocess.modalities`` is a normalisation rule (``MR`` =
+    z-score, ``none`` = imported), so only a CT series for an MR model is refused."""
+    from medcnn.volume import Geometry, Volume
+
+    g = Geometry((8, 8, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+
+    def series(modality):
+        return Volume(np.full((8, 8, 4), 5.0, np.float32), g, meta={"Modality": modality})
+
+    mr_model = {"channels": ["image"], "preprocess": {"modalities": ["MR"]}}
+    with pytest.raises(InputModelMismatchError, match="DICOM Modality CT"):
+        check_inputs([series("CT")], mr_model, model="m")
+    assert check_inputs([series("PT")], mr_model, model="m") == []  # e.g. a PET model trained with z-scores
+    assert check_inputs([series("CT")], {"channels": ["image"], "preprocess": {"modalities": ["none"]}},
+                        model="imported") == []
+
+
 @pytest.mark.slow
 def test_shipped_profiles_are_what_the_script_derives(shared_data):
     import subprocess

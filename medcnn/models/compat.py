@@ -100,15 +100,19 @@ def intensity_profile(arrays: Sequence[Any], *, source: str) -> dict[str, Any]:
 
 def input_spec(bundle_json: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{channel name: spec}`` of a bundle (its ``input`` key), or, for bundles without one,
-    the modality of ``preprocess.modalities`` only (no intensity or sequence check)."""
+    the modality of ``preprocess.modalities`` when it is ``CT`` or ``MR`` (a normalisation
+    rule, so only a CT series for an MR model or the reverse is a clear mismatch; no
+    intensity or sequence check; ``none``, as in imported models: no check)."""
     channels = [str(c) for c in bundle_json.get("channels") or []]
     declared = (bundle_json.get("input") or {}).get("channels") or {}
     mods = list((bundle_json.get("preprocess") or {}).get("modalities") or [])
     out = {}
     for i, ch in enumerate(channels):
         spec = dict(declared.get(ch) or {})
-        if "modality" not in spec and i < len(mods) and mods[i]:
+        if "modality" not in spec and i < len(mods) and str(mods[i]).upper() in ("CT", "MR"):
+            # the normalisation rule, not a statement about the data: only CT <-> MR is a clear mismatch
             spec["modality"] = str(mods[i])
+            spec["modality_from_preprocess"] = True
         out[ch] = spec
     return out
 
@@ -142,7 +146,9 @@ def check_input(volume: Any, spec: Mapping[str, Any], *, channel: str, model: st
     clear: list[str] = []
     doubtful: list[str] = []
     got_mod = str(meta.get("Modality") or "").upper()
-    if want and got_mod and _MODALITY_ALIASES.get(got_mod, got_mod) != want:
+    got_norm = _MODALITY_ALIASES.get(got_mod, got_mod)
+    if want and got_mod and got_norm != want and (not spec.get("modality_from_preprocess")
+                                                  or {want, got_norm} == {"CT", "MR"}):
         clear.append(f"DICOM Modality {got_mod}")
     desc = str(meta.get("SeriesDescription") or "")
     conflicts = sorted(_tokens(desc) & {str(c).lower() for c in spec.get("conflicting_descriptions") or []})
