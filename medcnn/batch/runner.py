@@ -108,6 +108,8 @@ class BatchSettings:
     threads: int | str = "auto"
     workers: int = 1
     regions: Mapping[str, Sequence[int]] | None = None
+    input_description: Mapping[str, Any] | None = None
+    allow_input_mismatch: bool = False
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
@@ -118,7 +120,8 @@ class BatchSettings:
                 "deterministic": self.deterministic, "include_identifiers": self.include_identifiers,
                 "include_paths": self.include_paths,
                 "figures": self.figures, "model_sha256": self.model_sha256,
-                "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {})}
+                "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {}),
+                **({"allow_input_mismatch": True} if self.allow_input_mismatch else {})}
 
     @property
     def config_hash(self) -> str:
@@ -426,7 +429,8 @@ def _input_flags(read, methods: dict[str, str]) -> list[dict[str, Any]]:
         flags += input_qc_flags(list(vols) + ([ref] if ref is not None else []), phase=ci.phase)
         for code, rule in input_rules(list(vols) + ([ref] if ref is not None else [])).items():
             methods[f"input_{code.lower()}"] = (f"{rule}. Label maps are written on this resolved grid, with a "
-                                                "consistent header (sform = qform, pixdim = their axis lengths)")
+                                                "consistent header (sform = qform, pixdim = their axis lengths)"
+                                                if code.startswith("NIFTI") else rule)
     return flags
 
 
@@ -513,6 +517,12 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         _clean_stale_temporaries(folder)
         t = time.perf_counter()
         read, input_hash, grids = _read_inputs(case)
+        if settings.input_description is not None:  # issue 26 point 1: refuse / flag before inference
+            from medcnn.models.compat import check_inputs
+
+            for _, vols, _ in read:
+                check_inputs(vols, settings.input_description, model=settings.model_name,
+                             allow_mismatch=settings.allow_input_mismatch)
         timings["read_s"] = time.perf_counter() - t
         rec["input_hash"] = input_hash
         rec["input_geometry"] = grids
@@ -778,7 +788,8 @@ def _write_dicom(case: Case, settings: BatchSettings, predictions, rec: dict[str
         paths = write_dicom_results(labels, src, folder / f"{stem}_seg.dcm", folder / f"{stem}_sr.dcm",
                                     label_names=settings.labels, volumes_ml=volumes, algorithm=algorithm,
                                     cardiac=rec.get("cardiac"), lv_label=cl.lv_blood if cl else None,
-                                    include_identifiers=settings.include_identifiers, regions=settings.regions)
+                                    include_identifiers=settings.include_identifiers, regions=settings.regions,
+                                    qc_flags=[f for f in qc if f.get("scope") == "input"])
         written += [str(p.relative_to(out)) for p in paths]
 
 

@@ -13,7 +13,11 @@ An input whose NIfTI header's sform, qform and pixdim disagree is read as Simple
 
 A folder of image files (not a DICOM series) is a folder of cases, as for ``medcnn run``:
 each image file is segmented on its own (sub-folders likewise; a folder of non-image files is
-one DICOM series). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
+one DICOM series); label maps in it (by name, ``*_gt``, ``*_seg``, ``*mask*`` ..., or by
+content, integer images with few values) are skipped and listed on stderr (docs/batch.md).
+Each input is checked against the model's input description before inference: a clear
+mismatch (a CT series for an MRI model) fails unless ``--allow-input-mismatch``, a doubtful one
+is flagged ``INPUT_MODEL_MISMATCH_SUSPECTED`` (:mod:`medcnn.models.compat`). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
 the bundle's channel order; repeatable), as ``--channels FOLDER`` (one image file per
 channel, matched by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel
 ``FLAIR``) or as a row of a CSV manifest (``case_id`` plus one column per channel, as for
@@ -86,6 +90,9 @@ def register(sub) -> None:
     p.add_argument("--include-paths", action="store_true",
                    help="keep full input paths in segment_provenance.json (default: file names only; folder names "
                         "often hold patient names)")
+    p.add_argument("--allow-input-mismatch", action="store_true",
+                   help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; refused by "
+                        "default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -239,13 +246,16 @@ def _folder_cases(folder: Path, channels: tuple[str, ...]) -> list[_Case]:
     """The cases of a folder of image files: each file (and each sub-folder's files) one
     case, by :func:`medcnn.batch.cases.discover_cases`; an ambiguous multi-channel folder is
     one failed case naming both readings."""
-    from medcnn.batch.cases import discover_cases
+    from medcnn.batch.cases import discover_cases, report_skipped
 
     msg = _ambiguous_folder(folder, channels)
     if msg is not None:
         return [_Case(str(folder), None, None, msg)]
     out = []
-    for case in discover_cases([folder], channels=channels):
+    skipped: list = []  # label maps in the folder (issue 26 point 3)
+    found = discover_cases([folder], channels=channels, skipped=skipped)
+    report_skipped(skipped, "medcnn segment")
+    for case in found:
         if case.error:
             out.append(_Case(case.origin, None, None, case.error))
             continue
@@ -285,6 +295,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dicom_fractional and not args.dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
+    from medcnn.batch import bundle_info  # issue 26 point 1: the bundle's input description (no weights)
+
+    args.input_description = bundle_info(args.model).json
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
                                 threads=args.threads, **tta)
@@ -357,7 +370,7 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
 
 
 def _write_dicom(seg: Any, pred: Any, source: Path, image: Any, target: Path,
-                 args: argparse.Namespace) -> tuple[list[Path], str]:
+                 args: argparse.Namespace, qc_flags: Any = ()) -> tuple[list[Path], str]:
     """``<name>_seg.dcm`` + ``<name>_sr.dcm`` beside ``target`` for a 3D DICOM series input,
     and a note; other inputs (not DICOM, cine series) get no files and a note saying why."""
     import numpy as np
@@ -390,7 +403,7 @@ def _write_dicom(seg: Any, pred: Any, source: Path, image: Any, target: Path,
     paths = write_dicom_results(labels, source, target.with_name(f"{base}_seg.dcm"),
                                 target.with_name(f"{base}_sr.dcm"), label_names=names, volumes_ml=volumes,
                                 algorithm=algorithm, include_identifiers=args.include_identifiers,
-                                fractions=fractions, regions=regions)
+                                fractions=fractions, regions=regions, qc_flags=qc_flags)
     return paths, ", ".join(p.name for p in paths)
 
 
@@ -414,6 +427,10 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                                        hint="Segment same-named scans into different --out folders")
         image, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
         vols = image if isinstance(image, list) else [image]
+        from medcnn.models.compat import check_inputs  # issue 26 point 1: refuse / flag before inference
+
+        check_inputs(vols, args.input_description, model=Path(str(args.model)).name,
+                     allow_mismatch=args.allow_input_mismatch)
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
         flags = input_qc_flags(vols)
@@ -421,7 +438,7 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             rec["qc_flags"] = flags
             rec["methods"] = {f"input_{code.lower()}": f"{rule}. The label map is written on this resolved grid, "
                               "with a consistent header (sform = qform, pixdim = their axis lengths)"
-                              for code, rule in input_rules(vols).items()}
+                              if code.startswith("NIFTI") else rule for code, rule in input_rules(vols).items()}
         pred = seg.predict(image, return_probabilities=args.probabilities or args.dicom_fractional)
         out = write_volume(pred.labels, target)
         written[target] = name
@@ -433,7 +450,7 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                 rec["outputs"].append(str(pout))
                 extra = f" + {pout}"
             if args.dicom:
-                dcm, note = _write_dicom(seg, pred, Path(first_path), vols[0], target, args)
+                dcm, note = _write_dicom(seg, pred, Path(first_path), vols[0], target, args, rec.get("qc_flags") or ())
                 rec["outputs"] += [str(p) for p in dcm]
                 extra += f" + {note}" if dcm else f" ({note})"
                 if not dcm:
