@@ -5,10 +5,13 @@ facts + one record per case, see :mod:`medcnn.report.tables`) into a single HTML
 
 * a summary table (one row per case, units in every header, QC flags highlighted, failed
   cases in red) and an errors table;
-* per case: the overlay figure (three orthogonal slices through the structure's centroid,
-  contours on the scan), the cine volume curve, the volume / cardiac / lesion tables, QC
-  flags and a provenance block (medcnn version, model name and SHA-256, config hash,
-  input hash, device, precision, TTA, timings, how each number was computed);
+* provenance once per report (medcnn version, model name and SHA-256, config hash, device,
+  precision, TTA, library versions, how each number was computed: every item that is the
+  same for all cases);
+* per case: the overlay figure (three views named from the scan's geometry, radiological
+  display, reference contours dashed when given; see :mod:`medcnn.report.figures`), the cine
+  volume curve, the volume / cardiac / lesion tables, QC flags and the case's own
+  provenance (input hash, timings, input grid and whatever else differs from the report's);
 * the definitions of every column.
 
 Figures are embedded as ``data:image/png;base64`` URIs, CSS is inline, nothing is fetched.
@@ -21,6 +24,8 @@ import html
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from medcnn.report.figures import DISPLAY_CONVENTION
 
 __all__ = ["render_html", "write_html", "unit_header"]
 
@@ -168,7 +173,12 @@ def _summary(records: Sequence[Mapping[str, Any]]) -> str:
     return _table(headers, rows, cls=cell_cls, row_classes=classes)
 
 
-def _prov_block(rec: Mapping[str, Any]) -> str:
+#: Provenance items that belong to one case whatever the others say (inputs, timings).
+_PER_CASE = ("input hash", "timings (s)", "computed")
+
+
+def _prov_items(rec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) pairs of one case's provenance, in display order."""
     from medcnn.report.tables import tta_text
 
     prov = rec.get("provenance") or {}
@@ -195,11 +205,39 @@ def _prov_block(rec: Mapping[str, Any]) -> str:
     for g in rec.get("input_geometry") or []:
         items.append((f"input grid {g.get('name', '')}".strip(),
                       f"shape {g.get('shape')}, spacing {g.get('spacing_mm')} mm, {g.get('orientation')}"))
-    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_fmt(v))}</dd>" for k, v in items if v not in (None, ""))
-    return f'<details open><summary>Provenance</summary><dl class="prov">{dl}</dl></details>'
+    return [(k, v) for k, v in items if v not in (None, "")]
 
 
-def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str, str]) -> str:
+def _dl(items: Sequence[tuple[str, Any]]) -> str:
+    return '<dl class="prov">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(_fmt(v))}</dd>" for k, v in items) + "</dl>"
+
+
+def _common_provenance(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    """Provenance items with one value in every computed case (shown once per report)."""
+    per = [dict(_prov_items(r)) for r in records if r.get("status") != "error"]
+    if not per:
+        return []
+    return [(k, v) for k, v in per[0].items()
+            if k not in _PER_CASE and all(k in p and p[k] == v for p in per[1:])]
+
+
+def _prov_block(rec: Mapping[str, Any], common: Sequence[tuple[str, Any]] = ()) -> str:
+    """One case's provenance: only what differs from the report's common block."""
+    shared = dict(common)
+    own = [(k, v) for k, v in _prov_items(rec) if k not in shared or shared[k] != v]
+    return (f'<details><summary>Provenance of this case (what differs from the report\'s provenance: '
+            f'{_e(", ".join(k for k, _ in own))})</summary>{_dl(own)}</details>')
+
+
+def _channel_text(rec: Mapping[str, Any], channel: Any) -> str:
+    """The input's channel name, except a model channel called "cine" given one 3D stack."""
+    if channel == "cine" and rec.get("input_kind") and rec.get("input_kind") != "cine series":
+        return "3D stack" if rec.get("input_kind") == "single scan" else "3D stack (cine model channel)"
+    return str(channel or "")
+
+
+def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str, str],
+                  common: Sequence[tuple[str, Any]] = ()) -> str:
     cid = rec["case_id"]
     status = rec.get("status")
     parts = [f'<section class="case" id="case-{_e(cid)}"><h3>{_e(cid)} '
@@ -207,7 +245,7 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
     inputs = rec.get("inputs") or []
     if inputs:
         parts.append('<p class="muted">input: ' + "; ".join(
-            _e(f"{i['phase']}: " if i.get("phase") else "") + _e(i.get("channel") or "") + " "
+            _e(f"{i['phase']}: " if i.get("phase") else "") + _e(_channel_text(rec, i.get("channel"))) + " "
             + _e(i.get("path")) for i in inputs) + "</p>")
     ids = rec.get("identifiers") or {}
     if ids:
@@ -218,7 +256,7 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
         parts.append(f'<p class="qc">{_e(err.get("type"))}: {_e(err.get("message"))}</p></section>')
         return "".join(parts)
     outputs = rec.get("outputs") or {}
-    for key, alt in (("overlay", f"{cid}: label contours on three orthogonal slices"),
+    for key, alt in (("overlay", f"{cid}: label contours on three views"),
                      ("curve", f"{cid}: volume over the cardiac cycle")):
         rel = outputs.get(key)
         if rel and (image_root / rel).is_file():
@@ -265,7 +303,7 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
               x.get("touches_border")] for x in shown]))
         if len(les) > len(shown):
             parts.append(f'<p class="muted">{len(les) - len(shown)} more lesions in lesions.csv</p>')
-    parts.append(_prov_block(rec))
+    parts.append(_prov_block(rec, common))
     parts.append("</section>")
     return "".join(parts)
 
@@ -337,8 +375,19 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
         parts.append(_table(["case", "error", "message"],
                             [[r["case_id"], (r.get("error") or {}).get("type"), (r.get("error") or {}).get("message")]
                              for r in errors], row_classes=["error"] * len(errors)))
+    common = _common_provenance(records)
+    if common:
+        parts.append("<h2>Provenance</h2>")
+        parts.append('<p class="muted">The same for every case of this report; each case lists only what '
+                     "differs (its input hash, timings and grid).</p>")
+        parts.append(_dl(common))
     parts.append("<h2>Cases</h2>")
-    parts.extend(_case_section(r, root, columns) for r in records)
+    parts.append(f'<p class="muted">Figures: {_e(DISPLAY_CONVENTION)} Views are named from the scan\'s own '
+                 "direction cosines: axial, coronal or sagittal only when the slices are; a short-axis stack's "
+                 "acquired plane is &ldquo;short axis&rdquo; and the others &ldquo;perpendicular to the short "
+                 "axis&rdquo;. ED and ES are shown on the same slices; reference contours, when a reference is "
+                 "given, are dashed in cyan.</p>")
+    parts.extend(_case_section(r, root, columns, common) for r in records)
     if columns:
         parts.append("<h2>Column definitions</h2>")
         parts.append(_table(["column", "meaning and unit"], [[k, v] for k, v in columns.items()]))
