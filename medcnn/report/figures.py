@@ -19,14 +19,14 @@ Slices are taken from the array (no resampling); pixel aspect follows the voxel 
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from medcnn.volume import Geometry, Volume
 
 __all__ = ["overlay_png", "volume_curve_png", "display_arrays", "structure_centroid", "label_colour",
-           "LABEL_COLOURS", "view_names", "orient_slice", "slice_axis", "DISPLAY_CONVENTION", "REFERENCE_COLOUR",
+           "LABEL_COLOURS", "view_names", "overlay_views", "orient_slice", "slice_axis", "DISPLAY_CONVENTION", "REFERENCE_COLOUR",
            "PLANE_TOLERANCE_DEG"]
 
 #: Contour colours by label value (cycled); chosen to be distinguishable on grey scans.
@@ -237,6 +237,43 @@ def _draw_slice(ax, img: np.ndarray, lab: np.ndarray, ref: np.ndarray | None, as
 REFERENCE_COLOUR = "#00e5ff"
 
 
+def overlay_views(rows: Sequence[tuple], *, stack_plane: str | None = None) -> list[list[tuple[str, int, int]]]:
+    """The three views of each :func:`overlay_png` row: ``(title, array axis, slice index)``.
+
+    The acquired plane comes first. Every row uses the slice indices of the first row when its
+    grid has the same shape (ED and ES on the same slices); they go through the centroid of
+    the first row's labels (of its reference when the labels are empty, else the grid centre).
+    The geometry of every label map / reference is checked against its scan.
+    """
+    out = []
+    first: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    for row in rows:
+        title, scan, labels = row[0], row[1], row[2]
+        reference = row[3] if len(row) > 3 else None
+        scan.geometry.check_matches(labels.geometry, what="scan and label map", atol_mm=1e-3)
+        if reference is not None:
+            scan.geometry.check_matches(reference.geometry, what="scan and reference label map", atol_mm=1e-3)
+        lab = np.asarray(labels.array)
+        note = ""
+        if first is not None and lab.shape == first[1]:
+            c = first[0]
+        else:
+            c0 = structure_centroid(lab)
+            if c0 is None and reference is not None:
+                c0 = structure_centroid(np.asarray(reference.array))
+            if c0 is None:
+                c0 = tuple(s // 2 for s in lab.shape)  # type: ignore[assignment]
+                note = " (no structure found)"
+            c = c0  # type: ignore[assignment]
+            if first is None:
+                first = (c, lab.shape)
+        names = view_names(scan.geometry, stack_plane=stack_plane)
+        k = slice_axis(scan.geometry)
+        out.append([(f"{title}: {names[a]}, slice {'ijk'[a]}={c[a]} of {lab.shape[a]}{note}", a, int(c[a]))
+                    for a in [k] + [x for x in range(3) if x != k]])
+    return out
+
+
 def overlay_png(
     rows: Sequence[tuple],
     *,
@@ -275,47 +312,25 @@ def overlay_png(
     FigureCanvasAgg(fig)
     all_labels: set[int] = set()
     any_ref = False
-    first_idx: tuple[int, int, int] | None = None
-    first_shape: tuple[int, ...] | None = None
-    for r, row in enumerate(rows):
-        title, scan, labels = row[0], row[1], row[2]
+    for r, (row, views) in enumerate(zip(rows, overlay_views(rows, stack_plane=stack_plane))):
+        scan, labels = row[1], row[2]
         reference = row[3] if len(row) > 3 else None
-        scan.geometry.check_matches(labels.geometry, what="scan and label map", atol_mm=1e-3)
         lab = np.asarray(labels.array)
         img = np.asarray(scan.array)
-        ref = None
-        if reference is not None:
-            scan.geometry.check_matches(reference.geometry, what="scan and reference label map", atol_mm=1e-3)
-            ref = np.asarray(reference.array)
-            any_ref = True
+        ref = np.asarray(reference.array) if reference is not None else None
+        any_ref = any_ref or ref is not None
         present = sorted(int(v) for v in np.unique(lab) if v != 0)
         ref_present = sorted(int(v) for v in np.unique(ref) if v != 0) if ref is not None else []
         all_labels.update(present)
-        note = ""
-        if first_idx is not None and lab.shape == first_shape:
-            c = first_idx
-        else:
-            c0 = structure_centroid(lab)
-            if c0 is None and ref is not None:
-                c0 = structure_centroid(ref)
-            if c0 is None:
-                c0 = tuple(s // 2 for s in lab.shape)  # type: ignore[assignment]
-                note = " (no structure found)"
-            c = c0  # type: ignore[assignment]
-            if first_idx is None:
-                first_idx, first_shape = c, lab.shape
         window = _window(img)
-        vnames = view_names(scan.geometry, stack_plane=stack_plane)
-        k = slice_axis(scan.geometry)
-        for p, a in enumerate([k] + [x for x in range(3) if x != k]):
-            sl = [slice(None)] * 3
-            sl[a] = c[a]
+        for p, (vtitle, a, index) in enumerate(views):
+            sl: list[Any] = [slice(None)] * 3
+            sl[a] = index
             arrs = [img[tuple(sl)], lab[tuple(sl)]] + ([ref[tuple(sl)]] if ref is not None else [])
             oriented, aspect, edges = orient_slice(scan.geometry, a, *arrs)
             ax = fig.add_subplot(len(rows), 3, r * 3 + p + 1)
             _draw_slice(ax, oriented[0], oriented[1], oriented[2] if ref is not None else None, aspect, window,
-                        present, ref_present, edges,
-                        f"{title}: {vnames[a]}, slice {'ijk'[a]}={c[a]} of {lab.shape[a]}{note}")
+                        present, ref_present, edges, vtitle)
     handles = [Line2D([0], [0], color=label_colour(v), lw=2) for v in sorted(all_labels)]
     texts = [f"{v}: {names.get(v, f'label_{v}')}" for v in sorted(all_labels)]
     if any_ref:

@@ -51,6 +51,7 @@ dl.prov dt{font-weight:600;color:#52606d}dl.prov dd{margin:0;font-family:ui-mono
 word-break:break-all}
 .muted{color:#616e7c;font-size:12px}ul.qc{margin:4px 0 8px}ul.qc li{color:#8d2b0b}
 section.case{border-top:1px solid #e4e7eb;margin-top:18px}
+div.wide{max-width:100%;overflow-x:auto}
 """
 
 
@@ -103,7 +104,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: Sequen
             else:
                 cells.append(f'<td class="{" ".join(c)}">{_e(_fmt(v))}</td>')
         body.append(f"<tr{rc}>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # a wide table scrolls inside its own box: the page never scrolls sideways on a narrow screen
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _img(path: Path, alt: str) -> str:
