@@ -62,3 +62,24 @@ def test_first_hour_walkthrough(shared_data, tmp_path):
     assert "FAIL" not in proc.stdout and re.search(r"first hour: \d+ checks passed, 0 failed", proc.stdout)
     problems = compare_demo_output((out / "demo.stdout").read_text(encoding="utf-8"), readme_demo_lines())
     assert not problems, "README demo block differs from what the demo prints:\n" + "\n".join(problems)
+
+
+def test_demo_counts_cases_not_inputs(shared_data, tmp_path):
+    """The demo announces cases: one cine DICOM series + one per manifest row (4 Sunnybrook
+    pairs), not the 2 inputs (a folder and a manifest) it hands to the batch."""
+    from medcnn.cli.demo import count_cases, demo_cases
+
+    scans = demo_cases(shared_data, tmp_path)
+    n_cine = len([p for p in (shared_data / "sunnybrook" / "dicom").iterdir() if p.is_dir()])
+    n_pairs = len(list((shared_data / "sunnybrook" / "nifti").glob("*_ES.nii.gz")))
+    assert len(scans) == 2 and count_cases(scans) == (n_cine, n_pairs) == (1, 4)
+
+
+def test_demo_case_line_gives_the_experts_ef_and_a_signed_error():
+    from medcnn.cli.demo import case_line
+
+    rec = {"case_id": "P1_pair", "cardiac": {"lv_edv_ml": 200.0, "lv_esv_ml": 150.0, "lv_ef_percent": 25.0},
+           "volumes": [{"phase": "ED", "label": 1, "label_name": "lv_blood_pool", "reference_volume_ml": 190.0},
+                       {"phase": "ES", "label": 1, "label_name": "lv_blood_pool", "reference_volume_ml": 133.0}]}
+    # experts: (190 - 133) / 190 = 30.0 %; model 25.0 %: -5.0 points
+    assert "(experts  30.0 %,  -5.0 points)" in case_line(rec)

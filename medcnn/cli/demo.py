@@ -17,7 +17,7 @@ from pathlib import Path
 
 from medcnn.cli._options import add_threads_option
 
-__all__ = ["register", "run", "demo_cases", "case_line"]
+__all__ = ["register", "run", "demo_cases", "case_line", "count_cases"]
 
 DEFAULT_MODEL = "cardiac-cine-mri"
 
@@ -63,7 +63,7 @@ def demo_cases(data: Path, out: Path) -> list[str]:
     return scans
 
 
-def _count_cases(scans: list[str]) -> tuple[int, int]:
+def count_cases(scans: list[str]) -> tuple[int, int]:
     """(cine DICOM series, ED/ES pairs) among the demo's inputs (a manifest row is one pair)."""
     n_cine = sum(1 for s in scans if Path(s).is_dir())
     n_pairs = sum(max(0, len(Path(s).read_text(encoding="utf-8").strip().splitlines()) - 1)
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if not scans:
         print(f"medcnn demo: no Sunnybrook scans found under {data / 'sunnybrook'}", file=sys.stderr)
         return 2
-    n_cine, n_pairs = _count_cases(scans)
+    n_cine, n_pairs = count_cases(scans)
     has_rv, trained_on = _bundle_facts(args.model)
     n_cases = n_cine + n_pairs
     print(f"medcnn demo: {args.model} on {n_cases} case(s) from {data / 'sunnybrook'} ({n_cine} cine DICOM "
