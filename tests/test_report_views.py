@@ -58,7 +58,7 @@ def test_real_short_axis_directions_name_short_axis_views(shared_data, case):
     assert not {"axial", "coronal", "sagittal"} & set(view_names(g))
     # same view, same name, whatever the patient: no "coronal" for one and "axial" for another
     rows = [("ED", Volume(np.zeros(g.shape, np.float32), g), Volume(np.zeros(g.shape, np.uint8), g))]
-    assert overlay_views(rows, stack_plane="short axis")[0][0][0].startswith("ED: short axis, slice k=")
+    assert overlay_views(rows, stack_plane="short axis")[0][0][0].startswith("ED: short axis\nslice k=")
 
 
 def test_acdc_header_is_axial_but_the_stack_is_short_axis(shared_data):
@@ -171,3 +171,27 @@ def test_curve_legend_sits_outside_the_data():
     for colour in ("#ff3b30", "#ffcc00"):
         ys, xs = np.nonzero(np.abs(png - np.asarray(to_rgb(colour))).max(axis=-1) < 0.08)
         assert (xs > spine).any(), f"the legend entry for {colour} is outside the axes"
+
+
+def test_contours_sit_on_the_structure_they_outline():
+    """The contour (reference, dashed) surrounds the bright structure of the scan drawn under it,
+    with the structure off-centre so a vertical or horizontal flip between image and contour shows."""
+    g = _geom(np.diag([-1.0, -1.0, 1.0]), shape=(60, 60, 6), spacing=(1.0, 1.0, 6.0))
+    lab = np.zeros(g.shape, np.uint8)
+    lab[8:22, 10:24, 1:5] = 1       # near one corner of the slice
+    scan = Volume(np.where(lab > 0, 1000.0, 0.0).astype(np.float32), g)
+    png = mpimg.imread(io.BytesIO(overlay_png([("x", scan, Volume(np.zeros_like(lab), g), Volume(lab, g))])),
+                       format="png")[..., :3]
+    panel = png[:, : png.shape[1] // 3]
+    wy, wx = np.nonzero(panel.min(axis=-1) > 0.97)  # the bright structure (white)
+    inside = (wy > 20) & (wy < panel.shape[0] - 40)  # leave out the white page around the axes
+    img_rows, img_cols = np.nonzero((np.abs(panel - 0).max(axis=-1) < 0.02))  # black scan background
+    assert img_rows.size
+    top, bottom, left, right = img_rows.min(), img_rows.max(), img_cols.min(), img_cols.max()
+    sel = (wy > top) & (wy < bottom) & (wx > left) & (wx < right) & inside
+    r, gr, b = panel[..., 0], panel[..., 1], panel[..., 2]
+    cy, cx = np.nonzero((r < 0.5) & (gr > 0.5) & (b > 0.5))  # cyan (REFERENCE_COLOUR), antialiased dashes
+    assert sel.sum() > 20 and cy.size > 20
+    by, bx = wy[sel], wx[sel]
+    for got, want in ((cy.min(), by.min()), (cy.max(), by.max()), (cx.min(), bx.min()), (cx.max(), bx.max())):
+        assert abs(int(got) - int(want)) <= 3, (got, want)

@@ -215,14 +215,14 @@ def _draw_slice(ax, img: np.ndarray, lab: np.ndarray, ref: np.ndarray | None, as
         for val in labels:
             m = lab == val
             if m.any() and not m.all():
-                ax.contour(m.astype(np.float32), levels=[0.5], colors=[label_colour(val)], linewidths=1.2,
-                           origin="upper")
+                # no ``origin``: contour's own origin="upper" would flip again on the inverted y axis
+                ax.contour(m.astype(np.float32), levels=[0.5], colors=[label_colour(val)], linewidths=1.2)
         if ref is not None:
             for val in ref_labels:
                 m = ref == val
                 if m.any() and not m.all():
                     ax.contour(m.astype(np.float32), levels=[0.5], colors=[REFERENCE_COLOUR], linewidths=1.0,
-                               linestyles="--", origin="upper")
+                               linestyles="--")
     for pos, (x, y, ha, va) in {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
                                 "top": (0.5, 0.99, "center", "top"),
                                 "bottom": (0.5, 0.01, "center", "bottom")}.items():
@@ -269,7 +269,7 @@ def overlay_views(rows: Sequence[tuple], *, stack_plane: str | None = None) -> l
                 first = (c, lab.shape)
         names = view_names(scan.geometry, stack_plane=stack_plane)
         k = slice_axis(scan.geometry)
-        out.append([(f"{title}: {names[a]}, slice {'ijk'[a]}={c[a]} of {lab.shape[a]}{note}", a, int(c[a]))
+        out.append([(f"{title}: {names[a]}\nslice {'ijk'[a]}={c[a]} of {lab.shape[a]}{note}", a, int(c[a]))
                     for a in [k] + [x for x in range(3) if x != k]])
     return out
 
