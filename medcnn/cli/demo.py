@@ -5,7 +5,8 @@ cardiac cycle) and on the four Sunnybrook ED/ES NIfTI pairs (with the experts' c
 reference, so the report also shows reference volumes and Dice), then prints how many cases
 it ran, one line per case (with the experts' EF and the signed error where contours exist) and
 where the report is. The default model was trained on these patients, which the demo says: its
-figures are a training-set regression check, not a validation. The shared data is found through :func:`medcnn._testing.shared_data_dir`
+figures are a training-set regression check, not a validation. The shared data is found
+through :func:`medcnn._testing.shared_data_dir`
 (``$MEDCNN_DATA`` or ``../shared/data``); without it the command explains and exits 2.
 """
 

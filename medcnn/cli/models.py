@@ -199,8 +199,8 @@ def _figure_numbers(fig: Mapping[str, Any]) -> list[str]:
     mof = fig.get("mean_over_folds") or {}
     if not md and mof:
         md = {k[5:]: v for k, v in mof.items() if k.startswith("dice.")}
-    over = f"mean over {fig.get('n_folds') or 'the'} folds of each fold's mean over its cases" if (fig.get("mean_over_folds") or
-                                                                    fig.get("mean_dice_over_folds")) \
+    by_fold = bool(fig.get("mean_over_folds") or fig.get("mean_dice_over_folds"))
+    over = f"mean over {fig.get('n_folds') or 'the'} folds of each fold's mean over its cases" if by_fold \
         else "mean over cases"
     if md:
         lines.append("per-label Dice (" + over + "; a case whose reference does not annotate a label is left out): "

@@ -26,8 +26,8 @@ import numpy as np
 from medcnn.volume import Geometry, Volume
 
 __all__ = ["overlay_png", "volume_curve_png", "display_arrays", "structure_centroid", "label_colour",
-           "LABEL_COLOURS", "view_names", "overlay_views", "orient_slice", "slice_axis", "DISPLAY_CONVENTION", "REFERENCE_COLOUR",
-           "PLANE_TOLERANCE_DEG"]
+           "LABEL_COLOURS", "view_names", "overlay_views", "orient_slice", "slice_axis", "DISPLAY_CONVENTION",
+           "REFERENCE_COLOUR", "PLANE_TOLERANCE_DEG"]
 
 #: Contour colours by label value (cycled); chosen to be distinguishable on grey scans.
 LABEL_COLOURS = ("#ff3b30", "#34c759", "#ffcc00", "#0a84ff", "#ff9f0a", "#bf5af2", "#64d2ff", "#ff2d55")

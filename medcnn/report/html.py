@@ -370,7 +370,9 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
                      + (f" &middot; licence: {_e(lic_text)}" if lic_text else "") + "</p>")
     val = _validation_text(model.get("validation") or {})
     if val:
-        parts.insert(5, f'<p class="muted">model validation recorded in the bundle (held-out cases): {_e(val)}</p>')
+        kind = (model.get("validation") or {}).get("kind")
+        parts.insert(5, f'<p class="muted">model figures recorded in the bundle (kind: {_e(kind or "not recorded")}; '
+                        f'`medcnn models show` says which cases trained, selected and tested it): {_e(val)}</p>')
     errors = [r for r in records if r.get("status") == "error"]
     if errors:
         parts.append("<h2>Errors</h2>")
