@@ -195,3 +195,15 @@ def test_contours_sit_on_the_structure_they_outline():
     by, bx = wy[sel], wx[sel]
     for got, want in ((cy.min(), by.min()), (cy.max(), by.max()), (cx.min(), bx.min()), (cx.max(), bx.max())):
         assert abs(int(got) - int(want)) <= 3, (got, want)
+
+
+def test_a_single_3d_stack_is_not_called_cine():
+    """A model whose channel is named "cine" given one 3D stack: the report says "3D stack"."""
+    from medcnn.report.html import render_html
+
+    rec = {"case_id": "p1", "status": "ok", "mode": "cardiac", "input_kind": "single scan",
+           "inputs": [{"phase": None, "channel": "cine", "path": "p1.nii.gz"}]}
+    page = render_html({"cases": [rec]}, image_root=".")
+    assert "3D stack p1.nii.gz" in page and "cine p1.nii.gz" not in page
+    rec_cine = dict(rec, input_kind="cine series")
+    assert "cine p1.nii.gz" in render_html({"cases": [rec_cine]}, image_root=".")
