@@ -46,9 +46,10 @@ span.badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px
 span.ok{background:#c6f7e2;color:#014d40}span.skipped{background:#e4e7eb;color:#323f4b}
 span.error{background:#ffbdbd;color:#610404}
 img.fig{max-width:100%;border:1px solid #d9e2ec;margin:4px 0}
-dl.prov{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:12px;margin:4px 0}
-dl.prov dt{font-weight:600;color:#52606d}dl.prov dd{margin:0;font-family:ui-monospace,Menlo,monospace;
-word-break:break-all}
+dl.prov{display:grid;grid-template-columns:minmax(8em,max-content) minmax(0,1fr);gap:2px 12px;font-size:12px;
+margin:4px 0}
+dl.prov dt{font-weight:600;color:#52606d;overflow-wrap:anywhere}dl.prov dd{margin:0;overflow-wrap:anywhere}
+dl.prov dd.hash{font-family:ui-monospace,Menlo,monospace;word-break:break-all}
 .muted{color:#616e7c;font-size:12px}ul.qc{margin:4px 0 8px}ul.qc li{color:#8d2b0b}
 section.case{border-top:1px solid #e4e7eb;margin-top:18px}
 div.wide{max-width:100%;overflow-x:auto}
@@ -211,7 +212,10 @@ def _prov_items(rec: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _dl(items: Sequence[tuple[str, Any]]) -> str:
-    return '<dl class="prov">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(_fmt(v))}</dd>" for k, v in items) + "</dl>"
+    def dd(k: str) -> str:
+        return '<dd class="hash">' if ("sha256" in k or k.endswith("hash")) else "<dd>"
+
+    return '<dl class="prov">' + "".join(f"<dt>{_e(k)}</dt>{dd(k)}{_e(_fmt(v))}</dd>" for k, v in items) + "</dl>"
 
 
 def _common_provenance(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
