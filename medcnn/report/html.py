@@ -5,7 +5,7 @@ facts + one record per case, see :mod:`medcnn.report.tables`) into a single HTML
 
 * a summary table (one row per case, units in every header, QC flags highlighted, failed
   cases in red) and an errors table;
-* provenance once per report (medcnn version, model name and SHA-256, config hash, device,
+* provenance once per report, after the cases (medcnn version, model name and SHA-256, config hash, device,
   precision, TTA, library versions, how each number was computed: every item that is the
   same for all cases);
 * per case: the overlay figure (three views named from the scan's geometry, radiological
@@ -46,7 +46,7 @@ span.badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px
 span.ok{background:#c6f7e2;color:#014d40}span.skipped{background:#e4e7eb;color:#323f4b}
 span.error{background:#ffbdbd;color:#610404}
 img.fig{max-width:100%;border:1px solid #d9e2ec;margin:4px 0}
-dl.prov{display:grid;grid-template-columns:minmax(8em,max-content) minmax(0,1fr);gap:2px 12px;font-size:12px;
+dl.prov{display:grid;grid-template-columns:fit-content(35%) minmax(0,1fr);gap:2px 12px;font-size:12px;
 margin:4px 0}
 dl.prov dt{font-weight:600;color:#52606d;overflow-wrap:anywhere}dl.prov dd{margin:0;overflow-wrap:anywhere}
 dl.prov dd.hash{font-family:ui-monospace,Menlo,monospace;word-break:break-all}
@@ -384,11 +384,6 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
                             [[r["case_id"], (r.get("error") or {}).get("type"), (r.get("error") or {}).get("message")]
                              for r in errors], row_classes=["error"] * len(errors)))
     common = _common_provenance(records)
-    if common:
-        parts.append("<h2>Provenance</h2>")
-        parts.append('<p class="muted">The same for every case of this report; each case lists only what '
-                     "differs (its input hash, timings and grid).</p>")
-        parts.append(_dl(common))
     parts.append("<h2>Cases</h2>")
     parts.append(f'<p class="muted">Figures: {_e(DISPLAY_CONVENTION)} Views are named from the scan\'s own '
                  "direction cosines: axial, coronal or sagittal only when the slices are; a short-axis stack's "
@@ -396,6 +391,11 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
                  "axis&rdquo;. ED and ES are shown on the same slices; reference contours, when a reference is "
                  "given, are dashed in cyan.</p>")
     parts.extend(_case_section(r, root, columns, common) for r in records)
+    if common:
+        parts.append('<h2 id="provenance">Provenance</h2>')
+        parts.append('<p class="muted">The same for every case of this report; each case lists only what '
+                     "differs (its input hash, timings and grid).</p>")
+        parts.append(_dl(common))
     if columns:
         parts.append("<h2>Column definitions</h2>")
         parts.append(_table(["column", "meaning and unit"], [[k, v] for k, v in columns.items()]))
