@@ -650,8 +650,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                               + _volume_rows(labels.frame(es), settings=settings, phase="ES", frame=es,
                                              reference=ref_es, qc=qc, methods=methods, intervals=iv_es))
             rec["curve"] = _rows(cf.curve)
-            overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed)),
-                            (f"ES (frame {es})", vols[0].frame(es), labels.frame(es))]
+            overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed), ref_ed),
+                            (f"ES (frame {es})", vols[0].frame(es), labels.frame(es), ref_es)]
             if settings.figures:
                 from medcnn.report.figures import label_colour, volume_curve_png
 
@@ -682,7 +682,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                                            methods=methods, intervals=iv_ed)
                               + _volume_rows(l_es, settings=settings, phase="ES", frame=None, reference=r_es, qc=qc,
                                              methods=methods, intervals=iv_es))
-            overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
+            overlay_rows = [("ED", v_ed[0], l_ed, r_ed), ("ES", v_es[0], l_es, r_es)]
         rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
         rec["cardiac"].update(jsonable(cardiac_intervals(iv_ed, iv_es, lv_blood=cl.lv_blood, rv_blood=cl.rv_blood)))
         qc = _flags(fn) + qc
@@ -717,7 +717,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                                                intervals=_intervals_by_label(info_i["_intervals"]))
                 from medcnn.measure.intensity import add_intensity_columns  # image statistics (first channel)
                 add_intensity_columns([r for r in rec["volumes"] if r.get("phase") == ci.phase], vols[0], labels)
-                overlay_rows.append((ci.phase or vols[0].meta.get("channel", ci.channels[0][0]), vols[0], labels))
+                overlay_rows.append((ci.phase or ("3D stack" if len(vols) == 1 else ci.channels[0][0]), vols[0], labels,
+                                     ref))
                 if mode == "tumour":
                     rec["lesions"] += _lesion_rows(labels, settings)
         if mode == "tumour":
@@ -752,7 +753,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     if settings.figures:
         from medcnn.report.figures import overlay_png
 
-        png = overlay_png(overlay_rows, label_names={k: v for k, v in settings.labels.items() if k != 0})
+        png = overlay_png(overlay_rows, label_names={k: v for k, v in settings.labels.items() if k != 0},
+                          stack_plane="short axis" if mode == "cardiac" else None)
         _write_bytes(folder / "overlay.png", png)
         rec["outputs"]["overlay"] = str((folder / "overlay.png").relative_to(out))
         if curve_png is not None:
