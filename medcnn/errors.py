@@ -32,6 +32,7 @@ __all__ = [
     "BundleError",
     "UnsafeModelFileError",
     "ConfigError",
+    "InputModelMismatchError",
     "InsufficientMemoryError",
     "NiftiHeaderWarning",
     "format_message",
@@ -142,6 +143,11 @@ class UnsafeModelFileError(BundleError):
 
 class ConfigError(MedcnnError, ValueError):
     """A configuration file or value is invalid (unknown key, wrong type)."""
+
+
+class InputModelMismatchError(MedcnnError, ValueError):
+    """An input clearly does not fit the model (a CT series given to an MRI model): refused
+    unless the user overrides the check (``--allow-input-mismatch``)."""
 
 
 class InsufficientMemoryError(MedcnnError, MemoryError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import pickle
 import zipfile
 from pathlib import Path
@@ -363,7 +364,7 @@ def test_models_show_states_the_default_cardiac_models_licence_and_cross_validat
     out = capsys.readouterr().out
     assert "non-commercial research" in out and "rv_blood_pool" in out
     cv = load_bundle("cardiac-cine-mri").provenance["cross_validation"]["mean_over_folds"]
-    assert f"mean over 5 folds: lv_blood_pool Dice {cv['dice.lv_blood_pool']:.3f}" in out
+    assert re.search(rf"per-label Dice \(mean over 5 folds [^)]*\): lv_blood_pool {cv['dice.lv_blood_pool']:.3f}", out)
     assert main(["models", "list", "--json"]) == 0
     rows = {d["name"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows["cardiac-cine-mri"]["cross_validation"]["n_folds"] == 5

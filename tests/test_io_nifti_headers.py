@@ -254,7 +254,9 @@ def test_measure_refuses_unsafe_header_in_one_line(tmp_path, capsys):
     bad = write_header(tmp_path / "bad.nii.gz", **REFUSED_PATTERNS["forms_disagree_direction"][0])
     rc = main(["measure", str(bad), "--out", str(tmp_path / "r.csv")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "failed" in err[0]
+    # one line naming the file and why (issue 26: measure says why on the console), then the summary
+    assert rc == 2 and len(err) == 2 and err[0].startswith("medcnn measure: error: bad: bad.nii.gz: expected an sform")
+    assert "failed" in err[1]
     row = pd.read_csv(tmp_path / "r.csv").iloc[0]
     assert "expected an sform and a qform that place the grid alike" in row["error"]
 

@@ -3,6 +3,7 @@ nothing fetched from outside, and a non-blank page."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -83,3 +84,39 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert (rgb.mean(axis=-1) < 0.9).mean() > 0.05  # text, tables and figures, not a blank page
     assert rgb.std() > 0.1
     np.testing.assert_array_less(0.5, rgb.mean())  # white page background
+
+
+#: records the page's layout width after load (horizontal overflow = a table or figure too wide)
+WIDTH_PROBE = ('<script>window.addEventListener("load",()=>{document.body.setAttribute("data-width",'
+               'document.documentElement.scrollWidth+"/"+window.innerWidth)})</script>')
+
+
+@pytest.mark.parametrize("width", [1280, 700])
+def test_report_reads_at_two_widths(report_dir, tmp_path, width):
+    """Screenshots at a desktop and a narrow width: no horizontal overflow, figures scaled, the
+    display convention stated, provenance once for the report and per case only what differs."""
+    chromium = _chromium()
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    assert html.count("<dt>model sha256</dt>") == 1 and html.count("<dt>library versions</dt>") == 1
+    assert html.count("<dt>input hash</dt>") == 2  # one per computed case
+    assert "patient&#x27;s left is on the image&#x27;s right" in html  # the display convention, stated
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", WIDTH_PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p1'}",
+                          f"--window-size={width},1600",
+                          "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r'data-width="(\d+)/(\d+)"', dom)
+    assert m, dom[-1500:]
+    assert int(m.group(1)) <= int(m.group(2)) + 1, f"page {m.group(1)} px wide in a {m.group(2)} px window"
+    shot = tmp_path / f"shot_{width}.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}",
+                    f"--window-size={width},1600", (report_dir / "report.html").as_uri()], capture_output=True,
+                   timeout=120)
+    img = mpimg.imread(str(shot))[..., :3]
+    assert img.shape[:2] == (1600, width)
+    assert (img.mean(axis=-1) < 0.9).mean() > 0.03 and img.std() > 0.1
+    keep = os.environ.get("MEDCNN_KEEP_SCREENSHOTS")
+    if keep:  # for looking at them: MEDCNN_KEEP_SCREENSHOTS=DIR pytest tests/test_report_html.py
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)

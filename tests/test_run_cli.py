@@ -107,6 +107,10 @@ def installed_bundles(bundle, tmp_path, monkeypatch):
 
 def test_models_list_and_named_model(installed_bundles, tmp_path, capsys):
     assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert [ln.split()[0] for ln in listed.splitlines() if not ln.startswith("(")] == ["tiny-cardiac"]  # one line
+    assert "MRI -> LV blood pool" in listed and "weights ok" in listed
+    assert main(["models", "show", "tiny-cardiac"]) == 0
     out = capsys.readouterr().out
     info = bundle_info(installed_bundles / "tiny-cardiac")
     assert "tiny-cardiac" in out and "1=LV blood pool" in out and "channels    MRI" in out

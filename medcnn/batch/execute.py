@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from medcnn.batch.bundles import bundle_info
-from medcnn.batch.cases import Case, discover_cases
+from medcnn.batch.cases import Case, discover_cases, report_skipped
 from medcnn.batch.runner import MODES, BatchSettings, record_inputs, record_model, redact_record, run_case
 from medcnn.errors import ConfigError
 
@@ -321,6 +321,7 @@ def run_batch(
     on_case: Callable[[dict[str, Any]], None] | None = None,
     title: str | None = None,
     threads: int | str = "auto",
+    allow_input_mismatch: bool = False,
 ) -> BatchResult:
     """Segment and measure many scans; write label maps and a batch report into ``out``.
 
@@ -347,6 +348,9 @@ def run_batch(
         threads: CPU threads per case: ``"auto"`` (usable cores / workers, less the cores
             other processes keep busy) or an integer (:class:`medcnn.inference.ThreadPolicy`).
         on_case: called in this process with each finished record (in completion order).
+        allow_input_mismatch: run inputs that clearly do not fit the model (a CT series for
+            an MRI model; by default such a case fails), flagged
+            ``INPUT_MODEL_MISMATCH_OVERRIDDEN`` (:mod:`medcnn.models.compat`).
 
     Returns:
         :class:`BatchResult` (``exit_code`` 2 when any case failed).
@@ -377,7 +381,9 @@ def run_batch(
         figures=bool(figures), dicom=bool(dicom), dicom_fractional=bool(dicom_fractional),
         threads=parse_threads(threads),
         workers=int(workers) if scheduler is None else 1,
-        regions=info.regions)
+        regions=info.regions,
+        input_description=info.input_description,
+        allow_input_mismatch=bool(allow_input_mismatch))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle
@@ -387,7 +393,10 @@ def run_batch(
     cases = [c for c in items if isinstance(c, Case)]
     paths = [s for s in items if not isinstance(s, Case)]
     if paths:
-        cases += discover_cases(paths, channels=info.channels)
+        skipped: list = []  # label maps of folders / globs (issue 26 point 3); ED/ES pairs in cardiac mode
+        cases += discover_cases(paths, channels=info.channels, pair_phases=settings.mode == "cardiac",
+                                skipped=skipped)
+        report_skipped(skipped, "medcnn run")
     if not cases:
         raise ConfigError.expected("at least one scan, folder, glob or manifest", "no cases")
     Path(settings.out).mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,8 @@ def input_flags(volumes: Sequence[Any], *, phase: str | None = None, methods: di
     flags = input_qc_flags(list(volumes), phase=phase)
     for code, rule in input_rules(list(volumes)).items():
         methods[f"input_{code.lower()}"] = (f"{rule}. Label maps are written on this resolved grid, with a "
-                                            "consistent header (sform = qform, pixdim = their axis lengths)")
+                                            "consistent header (sform = qform, pixdim = their axis lengths)"
+                                            if code.startswith("NIFTI") else rule)
     return flags
 
 
@@ -301,12 +302,15 @@ def write_case_dicom(labels: Any, source: str | Path, image: Any, *, seg_path: P
                      regions: Mapping[str, Sequence[int]] | None, model_name: str, weights_sha256: str | None,
                      spec_sha256: str | None, cardiac: Mapping[str, Any] | None = None,
                      lv_label: int | None = None, include_identifiers: bool = False,
+                     qc_flags: Sequence[Mapping[str, Any]] = (),
                      fractional: tuple[Any, Any] | None = None) -> tuple[list[Path], str | None]:
     """The DICOM SEG + SR of one predicted scan (``--dicom`` of both commands).
 
     ``labels``: the label ``Volume`` on the grid of ``image`` (read from ``source``); ``rows``:
     its volume rows (:func:`scan_rows`), whose ``phase`` rows the SR reports; ``cardiac``:
     the case's cardiac function row (an ED/ES pair), reported in the LV's measurement group;
+    ``qc_flags``: the case's QC flags, of which those about its input (``scope`` ``input``,
+    e.g. ``INPUT_MODEL_MISMATCH_SUSPECTED``) go into the SR;
     ``fractional``: ``(segmenter, probabilities Volume)`` for a FRACTIONAL SEG of the class
     probabilities (:func:`fractional_segments`). The algorithm is the model's name, version
     its spec SHA-256 (:func:`medcnn.io.dicom_out.algorithm_from_model`).
@@ -330,5 +334,6 @@ def write_case_dicom(labels: Any, source: str | Path, image: Any, *, seg_path: P
         regions = None
     paths = write_dicom_results(labels, source, seg_path, sr_path, label_names=names, volumes_ml=volumes,
                                 algorithm=algorithm, cardiac=cardiac, lv_label=lv_label,
-                                include_identifiers=include_identifiers, fractions=fractions, regions=regions)
+                                include_identifiers=include_identifiers, fractions=fractions, regions=regions,
+                                qc_flags=[f for f in qc_flags if f.get("scope") == "input"])
     return paths, None

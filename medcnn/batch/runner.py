@@ -115,6 +115,8 @@ class BatchSettings:
     workers: int = 1
     regions: Mapping[str, Sequence[int]] | None = None
     dicom_fractional: bool = False
+    input_description: Mapping[str, Any] | None = None
+    allow_input_mismatch: bool = False
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
@@ -126,7 +128,8 @@ class BatchSettings:
                 "include_paths": self.include_paths,
                 "figures": self.figures, "model_sha256": self.model_sha256,
                 "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {}),
-                **({"dicom_fractional": True} if self.dicom_fractional else {})}
+                **({"dicom_fractional": True} if self.dicom_fractional else {}),
+                **({"allow_input_mismatch": True} if self.allow_input_mismatch else {})}
 
     @property
     def config_hash(self) -> str:
@@ -359,6 +362,12 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         _clean_stale_temporaries(folder)
         t = time.perf_counter()
         read, input_hash, grids = _read_inputs(case)
+        if settings.input_description is not None:  # issue 26 point 1: refuse / flag before inference
+            from medcnn.models.compat import check_inputs
+
+            for _, vols, _ in read:
+                check_inputs(vols, settings.input_description, model=settings.model_name,
+                             allow_mismatch=settings.allow_input_mismatch)
         timings["read_s"] = time.perf_counter() - t
         rec["input_hash"] = input_hash
         rec["input_geometry"] = grids
@@ -482,8 +491,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             rec["volumes"] = (rows_of(labels.frame(ed), phase="ED", frame=ed, reference=ref_ed, intervals=iv_ed)
                               + rows_of(labels.frame(es), phase="ES", frame=es, reference=ref_es, intervals=iv_es))
             rec["curve"] = table_rows(cf.curve)
-            overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed)),
-                            (f"ES (frame {es})", vols[0].frame(es), labels.frame(es))]
+            overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed), ref_ed),
+                            (f"ES (frame {es})", vols[0].frame(es), labels.frame(es), ref_es)]
             if settings.figures:
                 from medcnn.report.figures import label_colour, volume_curve_png
 
@@ -512,7 +521,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             iv_ed, iv_es = intervals_by_label(i_ed["_intervals"]), intervals_by_label(i_es["_intervals"])
             rec["volumes"] = (rows_of(l_ed, phase="ED", frame=None, reference=r_ed, intervals=iv_ed)
                               + rows_of(l_es, phase="ES", frame=None, reference=r_es, intervals=iv_es))
-            overlay_rows = [("ED", v_ed[0], l_ed), ("ES", v_es[0], l_es)]
+            overlay_rows = [("ED", v_ed[0], l_ed, r_ed), ("ES", v_es[0], l_es, r_es)]
         rec["cardiac"] = cardiac_row(fn, iv_ed, iv_es, cl)
         qc = _flags(fn) + qc
         methods["cardiac"] = ("EDV/ESV = blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
@@ -541,7 +550,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             if labels.leading_axis == "time":
                 overlay_rows.append((f"{ci.phase or 'frame'} 0", vols[0].frame(0), labels.frame(0)))
             else:
-                overlay_rows.append((ci.phase or vols[0].meta.get("channel", ci.channels[0][0]), vols[0], labels))
+                overlay_rows.append((ci.phase or ("3D stack" if len(vols) == 1 else ci.channels[0][0]), vols[0], labels,
+                                     ref))
                 if mode == "tumour":
                     rec["lesions"] += _lesion_rows(labels, settings)
         if mode == "tumour":
@@ -576,7 +586,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     if settings.figures:
         from medcnn.report.figures import overlay_png
 
-        png = overlay_png(overlay_rows, label_names={k: v for k, v in settings.labels.items() if k != 0})
+        png = overlay_png(overlay_rows, label_names={k: v for k, v in settings.labels.items() if k != 0},
+                          stack_plane="short axis" if mode == "cardiac" else None)
         _write_bytes(folder / "overlay.png", png)
         rec["outputs"]["overlay"] = str((folder / "overlay.png").relative_to(out))
         if curve_png is not None:
@@ -598,7 +609,7 @@ def _write_dicom(case: Case, settings: BatchSettings, predictions, rec: dict[str
             sr_path=folder / f"{stem}_sr.dcm", rows=rec["volumes"], phase=ci.phase, label_names=settings.labels,
             regions=settings.regions, model_name=settings.model_name, weights_sha256=settings.model_sha256,
             spec_sha256=settings.model_spec_sha256, cardiac=rec.get("cardiac"), lv_label=cl.lv_blood if cl else None,
-            include_identifiers=settings.include_identifiers,
+            include_identifiers=settings.include_identifiers, qc_flags=qc,
             fractional=(_segmenter(settings), info["_probabilities"]) if settings.dicom_fractional else None)
         if why:
             qc.append({"code": "DICOM_NOT_WRITTEN", "message": why, "phase": ci.phase})

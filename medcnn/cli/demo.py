@@ -2,8 +2,11 @@
 
 Runs the default cardiac bundle on the Sunnybrook cine DICOM folder (EF from the whole
 cardiac cycle) and on the four Sunnybrook ED/ES NIfTI pairs (with the experts' contours as
-reference, so the report also shows reference volumes and Dice), then prints where the
-report is. The shared data is found through :func:`medcnn._testing.shared_data_dir`
+reference, so the report also shows reference volumes and Dice), then prints how many cases
+it ran, one line per case (with the experts' EF and the signed error where contours exist) and
+where the report is. The default model was trained on these patients, which the demo says: its
+figures are a training-set regression check, not a validation. The shared data is found
+through :func:`medcnn._testing.shared_data_dir`
 (``$MEDCNN_DATA`` or ``../shared/data``); without it the command explains and exits 2.
 """
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from medcnn.cli._options import add_threads_option
 
-__all__ = ["register", "run", "demo_cases"]
+__all__ = ["register", "run", "demo_cases", "case_line", "count_cases"]
 
 DEFAULT_MODEL = "cardiac-cine-mri"
 
@@ -24,7 +27,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run the batch job on sample cardiac scans from the shared data",
                        description="Segment the Sunnybrook cine DICOM series and ED/ES pairs with the default "
                                    "cardiac model and write an EF report (needs the shared data: $MEDCNN_DATA "
-                                   "or ../shared/data).")
+                                   "or ../shared/data). The default model was trained on these patients: the "
+                                   "demo's figures are a training-set regression check, not a validation.")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or bundle path (default {DEFAULT_MODEL})")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
@@ -60,6 +64,57 @@ def demo_cases(data: Path, out: Path) -> list[str]:
     return scans
 
 
+def count_cases(scans: list[str]) -> tuple[int, int]:
+    """(cine DICOM series, ED/ES pairs) among the demo's inputs (a manifest row is one pair)."""
+    n_cine = sum(1 for s in scans if Path(s).is_dir())
+    n_pairs = sum(max(0, len(Path(s).read_text(encoding="utf-8").strip().splitlines()) - 1)
+                  for s in scans if s.endswith(".csv"))
+    return n_cine, n_pairs
+
+
+def _bundle_facts(model: str) -> tuple[bool, set[str]]:
+    """(does the model segment the RV, the patient ids it was trained on) from its bundle.json."""
+    import json
+
+    from medcnn.models.defaults import resolve_model
+
+    path = resolve_model(model)
+    meta_file = path / "bundle.json" if path.is_dir() else None
+    if meta_file is None or not meta_file.is_file():
+        return False, set()
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    labels = {str(v) for v in (meta.get("labels") or {}).values()}
+    training = ((meta.get("provenance") or {}).get("data_use") or {}).get("training") or []
+    return "rv_blood_pool" in labels, {str(t).split("_")[0] for t in training}
+
+
+def _reference_ef(rec: dict) -> float | None:
+    """LV EF (%) of the experts' contours of a pair case (its reference volumes), else None."""
+    ref = {v.get("phase"): v.get("reference_volume_ml") for v in rec.get("volumes") or []
+           if v.get("label_name") == "lv_blood_pool" or v.get("label") == 1}
+    edv, esv = ref.get("ED"), ref.get("ES")
+    if not edv or esv is None:
+        return None
+    return 100.0 * (edv - esv) / edv
+
+
+def case_line(rec: dict) -> str:
+    """The demo's line for one case: LV (and RV) volumes and EF, and for a pair with expert
+    contours the experts' EF and the signed error (model - experts, percentage points)."""
+    c = rec["cardiac"]
+    nan = float("nan")
+    ef = c.get("lv_ef_percent")
+    rv = c.get("rv_ef_percent")
+    line = (f"  {rec['case_id']:<22} EDV {c.get('lv_edv_ml') or nan:7.1f} mL  ESV {c.get('lv_esv_ml') or nan:7.1f} mL"
+            f"  EF {ef if ef is not None else nan:5.1f} %")
+    ref_ef = _reference_ef(rec)
+    if ref_ef is not None and ef is not None:
+        line += f" (experts {ref_ef:5.1f} %, {ef - ref_ef:+5.1f} points)"
+    if rv is not None:
+        line += f"  RV EDV {c.get('rv_edv_ml'):7.1f} mL  ESV {c.get('rv_esv_ml'):7.1f} mL  EF {rv:5.1f} %"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     from medcnn._testing import shared_data_dir
     from medcnn.batch import resolve_model, run_batch
@@ -82,20 +137,24 @@ def run(args: argparse.Namespace) -> int:
     if not scans:
         print(f"medcnn demo: no Sunnybrook scans found under {data / 'sunnybrook'}", file=sys.stderr)
         return 2
-    print(f"medcnn demo: {args.model} on {len(scans)} input(s) from {data / 'sunnybrook'} -> {out}", file=sys.stderr)
+    n_cine, n_pairs = count_cases(scans)
+    has_rv, trained_on = _bundle_facts(args.model)
+    n_cases = n_cine + n_pairs
+    print(f"medcnn demo: {args.model} on {n_cases} case(s) from {data / 'sunnybrook'} ({n_cine} cine DICOM "
+          f"series, {n_pairs} ED/ES pair(s) with the experts' contours) -> {out}", file=sys.stderr)
+    what = "LV and RV function" if has_rv else "LV function"
+    title = f"medcnn demo: {what} on {n_cases} Sunnybrook cine MRI case(s)"
     result = run_batch(scans, model=args.model, out=out, mode="cardiac", workers=args.workers, device=args.device,
-                       threads=args.threads, progress=args.progress, title="medcnn demo: LV function from Sunnybrook cine MRI")
-    print(result.summary_line)
+                       threads=args.threads, progress=args.progress, title=title)
+    print(result.summary_line + f" ({n_cases} case(s))")
     cardiac = [r for r in result.records if r.get("cardiac")]
+    patients = {str(r["case_id"]).split("_")[0] for r in cardiac}
+    if patients & trained_on:
+        print(f"note: {args.model} was trained on these Sunnybrook patients ({len(patients & trained_on)} of "
+              f"{len(patients)}): the figures below are a training-set regression check, not a validation; "
+              f"the model's cross-validation figures: medcnn models show {args.model}")
     for r in cardiac:
-        c = r["cardiac"]
-        ef = c.get("lv_ef_percent")
-        rv = c.get("rv_ef_percent")
-        print(f"  {r['case_id']:<22} EDV {c.get('lv_edv_ml') or float('nan'):7.1f} mL  ESV "
-              f"{c.get('lv_esv_ml') or float('nan'):7.1f} mL  EF {ef if ef is not None else float('nan'):5.1f} %"
-              + (f"  RV EDV {c.get('rv_edv_ml'):7.1f} mL  ESV {c.get('rv_esv_ml'):7.1f} mL  EF {rv:5.1f} %"
-                 if rv is not None else "")
-              + (f"  QC: {', '.join(dict.fromkeys(f['code'] for f in r.get('qc_flags') or []))}"
-                 if r.get("qc_flags") else ""))
+        print(case_line(r) + (f"  QC: {', '.join(dict.fromkeys(f['code'] for f in r.get('qc_flags') or []))}"
+                              if r.get("qc_flags") else ""))
     print(f"report: {result.report_files['html'].resolve()}")
     return result.exit_code

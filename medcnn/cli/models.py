@@ -1,7 +1,10 @@
-"""``medcnn models list``: the default model bundles installed with medcnn.
+"""``medcnn models list`` / ``show``: the default model bundles installed with medcnn.
 
-Shows each bundle's labels, input channels, validation summary and weights SHA-256
-(checked against the file). Reads ``bundle.json`` only: no torch import.
+``list`` prints one line per model (task, channels -> labels, licence restriction, weights
+check); ``show NAME`` the full card: task (or what the bundle lacks), labels, data, licence
+(the bundle's own, else inherited from its training data), which cases trained, selected and
+tested it, and each recorded figure with its kind, how its averages are formed and signed
+errors (predicted - reference). Reads ``bundle.json`` only: no torch import.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import json
 from typing import Any, Mapping
 
-__all__ = ["register", "run", "format_validation"]
+__all__ = ["register", "run", "format_validation", "licence_text", "DATASET_LICENCES"]
 
 
 def register(sub) -> None:
@@ -122,34 +125,157 @@ def _entry(info, verify: bool) -> dict[str, Any]:
     if cv.get("mean_over_folds"):
         d["cross_validation"] = {"n_folds": cv.get("n_folds"), "mean_over_folds": cv["mean_over_folds"]}
     d.update(_data_use_entry(prov))
+    d["task_recorded"] = bool(info.json.get("task") or prov.get("task"))
+    d["description"] = prov.get("description") or info.json.get("description")
+    data = ((prov.get("training") or {}).get("config") or {}).get("data") or {}
+    d["training_datasets"] = [str(x) for x in [data.get("dataset"), *[e.get("dataset") for e in data.get("extra") or []
+                                                                    if isinstance(e, Mapping)]] if x]
+    d["figure_numbers"] = {key: _figure_numbers(fig) for key, fig in _figures(prov)}
     if verify:
         d["sha256_check"] = _weights_check(info)
     return d
 
 
+#: Licences of the datasets the shipped models are trained on (by the dataset folder name of the
+#: training config), for bundles that record no licence of their own: a model inherits the
+#: restrictions of its training data.
+DATASET_LICENCES = {
+    "acdc": "ACDC: provided for non-commercial research only",
+    "sunnybrook": "Sunnybrook Cardiac Data: CC0 1.0",
+    "brats2015": "BRATS 2013/2015: CC BY-NC-SA 3.0 CH (non-commercial, share-alike)",
+    "brats2018": "BraTS 2018 data terms: research use only (non-commercial)",
+    "hippocampus": "Medical Segmentation Decathlon Task04: CC BY-SA 4.0 (share-alike)",
+}
+
+
+def _figures(prov: Mapping[str, Any]):
+    from medcnn.report.data_use import figures
+
+    return figures(prov)
+
+
+def _task_text(d: Mapping[str, Any]) -> str:
+    if d.get("task") and d.get("task_recorded"):
+        return str(d["task"])
+    if d.get("task"):
+        return f"{d['task']} (guessed from the label names: the bundle records no task)"
+    return ("not recorded: the bundle has no task and its label names are neither cardiac nor tumour "
+            "structures, so `medcnn run` measures label volumes (mode volumes)")
+
+
+def _dataset_licences(d: Mapping[str, Any]) -> list[str]:
+    out = []
+    for ds in d.get("training_datasets") or []:
+        key = str(ds).replace("\\", "/").split("/")[0]
+        out.append(DATASET_LICENCES.get(key, f"{ds}: licence not known to medcnn"))
+    return out
+
+
+def licence_text(d: Mapping[str, Any]) -> str:
+    """The model's licence: the bundle's own statement, else its training data's licences."""
+    if d.get("licence"):
+        return " ".join(str(d["licence"]).split())
+    lic = _dataset_licences(d)
+    if lic:
+        return ("not recorded in the bundle; inherited from its training data: " + "; ".join(lic))
+    return "not recorded in the bundle (nor which data trained it)"
+
+
+def _licence_short(d: Mapping[str, Any]) -> str:
+    text = licence_text(d).lower()
+    if "non-commercial" in text or "research use only" in text:
+        return "non-commercial research only"
+    if text.startswith("not recorded in the bundle (nor"):
+        return "licence not recorded"
+    if d.get("licence"):
+        return " ".join(str(d["licence"]).split())[:60]
+    return "; ".join(x.split(": ", 1)[-1] for x in _dataset_licences(d))
+
+
+def _signed(x: float, digits: int = 1) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def _figure_numbers(fig: Mapping[str, Any]) -> list[str]:
+    """The numbers of one recorded figure, each with what it averages and its sign convention."""
+    lines: list[str] = []
+    md = fig.get("mean_dice") or fig.get("mean_dice_over_folds")
+    mof = fig.get("mean_over_folds") or {}
+    if not md and mof:
+        md = {k[5:]: v for k, v in mof.items() if k.startswith("dice.")}
+    by_fold = bool(fig.get("mean_over_folds") or fig.get("mean_dice_over_folds"))
+    over = f"mean over {fig.get('n_folds') or 'the'} folds of each fold's mean over its cases" if by_fold \
+        else "mean over cases"
+    if md:
+        lines.append("per-label Dice (" + over + "; a case whose reference does not annotate a label is left out): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in md.items() if isinstance(v, (int, float))))
+    if isinstance(fig.get("mean_foreground_dice"), (int, float)):
+        lines.append(f"foreground Dice {fig['mean_foreground_dice']:.3f} (mean over cases of the Dice of the union of "
+                     "the annotated labels: not the mean of the per-label Dice)")
+    cases = [c for c in fig.get("cases") or [] if isinstance(c, Mapping)]
+    signed = [100.0 * (c["foreground_volume_ml"] - c["foreground_ref_volume_ml"]) / c["foreground_ref_volume_ml"]
+              for c in cases if c.get("foreground_ref_volume_ml") and c.get("foreground_volume_ml") is not None]
+    if isinstance(fig.get("mean_foreground_volume_error_percent"), (int, float)):
+        text = f"foreground volume error: mean |error| {fig['mean_foreground_volume_error_percent']:.1f} %"
+        if signed:
+            spread = (f"; per case {min(signed):+.1f} to {max(signed):+.1f} %" if len(signed) > 1 else "; 1 case")
+            text += (f", mean signed error {_signed(float(sum(signed) / len(signed)))} % (predicted - reference, "
+                     f"over reference{spread})")
+        else:
+            text += " (per-case values not kept: the sign is not recorded)"
+        lines.append(text)
+    for prefix, what in (("", "LV"), ("rv_", "RV")):
+        ef = [e for e in fig.get(f"{prefix}ejection_fraction") or [] if isinstance(e, Mapping)]
+        if ef and all(e.get("ef_percent") is not None and e.get("ref_ef_percent") is not None for e in ef):
+            errs = [(str(e.get("patient")), float(e["ef_percent"]) - float(e["ref_ef_percent"])) for e in ef]
+            lines.append(f"{what} EF error (predicted - reference, percentage points): mean |error| "
+                         f"{sum(abs(x) for _, x in errs) / len(errs):.1f}; per patient "
+                         + ", ".join(f"{p} {_signed(x)}" for p, x in errs))
+        elif isinstance(fig.get(f"mean_abs_{prefix}ef_error_points"), (int, float)):
+            lines.append(f"{what} EF error: mean |error| {fig[f'mean_abs_{prefix}ef_error_points']:.1f} points")
+    for k, what in (("mean_abs_ef_error_points", "LV"), ("mean_abs_rv_ef_error_points", "RV")):
+        if k in mof:
+            lines.append(f"{what} EF error: mean |error| {mof[k]:.1f} points ({over}; signs not recorded)")
+    per_patient = [p for p in fig.get("lv_ef_error_per_patient") or [] if isinstance(p, Mapping)]
+    if per_patient:
+        lines.append("LV EF error per patient (predicted - reference, points, mean over fold models): "
+                     + ", ".join(f"{p.get('patient')} {_signed(float(p['mean_ef_error_points']))}"
+                                 for p in per_patient if p.get("mean_ef_error_points") is not None))
+    if not lines:  # a figure medcnn does not know the layout of: its scalar values as recorded
+        rest = {k: v for k, v in fig.items() if k not in ("kind", "kind_note", "cases", "note")}
+        if rest:
+            lines.append(format_validation(rest))
+    return lines
+
+
+def _one_line(d: Mapping[str, Any]) -> str:
+    """``models list``: one line per model."""
+    labels = ", ".join(v for k, v in d["labels"].items() if str(k) != "0")
+    task = d.get("task") or "volumes"
+    check = f"; weights {d['sha256_check']}" if "sha256_check" in d else ""
+    return f"{d['name']:<22} {task:<8} {', '.join(d['channels'])} -> {labels}; {_licence_short(d)}{check}"
+
+
 def _print(d: Mapping[str, Any]) -> None:
+    """``models show``: the full card."""
     print(d["name"])
-    print(f"  task        {d['task'] or 'unspecified'}")
+    print(f"  task        {_task_text(d)}")
     print(f"  labels      {', '.join(f'{k}={v}' for k, v in d['labels'].items())}")
     print(f"  channels    {', '.join(d['channels'])}")
+    if d.get("description"):
+        print(f"  data        {' '.join(str(d['description']).split())}")
+    if d.get("training_datasets"):
+        print(f"  datasets    {', '.join(d['training_datasets'])}")
+    print(f"  licence     {licence_text(d)}")
     print(f"  network     {d['network']}, roi {d['roi_size']}, target spacing {d['target_spacing_mm']} mm")
     mirror = d.get("mirror_axes")
     print(f"  tta axes    {'not recorded' if mirror is None else (mirror or 'none (trained without mirroring)')}"
           + ("; mirrored by default (--no-tta: off)" if d.get("tta_default") == "trained" else ""))
     print(f"  postprocess {d.get('postprocess') or 'none'}")
-    print(f"  validation  {format_validation({k: v for k, v in (d['validation'] or {}).items() if k != 'kind_note'})}")
     for line in _data_use_lines(d):
         print(line)
-    cv = d.get("cross_validation")
-    if cv:
-        m = cv["mean_over_folds"]
-        parts = [f"{k[5:]} Dice {v:.3f}" for k, v in m.items() if k.startswith("dice.")]
-        parts += [f"{what} {m[k]:.1f} points" for k, what in (("mean_abs_ef_error_points", "|LV EF error|"),
-                                                               ("mean_abs_rv_ef_error_points", "|RV EF error|"))
-                  if k in m]
-        print(f"  cross-val   mean over {cv['n_folds']} folds: " + ", ".join(parts))
-    if d.get("licence"):
-        print(f"  licence     {' '.join(str(d['licence']).split())}")
+    if not d.get("figures"):
+        print("  figures     none recorded in the bundle (no validation, cross-validation or test figure)")
     src = d.get("imported_from")
     if src:
         names = ", ".join(f"{k} {src[k]}" for k in ("trainer", "plans", "configuration", "folds", "network_class")
@@ -161,9 +287,9 @@ def _print(d: Mapping[str, Any]) -> None:
             if lic.get("licence_file"):
                 first = str(lic["licence_file"]).strip().splitlines()[0][:80]
                 text += ("; " if text else "") + f"LICENSE file: {first!r} ({len(lic['licence_file'])} characters kept)"
-            print(f"  licence     {text}")
+            print(f"  source licence {text}")
         elif lic:
-            print(f"  licence     {lic}")
+            print(f"  source licence {lic}")
         for dev in src.get("deviations") or []:
             print(f"  deviation   {dev}")
         for fname, sha in sorted((src.get("files_sha256") or {}).items()):
@@ -216,9 +342,12 @@ def _data_use_lines(d: Mapping[str, Any]) -> list[str]:
         if use.get("recipe_selection"):
             lines.append(f"  recipe from {_ids(list(use['recipe_selection']))} (results that shaped the recipe)")
         lines.append(f"  checkpoint  {use.get('checkpoint')}")
+    numbers = d.get("figure_numbers") or {}
     for f in d.get("figures") or []:
-        n = f"{f['n_cases']} cases" if f.get("n_cases") is not None else "cases not recorded"
+        n = (f"{f['n_cases']} case" + ("s" if f["n_cases"] != 1 else "")) if f.get("n_cases") is not None \
+            else "cases not recorded"
         lines.append(f"  figure      {f['figure']}: {f['kind']} ({n})" + (f": {f['note']}" if f.get("note") else ""))
+        lines += [f"      {x}" for x in numbers.get(f["figure"]) or []]
     return lines
 
 
@@ -274,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
               "pass a bundle path to `medcnn run --model PATH`")
         return 0
     status = 0
-    for i, name in enumerate(names):
+    for name in names:
         try:
             d = _entry(bundle_info(name), args.verify)
         except MedcnnError as exc:
@@ -283,9 +412,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(d))
         elif "error" in d:
-            print(f"{name}\n  error       {d['error']}")
+            print(f"{name:<22} error: {d['error']}")
         else:
-            if i:
-                print()
-            _print(d)
+            print(_one_line(d))
+    if not args.json:
+        print("(medcnn models show NAME: the full card: data, licence, training / selection / test cases, figures)")
     return status

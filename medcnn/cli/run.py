@@ -23,9 +23,13 @@ def register(sub) -> None:
         description="Segment and measure many scans with a model bundle. SCANS may be image files, folders of "
                     "image files, DICOM folders (one series or a cine series each), glob patterns, or a CSV "
                     "manifest (columns: case_id, one column per model channel or 'image', optional 'label' "
-                    "reference, or 'ed'/'es' for cardiac end-diastole/end-systole pairs). Patient names and IDs "
+                    "reference, or 'ed'/'es' (with optional 'ed_label'/'es_label') for cardiac end-diastole/end-systole pairs, "
+                    "or a 'phase' column ED/ES on two rows with the same case_id). Folders and globs skip label maps "
+                    "(names with _gt, _seg, label, mask...; integer images with few values) and list them; in "
+                    "cardiac mode their scans are paired by *_ED/*_ES names or ACDC *_frameNN + Info.cfg. Patient names and IDs "
                     "never appear in the outputs unless --include-identifiers is given.",
-        epilog="Exit codes: 0 all cases ok, 2 some case failed (or bad arguments), 130 interrupted (rerun the same "
+        epilog="Exit codes: 0 all cases ok, 2 some case failed (or bad arguments, or --strict and a cardiac case "
+               "without a function row), 130 interrupted (rerun the same "
                "command to resume).")
     p.add_argument("scans", nargs="+", metavar="SCANS", help="files, folders, globs, DICOM folders or a CSV manifest")
     p.add_argument("--model", required=True, help="default model name (see `medcnn models list`) or bundle path")
@@ -65,6 +69,11 @@ def register(sub) -> None:
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip overlay and curve figures")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     p.add_argument("--title", default=None, help="title of the HTML report")
+    p.add_argument("--allow-input-mismatch", action="store_true",
+                   help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; such a case "
+                        "fails by default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 2 when a cardiac run leaves a case without a function row (an unpaired scan)")
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -79,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             deterministic=args.deterministic, include_identifiers=args.include_identifiers,
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
             dicom_fractional=args.dicom_fractional,
-            progress=args.progress, title=args.title, threads=args.threads)
+            progress=args.progress, title=args.title, threads=args.threads,
+            allow_input_mismatch=args.allow_input_mismatch)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",
               file=sys.stderr)
@@ -88,4 +98,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {result.report_files['html']}")
     tables = ("cases", "volumes", "lesions", "cardiac", "errors")
     print(f"tables: {', '.join(str(result.report_files[k]) for k in tables)}")
-    return result.exit_code
+    from medcnn.batch.cases import missing_function_rows  # issue 26 point 4: unpaired cardiac scans, loudly
+
+    unpaired = missing_function_rows(result.records)
+    for line in unpaired:
+        print(f"medcnn run: warning: {line}", file=sys.stderr)
+    return max(result.exit_code, 2 if unpaired and args.strict else 0)

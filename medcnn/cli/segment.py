@@ -17,7 +17,11 @@ An input whose NIfTI header's sform, qform and pixdim disagree is read as Simple
 
 A folder of image files (not a DICOM series) is a folder of cases, as for ``medcnn run``:
 each image file is segmented on its own (sub-folders likewise; a folder of non-image files is
-one DICOM series). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
+one DICOM series); label maps in it (by name, ``*_gt``, ``*_seg``, ``*mask*`` ..., or by
+content, integer images with few values) are skipped and listed on stderr (docs/batch.md).
+Each input is checked against the model's input description before inference: a clear
+mismatch (a CT series for an MRI model) fails unless ``--allow-input-mismatch``, a doubtful one
+is flagged ``INPUT_MODEL_MISMATCH_SUSPECTED`` (:mod:`medcnn.models.compat`). Multi-channel models take a case as ``--channels a.nii.gz,b.nii.gz`` (in
 the bundle's channel order; repeatable), as ``--channels FOLDER`` (one image file per
 channel, matched by channel name in the file name, e.g. ``case1/flair.nii.gz`` for channel
 ``FLAIR``) or as a row of a CSV manifest (``case_id`` plus one column per channel, as for
@@ -85,6 +89,9 @@ def register(sub) -> None:
     p.add_argument("--include-paths", action="store_true",
                    help="keep full input paths in segment_provenance.json (default: file names only; folder names "
                         "often hold patient names)")
+    p.add_argument("--allow-input-mismatch", action="store_true",
+                   help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; refused by "
+                        "default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -239,13 +246,16 @@ def _folder_cases(folder: Path, channels: tuple[str, ...]) -> list[_Case]:
     """The cases of a folder of image files: each file (and each sub-folder's files) one
     case, by :func:`medcnn.batch.cases.discover_cases`; an ambiguous multi-channel folder is
     one failed case naming both readings."""
-    from medcnn.batch.cases import discover_cases
+    from medcnn.batch.cases import discover_cases, report_skipped
 
     msg = _ambiguous_folder(folder, channels)
     if msg is not None:
         return [_Case(str(folder), None, None, msg)]
     out = []
-    for case in discover_cases([folder], channels=channels):
+    skipped: list = []  # label maps in the folder (issue 26 point 3)
+    found = discover_cases([folder], channels=channels, skipped=skipped)
+    report_skipped(skipped, "medcnn segment")
+    for case in found:
         if case.error:
             out.append(_Case(case.origin, None, None, case.error))
             continue
@@ -288,10 +298,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dicom_fractional and not args.dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
+    model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
                                 threads=args.threads, **tta)
-    model = bundle_info(args.model)  # name, labels and regions as medcnn run reads them
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = _cases(args, seg.channels)
@@ -435,6 +445,9 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
                                        f"{written[target]}", path=first_path,
                                        hint="Segment same-named scans into different --out folders")
         vols, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
+        from medcnn.models.compat import check_inputs  # issue 26 point 1: refuse / flag before inference
+
+        check_inputs(vols, model.input_description, model=model.name, allow_mismatch=args.allow_input_mismatch)
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
         methods: dict[str, str] = {}
@@ -454,7 +467,7 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
                 sr_path=target.with_name(f"{base}_sr.dcm"), rows=rows, phase=case.phase, label_names=model.labels,
                 regions=model.regions, model_name=model.name, weights_sha256=model.sha256,
                 spec_sha256=model.spec_sha256, cardiac=cardiac, lv_label=lv_label,
-                include_identifiers=args.include_identifiers,
+                include_identifiers=args.include_identifiers, qc_flags=(rec.get("qc_flags") or []) + qc,
                 fractional=(seg, pred.probabilities) if args.dicom_fractional else None)
 
         out = write_volume(pred.labels, target)

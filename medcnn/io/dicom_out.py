@@ -34,7 +34,7 @@ from medcnn.io._seg import LABEL_VALUE_PREFIX, REGION_PREFIX
 from medcnn.volume import Volume
 
 __all__ = ["AlgorithmInfo", "SEGMENT_CODES", "CARDIAC_SR_CODES", "segment_codes", "write_dicom_seg",
-           "write_dicom_sr", "write_dicom_results", "algorithm_from_model", "is_dicom_series"]
+           "write_dicom_sr", "write_dicom_results", "algorithm_from_model", "is_dicom_series", "QC_CODING_SCHEME"]
 
 #: label name (lower case, ``_``/``-`` read as spaces) -> (category, type) as
 #: ``(code value, scheme, meaning)`` pairs; SNOMED CT (``SCT``).
@@ -73,6 +73,10 @@ class AlgorithmInfo:
     version: str
     parameters: Mapping[str, str] = field(default_factory=dict)
 
+
+
+#: coding scheme (private, DICOM PS3.16 "99" prefix) of the QC flag codes in the SR
+QC_CODING_SCHEME = "99MEDCNN"
 
 def _norm(name: str) -> str:
     return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
@@ -272,7 +276,8 @@ CARDIAC_SR_CODES = {
 def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
                    volumes_ml: Mapping[int, float], cardiac: Mapping[str, float] | None = None,
                    lv_segment: int | None = None, algorithm: AlgorithmInfo | None = None,
-                   include_identifiers: bool = False) -> dict[str, Any]:
+                   include_identifiers: bool = False,
+                   qc_flags: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Write a TID 1500 measurement report referencing the SEG written by :func:`write_dicom_seg`.
 
     Args:
@@ -281,6 +286,10 @@ def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
         volumes_ml: ``{segment number: volume in mL}``; one measurement group per segment.
         cardiac: optional ``{"lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_percent"}`` values,
             added to the group of ``lv_segment``.
+        qc_flags: QC flags of the case (``{"code", "message"}``, e.g.
+            ``INPUT_MODEL_MISMATCH_SUSPECTED``): one more measurement group (TID 1501,
+            tracking identifier "medcnn QC flags") with a qualitative evaluation per code:
+            concept (121071, DCM, "Finding"), value (code, 99MEDCNN, message up to 64 characters).
 
     Returns:
         ``{"path", "sop_instance_uid", "dataset"}``.
@@ -317,6 +326,14 @@ def write_dicom_sr(seg: Mapping[str, Any], out: str | Path, *,
             referenced_segment=_referenced_segment(seg_ds, number),
             finding_type=hd.sr.CodedConcept(*typ), finding_category=hd.sr.CodedConcept(*cat),
             measurements=measurements))
+    flags = {str(f["code"]): str(f.get("message") or f["code"]) for f in qc_flags or ()}
+    if flags:  # e.g. an input that may not fit the model: the SR says so too
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="medcnn QC flags"),
+            algorithm_id=algo_id,
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+                name=hd.sr.CodedConcept("121071", "DCM", "Finding"),
+                value=hd.sr.CodedConcept(code, QC_CODING_SCHEME, msg[:64])) for code, msg in flags.items()]))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure"),
@@ -371,12 +388,14 @@ def write_dicom_results(labels: Volume, source: str | Path, seg_path: str | Path
                         algorithm: AlgorithmInfo | None = None, cardiac: Mapping[str, float] | None = None,
                         lv_label: int | None = None, include_identifiers: bool = False,
                         fractions: Mapping[int, np.ndarray] | None = None,
-                        regions: Mapping[str, Sequence[int]] | None = None) -> list[Path]:
+                        regions: Mapping[str, Sequence[int]] | None = None,
+                        qc_flags: Sequence[Mapping[str, Any]] = ()) -> list[Path]:
     """SEG of ``labels`` and the SR of its measurements (``volumes_ml``: ``{label value: mL}``,
     as in the CSV report, of the label map, plus ``{region name: mL}`` for ``regions``) for one
     DICOM series; both or neither are left on disk. ``fractions``: write a FRACTIONAL SEG;
     ``regions``: one more segment and SR measurement group per region (see
-    :func:`write_dicom_seg`).
+    :func:`write_dicom_seg`); ``qc_flags``: the case's QC flags, in the SR
+    (:func:`write_dicom_sr`).
 
     Returns:
         ``[seg_path, sr_path]``.
@@ -389,7 +408,7 @@ def write_dicom_results(labels: Volume, source: str | Path, seg_path: str | Path
                            if isinstance(v, str) and name in volumes_ml})
         lv_segment = next((n for n, (v, _) in seg["segments"].items() if v == lv_label), None)
         write_dicom_sr(seg, sr_path, volumes_ml=by_segment, cardiac=cardiac, lv_segment=lv_segment,
-                       algorithm=algorithm, include_identifiers=include_identifiers)
+                       algorithm=algorithm, include_identifiers=include_identifiers, qc_flags=qc_flags)
     except BaseException:
         Path(seg_path).unlink(missing_ok=True)
         raise

@@ -510,12 +510,15 @@ def update_bundle(
     provenance: Mapping[str, Any] | None = _KEEP,
     mirror_axes: Sequence[int] | None = _KEEP,
     activation: str | None = _KEEP,
+    input: Mapping[str, Any] | None = _KEEP,  # noqa: A002 - the bundle.json key's name
 ) -> Path:
     """Change a bundle's ``bundle.json`` fields in place, keeping its weights file byte for
     byte (so its SHA-256, the model hash in reports, stays the same).
 
     The bundle is loaded and verified first; arguments left out keep their values. Use it
     to add postprocessing or record an evaluation without re-serialising the weights.
+    ``input`` is the input description (modality, sequence, intensity profile per channel;
+    :mod:`medcnn.models.compat`): metadata, so the spec hash stays the same.
     """
     b = load_bundle(path)
     given = {"postprocess": postprocess, "provenance": provenance, "mirror_axes": mirror_axes,
@@ -524,6 +527,9 @@ def update_bundle(
     meta = _bundle_json(b.network, b.preprocess, b.roi_size, b.labels, b.channels, b.overlap, new["postprocess"],
                         new["provenance"], new["activation"], new["mirror_axes"], b.json.get("inference"),
                         b.json.get("regions"))
+    inp = b.json.get("input") if input is _KEEP else input
+    if inp:
+        meta["input"] = _json_checked(dict(inp), "input description")
     meta["weights"] = dict(b.json["weights"])
     _, blob, _ = _read_bundle_files(b.path)
     _write_bundle(b.path, json.dumps(meta, indent=2) + "\n", blob)

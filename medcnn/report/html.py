@@ -5,10 +5,13 @@ facts + one record per case, see :mod:`medcnn.report.tables`) into a single HTML
 
 * a summary table (one row per case, units in every header, QC flags highlighted, failed
   cases in red) and an errors table;
-* per case: the overlay figure (three orthogonal slices through the structure's centroid,
-  contours on the scan), the cine volume curve, the volume / cardiac / lesion tables, QC
-  flags and a provenance block (medcnn version, model name and SHA-256, config hash,
-  input hash, device, precision, TTA, timings, how each number was computed);
+* provenance once per report, after the cases (medcnn version, model name and SHA-256, config hash, device,
+  precision, TTA, library versions, how each number was computed: every item that is the
+  same for all cases);
+* per case: the overlay figure (three views named from the scan's geometry, radiological
+  display, reference contours dashed when given; see :mod:`medcnn.report.figures`), the cine
+  volume curve, the volume / cardiac / lesion tables, QC flags and the case's own
+  provenance (input hash, timings, input grid and whatever else differs from the report's);
 * the definitions of every column.
 
 Figures are embedded as ``data:image/png;base64`` URIs, CSS is inline, nothing is fetched.
@@ -21,6 +24,8 @@ import html
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from medcnn.report.figures import DISPLAY_CONVENTION
 
 __all__ = ["render_html", "write_html", "unit_header"]
 
@@ -41,11 +46,13 @@ span.badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px
 span.ok{background:#c6f7e2;color:#014d40}span.skipped{background:#e4e7eb;color:#323f4b}
 span.error{background:#ffbdbd;color:#610404}
 img.fig{max-width:100%;border:1px solid #d9e2ec;margin:4px 0}
-dl.prov{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:12px;margin:4px 0}
-dl.prov dt{font-weight:600;color:#52606d}dl.prov dd{margin:0;font-family:ui-monospace,Menlo,monospace;
-word-break:break-all}
+dl.prov{display:grid;grid-template-columns:fit-content(35%) minmax(0,1fr);gap:2px 12px;font-size:12px;
+margin:4px 0}
+dl.prov dt{font-weight:600;color:#52606d;overflow-wrap:anywhere}dl.prov dd{margin:0;overflow-wrap:anywhere}
+dl.prov dd.hash{font-family:ui-monospace,Menlo,monospace;word-break:break-all}
 .muted{color:#616e7c;font-size:12px}ul.qc{margin:4px 0 8px}ul.qc li{color:#8d2b0b}
 section.case{border-top:1px solid #e4e7eb;margin-top:18px}
+div.wide{max-width:100%;overflow-x:auto}
 """
 
 
@@ -98,7 +105,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: Sequen
             else:
                 cells.append(f'<td class="{" ".join(c)}">{_e(_fmt(v))}</td>')
         body.append(f"<tr{rc}>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # a wide table scrolls inside its own box: the page never scrolls sideways on a narrow screen
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _img(path: Path, alt: str) -> str:
@@ -168,7 +176,12 @@ def _summary(records: Sequence[Mapping[str, Any]]) -> str:
     return _table(headers, rows, cls=cell_cls, row_classes=classes)
 
 
-def _prov_block(rec: Mapping[str, Any]) -> str:
+#: Provenance items that belong to one case whatever the others say (inputs, timings).
+_PER_CASE = ("input hash", "timings (s)", "computed")
+
+
+def _prov_items(rec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) pairs of one case's provenance, in display order."""
     from medcnn.report.tables import tta_text
 
     prov = rec.get("provenance") or {}
@@ -195,11 +208,42 @@ def _prov_block(rec: Mapping[str, Any]) -> str:
     for g in rec.get("input_geometry") or []:
         items.append((f"input grid {g.get('name', '')}".strip(),
                       f"shape {g.get('shape')}, spacing {g.get('spacing_mm')} mm, {g.get('orientation')}"))
-    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_fmt(v))}</dd>" for k, v in items if v not in (None, ""))
-    return f'<details open><summary>Provenance</summary><dl class="prov">{dl}</dl></details>'
+    return [(k, v) for k, v in items if v not in (None, "")]
 
 
-def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str, str]) -> str:
+def _dl(items: Sequence[tuple[str, Any]]) -> str:
+    def dd(k: str) -> str:
+        return '<dd class="hash">' if ("sha256" in k or k.endswith("hash")) else "<dd>"
+
+    return '<dl class="prov">' + "".join(f"<dt>{_e(k)}</dt>{dd(k)}{_e(_fmt(v))}</dd>" for k, v in items) + "</dl>"
+
+
+def _common_provenance(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    """Provenance items with one value in every computed case (shown once per report)."""
+    per = [dict(_prov_items(r)) for r in records if r.get("status") != "error"]
+    if not per:
+        return []
+    return [(k, v) for k, v in per[0].items()
+            if k not in _PER_CASE and all(k in p and p[k] == v for p in per[1:])]
+
+
+def _prov_block(rec: Mapping[str, Any], common: Sequence[tuple[str, Any]] = ()) -> str:
+    """One case's provenance: only what differs from the report's common block."""
+    shared = dict(common)
+    own = [(k, v) for k, v in _prov_items(rec) if k not in shared or shared[k] != v]
+    return (f'<details><summary>Provenance of this case (what differs from the report\'s provenance: '
+            f'{_e(", ".join(k for k, _ in own))})</summary>{_dl(own)}</details>')
+
+
+def _channel_text(rec: Mapping[str, Any], channel: Any) -> str:
+    """The input's channel name, except a model channel called "cine" given one 3D stack."""
+    if channel == "cine" and rec.get("input_kind") and rec.get("input_kind") != "cine series":
+        return "3D stack" if rec.get("input_kind") == "single scan" else "3D stack (cine model channel)"
+    return str(channel or "")
+
+
+def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str, str],
+                  common: Sequence[tuple[str, Any]] = ()) -> str:
     cid = rec["case_id"]
     status = rec.get("status")
     parts = [f'<section class="case" id="case-{_e(cid)}"><h3>{_e(cid)} '
@@ -207,7 +251,7 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
     inputs = rec.get("inputs") or []
     if inputs:
         parts.append('<p class="muted">input: ' + "; ".join(
-            _e(f"{i['phase']}: " if i.get("phase") else "") + _e(i.get("channel") or "") + " "
+            _e(f"{i['phase']}: " if i.get("phase") else "") + _e(_channel_text(rec, i.get("channel"))) + " "
             + _e(i.get("path")) for i in inputs) + "</p>")
     ids = rec.get("identifiers") or {}
     if ids:
@@ -218,7 +262,7 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
         parts.append(f'<p class="qc">{_e(err.get("type"))}: {_e(err.get("message"))}</p></section>')
         return "".join(parts)
     outputs = rec.get("outputs") or {}
-    for key, alt in (("overlay", f"{cid}: label contours on three orthogonal slices"),
+    for key, alt in (("overlay", f"{cid}: label contours on three views"),
                      ("curve", f"{cid}: volume over the cardiac cycle")):
         rel = outputs.get(key)
         if rel and (image_root / rel).is_file():
@@ -265,7 +309,7 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
               x.get("touches_border")] for x in shown]))
         if len(les) > len(shown):
             parts.append(f'<p class="muted">{len(les) - len(shown)} more lesions in lesions.csv</p>')
-    parts.append(_prov_block(rec))
+    parts.append(_prov_block(rec, common))
     parts.append("</section>")
     return "".join(parts)
 
@@ -330,15 +374,28 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
                      + (f" &middot; licence: {_e(lic_text)}" if lic_text else "") + "</p>")
     val = _validation_text(model.get("validation") or {})
     if val:
-        parts.insert(5, f'<p class="muted">model validation recorded in the bundle (held-out cases): {_e(val)}</p>')
+        kind = (model.get("validation") or {}).get("kind")
+        parts.insert(5, f'<p class="muted">model figures recorded in the bundle (kind: {_e(kind or "not recorded")}; '
+                        f'`medcnn models show` says which cases trained, selected and tested it): {_e(val)}</p>')
     errors = [r for r in records if r.get("status") == "error"]
     if errors:
         parts.append("<h2>Errors</h2>")
         parts.append(_table(["case", "error", "message"],
                             [[r["case_id"], (r.get("error") or {}).get("type"), (r.get("error") or {}).get("message")]
                              for r in errors], row_classes=["error"] * len(errors)))
+    common = _common_provenance(records)
     parts.append("<h2>Cases</h2>")
-    parts.extend(_case_section(r, root, columns) for r in records)
+    parts.append(f'<p class="muted">Figures: {_e(DISPLAY_CONVENTION)} Views are named from the scan\'s own '
+                 "direction cosines: axial, coronal or sagittal only when the slices are; a short-axis stack's "
+                 "acquired plane is &ldquo;short axis&rdquo; and the others &ldquo;perpendicular to the short "
+                 "axis&rdquo;. ED and ES are shown on the same slices; reference contours, when a reference is "
+                 "given, are dashed in cyan.</p>")
+    parts.extend(_case_section(r, root, columns, common) for r in records)
+    if common:
+        parts.append('<h2 id="provenance">Provenance</h2>')
+        parts.append('<p class="muted">The same for every case of this report; each case lists only what '
+                     "differs (its input hash, timings and grid).</p>")
+        parts.append(_dl(common))
     if columns:
         parts.append("<h2>Column definitions</h2>")
         parts.append(_table(["column", "meaning and unit"], [[k, v] for k, v in columns.items()]))
