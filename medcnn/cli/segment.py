@@ -298,10 +298,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dicom_fractional and not args.dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
-    model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
-                                threads=args.threads, **tta)
+                                threads=args.threads, **tta)  # first: names what is wrong with a bad bundle
+    model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = _cases(args, seg.channels)
