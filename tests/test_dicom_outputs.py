@@ -169,7 +169,7 @@ def test_segment_dicom_with_identifiers(bundle, tmp_path, capsys):
                "--out", str(tmp_path / "o"), "--dicom", "--include-identifiers"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "--dicom: not a DICOM series, no SEG/SR" in out  # the NIfTI case: labels only
+    assert "--dicom: the input is not a DICOM series: no SEG/SR" in out  # the NIfTI case: labels only
     assert sorted(p.name for p in (tmp_path / "o").glob("*.dcm")) == ["s1_seg.dcm", "s1_sr.dcm"]
     seg = pydicom.dcmread(str(tmp_path / "o" / "s1_seg.dcm"))
     assert str(seg.PatientName) == "Privacy^Patient" and seg.PatientID == "PID-12345"

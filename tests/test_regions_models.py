@@ -172,7 +172,10 @@ def test_run_dicom_names_and_region_volumes_match_in_csv_seg_sr(tmp_path):
     assert list(segs) == [1, 2, 3, 4, 5, 6] and list(segs.values()) == names + list(NNUNET_BRATS)
     src = sorted((pydicom.dcmread(str(p)) for p in (tmp_path / "in" / "scan1").glob("*.dcm")),
                  key=lambda d: float(d.ImagePositionPatient[2]))
-    px = seg.get_pixels_by_source_instance(source_sop_instance_uids=[str(d.SOPInstanceUID) for d in src],
+    from dicom_factory import documented_pseudonymous_uid
+
+    uids = [documented_pseudonymous_uid(str(d.SOPInstanceUID)) for d in src]  # de-identified: source UIDs replaced
+    px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
                                            segment_numbers=sorted(segs), combine_segments=False,
                                            assert_missing_frames_are_empty=True).astype(bool)
     voxel_ml = 1.0 / 1000

@@ -56,6 +56,21 @@ class BundleInfo:
         return bundle_spec_sha256(self.json)
 
     @property
+    def regions(self) -> dict[str, list[int]] | None:
+        """The model's regions ``{name: [label values]}`` (bundle.json ``regions.regions``),
+        reported as unions after the labels; ``None`` for a model without regions."""
+        regions = (self.json.get("regions") or {}).get("regions") if isinstance(self.json.get("regions"),
+                                                                                 Mapping) else None
+        return {str(k): [int(v) for v in vs] for k, vs in regions.items()} if regions else None
+
+    @property
+    def input_description(self) -> dict[str, Any]:
+        """What the model expects of its input (bundle.json ``channels``, ``preprocess`` and
+        ``input``: modality, channel meaning, intensity profile), as
+        :func:`medcnn.models.compat.check_inputs` reads it."""
+        return {k: self.json.get(k) for k in ("channels", "preprocess", "input")}
+
+    @property
     def task(self) -> str | None:
         """``"cardiac"``, ``"tumour"`` or ``None``: from bundle.json ``task`` (or
         ``provenance.task``), else guessed from the label names."""

@@ -316,6 +316,7 @@ def run_batch(
     resume: bool = True,
     figures: bool = True,
     dicom: bool = False,
+    dicom_fractional: bool = False,
     progress: bool = True,
     on_case: Callable[[dict[str, Any]], None] | None = None,
     title: str | None = None,
@@ -341,6 +342,8 @@ def run_batch(
         figures: draw overlay and curve figures.
         dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan
             (``cases/<id>/<id>_seg.dcm``, ``<id>_sr.dcm``; see docs/dicom.md).
+        dicom_fractional: with ``dicom``, a FRACTIONAL SEG of the class probabilities (8-bit)
+            instead of the binary label map, as ``medcnn segment --dicom-fractional``.
         progress: show a progress bar with ETA on stderr.
         threads: CPU threads per case: ``"auto"`` (usable cores / workers, less the cores
             other processes keep busy) or an integer (:class:`medcnn.inference.ThreadPolicy`).
@@ -365,6 +368,8 @@ def run_batch(
     if scheduler is not None and int(workers) > 1:
         raise ConfigError.expected("either --workers or --scheduler", "both",
                                    hint="with a Dask scheduler the cluster's workers run the cases")
+    if dicom_fractional and not dicom:
+        raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     info = bundle_info(model)
     settings = BatchSettings(
         model=str(Path(info.path).resolve()), model_name=info.name, model_sha256=info.sha256,
@@ -373,10 +378,11 @@ def run_batch(
         device=str(device), precision=str(precision), tta=None if tta is None else bool(tta),
         deterministic=bool(deterministic),
         include_identifiers=bool(include_identifiers), include_paths=bool(include_paths), resume=bool(resume),
-        figures=bool(figures), dicom=bool(dicom), threads=parse_threads(threads),
+        figures=bool(figures), dicom=bool(dicom), dicom_fractional=bool(dicom_fractional),
+        threads=parse_threads(threads),
         workers=int(workers) if scheduler is None else 1,
-        regions=(info.json.get("regions") or {}).get("regions") or None,
-        input_description={k: info.json.get(k) for k in ("channels", "preprocess", "input")},
+        regions=info.regions,
+        input_description=info.input_description,
         allow_input_mismatch=bool(allow_input_mismatch))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case

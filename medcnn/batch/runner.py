@@ -26,12 +26,16 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from medcnn.batch.cases import Case, CaseInput
+from medcnn.batch.pipeline import (cardiac_labels_from_names, cardiac_row, input_flags, intervals_by_label,
+                                   label_suffix, predict, read_channels, scan_rows, table_rows, volume_rows,
+                                   write_case_dicom)
 from medcnn.errors import MedcnnError
 
 __all__ = [
@@ -80,6 +84,8 @@ class BatchSettings:
         resume: skip cases whose outputs are up to date.
         figures: draw the overlay / curve figures.
         dicom: for DICOM series inputs also write a DICOM SEG and an SR TID 1500 per scan.
+        dicom_fractional: with ``dicom``, a FRACTIONAL SEG of the class probabilities (8-bit)
+            instead of the binary label map (the SR still reports the label map's volumes).
         threads: CPU threads per case, ``"auto"`` or an integer
             (:class:`medcnn.inference.ThreadPolicy`; not part of ``config_hash``: it
             changes the speed, not the result).
@@ -108,6 +114,7 @@ class BatchSettings:
     threads: int | str = "auto"
     workers: int = 1
     regions: Mapping[str, Sequence[int]] | None = None
+    dicom_fractional: bool = False
     input_description: Mapping[str, Any] | None = None
     allow_input_mismatch: bool = False
 
@@ -121,6 +128,7 @@ class BatchSettings:
                 "include_paths": self.include_paths,
                 "figures": self.figures, "model_sha256": self.model_sha256,
                 "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {}),
+                **({"dicom_fractional": True} if self.dicom_fractional else {}),
                 **({"allow_input_mismatch": True} if self.allow_input_mismatch else {})}
 
     @property
@@ -133,32 +141,6 @@ class BatchSettings:
 def case_dir(out: str | Path, case_id: str) -> Path:
     """Folder of one case's outputs: ``<out>/cases/<case_id>``."""
     return Path(out) / "cases" / case_id
-
-
-def cardiac_labels_from_names(names: Mapping[int, str]):
-    """:class:`medcnn.measure.CardiacLabels` from a bundle's label names.
-
-    ``myo`` in a name -> LV myocardium; ``RV`` / ``right`` -> RV blood pool; another name
-    with ``LV``, ``left``, ``blood`` or ``cavity`` -> LV blood pool. Falls back to the
-    default 1 = LV blood pool, 2 = LV myocardium when nothing matches.
-    """
-    from medcnn.measure import CardiacLabels
-
-    lv = myo = rv = None
-    for v, n in sorted(names.items()):
-        if v == 0:
-            continue
-        low = n.lower().replace("_", " ")
-        words = low.split()
-        if "myo" in low and myo is None:
-            myo = v
-        elif ("rv" in words or "right" in low) and rv is None:
-            rv = v
-        elif ("lv" in words or "left" in low or "blood" in low or "cavity" in low) and lv is None:
-            lv = v
-    if lv is None:
-        return CardiacLabels(lv_blood=1, lv_myo=2 if 2 in names else None, rv_blood=None)
-    return CardiacLabels(lv_blood=lv, lv_myo=myo, rv_blood=rv)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -212,20 +194,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def _label_suffix(path: str) -> str:
-    from medcnn.io._common import ITK_SUFFIXES, suffix_of
-
-    p = Path(path)
-    if p.is_dir():
-        return ".nii.gz"  # DICOM in, NIfTI out
-    sfx = suffix_of(p)
-    if sfx == ".nhdr":
-        return ".nrrd"
-    if sfx == ".mhd":
-        return ".mha"
-    return sfx if sfx in (".nii", ".nii.gz") + ITK_SUFFIXES else ".nii.gz"
 
 
 def _clean_stale_temporaries(folder: Path) -> None:
@@ -323,117 +291,10 @@ def _segmenter(settings: BatchSettings):
 
 
 def _predict(settings: BatchSettings, channels: Sequence[Any]):
-    seg = _segmenter(settings)
-    inp = channels[0] if len(channels) == 1 else list(channels)
-    return seg.predict(inp, volume_intervals=True)  # cheap: uint8 probabilities on the model grid
-
-
-#: Interval columns copied from the prediction into each volume row.
-_INTERVAL_KEYS = ("volume_low_ml", "volume_high_ml", "volume_soft_ml", "volume_prob_low_ml", "volume_prob_high_ml",
-                  "volume_tta_min_ml", "volume_tta_max_ml")
-
-
-def _intervals_by_label(intervals, frame: int | None = None) -> dict[int, dict[str, Any]]:
-    """``{label: interval row}`` of a prediction (one cine frame when ``frame`` is given)."""
-    return {int(r["label"]): r for r in intervals or [] if frame is None or r.get("frame") == frame}
+    return predict(_segmenter(settings), channels, fractional=settings.dicom_fractional)
 
 
 # ----------------------------------------------------------------------------- measuring
-def _rows(df) -> list[dict[str, Any]]:
-    from medcnn.report.tables import jsonable
-
-    return [jsonable(r) for r in df.to_dict(orient="records")]
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray, label: int | Sequence[int]) -> float | None:
-    """Dice of one label, or of the union of several (a region)."""
-    if isinstance(label, (int, np.integer)):
-        a, b = pred == label, ref == label
-    else:
-        a, b = np.isin(pred, list(label)), np.isin(ref, list(label))
-    total = int(a.sum()) + int(b.sum())
-    return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-#: How a reference with several labels is compared with a one-foreground-label model.
-REFERENCE_BINARISED = ("the model has one foreground label and the reference map has other label values, so "
-                       "the reference was binarised (every non-zero reference label counts as that label) before "
-                       "reference volumes and Dice were computed")
-
-
-def _volume_rows(labels, *, settings: BatchSettings, phase: str | None, frame: int | None,
-                 reference=None, qc: list, methods: dict | None = None,
-                 intervals: Mapping[int, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Label volume rows (mL) of one 3D label map, with reference volume, difference and
-    Dice per label when a reference map on the same grid is given, and the volume interval
-    of each predicted label (``intervals``: ``{label: row}`` from the prediction)."""
-    from medcnn.measure import label_volumes
-
-    label_set = sorted(v for v in settings.labels if v != 0)
-    present = sorted(int(v) for v in np.unique(labels.array) if v != 0)
-    wanted = sorted(set(label_set) | set(present))
-    regions = dict(settings.regions or {})
-    df = label_volumes(labels, label_names=settings.labels, labels=wanted, regions=regions)
-    rows = _rows(df)
-    ref_by_label: dict[int, float] = {}
-    ref_arr = None
-    if reference is not None:
-        try:
-            labels.geometry.check_matches(reference.geometry, what="label map and reference", atol_mm=1e-3)
-            ref_arr = np.asarray(reference.array)
-        except MedcnnError as exc:
-            qc.append({"code": "REFERENCE_GRID_DIFFERS", "message": str(exc), "phase": phase})
-        if ref_arr is not None and len(label_set) == 1:
-            ref_values = {int(v) for v in np.unique(ref_arr) if v != 0}
-            if ref_values - set(label_set):
-                ref_arr = (ref_arr > 0).astype(np.uint8) * np.uint8(label_set[0])
-                reference = reference.with_array(ref_arr, kind="label")
-                if methods is not None:
-                    methods["reference"] = REFERENCE_BINARISED
-        if ref_arr is not None:
-            ref_rows = label_volumes(reference, label_names=settings.labels,
-                                     labels=sorted(set(wanted) | {int(v) for v in np.unique(ref_arr) if v != 0}),
-                                     regions=regions)
-            ref_by_label = dict(zip(ref_rows["label"].tolist(), ref_rows["volume_ml"].tolist()))
-            extras = sorted(k for k in ref_by_label if isinstance(k, (int, np.integer)) and k not in wanted)
-            n_labels = len(rows) - len(regions)
-            for extra in extras:  # before the region rows
-                rows.insert(n_labels, {"label": extra, "label_name": settings.labels.get(extra, f"label_{extra}"),
-                                       "voxel_count": 0, "voxel_volume_mm3": float(np.prod(labels.spacing)),
-                                       "volume_ml": 0.0, "method": rows[0]["method"] if rows else ""})
-                n_labels += 1
-    out = []
-    for r in rows:
-        r = {"phase": phase, "frame": frame, **r}
-        region = isinstance(r["label"], str)  # a region row: label "1+2+4", label_name its name
-        iv = None if region else (intervals or {}).get(int(r["label"]))
-        if iv is not None:
-            r.update({k: iv.get(k) for k in _INTERVAL_KEYS})
-            r["interval_method"] = "see methods: volume_interval"
-        if ref_arr is not None:
-            lab = regions[r["label_name"]] if region else int(r["label"])
-            r["reference_volume_ml"] = float(ref_by_label.get(r["label"] if region else lab, 0.0))
-            r["volume_difference_ml"] = float(r["volume_ml"]) - r["reference_volume_ml"]
-            r["dice"] = _dice(np.asarray(labels.array), ref_arr, lab)
-        out.append(r)
-    return out
-
-
-def _input_flags(read, methods: dict[str, str]) -> list[dict[str, Any]]:
-    """QC flags of the case's input files (e.g. NIFTI_HEADER_INCONSISTENT) and, for each, the
-    rule they were read by in ``methods``."""
-    from medcnn.io import input_qc_flags, input_rules
-
-    flags: list[dict[str, Any]] = []
-    for ci, vols, ref in read:
-        flags += input_qc_flags(list(vols) + ([ref] if ref is not None else []), phase=ci.phase)
-        for code, rule in input_rules(list(vols) + ([ref] if ref is not None else [])).items():
-            methods[f"input_{code.lower()}"] = (f"{rule}. Label maps are written on this resolved grid, with a "
-                                                "consistent header (sform = qform, pixdim = their axis lengths)"
-                                                if code.startswith("NIFTI") else rule)
-    return flags
-
-
 def _flags(fn) -> list[dict[str, Any]]:
     return [f.to_dict() for f in fn.qc_flags]
 
@@ -449,28 +310,12 @@ def _read_inputs(case: Case) -> tuple[list[tuple[CaseInput, list[Any], Any]], st
     parts = []
     grids = []
     for ci in case.inputs:
-        vols = []
-        for ch, path in ci.channels:
-            with warnings.catch_warnings():  # reported as QC flags, and by the batch per case
-                warnings.simplefilter("ignore", NiftiHeaderWarning)
-                v = read_volume(path)
-            if v.leading_axis == "channel":
-                from medcnn.errors import DimensionError
-
-                raise DimensionError.expected("a 3D scan or a cine series", f"a {v.shape[0]}-channel 4D image",
-                                              path=path, hint="list each channel in its own manifest column")
-            vols.append(v)
+        with warnings.catch_warnings():  # reported as QC flags, and by the batch per case
+            warnings.simplefilter("ignore", NiftiHeaderWarning)
+            vols = read_channels([path for _, path in ci.channels])
+        for (ch, _), v in zip(ci.channels, vols):
             parts.append(f"{ci.phase or ''}/{ch}:{volume_hash(v)}")
             grids.append(_geometry_summary(f"{ci.phase + ' ' if ci.phase else ''}{ch}", v))
-        if len(vols) > 1:
-            from medcnn.errors import DimensionError
-
-            for v in vols:
-                if v.leading_axis is not None:
-                    raise DimensionError.expected("3D images for a multi-channel model", f"a 4D image of shape "
-                                                  f"{v.shape}", path=v.source)
-            for v in vols[1:]:
-                vols[0].geometry.check_matches(v.geometry, what="input channels", atol_mm=1e-3)
         ref = None
         if ci.reference:  # a label image, or an RTSTRUCT / SEG placed on the scan's grid where exact
             with warnings.catch_warnings():
@@ -586,16 +431,11 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     predictions = []
     t = time.perf_counter()
     for ci, vols, ref in read:
-        pred = _predict(settings, vols)
+        pred = _predict(settings, vols)  # labels checked to lie on the input grid
         labels = pred.labels
-        if labels.geometry.differences(vols[0].geometry, atol_mm=1e-3) or \
-                labels.shape[-3:] != vols[0].shape[-3:]:
-            from medcnn.errors import GeometryMismatchError
-
-            raise GeometryMismatchError(f"segmenter returned labels on grid {labels.geometry} instead of the input "
-                                        f"grid {vols[0].geometry}", path=vols[0].source)
         info_i = dict(getattr(pred, "info", {}) or {})
         info_i["_intervals"] = getattr(pred, "volume_intervals", None)
+        info_i["_probabilities"] = getattr(pred, "probabilities", None)  # --dicom-fractional only
         predictions.append((ci, vols, ref, labels, info_i))
     timings["predict_s"] = time.perf_counter() - t
     info = predictions[0][4]
@@ -604,14 +444,15 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
     rec["_tta_axes"] = [int(a) for a in info.get("tta_axes") or []]
     from medcnn.report.tables import jsonable
 
-    rec["_inference"] = jsonable({k: v for k, v in info.items() if k not in ("per_frame", "_intervals") and isinstance(
+    internal = ("per_frame", "_intervals", "_probabilities")
+    rec["_inference"] = jsonable({k: v for k, v in info.items() if k not in internal and isinstance(
         v, (str, int, float, bool, list, tuple, dict, type(None)))})
 
     # label maps, in the input's format
     t = time.perf_counter()
     label_files = []
     for ci, vols, _, labels, _ in predictions:
-        sfx = _label_suffix(ci.channels[0][1])
+        sfx = label_suffix(ci.channels[0][1])
         name = f"{case.case_id}{'_' + ci.phase if ci.phase else ''}_labels{sfx}"
         write_volume(labels, folder / name)
         label_files.append(str((folder / name).relative_to(out)))
@@ -620,7 +461,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
     # measurements
     t = time.perf_counter()
-    from medcnn.measure.intervals import INTERVAL_METHOD, cardiac_intervals
+    from medcnn.measure.intervals import INTERVAL_METHOD
 
     methods = {"volume_ml": f"label volume in mL = {METHOD_VOXEL_COUNT}, counted on the predicted label map on "
                             "the input's own grid (no resampling of the result)",
@@ -628,7 +469,8 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                                                     "the input grid by nearest neighbour)",
                "segmentation": f"model {settings.model_name} (sha256 {settings.model_sha256[:12]}...) run by "
                                "medcnn.inference; labels returned on the exact input grid"}
-    qc: list[dict[str, Any]] = _input_flags(read, methods)
+    qc: list[dict[str, Any]] = [f for ci, vols, ref in read for f in input_flags(
+        list(vols) + ([ref] if ref is not None else []), phase=ci.phase, methods=methods)]
     is_cine = len(predictions) == 1 and predictions[0][3].leading_axis == "time"
     rec["input_kind"] = "ED/ES pair" if case.kind == "pair" else ("cine series" if is_cine else "single scan")
     overlay_rows = []
@@ -637,6 +479,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
         from medcnn.measure.cardiac import CARDIAC_COLUMNS, QC_FLAGS, cardiac_function, cine_function
 
         cl = cardiac_labels_from_names(settings.labels)
+        rows_of = partial(volume_rows, label_names=settings.labels, regions=settings.regions, qc=qc, methods=methods)
         if is_cine:
             _, vols, ref, labels, info0 = predictions[0]
             cf = cine_function(labels, labels=cl)
@@ -644,12 +487,10 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
             ed, es = int(fn.ed_frame or 0), int(fn.es_frame or 0)
             ref_ed = ref.frame(ed) if ref is not None and ref.leading_axis == "time" else None
             ref_es = ref.frame(es) if ref is not None and ref.leading_axis == "time" else None
-            iv_ed, iv_es = (_intervals_by_label(info0["_intervals"], f) for f in (ed, es))
-            rec["volumes"] = (_volume_rows(labels.frame(ed), settings=settings, phase="ED", frame=ed,
-                                           reference=ref_ed, qc=qc, methods=methods, intervals=iv_ed)
-                              + _volume_rows(labels.frame(es), settings=settings, phase="ES", frame=es,
-                                             reference=ref_es, qc=qc, methods=methods, intervals=iv_es))
-            rec["curve"] = _rows(cf.curve)
+            iv_ed, iv_es = (intervals_by_label(info0["_intervals"], f) for f in (ed, es))
+            rec["volumes"] = (rows_of(labels.frame(ed), phase="ED", frame=ed, reference=ref_ed, intervals=iv_ed)
+                              + rows_of(labels.frame(es), phase="ES", frame=es, reference=ref_es, intervals=iv_es))
+            rec["curve"] = table_rows(cf.curve)
             overlay_rows = [(f"ED (frame {ed})", vols[0].frame(ed), labels.frame(ed), ref_ed),
                             (f"ES (frame {es})", vols[0].frame(es), labels.frame(es), ref_es)]
             if settings.figures:
@@ -677,14 +518,11 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                     raise DimensionError.expected(f"a 3D {ci.phase} scan", f"a 4D series of shape {lab.shape}",
                                                   path=ci.channels[0][1])
             fn = cardiac_function(l_ed, l_es, labels=cl)
-            iv_ed, iv_es = _intervals_by_label(i_ed["_intervals"]), _intervals_by_label(i_es["_intervals"])
-            rec["volumes"] = (_volume_rows(l_ed, settings=settings, phase="ED", frame=None, reference=r_ed, qc=qc,
-                                           methods=methods, intervals=iv_ed)
-                              + _volume_rows(l_es, settings=settings, phase="ES", frame=None, reference=r_es, qc=qc,
-                                             methods=methods, intervals=iv_es))
+            iv_ed, iv_es = intervals_by_label(i_ed["_intervals"]), intervals_by_label(i_es["_intervals"])
+            rec["volumes"] = (rows_of(l_ed, phase="ED", frame=None, reference=r_ed, intervals=iv_ed)
+                              + rows_of(l_es, phase="ES", frame=None, reference=r_es, intervals=iv_es))
             overlay_rows = [("ED", v_ed[0], l_ed, r_ed), ("ES", v_es[0], l_es, r_es)]
-        rec["cardiac"] = {k: v for k, v in jsonable(fn.to_row()).items()}
-        rec["cardiac"].update(jsonable(cardiac_intervals(iv_ed, iv_es, lv_blood=cl.lv_blood, rv_blood=cl.rv_blood)))
+        rec["cardiac"] = cardiac_row(fn, iv_ed, iv_es, cl)
         qc = _flags(fn) + qc
         methods["cardiac"] = ("EDV/ESV = blood-pool voxel count x voxel volume at ED/ES; SV = EDV - ESV; "
                               "EF = SV / EDV x 100, for the LV and (same definitions) the RV; LV mass = myocardium "
@@ -705,18 +543,13 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                        "message": "a single 3D scan: EF needs a cine series or an ED/ES pair (manifest columns "
                                   "ed, es); only label volumes are reported", "phase": None})
         for ci, vols, ref, labels, info_i in predictions:
+            # label volumes (every frame of a cine series; intensity statistics of a 3D scan's first channel)
+            rec["volumes"] += scan_rows(labels, vols[0], label_names=settings.labels, regions=settings.regions,
+                                        phase=ci.phase, intervals=info_i["_intervals"], reference=ref, qc=qc,
+                                        methods=methods)
             if labels.leading_axis == "time":
-                for t_idx in range(labels.shape[0]):
-                    rec["volumes"] += _volume_rows(labels.frame(t_idx), settings=settings,
-                                                   phase=f"frame {t_idx}", frame=t_idx, reference=None, qc=qc,
-                                                   intervals=_intervals_by_label(info_i["_intervals"], t_idx))
                 overlay_rows.append((f"{ci.phase or 'frame'} 0", vols[0].frame(0), labels.frame(0)))
             else:
-                rec["volumes"] += _volume_rows(labels, settings=settings, phase=ci.phase, frame=None,
-                                               reference=ref, qc=qc, methods=methods,
-                                               intervals=_intervals_by_label(info_i["_intervals"]))
-                from medcnn.measure.intensity import add_intensity_columns  # image statistics (first channel)
-                add_intensity_columns([r for r in rec["volumes"] if r.get("phase") == ci.phase], vols[0], labels)
                 overlay_rows.append((ci.phase or ("3D stack" if len(vols) == 1 else ci.channels[0][0]), vols[0], labels,
                                      ref))
                 if mode == "tumour":
@@ -765,33 +598,21 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
 def _write_dicom(case: Case, settings: BatchSettings, predictions, rec: dict[str, Any], qc: list, folder: Path,
                  out: Path) -> None:
-    """DICOM SEG + SR per 3D DICOM series input (``--dicom``); other inputs get a QC flag."""
-    from medcnn.io.dicom_out import algorithm_from_model, is_dicom_series, write_dicom_results
-
-    algorithm = algorithm_from_model(settings.model_name, weights_sha256=settings.model_sha256,
-                                     spec_sha256=settings.model_spec_sha256)
+    """DICOM SEG + SR per 3D DICOM series input (``--dicom``, :func:`write_case_dicom`); other
+    inputs get a ``DICOM_NOT_WRITTEN`` QC flag."""
     cl = cardiac_labels_from_names(settings.labels) if rec.get("cardiac") else None
     written = rec["outputs"].setdefault("dicom", [])
-    for ci, vols, _, labels, _ in predictions:
-        src = ci.channels[0][1]
-        if labels.leading_axis is not None or not is_dicom_series(src, vols[0]):
-            why = ("a cine (4D) series: DICOM SEG/SR are written for 3D series only" if labels.leading_axis
-                   else "the input is not a DICOM series")
-            qc.append({"code": "DICOM_NOT_WRITTEN", "message": f"--dicom: {why}", "phase": ci.phase})
-            continue
-        # label rows by value; region rows (their label a string such as "1+2+4", or "4") by name
-        volumes: dict[Any, float] = {int(r["label"]): float(r["volume_ml"]) for r in rec["volumes"]
-                                     if r.get("phase") == ci.phase and not isinstance(r.get("label"), str)
-                                     and str(r.get("label", "")).isdigit()}
-        volumes.update({r["label_name"]: float(r["volume_ml"]) for r in rec["volumes"]
-                        if r.get("phase") == ci.phase and r.get("label_name") in (settings.regions or {})
-                        and isinstance(r.get("label"), str)})
+    for ci, vols, _, labels, info in predictions:
         stem = f"{case.case_id}{'_' + ci.phase if ci.phase else ''}"
-        paths = write_dicom_results(labels, src, folder / f"{stem}_seg.dcm", folder / f"{stem}_sr.dcm",
-                                    label_names=settings.labels, volumes_ml=volumes, algorithm=algorithm,
-                                    cardiac=rec.get("cardiac"), lv_label=cl.lv_blood if cl else None,
-                                    include_identifiers=settings.include_identifiers, regions=settings.regions,
-                                    qc_flags=[f for f in qc if f.get("scope") == "input"])
+        paths, why = write_case_dicom(
+            labels, ci.channels[0][1], vols[0], seg_path=folder / f"{stem}_seg.dcm",
+            sr_path=folder / f"{stem}_sr.dcm", rows=rec["volumes"], phase=ci.phase, label_names=settings.labels,
+            regions=settings.regions, model_name=settings.model_name, weights_sha256=settings.model_sha256,
+            spec_sha256=settings.model_spec_sha256, cardiac=rec.get("cardiac"), lv_label=cl.lv_blood if cl else None,
+            include_identifiers=settings.include_identifiers, qc_flags=qc,
+            fractional=(_segmenter(settings), info["_probabilities"]) if settings.dicom_fractional else None)
+        if why:
+            qc.append({"code": "DICOM_NOT_WRITTEN", "message": why, "phase": ci.phase})
         written += [str(p.relative_to(out)) for p in paths]
 
 
@@ -800,7 +621,7 @@ def _lesion_rows(labels, settings: BatchSettings) -> list[dict[str, Any]]:
 
     tumour_labels = sorted(v for v in settings.labels if v != 0) or None
     df = measure_lesions(labels, labels=tumour_labels, per_label=False, label_names=settings.labels)
-    rows = _rows(df)
+    rows = table_rows(df)
     if tumour_labels and len(tumour_labels) > 1:  # components of the union of several labels
         name = "whole tumour (labels " + ", ".join(str(v) for v in tumour_labels) + ")"
         for r in rows:

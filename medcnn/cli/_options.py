@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_threads_option"]
+__all__ = ["add_threads_option", "add_dicom_options"]
 
 
 def _threads(value: str) -> int | str:
@@ -23,3 +23,15 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
                    help="CPU threads per case (default auto: the usable cores, shared among parallel workers, less "
                         "the cores other processes keep busy, decided per case; threads wait passively unless "
                         "OMP_WAIT_POLICY is set)")
+
+
+def add_dicom_options(p: argparse.ArgumentParser) -> None:
+    """``--dicom``, ``--dicom-fractional``: the DICOM outputs of ``segment`` and ``run``, which
+    both write them by :func:`medcnn.batch.pipeline.write_case_dicom`."""
+    p.add_argument("--dicom", action="store_true",
+                   help="for 3D DICOM series inputs also write a DICOM SEG (label map) and a DICOM SR TID 1500 "
+                        "(volumes; cardiac EDV/ESV/SV/EF of an ED/ES pair) per scan, referencing the source series; "
+                        "other inputs are noted instead (see docs/dicom.md)")
+    p.add_argument("--dicom-fractional", action="store_true",
+                   help="with --dicom: write a FRACTIONAL SEG of the class probabilities (8-bit) instead of the "
+                        "binary label map (the SR still reports the label map's volumes)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medcnn.cli._options import add_threads_option
+from medcnn.cli._options import add_dicom_options, add_threads_option
 
 __all__ = ["register", "run"]
 
@@ -63,10 +63,7 @@ def register(sub) -> None:
     p.add_argument("--include-paths", action="store_true",
                    help="keep full input paths in the reports, tables, JSON and HTML (default: case id and file name "
                         "only; folder names often hold patient names)")
-    p.add_argument("--dicom", action="store_true",
-                   help="for DICOM series inputs also write a DICOM SEG (label map) and a DICOM SR TID 1500 "
-                        "(volumes; cardiac EDV/ESV/SV/EF) per scan, referencing the source series; cine "
-                        "series get a QC flag instead (see docs/dicom.md)")
+    add_dicom_options(p)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cases whose outputs are up to date (default: --resume)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip overlay and curve figures")
@@ -90,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, device=args.device, precision=args.precision, tta=args.tta,
             deterministic=args.deterministic, include_identifiers=args.include_identifiers,
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
+            dicom_fractional=args.dicom_fractional,
             progress=args.progress, title=args.title, threads=args.threads,
             allow_input_mismatch=args.allow_input_mismatch)
     except KeyboardInterrupt:

@@ -5,8 +5,12 @@ Each case is written as ``<name>_labels<ext>`` in the input's format (DICOM fold
 input's geometry; ``--probabilities`` adds
 ``<name>_probabilities<ext>`` (``(C, I, J, K)`` float32). Writes are atomic.
 ``segment_provenance.json`` records the medcnn version, the model's weights and spec
-SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs
-or the error (no DICOM identifiers); it is written when at least one case produced output.
+SHA-256, the settings and, per case, the inputs, their pixel+geometry hashes, the outputs,
+the volume rows (``volumes``: the rows ``medcnn run`` puts in volumes.csv) or the error (no
+DICOM identifiers); it is written when at least one case produced output. Every case goes
+through the case pipeline of ``medcnn run`` (:mod:`medcnn.batch.pipeline`): the same label
+map, rows, SEG and SR for the same scan and flags; a manifest's ED/ES pair segmented with a
+cardiac model also gets the pair's cardiac row (record ``cardiac``, and in both SRs).
 An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
 (docs/io.md): one warning line, ``qc_flags`` (``NIFTI_HEADER_INCONSISTENT``) and the rule
 (``methods``) in its case record, and its label map written on that resolved grid.
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcnn.cli._options import add_threads_option
+from medcnn.cli._options import add_dicom_options, add_threads_option
 
 __all__ = ["register", "run", "output_name", "parse_tta_axes"]
 
@@ -78,12 +82,7 @@ def register(sub) -> None:
     p.add_argument("--sw-batch-size", type=int, default=None,
                    help="windows per network call (default: 4 on GPUs, on the CPU 2 in fp32 and 1 in bf16)")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="memory budget for one case")
-    p.add_argument("--dicom", action="store_true",
-                   help="for DICOM series inputs also write <name>_seg.dcm (DICOM SEG) and <name>_sr.dcm (SR TID "
-                        "1500 with the label volumes) referencing the source series (see docs/dicom.md)")
-    p.add_argument("--dicom-fractional", action="store_true",
-                   help="with --dicom: write a FRACTIONAL SEG of the class probabilities (8-bit) instead of the "
-                        "binary label map (the SR still reports the label map's volumes)")
+    add_dicom_options(p)
     p.add_argument("--include-identifiers", action="store_true",
                    help="with --dicom: keep the patient/study modules and UIDs of the source (default: de-identified "
                         "by DICOM PS3.15 Annex E, UIDs replaced; docs/dicom.md)")
@@ -117,19 +116,14 @@ def parse_tta_axes(text: str) -> tuple[int, ...] | str:
 
 
 def _split_name(path: Path) -> tuple[str, str]:
-    from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
+    from medcnn.batch.pipeline import label_suffix
+    from medcnn.io._common import suffix_of
 
     if path.is_dir():
         return path.name, ".nii.gz"
     sfx = suffix_of(path)
     name = path.name[: -len(sfx)] if sfx and path.name.lower().endswith(sfx) else path.stem
-    if sfx not in SUPPORTED_SUFFIXES:
-        sfx = ".nii.gz"
-    if sfx == ".nhdr":  # a detached header: write one self-contained file
-        sfx = ".nrrd"
-    if sfx == ".mhd":
-        sfx = ".mha"
-    return name, sfx
+    return name, label_suffix(path)
 
 
 def output_name(first_input: str | Path, out_dir: str | Path, what: str = "labels", *,
@@ -203,6 +197,9 @@ class _Case:
         error: a problem found while listing it (a bad manifest row, an ambiguous folder).
         channel_folder: ``spec`` is a folder holding one image file per channel
             (``--channels FOLDER``).
+        phase: ``ED`` / ``ES`` of a manifest's cardiac pair (its volume rows' phase).
+        pair: the manifest case id of that pair: with ``--dicom`` and a cardiac model both
+            phases' SRs carry the pair's EDV/ESV/SV/EF, as from ``medcnn run``.
     """
 
     name: str
@@ -210,6 +207,8 @@ class _Case:
     stem: str | None = None
     error: str | None = None
     channel_folder: bool = False
+    phase: str | None = None
+    pair: str | None = None
 
 
 def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
@@ -226,7 +225,8 @@ def _cases(args: argparse.Namespace, channels: tuple[str, ...]) -> list[_Case]:
                 for ci in case.inputs:  # one, or ED and ES of a cardiac pair
                     stem = case.case_id + (f"_{ci.phase}" if ci.phase else "")
                     files = [Path(p) for _, p in ci.channels]
-                    cases.append(_Case(f"{case.origin} ({stem})", files[0] if len(files) == 1 else files, stem))
+                    cases.append(_Case(f"{case.origin} ({stem})", files[0] if len(files) == 1 else files, stem,
+                                       phase=ci.phase, pair=case.case_id if case.kind == "pair" else None))
             continue
         p = Path(s)
         if _is_folder_of_cases(p):  # as for medcnn run
@@ -265,28 +265,31 @@ def _folder_cases(folder: Path, channels: tuple[str, ...]) -> list[_Case]:
 
 
 def _read_case(spec: Any, channels: tuple[str, ...], series: str | None, *,
-               channel_folder: bool = False) -> tuple[Any, Path]:
+               channel_folder: bool = False) -> tuple[list[Any], Path]:
+    """The input volumes of a case (:func:`medcnn.batch.pipeline.read_channels`, as
+    ``medcnn run`` reads them) and the path its outputs are named after."""
+    from medcnn.batch.pipeline import read_channels
     from medcnn.errors import DimensionError
-    from medcnn.io import read_volume
 
     n = len(channels)
     if isinstance(spec, list):
         if len(spec) != n:
             raise DimensionError.expected(f"{n} channel files ({', '.join(channels)})", f"{len(spec)}",
                                           path=",".join(map(str, spec)))
-        return [read_volume(p, series=series, require_3d=True) for p in spec], spec[0]
+        return read_channels(spec, series=series), spec[0]
     path = spec
     if channel_folder:
-        files = _channel_files_in_folder(path, channels)
-        return [read_volume(p, require_3d=True) for p in files], path
+        return read_channels(_channel_files_in_folder(path, channels)), path
     if n > 1:
         raise DimensionError.expected(
             f"--channels A,B (or --channels FOLDER with one image per channel: {', '.join(channels)}) or a manifest "
             f"row for this {n}-channel model", "a single image", path=path)
-    return read_volume(path, series=series), path
+    return read_channels([path], series=series), path
 
 
 def run(args: argparse.Namespace) -> int:
+    from medcnn.batch.bundles import bundle_info
+    from medcnn.batch.execute import resolve_mode
     from medcnn.errors import ConfigError
     from medcnn.inference import Segmenter
 
@@ -295,12 +298,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dicom_fractional and not args.dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
     tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
-    from medcnn.batch import bundle_info  # issue 26 point 1: the bundle's input description (no weights)
-
-    args.input_description = bundle_info(args.model).json
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
-                                threads=args.threads, **tta)
+                                threads=args.threads, **tta)  # first: names what is wrong with a bad bundle
+    model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = _cases(args, seg.channels)
@@ -309,15 +310,21 @@ def run(args: argparse.Namespace) -> int:
     written: dict[Path, str] = {}
     log: list[dict[str, Any]] = []
     try:
-        for case in cases:
+        cardiac = resolve_mode("auto", model.task) == "cardiac"  # as medcnn run's default mode
+        pending: list[tuple[_Case, dict[str, Any], Any]] = []  # a cardiac pair's phases, SEG/SR not yet written
+        for n, case in enumerate(cases):
             rec: dict[str, Any] = {"case": case.name}
             log.append(rec)
-            f, i = _segment_one(case, seg, args, out_dir, written, rec)
+            later = pending if case.pair and cardiac else None
+            f, i = _segment_one(case, seg, model, args, out_dir, written, rec, later=later)
             failed += f
             internal += i
+            if pending and (n + 1 == len(cases) or cases[n + 1].pair != case.pair):
+                failed += _finish_pair(pending, model, dicom=args.dicom)
+                pending = []
     finally:
         if any(r.get("outputs") for r in log):  # a run that wrote nothing leaves nothing behind
-            _write_provenance(out_dir, args, seg, log)
+            _write_provenance(out_dir, args, seg, model, log)
     done = len(cases) - failed
     print(f"segmented {done} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     if internal:
@@ -328,9 +335,11 @@ def run(args: argparse.Namespace) -> int:
 PROVENANCE_FILE = "segment_provenance.json"
 
 
-def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: list[dict[str, Any]]) -> None:
-    """``segment_provenance.json``: version, model hashes, settings and per case inputs,
-    input hashes, outputs or the error (written atomically, replaced by a later run)."""
+def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, model: Any,
+                      log: list[dict[str, Any]]) -> None:
+    """``segment_provenance.json``: version, model name (as in ``run``'s records and the
+    SEG/SR algorithm) and hashes, settings and per case inputs, input hashes, outputs, volume
+    rows or the error (written atomically, replaced by a later run)."""
     from medcnn.report.provenance import HASH_METHOD, environment_info
     from medcnn.report.tables import write_json
 
@@ -355,7 +364,7 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
         "tool": "medcnn segment", "medcnn_version": environment_info()["medcnn_version"],
         "environment": environment_info(),
         "paths": "full paths (--include-paths)" if keep else PATHS_METHOD + "; outputs are in this file's folder",
-        "model": {"argument": display_path(args.model, include_paths=keep),
+        "model": {"name": model.name, "argument": display_path(args.model, include_paths=keep),
                   "path": display_path(b.get("path"), include_paths=keep), "sha256": b.get("sha256"),
                   "spec_sha256": b.get("spec_sha256"),
                   **({"imported_from": b["imported_from"]} if b.get("imported_from") else {})},
@@ -369,49 +378,59 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, log: li
     }, out_dir / PROVENANCE_FILE)
 
 
-def _write_dicom(seg: Any, pred: Any, source: Path, image: Any, target: Path,
-                 args: argparse.Namespace, qc_flags: Any = ()) -> tuple[list[Path], str]:
-    """``<name>_seg.dcm`` + ``<name>_sr.dcm`` beside ``target`` for a 3D DICOM series input,
-    and a note; other inputs (not DICOM, cine series) get no files and a note saying why."""
-    import numpy as np
+def _finish_pair(pending: list[tuple[_Case, dict[str, Any], Any]], model: Any, *, dicom: bool) -> int:
+    """Measure a manifest's cardiac pair once both phases are segmented (``pending``: the
+    phases that were, each ``(case, record, (prediction, write_dicom))``): with both 3D phases
+    each record gets the pair's cardiac row (:func:`medcnn.batch.pipeline.cardiac_row`, as
+    ``medcnn run``) and, with ``dicom``, the SRs carry it; else each phase's volumes alone.
+    Returns the number of phases that failed (their outputs removed, as a case is written
+    whole or not at all)."""
+    from medcnn.batch.pipeline import cardiac_labels_from_names, cardiac_row, intervals_by_label
+    from medcnn.errors import MedcnnError
+    from medcnn.measure import cardiac_function
 
-    from medcnn.io.dicom_out import algorithm_from_model, is_dicom_series, write_dicom_results
-    from medcnn.measure import label_volumes
+    cl = cardiac_labels_from_names(model.labels)
+    preds = {case.phase: pred for case, _, (pred, _) in pending}
+    row = None
+    if set(preds) == {"ED", "ES"} and all(p.labels.leading_axis is None for p in preds.values()):
+        try:
+            fn = cardiac_function(preds["ED"].labels, preds["ES"].labels, labels=cl)
+            row = cardiac_row(fn, *(intervals_by_label(preds[ph].volume_intervals) for ph in ("ED", "ES")), cl)
+        except MedcnnError as exc:  # e.g. ED and ES on different grids: the phases keep their volumes
+            print(f"medcnn segment: warning: {pending[0][0].pair}: no cardiac function: {exc}", file=sys.stderr)
+    failed = 0
+    for case, rec, (_, write) in pending:
+        if row is not None:
+            rec["cardiac"] = row
+        if not dicom:
+            continue
+        try:
+            dcm, note = write(cardiac=row, lv_label=cl.lv_blood if row else None)
+        except Exception as exc:  # noqa: BLE001 - the other phase is kept
+            for f in rec.pop("outputs", []):
+                Path(f).unlink(missing_ok=True)
+            rec.update(status="error", error_type=type(exc).__name__, error=str(exc))
+            print(f"medcnn segment: error: {case.name}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        rec["outputs"] += [str(p) for p in dcm]
+        if note:
+            rec["dicom_note"] = note
+        print(f"ok {case.name} -> " + (", ".join(p.name for p in dcm) if dcm else note)
+              + (f" (EF {row['lv_ef_percent']:.1f} %)" if row and row.get("lv_ef_percent") is not None else ""))
+    return failed
 
-    labels = pred.labels
-    if not is_dicom_series(source, image):
-        return [], "--dicom: not a DICOM series, no SEG/SR"
-    if labels.leading_axis is not None:
-        return [], "--dicom: a cine (4D) series; SEG/SR are written for 3D series only"
-    base = target.name[: -len("_labels" + _split_name(target)[1])]
-    names = {k: v for k, v in seg.labels.items() if k != 0}
-    regions = dict(seg.regions.regions) if seg.regions is not None else None
-    df = label_volumes(labels, label_names=seg.labels, labels=sorted(names) or None, regions=regions)
-    volumes = {(r["label_name"] if isinstance(r["label"], str) else int(r["label"])): float(r["volume_ml"])
-               for r in df.to_dict(orient="records")}  # labels by value, regions by name
-    b = seg.bundle_info
-    algorithm = algorithm_from_model(Path(str(b.get("path") or args.model)).name,
-                                     weights_sha256=b.get("sha256"), spec_sha256=b.get("spec_sha256"))
-    fractions = None
-    if args.dicom_fractional:  # channel -> label: c (softmax, one sigmoid channel); several sigmoids: painted label
-        probs = np.asarray(pred.probabilities.array)
-        fractions = {v: probs[c] for c, v in seg._foreground_channels(probs.shape[0])}
-        if seg.regions is not None and seg.regions.has_channels:  # a region channel's fraction is its region's
-            names = {v: seg.regions.channels[c] for c, v in seg.regions.paint()}
-            volumes = {v: volumes[n] for v, n in names.items()}  # the SR reports the regions' volumes
-        regions = None
-    paths = write_dicom_results(labels, source, target.with_name(f"{base}_seg.dcm"),
-                                target.with_name(f"{base}_sr.dcm"), label_names=names, volumes_ml=volumes,
-                                algorithm=algorithm, include_identifiers=args.include_identifiers,
-                                fractions=fractions, regions=regions, qc_flags=qc_flags)
-    return paths, ", ".join(p.name for p in paths)
 
-
-def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
-                 written: dict[Path, str], rec: dict[str, Any]) -> tuple[int, int]:
-    """Segment one case, filling ``rec``; returns ``(failed, internal_error)`` as 0/1."""
+def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, out_dir: Path,
+                 written: dict[Path, str], rec: dict[str, Any], *, later: list | None = None) -> tuple[int, int]:
+    """Segment one case by the case pipeline (:mod:`medcnn.batch.pipeline`, as ``medcnn run``),
+    filling ``rec``; ``model``: the bundle's :class:`medcnn.batch.BundleInfo`; ``later``: a
+    list to append ``(case, rec, (prediction, write_dicom))`` to instead of writing the
+    SEG + SR now (a cardiac pair's phase, :func:`_finish_pair`). Returns
+    ``(failed, internal_error)`` as 0/1."""
+    from medcnn.batch.pipeline import input_flags, predict, scan_rows, write_case_dicom
     from medcnn.errors import ConfigError, MedcnnError
-    from medcnn.io import input_qc_flags, input_rules, write_volume
+    from medcnn.io import write_volume
     from medcnn.report.provenance import volume_hash
 
     name, spec, out_stem = case.name, case.spec, case.stem
@@ -425,21 +444,32 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             raise ConfigError.expected("a unique output name per case", f"{target.name} also written for "
                                        f"{written[target]}", path=first_path,
                                        hint="Segment same-named scans into different --out folders")
-        image, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
-        vols = image if isinstance(image, list) else [image]
+        vols, first = _read_case(spec, seg.channels, args.series, channel_folder=case.channel_folder)
         from medcnn.models.compat import check_inputs  # issue 26 point 1: refuse / flag before inference
 
-        check_inputs(vols, args.input_description, model=Path(str(args.model)).name,
-                     allow_mismatch=args.allow_input_mismatch)
+        check_inputs(vols, model.input_description, model=model.name, allow_mismatch=args.allow_input_mismatch)
         rec["inputs"] = [str(v.source) for v in vols]
         rec["input_hashes"] = [volume_hash(v) for v in vols]
-        flags = input_qc_flags(vols)
+        methods: dict[str, str] = {}
+        flags = input_flags(vols, phase=case.phase, methods=methods)
         if flags:  # e.g. a NIfTI header read by the rule for inconsistent headers: outputs on that grid
             rec["qc_flags"] = flags
-            rec["methods"] = {f"input_{code.lower()}": f"{rule}. The label map is written on this resolved grid, "
-                              "with a consistent header (sform = qform, pixdim = their axis lengths)"
-                              if code.startswith("NIFTI") else rule for code, rule in input_rules(vols).items()}
-        pred = seg.predict(image, return_probabilities=args.probabilities or args.dicom_fractional)
+            rec["methods"] = methods
+        pred = predict(seg, vols, probabilities=args.probabilities, fractional=args.dicom_fractional)
+        qc: list[dict[str, Any]] = []
+        rows = scan_rows(pred.labels, vols[0], label_names=model.labels, regions=model.regions, phase=case.phase,
+                         intervals=pred.volume_intervals, qc=qc, intensity=case.pair is None)
+        base = target.name[: -len("_labels" + _split_name(target)[1])]
+
+        def write_dicom(*, cardiac: dict[str, Any] | None = None, lv_label: int | None = None):
+            return write_case_dicom(
+                pred.labels, first_path, vols[0], seg_path=target.with_name(f"{base}_seg.dcm"),
+                sr_path=target.with_name(f"{base}_sr.dcm"), rows=rows, phase=case.phase, label_names=model.labels,
+                regions=model.regions, model_name=model.name, weights_sha256=model.sha256,
+                spec_sha256=model.spec_sha256, cardiac=cardiac, lv_label=lv_label,
+                include_identifiers=args.include_identifiers, qc_flags=(rec.get("qc_flags") or []) + qc,
+                fractional=(seg, pred.probabilities) if args.dicom_fractional else None)
+
         out = write_volume(pred.labels, target)
         written[target] = name
         rec["outputs"] = [str(out)]
@@ -449,11 +479,14 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
                 pout = write_volume(pred.probabilities, output_name(first, out_dir, "probabilities", stem=out_stem))
                 rec["outputs"].append(str(pout))
                 extra = f" + {pout}"
-            if args.dicom:
-                dcm, note = _write_dicom(seg, pred, Path(first_path), vols[0], target, args, rec.get("qc_flags") or ())
+            if later is not None:  # measured (and its SEG/SR written) with the other phase
+                later.append((case, rec, (pred, write_dicom)))
+                extra += " (SEG/SR once both phases are segmented)" if args.dicom else ""
+            elif args.dicom:
+                dcm, note = write_dicom()
                 rec["outputs"] += [str(p) for p in dcm]
-                extra += f" + {note}" if dcm else f" ({note})"
-                if not dcm:
+                extra += f" + {', '.join(p.name for p in dcm)}" if dcm else f" ({note})"
+                if note:
                     rec["dicom_note"] = note
         except BaseException:  # a case is written whole or not at all
             for f in rec.pop("outputs"):
@@ -461,6 +494,9 @@ def _segment_one(case: _Case, seg: Any, args: argparse.Namespace, out_dir: Path,
             written.pop(target, None)
             raise
         info = pred.info
+        rec["volumes"] = rows  # the volume rows of medcnn run's volumes.csv for this scan
+        if qc:
+            rec["qc_flags"] = rec.get("qc_flags", []) + qc
         rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
                    threads=info.get("threads"),
                    seconds=round(time.perf_counter() - t0, 3),
