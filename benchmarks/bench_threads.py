@@ -10,6 +10,9 @@ configurations:
 * ``medcnn default``: ``threads="auto"`` with ``OMP_WAIT_POLICY=PASSIVE``, as the
   ``medcnn`` command runs it;
 * ``--threads 1``: one thread, passive waiting;
+* ``auto, runtime's default waiting``: the same thread choice without ``PASSIVE`` (what
+  an API user gets who does not set ``OMP_WAIT_POLICY``), to show what passive waiting
+  costs or saves;
 * ``torch defaults (before)``: torch's default thread count and the OpenMP runtime's
   default waiting (spin, then sleep) — what medcnn did before the policy.
 
@@ -59,6 +62,7 @@ print(json.dumps({"times_s": times, "threads": chosen, "labels_sum": int(pred.la
 CONFIGS = {
     "medcnn default": {"threads": "auto", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     "--threads 1": {"threads": "1", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "auto, runtime's default waiting": {"threads": "auto", "env": {}},
     "torch defaults (before)": {"threads": "torch", "env": {}},
 }
 

@@ -5,10 +5,14 @@ Each ``training`` (or ``--section``) entry needs ``image``, ``label`` and a subj
 (``patient`` or ``subject``) and ``phase`` (``ED`` / ``ES``); an optional ``group`` (ACDC:
 pathology) becomes the CSV's ``group`` column, so ``medcnn validate`` prints the ACDC
 tables pooled and per group. The prediction of an entry is found in ``--pred-dir`` with
-``--pred-pattern`` (``{stem}`` = the image file name without its extension):
+``--pred-pattern`` (``{stem}`` = the image file name without its extension, ``{subject}`` =
+the entry's patient/subject):
 
 * ``medcnn segment IMAGES --out DIR``  -> ``--pred-pattern '{stem}_labels.nii.gz'`` (default)
-* ``medcnn run IMAGES --out DIR``      -> ``--pred-pattern 'cases/{stem}/{stem}_labels.nii.gz'``
+* ``medcnn run IMAGES --out DIR --mode volumes`` (one case per scan)
+  -> ``--pred-pattern 'cases/{stem}/{stem}_labels.nii.gz'``
+* ``medcnn run IMAGES --out DIR`` with a cardiac model (ED/ES scans paired into one case per
+  patient) -> ``--pred-pattern 'cases/{subject}/{stem}_labels.nii.gz'``
 
 Example (ACDC copy in the shared data)::
 
@@ -50,7 +54,7 @@ def pair_rows(dataset_json: Path, pred_dir: Path, *, pred_pattern: str = "{stem}
             raise ValueError(f"{dataset_json}: entry {i}: expected image, label, patient/subject and phase ED/ES, "
                              f"got keys {sorted(e)}")
         stem = image_stem(Path(e["image"]).name) or Path(e["image"]).stem
-        rows.append({"pred": str((pred_dir / pred_pattern.format(stem=stem)).resolve()),
+        rows.append({"pred": str((pred_dir / pred_pattern.format(stem=stem, subject=subject)).resolve()),
                      "ref": str((dataset_json.parent / e["label"]).resolve()),
                      "case_id": stem, "subject": str(subject), "phase": phase, "group": str(e.get("group") or "")})
     return rows
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset_json", type=Path)
     p.add_argument("--pred-dir", type=Path, required=True, help="folder with the predicted label maps")
     p.add_argument("--pred-pattern", default="{stem}_labels.nii.gz",
-                   help="prediction path inside --pred-dir; {stem} = image name without extension")
+                   help="prediction path inside --pred-dir; {stem} = image name without extension, {subject} = the entry's patient")
     p.add_argument("--section", default="training", help="dataset.json list to read (default training)")
     p.add_argument("--out", type=Path, required=True, help="pairs CSV to write")
     args = p.parse_args(argv)

@@ -118,9 +118,9 @@ medcnn run "$A"/patient00[14]_E[DS].nii.gz --model cardiac-cine-mri --out "$OUT/
 check "run exits 0" test $? -eq 0
 check "run wrote volumes.csv, report.html and one label map per scan" \
   test -s "$OUT/acdc/volumes.csv" -a -s "$OUT/acdc/report.html" \
-  -a -s "$OUT/acdc/cases/patient004_ES/patient004_ES_labels.nii.gz"
+  -a -s "$OUT/acdc/cases/patient004/patient004_ES_labels.nii.gz"
 "$PY" scripts/acdc_pairs.py "$A/dataset.json" --pred-dir "$OUT/acdc" \
-  --pred-pattern 'cases/{stem}/{stem}_labels.nii.gz' --out "$OUT/acdc/pairs_all.csv" >"$OUT/pairs.stdout" 2>&1
+  --pred-pattern 'cases/{subject}/{stem}_labels.nii.gz' --out "$OUT/acdc/pairs_all.csv" >"$OUT/pairs.stdout" 2>&1
 check "acdc_pairs.py exits 0" test $? -eq 0
 OUT="$OUT" "$PY" -c '
 import os, pandas as pd
@@ -134,7 +134,7 @@ o = os.environ["OUT"]; d = os.environ["DATA"]
 m = pd.read_csv(o + "/acdc/validation/metrics.csv")
 assert m.case_id.nunique() == 4, m.case_id.unique()
 row = m[(m.case_id.astype(str).str.contains("patient004_ES")) & (m.label.astype(str) == "1")].iloc[0]
-p = np.asarray(nib.load(o + "/acdc/cases/patient004_ES/patient004_ES_labels.nii.gz").dataobj).round() == 1
+p = np.asarray(nib.load(o + "/acdc/cases/patient004/patient004_ES_labels.nii.gz").dataobj).round() == 1
 r = np.asarray(nib.load(d + "/acdc/patient004_ES_gt.nii.gz").dataobj).round() == 1
 dice = 2 * (p & r).sum() / (p.sum() + r.sum())
 assert abs(row.dice - dice) < 1e-6 and 0.7 < dice <= 1, (row.dice, dice)'

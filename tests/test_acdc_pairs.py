@@ -31,7 +31,9 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_dataset_json_to_pairs_and_validate(tmp_path, capsys):
+@pytest.mark.parametrize("pattern", ["cases/{stem}/{stem}_labels.nii.gz",      # run --mode volumes: a case per scan
+                                     "cases/{subject}/{stem}_labels.nii.gz"])  # cardiac run: ED+ES paired per patient
+def test_dataset_json_to_pairs_and_validate(tmp_path, capsys, pattern):
     g = Geometry((10, 10, 3), (1.4, 1.4, 8.0), (5.0, 5.0, -20.0))
     data, pred = tmp_path / "data", tmp_path / "run"
     data.mkdir()
@@ -44,16 +46,17 @@ def test_dataset_json_to_pairs_and_validate(tmp_path, capsys):
             arr[:rows + 1, 7:10] = 3
             stem = f"{subject}_{phase}"
             write_volume(Volume(arr, g, "label"), data / f"{stem}_gt.nii.gz")
-            (pred / "cases" / stem).mkdir(parents=True)
+            folder = pred / "cases" / (subject if "{subject}" in pattern else stem)
+            folder.mkdir(parents=True, exist_ok=True)
             shrunk = arr.copy()
             shrunk[0] = 0                       # the "prediction" misses one row of every structure
-            write_volume(Volume(shrunk, g, "label"), pred / "cases" / stem / f"{stem}_labels.nii.gz")
+            write_volume(Volume(shrunk, g, "label"), folder / f"{stem}_labels.nii.gz")
             entries.append({"image": f"{stem}.nii.gz", "label": f"{stem}_gt.nii.gz", "patient": subject,
                             "phase": phase, "group": group})
     (data / "dataset.json").write_text(json.dumps({"training": entries}))
     out = tmp_path / "pairs" / "pairs.csv"
     rc = _script().main([str(data / "dataset.json"), "--pred-dir", str(pred),
-                         "--pred-pattern", "cases/{stem}/{stem}_labels.nii.gz", "--out", str(out)])
+                         "--pred-pattern", pattern, "--out", str(out)])
     assert rc == 0
     assert "6 pairs, 3 subjects, groups DCM, NOR" in capsys.readouterr().out
     rows = read_csv(out)
