@@ -260,3 +260,31 @@ def test_dicom_cine_folder_becomes_4d_nifti(tmp_path, capsys):
     scan = read_volume(dicom)
     assert lab.shape == scan.shape and lab.leading_axis == "time"
     assert lab.geometry.isclose(scan.geometry, atol_mm=1e-4)
+
+
+def test_a_missing_input_is_reported_before_the_model_loads_and_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """Issue 26 (10): the input path is checked before the model loads (seconds), and a failed
+    segment leaves no empty output folder behind."""
+    import medcnn.inference
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(medcnn.inference.Segmenter, "from_bundle", classmethod(no_model))
+    out = tmp_path / "out"
+    rc = main(["segment", str(tmp_path / "typo.nii.gz"), "--model", "cardiac-cine-mri", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "typo.nii.gz" in err[0] and "expected an existing scan" in err[0]
+    assert not out.exists()
+
+
+def test_a_run_that_writes_nothing_removes_the_folder_it_created(tmp_path, bundle, capsys):
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    out = tmp_path / "new" / "out"
+    rc = main(["segment", str(corrupt), "--model", str(bundle), "--out", str(out), "--device", "cpu"])
+    assert rc == 2 and not out.exists()
+    kept = tmp_path / "existing"
+    kept.mkdir()
+    rc = main(["segment", str(corrupt), "--model", str(bundle), "--out", str(kept), "--device", "cpu"])
+    assert rc == 2 and kept.is_dir() and not any(kept.iterdir())  # a folder the user made is left alone

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import sys
 import warnings
 from typing import Iterator, Sequence
@@ -47,14 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _passive_openmp_wait() -> None:
-    """Threads that wait sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless
-    the user chose otherwise. The OpenMP runtime reads it once, when torch is first
-    imported, so this runs before any subcommand imports torch; on a busy machine a
-    spinning thread that lost its core stalls the others (see medcnn.inference.threads)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 @contextlib.contextmanager
 def input_warnings_as_lines(command: str) -> Iterator[None]:
     """Print each :class:`NiftiHeaderWarning` as one line on stderr, once per distinct message;
@@ -80,7 +71,6 @@ def input_warnings_as_lines(command: str) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _passive_openmp_wait()
     from medcnn.errors import MedcnnError
 
     parser = build_parser()

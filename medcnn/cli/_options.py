@@ -21,8 +21,7 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
     """``--threads N|auto``: CPU threads per case (:class:`medcnn.inference.ThreadPolicy`)."""
     p.add_argument("--threads", type=_threads, default="auto", metavar="N|auto",
                    help="CPU threads per case (default auto: the usable cores, shared among parallel workers, less "
-                        "the cores other processes keep busy, decided per case; threads wait passively unless "
-                        "OMP_WAIT_POLICY is set)")
+                        "the cores other processes keep busy, decided per case)")
 
 
 def add_dicom_options(p: argparse.ArgumentParser) -> None:

@@ -297,14 +297,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError.expected("at least one scan or --channels group", "none")
     if args.dicom_fractional and not args.dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
+    _check_inputs_exist(args)  # before the model loads (seconds): a typo is reported at once
     tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
                                 threads=args.threads, **tta)  # first: names what is wrong with a bad bundle
     model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     out_dir = Path(args.out)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = _cases(args, seg.channels)
+    try:
+        cases = _cases(args, seg.channels)
+    except BaseException:
+        _remove_if_empty(out_dir, created)
+        raise
     print(f"model {args.model}: {seg!r}", file=sys.stderr)
     failed = internal = 0
     written: dict[Path, str] = {}
@@ -325,11 +331,37 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if any(r.get("outputs") for r in log):  # a run that wrote nothing leaves nothing behind
             _write_provenance(out_dir, args, seg, model, log)
+        else:
+            _remove_if_empty(out_dir, created)
     done = len(cases) - failed
     print(f"segmented {done} of {len(cases)} case(s)" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     if internal:
         return 1
     return 2 if failed else 0
+
+
+def _check_inputs_exist(args: argparse.Namespace) -> None:
+    """At least one file or folder named on the command line exists (patterns left to the
+    shell or the case listing); else an :class:`InputFileNotFoundError` naming the first
+    missing one, before the model loads. With some inputs present, each missing one becomes
+    its case's error line and the others are segmented (as ``medcnn run`` does)."""
+    from medcnn.errors import InputFileNotFoundError
+
+    named = list(args.scans) + [p for group in args.channels for p in str(group).split(",") if p]
+    missing = [p for p in named if not any(c in str(p) for c in "*?[") and not Path(p).exists()]
+    if missing and len(missing) == len(named):
+        more = f" (none of the {len(missing)} named inputs exists)" if len(missing) > 1 else ""
+        raise InputFileNotFoundError.expected("an existing scan file, folder or CSV manifest",
+                                              f"nothing at that path{more}", path=missing[0])
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    """Remove the output folder this command created when nothing was written into it."""
+    if created:
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
 
 
 PROVENANCE_FILE = "segment_provenance.json"

@@ -19,10 +19,14 @@ medcnn's policy, applied by :class:`medcnn.inference.Segmenter` around each pred
 * ``threads=N``: exactly N threads, whatever the load.
 * The threads are set for the prediction only (``torch.set_num_threads`` and the BLAS
   pools through threadpoolctl) and restored afterwards.
-* Waiting: ``OMP_WAIT_POLICY`` is read by the OpenMP runtime once, when torch is first
-  imported. The ``medcnn`` command sets it to ``PASSIVE`` (threads sleep instead of
-  spinning while they wait) unless the user set it; an API user who wants the same sets
-  it before importing torch (``os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")``).
+* Waiting: medcnn leaves ``OMP_WAIT_POLICY`` (read by the OpenMP runtime once, when torch
+  is first imported) as the user set it. Passive waiting (``PASSIVE``: threads sleep
+  instead of spinning) was measured and is not the default: on an idle 2-core AVX2 CPU it
+  made the default cardiac model's prediction 0.97 s instead of 0.69 s, and on a busy
+  machine it gained nothing once the thread count follows the load (1.50 s vs 1.52 s,
+  one thread chosen either way; ``benchmarks/bench_threads.py``, docs/inference.md).
+  Set it yourself before importing torch where cases are long and the load changes
+  within one.
 
 The decision and its reason are returned as :class:`ThreadChoice` and recorded in each
 prediction's ``info["threads"]`` (and so in the reports' provenance).
@@ -40,7 +44,7 @@ from medcnn.errors import ConfigError
 
 __all__ = ["ThreadChoice", "ThreadPolicy", "usable_cores", "cpu_threads", "parse_threads", "WAIT_POLICY_ENV"]
 
-#: The OpenMP environment variable the CLI sets (to ``PASSIVE``) before torch is imported.
+#: The OpenMP wait-policy environment variable (recorded in each decision; medcnn never sets it).
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 
 # A load sample older than this is not used: the next decision measures afresh.
