@@ -320,7 +320,7 @@ def test_segment_refuses_unsafe_header(bundle, tmp_path, capsys):
     rc = main(["segment", str(scan), "--model", str(bundle), "--out", str(out)])
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert rc == 2 and len(err) == 1 and "place the grid alike" in err[0]
-    assert not any(out.iterdir())
+    assert not out.exists()  # nothing written, not even the output folder
 
 
 def test_run_flags_every_row_and_writes_resolved_grid(bundle, tmp_path, capsys):
