@@ -12,6 +12,12 @@ Two parts, both printed as one table so the next recipe change can be judged by 
 2. **Held-out Dice per CPU hour, from finished runs** (``--runs``): each run folder's
    ``log.csv`` (wall seconds per step) and its bundle's held-out evaluation; "per hour" divides
    the mean held-out foreground Dice by the run's training hours (one torch thread per run).
+3. **Recipe table** (``--recipes``): for finished runs on the same fixed split, held-out Dice per
+   structure (mean over ED and ES, and per phase), mean |EF error| (LV, RV, points), mean |EDV
+   error| (LV, RV, mL) and mean Dice per CPU hour. CPU hours = steps x the CPU seconds of one
+   step of the run's own recipe (network + data, measured now with ``--steps`` steps on one
+   thread), so runs that shared the machine with other work are charged their own cost, not
+   the wall time they waited. ``--markdown FILE`` also writes the table as Markdown.
 
 Usage::
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 import time
@@ -31,6 +38,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def _cpu_flags() -> str:
+    """The speed-relevant CPU flags (lscpu's), printed with every figure."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    keep = [f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")]
+    return " ".join(keep) or "none of avx2/avx512/amx"
 
 
 def measure_steps(cfg, steps: int) -> dict[str, float]:
@@ -97,12 +115,84 @@ def summarise_runs(paths: list[Path]) -> list[dict]:
     return rows
 
 
+def _patient_volumes(cases: list[dict], name: str) -> list[dict]:
+    """ED/ES volumes of the structure ``name`` per patient from an evaluation's per-case rows."""
+    by: dict[str, dict[str, dict]] = {}
+    for r in cases:
+        phase = str(r.get("meta", {}).get("phase", "")).upper()
+        if phase in ("ED", "ES") and name in r.get("volume_ml", {}):
+            by.setdefault(r["group"], {})[phase] = r
+    out = []
+    for patient, d in sorted(by.items()):
+        if "ED" in d and "ES" in d:
+            edv, esv = d["ED"]["volume_ml"][name], d["ES"]["volume_ml"][name]
+            redv, resv = d["ED"]["ref_volume_ml"][name], d["ES"]["ref_volume_ml"][name]
+            ef = 100 * (edv - esv) / edv if edv > 0 else 0.0  # an empty ED prediction: EF 0, counted, not skipped
+            out.append({"patient": patient, "edv_err": abs(edv - redv), "esv_err": abs(esv - resv),
+                        "ef_err": abs(ef - 100 * (redv - resv) / redv)})
+    return out
+
+
+def recipe_rows(paths: list[Path], steps: int) -> list[dict]:
+    """One row per finished run: held-out Dice per structure and phase, EF and EDV errors, CPU hours."""
+    from medcnn.config import from_dict
+    from medcnn.train.loop import TrainConfig
+
+    rows = []
+    for run in paths:
+        bundle = run / "bundle" / "bundle.json"
+        if not bundle.is_file():
+            continue
+        prov = json.loads(bundle.read_text())["provenance"]
+        val = prov.get("validation") or {}
+        val = val.get("test", val) if isinstance(val.get("test"), dict) else val
+        cases = val.get("cases") or []
+        training = prov.get("training", {})
+        cfg = from_dict(TrainConfig, training["config"])
+        cpu_step = sum(v for k, v in measure_steps(cfg, steps).items() if k.endswith("_cpu"))
+        n_steps = int(training.get("step") or cfg.max_steps)
+        row = {"run": run.name, "steps": n_steps, "cpu_s_per_step": cpu_step, "cpu_hours": n_steps * cpu_step / 3600,
+               "n_cases": len(cases)}
+        structs = ("lv_blood_pool", "lv_myocardium", "rv_blood_pool")
+        for s in structs:
+            for phase in ("ED", "ES", None):
+                vals = [r["dice"][s] for r in cases if s in r.get("dice", {}) and not math.isnan(r["dice"][s])
+                        and (phase is None or str(r.get("meta", {}).get("phase", "")).upper() == phase)]
+                row[f"{s}{'_' + phase if phase else ''}"] = statistics.mean(vals) if vals else float("nan")
+        for key, s in (("lv", "lv_blood_pool"), ("rv", "rv_blood_pool")):
+            pv = _patient_volumes(cases, s)
+            row[f"{key}_ef_err"] = statistics.mean(p["ef_err"] for p in pv) if pv else float("nan")
+            row[f"{key}_edv_err"] = statistics.mean(p["edv_err"] for p in pv) if pv else float("nan")
+        row["mean_dice"] = statistics.mean(row[s] for s in structs)
+        row["dice_per_cpu_hour"] = row["mean_dice"] / row["cpu_hours"] if row["cpu_hours"] else float("nan")
+        rows.append(row)
+    return rows
+
+
+RECIPE_COLUMNS = [("run", "{}"), ("steps", "{}"), ("cpu_hours", "{:.2f}"), ("lv_blood_pool", "{:.3f}"),
+                  ("lv_myocardium", "{:.3f}"), ("rv_blood_pool", "{:.3f}"), ("lv_blood_pool_ES", "{:.3f}"),
+                  ("rv_blood_pool_ES", "{:.3f}"), ("lv_ef_err", "{:.1f}"), ("rv_ef_err", "{:.1f}"),
+                  ("lv_edv_err", "{:.1f}"), ("rv_edv_err", "{:.1f}"), ("mean_dice", "{:.3f}"),
+                  ("dice_per_cpu_hour", "{:.2f}")]
+RECIPE_HEADERS = ["run", "steps", "CPU h", "LV Dice", "MYO Dice", "RV Dice", "LV ES", "RV ES", "|LV EF err| pt",
+                  "|RV EF err| pt", "|LV EDV err| mL", "|RV EDV err| mL", "mean Dice", "Dice / CPU h"]
+
+
+def recipe_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(RECIPE_HEADERS) + " |", "|" + "---|" * len(RECIPE_HEADERS)]
+    for r in rows:
+        lines.append("| " + " | ".join(f.format(r[k]) for k, f in RECIPE_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "cardiac-cine-mri.yaml"))
     ap.add_argument("--steps", type=int, default=6, help="timed training steps (median reported)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", nargs="*", default=[], help="finished run folders (log.csv + bundle/)")
+    ap.add_argument("--recipes", nargs="*", default=[], help="finished run folders on one fixed split: recipe table")
+    ap.add_argument("--markdown", help="write the recipe table as Markdown to this file")
     args = ap.parse_args(argv)
 
     import os
@@ -113,6 +203,19 @@ def main(argv=None) -> int:
     from medcnn.train.loop import TrainConfig
 
     torch.set_num_threads(args.threads)
+    if args.recipes:
+        import platform
+
+        rows = recipe_rows([Path(p) for p in args.recipes], args.steps)
+        flags = _cpu_flags()
+        print(f"recipe table: held-out ACDC cases of each run's test fold; torch {torch.__version__}, "
+              f"{args.threads} thread(s) for the step cost; {platform.processor() or platform.machine()}; "
+              f"CPU flags: {flags}")
+        md = recipe_markdown(rows)
+        print(md)
+        if args.markdown:
+            Path(args.markdown).write_text(md)
+        return 0
     cfg = load_config(TrainConfig, args.config)
     print(f"{cfg.name}: network {cfg.network.get('name')} {cfg.network.get('channels')}, patch {list(cfg.patch_size)}, "
           f"batch {cfg.batch_size}; torch {torch.__version__}, {args.threads} thread(s), "

@@ -1,0 +1,110 @@
+"""Whole-slice inference of a 2D cine model: agreement with its windowed inference, and speed.
+
+A 2D model trained on patches is normally run with overlapping sliding windows (the bundle's
+``roi_size``, Gaussian blending). Running the network once per slice on the whole slice,
+zero-padded to a multiple of 16 pixels, is faster (one window, no blending) but only safe if
+the network gives the same labels there. For each volume this prints
+
+* the share of voxels whose label is equal in both modes (the acceptance figure: >= 99.5 %),
+* the Dice between the two modes' foreground (every labelled structure together; a stricter
+  figure, since background dominates the voxel count), and per structure,
+* the median wall time of each mode (baseline: windowed inference, the bundle's default).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_whole_slice.py --model medcnn/bundles/cardiac-cine-mri \
+        [--data ../shared/data] [--dataset sunnybrook/dataset.json] [--repeats 1]
+
+The images are the cine frames listed in the dataset JSON (Sunnybrook's ED and ES frames by
+default: scanners the ACDC training never saw). Nothing is trained or tuned on them here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def padded_slice_roi(shape: tuple[int, ...], slice_axis: int, multiple: int = 16) -> tuple[int, int]:
+    """The whole in-plane extent of a stack, rounded up to a multiple of ``multiple``."""
+    plane = [s for a, s in enumerate(shape) if a != slice_axis]
+    return tuple(int(-(-s // multiple) * multiple) for s in plane)  # type: ignore[return-value]
+
+
+def agreement(a: np.ndarray, b: np.ndarray, labels: list[int]) -> dict[str, float]:
+    fa, fb = a > 0, b > 0
+    out = {"voxels_equal_percent": 100.0 * float((a == b).mean()),
+           "foreground_dice": 2.0 * float((fa & fb).sum()) / max(1, int(fa.sum() + fb.sum()))}
+    for k in labels:
+        pa, pb = a == k, b == k
+        s = int(pa.sum() + pb.sum())
+        out[f"dice_{k}"] = 2.0 * float((pa & pb).sum()) / s if s else 1.0
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(REPO / "medcnn" / "bundles" / "cardiac-cine-mri"))
+    ap.add_argument("--data", default=os.environ.get("MEDCNN_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--dataset", default="sunnybrook/dataset.json")
+    ap.add_argument("--repeats", type=int, default=1, help="timed repeats per mode (median)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", help="also write the per-volume results here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from medcnn.inference import Segmenter
+    from medcnn.io import read_volume
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds_path = Path(args.data) / args.dataset
+    entries = json.loads(ds_path.read_text())["training"]
+    windowed = Segmenter.from_bundle(args.model, device="cpu", precision="fp32", threads=args.threads or "auto")
+    whole = Segmenter.from_bundle(args.model, device="cpu", precision="fp32", threads=args.threads or "auto")
+    labels = sorted(k for k in windowed.labels if k) if windowed.labels else [1]
+    print(f"model {Path(args.model).name} (roi {list(windowed.roi_size)}, overlap {windowed.overlap}); "
+          f"{len(entries)} volumes of {args.dataset}; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    rows = []
+    for e in entries:
+        vol = read_volume(ds_path.parent / e["image"], require_3d=True)
+        ax = windowed._slice_axis(vol.spacing)
+        whole.roi_size = padded_slice_roi(vol.array.shape, ax)
+        times: dict[str, list[float]] = {"windowed": [], "whole": []}
+        preds = {}
+        for _ in range(max(1, args.repeats)):
+            for name, seg in (("windowed", windowed), ("whole", whole)):
+                t = time.perf_counter()
+                preds[name] = np.asarray(seg.predict(vol).labels.array)
+                times[name].append(time.perf_counter() - t)
+        row = {"case": Path(e["image"]).name.split(".")[0], "shape": list(vol.array.shape),
+               "whole_roi": list(whole.roi_size), **agreement(preds["windowed"], preds["whole"], labels),
+               "windowed_s": statistics.median(times["windowed"]), "whole_s": statistics.median(times["whole"])}
+        rows.append(row)
+        print(f"{row['case']:>16} {str(row['shape']):>16} equal {row['voxels_equal_percent']:7.3f} %  "
+              f"fg Dice {row['foreground_dice']:.4f}  " + " ".join(f"{k}={row[f'dice_{k}']:.3f}" for k in labels)
+              + f"  windowed {row['windowed_s']:.2f} s  whole {row['whole_s']:.2f} s")
+    eq = [r["voxels_equal_percent"] for r in rows]
+    fg = [r["foreground_dice"] for r in rows]
+    speed = statistics.median(r["windowed_s"] / r["whole_s"] for r in rows)
+    print(f"\nvoxels with equal labels: min {min(eq):.3f} %, mean {statistics.mean(eq):.3f} % (target >= 99.5 %)")
+    print(f"foreground Dice windowed vs whole slice: min {min(fg):.4f}, mean {statistics.mean(fg):.4f}")
+    print(f"whole-slice speed-up vs windowed (median over volumes): x{speed:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
