@@ -25,7 +25,8 @@ from typing import Iterator, Sequence
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, in the order ``medcnn --help`` lists them.
-COMMANDS: tuple[str, ...] = ("info", "segment", "train", "measure", "run", "validate", "convert", "models", "demo")
+COMMANDS: tuple[str, ...] = ("info", "segment", "train", "measure", "response", "run", "validate", "convert", "models",
+                             "demo")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 

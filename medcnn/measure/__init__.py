@@ -14,7 +14,8 @@ Imports numpy, scipy, pandas and cc3d only: no torch.
 * :mod:`~medcnn.measure.intensity` -- :func:`intensity_statistics` (mean, SD, median and
   percentiles of an image inside each label; HU for CT)
 * :mod:`~medcnn.measure.cardiac` -- :func:`cardiac_function`, :func:`cine_function`
-* :mod:`~medcnn.measure.response` -- :func:`tumour_response`
+* :mod:`~medcnn.measure.response` -- :func:`tumour_response`, :func:`volume_change`,
+  :func:`compare_volume_rows` (a follow-up's volume rows against the baseline's)
 * :mod:`~medcnn.measure.labels` -- :func:`load_label_table`
 """
 
@@ -37,7 +38,9 @@ from medcnn.measure.response import (
     PD_VOLUME_CHANGE,
     PR_VOLUME_CHANGE,
     ResponseResult,
+    compare_volume_rows,
     tumour_response,
+    volume_change,
     volume_change_threshold,
     volume_doubling_time_days,
     volumetric_category,
@@ -65,6 +68,8 @@ __all__ = [
     "volume_change_threshold",
     "volume_doubling_time_days",
     "volumetric_category",
+    "volume_change",
+    "compare_volume_rows",
     "PR_VOLUME_CHANGE",
     "PD_VOLUME_CHANGE",
     "load_label_table",

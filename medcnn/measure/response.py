@@ -52,6 +52,10 @@ __all__ = [
     "volume_change_threshold",
     "volume_doubling_time_days",
     "volumetric_category",
+    "volume_change",
+    "compare_volume_rows",
+    "SERIES_COLUMNS",
+    "CATEGORY_NAMES",
     "PR_DIAMETER_CHANGE",
     "PD_DIAMETER_CHANGE",
     "PR_VOLUME_CHANGE",
@@ -123,6 +127,120 @@ def volumetric_category(baseline_ml: float, followup_ml: float, *, new_lesions: 
     if change <= PR_VOLUME_CHANGE + _EPS:
         return "PR"
     return "SD"
+
+
+#: What each volumetric category means (the words reports print beside the code).
+CATEGORY_NAMES: dict[str, str] = {
+    "CR": "complete response: no tumour volume left at follow-up",
+    "PR": f"partial response: volume change <= {PR_VOLUME_CHANGE * 100:.1f} %",
+    "SD": "stable disease: neither PR nor PD",
+    "PD": f"progressive disease (progression): volume change >= {PD_VOLUME_CHANGE * 100:+.1f} %, or tumour where "
+          "the baseline had none",
+    "NE": "not evaluable: no tumour at baseline and none at follow-up",
+}
+
+
+def volume_change(baseline_ml: float, followup_ml: float, interval_days: float | None = None, *,
+                  new_lesions: bool = False, new_lesion_is_pd: bool = True) -> dict[str, Any]:
+    """Change between two volumes of one structure (the numbers of every response table).
+
+    Args:
+        baseline_ml, followup_ml: volumes in mL (>= 0).
+        interval_days: days from baseline to follow-up (``None``: no doubling time).
+        new_lesions, new_lesion_is_pd: see :func:`volumetric_category`.
+
+    Returns:
+        ``{"baseline_volume_ml", "followup_volume_ml", "change_ml", "change_percent",
+        "vdt_days", "category"}`` (mL, %, days; ``change_percent`` NaN for a 0 mL baseline).
+    """
+    b, f = float(baseline_ml), float(followup_ml)
+    return {"baseline_volume_ml": b, "followup_volume_ml": f, "change_ml": f - b, "change_percent": _pct(b, f),
+            "vdt_days": volume_doubling_time_days(b, f, interval_days),
+            "category": volumetric_category(b, f, new_lesions=new_lesions, new_lesion_is_pd=new_lesion_is_pd)}
+
+
+#: Columns of :func:`compare_volume_rows` (meaning and unit).
+SERIES_COLUMNS: dict[str, str] = {
+    "structure": "label (one voxel class) or region (a named union of labels, e.g. whole tumour)",
+    "label": "label value; for a region the labels it unites joined by '+', e.g. '1+2+4'",
+    "label_name": "structure name (label table, model, or region name)",
+    "baseline_voxel_count": "voxels of the structure at baseline (its own grid)",
+    "followup_voxel_count": "voxels of the structure at follow-up (its own grid)",
+    "baseline_voxel_volume_mm3": "volume of one baseline voxel in mm^3 (product of its spacings)",
+    "followup_voxel_volume_mm3": "volume of one follow-up voxel in mm^3",
+    "baseline_volume_ml": "volume at baseline in mL = voxel count x voxel volume (mm^3) / 1000, on the baseline grid",
+    "followup_volume_ml": "volume at follow-up in mL, on the follow-up grid (nothing resampled)",
+    "change_ml": RESPONSE_COLUMNS["change_ml"],
+    "change_percent": RESPONSE_COLUMNS["change_percent"] + "; empty when the baseline volume is 0",
+    "vdt_days": (RESPONSE_COLUMNS["vdt_days"] + "; negative = halving time, inf when unchanged, empty when a volume "
+                 "is 0 or no interval is known"),
+    "category": (f"volumetric RECIST-like category from the structure's total volume: PR <= "
+                 f"{PR_VOLUME_CHANGE * 100:.1f} % ((1{PR_DIAMETER_CHANGE:+.2f})^3 - 1), PD >= "
+                 f"{PD_VOLUME_CHANGE * 100:+.1f} % ((1{PD_DIAMETER_CHANGE:+.2f})^3 - 1) or tumour where the baseline "
+                 "had none, CR all gone, NE none at either time point, else SD"),
+    "baseline_volume_low_ml": ("lower end of the baseline volume's sensitivity band in mL (model-segmented time "
+                               "points, label rows only; not a confidence interval: docs/volume_intervals.md)"),
+    "baseline_volume_high_ml": "upper end of the baseline volume's sensitivity band in mL",
+    "followup_volume_low_ml": "lower end of the follow-up volume's sensitivity band in mL",
+    "followup_volume_high_ml": "upper end of the follow-up volume's sensitivity band in mL",
+}
+
+
+def _structure_key(row: Mapping[str, Any]) -> tuple[str, Any]:
+    """``("region", name)`` for a region row (its label a string such as ``"1+2+4"``),
+    ``("label", value)`` for a label row."""
+    if isinstance(row.get("label"), str):
+        return "region", str(row["label_name"])
+    return "label", int(row["label"])
+
+
+def _band(row: Mapping[str, Any] | None, key: str) -> float | None:
+    v = None if row is None else row.get(key)
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+def compare_volume_rows(baseline: Sequence[Mapping[str, Any]], followup: Sequence[Mapping[str, Any]], *,
+                        interval_days: float | None = None) -> list[dict[str, Any]]:
+    """Compare two time points' volume rows, structure by structure.
+
+    Args:
+        baseline, followup: volume rows of one 3D label map each, as
+            :func:`medcnn.measure.label_volumes` (``regions=``) or
+            :func:`medcnn.batch.pipeline.volume_rows` make them, each on its own grid: label
+            rows (``label`` an int) are matched by label value, region rows (``label`` a
+            string such as ``"1+2+4"``) by region name. Rows may carry the sensitivity band
+            of a prediction (``volume_low_ml`` / ``volume_high_ml``, mL).
+        interval_days: days from baseline to follow-up (for the doubling time).
+
+    Returns:
+        One dict per structure, in the baseline's row order, with the columns of
+        :data:`SERIES_COLUMNS` (category without the new-lesion rule: from total volumes).
+
+    Raises:
+        ConfigError: the two lists do not hold the same structures.
+    """
+    b_rows = {_structure_key(r): r for r in baseline}
+    f_rows = {_structure_key(r): r for r in followup}
+    if list(b_rows) != list(f_rows):
+        only_b = [k[1] for k in b_rows if k not in f_rows]
+        only_f = [k[1] for k in f_rows if k not in b_rows]
+        raise ConfigError.expected("the same labels and regions at both time points",
+                                   f"only at baseline {only_b}, only at follow-up {only_f}")
+    out = []
+    for key, rb in b_rows.items():
+        rf = f_rows[key]
+        row: dict[str, Any] = {
+            "structure": key[0], "label": rb["label"], "label_name": rb["label_name"],
+            "baseline_voxel_count": int(rb["voxel_count"]), "followup_voxel_count": int(rf["voxel_count"]),
+            "baseline_voxel_volume_mm3": float(rb["voxel_volume_mm3"]),
+            "followup_voxel_volume_mm3": float(rf["voxel_volume_mm3"]),
+        }
+        row.update(volume_change(float(rb["volume_ml"]), float(rf["volume_ml"]), interval_days))
+        for when, r in (("baseline", rb), ("followup", rf)):
+            row[f"{when}_volume_low_ml"] = _band(r, "volume_low_ml")
+            row[f"{when}_volume_high_ml"] = _band(r, "volume_high_ml")
+        out.append({c: row[c] for c in SERIES_COLUMNS})
+    return out
 
 
 def _as_datetime(value: Any, what: str) -> _dt.datetime:
@@ -293,13 +411,9 @@ def tumour_response(
     new_by_label = {lab: bool(((lesions["label"] == lab) & (lesions["status"] == "new")).any()) for lab in chosen}
     label_rows = []
     for lab in chosen:
-        b, f = float(bvol.get(lab, 0.0)), float(fvol.get(lab, 0.0))
-        label_rows.append({
-            "label": lab, "label_name": label_name(names, lab), "baseline_volume_ml": b, "followup_volume_ml": f,
-            "change_ml": f - b, "change_percent": _pct(b, f), "vdt_days": volume_doubling_time_days(b, f, days),
-            "category": volumetric_category(b, f, new_lesions=new_by_label[lab] if per_label else False,
-                                            new_lesion_is_pd=new_lesion_is_pd),
-        })
+        label_rows.append({"label": lab, "label_name": label_name(names, lab), **volume_change(
+            bvol.get(lab, 0.0), fvol.get(lab, 0.0), days, new_lesions=new_by_label[lab] if per_label else False,
+            new_lesion_is_pd=new_lesion_is_pd)})
     label_cols = ["label", "label_name", "baseline_volume_ml", "followup_volume_ml", "change_ml", "change_percent",
                   "vdt_days", "category"]
     table = pd.DataFrame(label_rows, columns=label_cols)

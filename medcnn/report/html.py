@@ -15,6 +15,9 @@ facts + one record per case, see :mod:`medcnn.report.tables`) into a single HTML
 * the definitions of every column.
 
 Figures are embedded as ``data:image/png;base64`` URIs, CSS is inline, nothing is fetched.
+
+:func:`render_response_html` turns the document of ``medcnn response`` (``response.json``)
+into one page with the same tables, styles and provenance list.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from medcnn.report.figures import DISPLAY_CONVENTION
 
-__all__ = ["render_html", "write_html", "unit_header"]
+__all__ = ["render_html", "write_html", "unit_header", "render_response_html"]
 
 _UNITS = (("_l_per_min", "L/min"), ("_percent", "%"), ("_ml", "mL"), ("_mm3", "mm³"), ("_mm", "mm"),
           ("_ms", "ms"), ("_bpm", "beats/min"), ("_g", "g"), ("_s", "s"))
@@ -410,3 +413,104 @@ def write_html(report: Mapping[str, Any], path: str | Path, *, image_root: str |
 
     p = Path(path)
     return write_text(p, render_html(report, image_root=image_root if image_root is not None else p.parent))
+
+
+def _band_text(low: Any, high: Any) -> str:
+    return "" if low is None or high is None else f"{_fmt(low)}\u2013{_fmt(high)}"
+
+
+def render_response_html(doc: Mapping[str, Any]) -> str:
+    """The HTML page of a tumour response document (``response.json`` of ``medcnn response``).
+
+    Args:
+        doc: ``timepoints`` (index, inputs, date, interval_days, grid), ``response`` rows
+            (one per follow-up and structure, volumes in mL), ``methods``, ``thresholds``,
+            ``categories``, ``columns``, ``model``, ``medcnn_version``, ``created_utc``.
+
+    Returns:
+        A complete, self-contained HTML document (nothing fetched).
+    """
+    title = "medcnn tumour response"
+    model = doc.get("model") or {}
+    cats = doc.get("categories") or {}
+    thr = doc.get("thresholds") or {}
+    rows = list(doc.get("response") or [])
+    tps = list(doc.get("timepoints") or [])
+    src = (f"scans segmented with model <b>{_e(model.get('name'))}</b> (sha256 {_e(model.get('sha256'))})"
+           if model else "label maps")
+    parts = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="muted">generated {_e(doc.get("created_utc"))} by medcnn {_e(doc.get("medcnn_version"))} '
+        f"&middot; {len(tps)} time points &middot; inputs: {src}</p>",
+        "<h2>Time points</h2>",
+        _table(["time point", "role", "inputs", "date", "interval (days)", "grid (voxels)", "spacing (mm)",
+                "orientation"],
+               [[t.get("index"), t.get("role"), "; ".join(i.get("file") or "" for i in t.get("inputs") or []),
+                 t.get("date"), t.get("interval_days"),
+                 " \u00d7 ".join(map(str, (t.get("grid") or {}).get("shape", []))),
+                 " \u00d7 ".join(_fmt(float(v), 3) for v in (t.get("grid") or {}).get("spacing_mm", [])),
+                 (t.get("grid") or {}).get("orientation")] for t in tps]),
+    ]
+    band = any(r.get(f"{w}_volume_{e}_ml") is not None for r in rows for w in ("baseline", "followup")
+               for e in ("low", "high"))
+    for idx in sorted({r["followup_index"] for r in rows}):
+        mine = [r for r in rows if r["followup_index"] == idx]
+        first = mine[0]
+        when = ", ".join(x for x in (first.get("followup_date") and f"on {first['followup_date']}",
+                                     first.get("interval_days") is not None
+                                     and f"{_fmt(first['interval_days'], 1)} days after baseline") if x)
+        parts.append(f"<h2>Follow-up {idx} against baseline{_e(' (' + when + ')') if when else ''}</h2>")
+        headers = ["structure", "kind", "baseline (mL)", "follow-up (mL)", "change (mL)", "change (%)",
+                   "doubling time (days)", "category"]
+        if band:
+            headers += ["baseline band (mL)", "follow-up band (mL)"]
+        body = []
+        for r in mine:
+            cat = str(r.get("category"))
+            cell = ("__html__", f'<span class="qc" title="{_e(cats.get(cat, ""))}">{_e(cat)}</span>'
+                    if cat in ("PD", "NE") else f'<b title="{_e(cats.get(cat, ""))}">{_e(cat)}</b>')
+            line = [f"{r.get('label_name')} ({r.get('label')})", r.get("structure"), r.get("baseline_volume_ml"),
+                    r.get("followup_volume_ml"), r.get("change_ml"), r.get("change_percent"), r.get("vdt_days"),
+                    cell]
+            if band:
+                line += [_band_text(r.get("baseline_volume_low_ml"), r.get("baseline_volume_high_ml")),
+                         _band_text(r.get("followup_volume_low_ml"), r.get("followup_volume_high_ml"))]
+            body.append(line)
+        parts.append(_table(headers, body))
+    parts.append(
+        '<p class="muted">Volumes are voxel count &times; voxel volume on each time point&rsquo;s own grid (mL); '
+        "nothing is resampled. An empty doubling time: a volume is 0 or no interval was given. "
+        + ("Bands are sensitivity bands from the model&rsquo;s own probabilities, not confidence intervals "
+           "(docs/volume_intervals.md). " if band else "")
+        + "</p>")
+    parts.append("<h2>Categories and thresholds</h2>")
+    parts.append(_table(["category", "meaning"], [[k, v] for k, v in cats.items()]))
+    if thr:
+        parts.append(f'<p class="muted">Thresholds: PR at a volume change &le; '
+                     f'{_e(_fmt(thr.get("pr_volume_change_percent"), 1))} % '
+                     f'({_e(_fmt(thr.get("pr_diameter_change_percent"), 0))} % diameter), PD at &ge; '
+                     f'+{_e(_fmt(thr.get("pd_volume_change_percent"), 1))} % '
+                     f'(+{_e(_fmt(thr.get("pd_diameter_change_percent"), 0))} % diameter): RECIST 1.1 diameter '
+                     "thresholds converted for a sphere, volume change = (1 + diameter change)&sup3; &minus; 1. "
+                     "Each follow-up is compared with the baseline.</p>")
+    parts.append('<h2 id="provenance">Methods and provenance</h2>')
+    items: list[tuple[str, Any]] = [("medcnn version", doc.get("medcnn_version"))]
+    if model:
+        items += [("model", model.get("name")), ("model sha256", model.get("sha256")),
+                  ("model spec sha256 (weights + preprocessing + postprocessing)", model.get("spec_sha256")),
+                  ("device", model.get("device")), ("precision", model.get("precision"))]
+    for t in tps:
+        for i in t.get("inputs") or []:
+            items.append((f"time point {t.get('index')} {i.get('file')} sha256", i.get("sha256")))
+    items.append(("input hash method", doc.get("input_hash_method")))
+    items += [(f"method: {k}", v) for k, v in (doc.get("methods") or {}).items()]
+    parts.append(_dl([(k, v) for k, v in items if v not in (None, "")]))
+    cols = doc.get("columns") or {}
+    if cols:
+        parts.append("<h2>Column definitions (response.csv)</h2>")
+        parts.append(_table(["column", "meaning and unit"], [[k, v] for k, v in cols.items()]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
