@@ -223,3 +223,32 @@ def test_models_show_states_training_selection_test_and_each_figures_kind(bundle
     assert len(shown) == len(list(figures(prov)))
     for (key, fig), ln in zip(figures(prov), shown):
         assert f"{key}: {fig['kind']} (" in ln
+
+
+def test_volume_errors_by_hand():
+    """EDV/ESV errors per structure and the myocardial mass error (x 1.05 g/mL), pooled and per stratum."""
+    from medcnn.train.crossval import volume_errors
+
+    def case(patient, phase, group, lv, ref_lv, myo=None, ref_myo=None):
+        vol, ref = {"lv_blood_pool": lv}, {"lv_blood_pool": ref_lv}
+        if myo is not None:
+            vol["lv_myocardium"], ref["lv_myocardium"] = myo, ref_myo
+        return {"case_id": f"{patient}_{phase}", "group": patient, "meta": {"phase": phase, "group": group},
+                "dice": {"lv_blood_pool": 0.9}, "volume_ml": vol, "ref_volume_ml": ref,
+                "foreground_dice": 0.9, "foreground_volume_error_percent": 1.0}
+
+    cases = [case("p1", "ED", "DCM", 110.0, 100.0, 150.0, 140.0), case("p1", "ES", "DCM", 60.0, 64.0),
+             case("p2", "ED", "NOR", 90.0, 96.0, 100.0, 110.0), case("p2", "ES", "NOR", 40.0, 40.0)]
+    ve = volume_errors(cases)
+    assert ve["lv_blood_pool.ED"]["mean_abs_error"] == pytest.approx((10 + 6) / 2)
+    assert ve["lv_blood_pool.ED"]["mean_error"] == pytest.approx((10 - 6) / 2)
+    assert ve["lv_blood_pool.ES"]["mean_abs_error"] == pytest.approx((4 + 0) / 2)
+    assert ve["lv_myocardium_mass_g"]["mean_abs_error"] == pytest.approx(1.05 * 10)
+    assert ve["lv_myocardium_mass_g"]["mean_error"] == pytest.approx(0.0)
+    assert ve["lv_myocardium_mass_g"]["unit"] == "g" and ve["lv_blood_pool.ED"]["unit"] == "mL"
+    assert "lv_myocardium.ES" not in ve  # no myocardium at ES here
+    summary = summarise_folds([{"n_cases": 4, "cases": cases, "mean_dice": {"lv_blood_pool": 0.9}}], kind="fixed split")
+    assert summary["kind"] == "fixed split"
+    assert summary["by_stratum"]["strata"]["DCM"]["volume_errors"]["lv_blood_pool.ED"]["mean_error"] == pytest.approx(10)
+    md = crossval_markdown(summary)
+    assert "LV EDV (mL)" in md and "| DCM | 10.0 (+10.0)" in md

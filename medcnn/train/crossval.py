@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["summarise_folds", "crossval_markdown", "write_fold_cases_csv", "read_fold_cases_csv"]
+__all__ = ["volume_errors", "summarise_folds", "crossval_markdown", "write_fold_cases_csv", "read_fold_cases_csv"]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -55,8 +55,33 @@ def _ef_errors(validation: Mapping[str, Any], prefix: str) -> list[Mapping[str, 
     return list(validation.get(f"{prefix}ejection_fraction") or [])
 
 
-def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: str | None = "group"
-                    ) -> dict[str, Any]:
+#: Myocardial tissue density (g/mL) for the mass from the ED myocardium volume (ACDC's rule).
+MYOCARDIUM_DENSITY_G_PER_ML = 1.05
+
+
+def volume_errors(cases: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean absolute (and signed) volume errors of held-out cases in mL, per structure and
+    phase (``"lv_blood_pool.ED"`` = LV EDV), plus the myocardial mass at ED in g
+    (``"lv_myocardium_mass_g"``, volume x 1.05 g/mL). Volumes are voxel counts x voxel volume
+    over the cases' evaluated slices; a structure not annotated in a case is skipped."""
+    errs: dict[str, list[float]] = {}
+    for c in cases:
+        phase = str(c.get("meta", {}).get("phase", "")).upper()
+        if phase not in ("ED", "ES"):
+            continue
+        for name, v in (c.get("volume_ml") or {}).items():
+            ref = (c.get("ref_volume_ml") or {}).get(name)
+            if ref is None or v is None:
+                continue
+            errs.setdefault(f"{name}.{phase}", []).append(float(v) - float(ref))
+            if name == "lv_myocardium" and phase == "ED":
+                errs.setdefault("lv_myocardium_mass_g", []).append(MYOCARDIUM_DENSITY_G_PER_ML * (float(v) - float(ref)))
+    return {k: {"n": len(v), "mean_abs_error": float(np.mean(np.abs(v))), "mean_error": float(np.mean(v)),
+                "unit": "g" if k.endswith("_g") else "mL"} for k, v in sorted(errs.items())}
+
+
+def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: str | None = "group",
+                    kind: str = "cross-validation") -> dict[str, Any]:
     """Pool the held-out evaluations of the fold models (fold ``i`` = ``validations[i]``).
 
     Returns a JSON-able dict with ``folds``, ``mean_over_folds``, ``range_over_folds``,
@@ -87,11 +112,14 @@ def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: 
             mean_over[m] = float(np.mean(vals))
             range_over[m] = [float(min(vals)), float(max(vals))]
     summary: dict[str, Any] = {
-        "kind": "cross-validation", "n_folds": len(folds), "folds": folds, "mean_over_folds": mean_over, "range_over_folds": range_over,
+        "kind": kind, "n_folds": len(folds), "folds": folds, "mean_over_folds": mean_over, "range_over_folds": range_over,
         "by_phase": _dice_by(all_cases, lambda c: str(c.get("meta", {}).get("phase", "")).upper() or None),
+        "volume_errors": volume_errors(all_cases),
         "rules": "Dice: mean over a fold's held-out cases (ED and ES pooled), then mean over folds; EF error: "
                  "|predicted - reference| in points per held-out patient (volumes from voxel counts), mean per "
-                 "fold, then mean over folds; by_phase / by_stratum pool every held-out case once."}
+                 "fold, then mean over folds; by_phase / by_stratum pool every held-out case once; volume "
+                 "errors: predicted - reference mL per held-out case (ED = EDV, ES = ESV), myocardial mass = "
+                 f"ED myocardium x {MYOCARDIUM_DENSITY_G_PER_ML} g/mL, pooled over every held-out case once."}
     if stratum_field:
         patient_stratum = {c.get("group"): c.get("meta", {}).get(stratum_field) for c in all_cases}
         if any(v is not None for v in patient_stratum.values()):
@@ -101,6 +129,9 @@ def summarise_folds(validations: Sequence[Mapping[str, Any]], *, stratum_field: 
                 for s in strata:
                     errs = [e["abs_error_points"] for e in ef_all[prefix] if patient_stratum.get(e["patient"]) == s]
                     strata[s][f"mean_abs_{prefix}ef_error_points"] = _mean(errs)
+            for s in strata:
+                strata[s]["volume_errors"] = volume_errors([c for c in all_cases
+                                                            if c.get("meta", {}).get(stratum_field) == s])
             summary["by_stratum"] = {"field": stratum_field, "strata": strata}
     externals = [v.get("external") for v in validations]
     if any(externals):
@@ -156,6 +187,21 @@ def crossval_markdown(summary: Mapping[str, Any]) -> str:
         for k, d in st["strata"].items():
             lines.append(f"| {k} | " + " | ".join(_fmt(d["dice"].get(s)) for s in structures)
                          + f" | {_fmt(d['mean_abs_ef_error_points'], True)} | {_fmt(d['mean_abs_rv_ef_error_points'], True)} |")
+    if summary.get("volume_errors"):
+        keys = [k for k in ("lv_blood_pool.ED", "lv_blood_pool.ES", "rv_blood_pool.ED", "rv_blood_pool.ES",
+                            "lv_myocardium_mass_g") if k in summary["volume_errors"]]
+        names = {"lv_blood_pool.ED": "LV EDV (mL)", "lv_blood_pool.ES": "LV ESV (mL)", "rv_blood_pool.ED": "RV EDV (mL)",
+                 "rv_blood_pool.ES": "RV ESV (mL)", "lv_myocardium_mass_g": "LV mass (g)"}
+        lines += ["", "Mean absolute volume error (mean signed error, predicted - reference, in brackets):", "",
+                  "| cases | " + " | ".join(names[k] for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
+
+        def vrow(label: str, ve: Mapping[str, Any]) -> str:
+            return f"| {label} | " + " | ".join(
+                f"{ve[k]['mean_abs_error']:.1f} ({ve[k]['mean_error']:+.1f})" if k in ve else "–" for k in keys) + " |"
+
+        lines.append(vrow("all", summary["volume_errors"]))
+        for k, d in summary.get("by_stratum", {}).get("strata", {}).items():
+            lines.append(vrow(str(k), d.get("volume_errors", {})))
     if "external" in summary:
         ext = summary["external"]
         folds = sorted({k for p in ext["lv_ef_error_per_patient"] for k in p["ef_error_points_by_fold"]}, key=int)
