@@ -40,7 +40,19 @@ __all__ = [
     "nesting_violations",
     "check_nesting",
     "regions_of_file",
+    "BRATS_REGIONS",
+    "REGION_PRESETS",
+    "parse_regions",
+    "regions_of_volume_rows",
+    "match_region_names",
 ]
+
+#: The BraTS challenge regions in BraTS's own label convention (2017-2021 files: 1 necrotic
+#: and non-enhancing tumour core, 2 peritumoral oedema, 4 enhancing tumour; 3 unused):
+#: whole tumour WT = {1, 2, 4}, tumour core TC = {1, 4}, enhancing tumour ET = {4}.
+BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+#: Named region sets accepted by :func:`parse_regions` (``--regions brats``).
+REGION_PRESETS: dict[str, dict[str, tuple[int, ...]]] = {"brats": BRATS_REGIONS}
 
 #: Default tolerance of :func:`check_nesting`: the largest fraction of an inner region's
 #: voxels allowed outside its outer region in a prediction (sigmoid channels are trained
@@ -381,3 +393,120 @@ def regions_of_file(path: str | Path) -> dict[str, list[int]]:
     if isinstance(regs, Mapping) and isinstance(regs.get("regions"), Mapping):  # bundle.json
         regs = regs["regions"]
     return check_regions(regs, path=p) if regs else {}
+
+
+_SPEC_FORMS = ("a preset (" + ", ".join(REGION_PRESETS) + "), NAME=L,L;NAME=L (e.g. WT=1,2,4;TC=1,4;ET=4), "
+               "a JSON object {name: [labels]} or a .json file (bundle.json, dataset.json with \"regions\", or "
+               "{name: [labels]})")
+
+
+def parse_regions(spec: str, *, what: str = "--regions") -> dict[str, list[int]]:
+    """Regions from a command-line specification.
+
+    Args:
+        spec: a preset name (``"brats"``: :data:`BRATS_REGIONS`); inline ``"WT=1,2,4;TC=1,4;ET=4"``
+            (``;`` between regions, ``,`` between labels); inline JSON ``'{"WT": [1, 2, 4]}'``; or
+            the path of a ``.json`` file: a medcnn ``bundle.json`` or an MSD ``dataset.json``
+            with ``"regions"`` (:func:`regions_of_file`), or a plain ``{name: [labels]}`` object.
+        what: the option named in errors.
+
+    Returns:
+        ``{name: sorted labels}``, validated by :func:`check_regions` (nested or disjoint).
+
+    Raises:
+        ConfigError: none of those forms, an empty spec, repeated names, labels <= 0,
+            overlapping regions that are not nested. InputFileNotFoundError /
+            CorruptFileError: a ``.json`` path that is missing or not JSON.
+    """
+    import json
+
+    from medcnn.errors import InputFileNotFoundError
+
+    text = str(spec).strip()
+    if text.lower() in REGION_PRESETS:
+        return check_regions({k: list(v) for k, v in REGION_PRESETS[text.lower()].items()})
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError.expected(f"{what} as {_SPEC_FORMS}", f"invalid JSON ({exc.msg})") from None
+        if isinstance(data, Mapping) and isinstance(data.get("regions"), Mapping):
+            data = data["regions"]
+        return check_regions(data)
+    if text.lower().endswith(".json"):
+        p = Path(text)
+        if not p.is_file():
+            raise InputFileNotFoundError.expected(f"an existing JSON file for {what}", "no file at that path", path=p)
+        found = regions_of_file(p)
+        if found:
+            return found
+        data = json.loads(p.read_text(encoding="utf-8"))  # readable: regions_of_file parsed it
+        if isinstance(data, Mapping) and data and all(isinstance(v, list) for v in data.values()):
+            return check_regions(data, path=p)
+        raise ConfigError.expected(f"regions in the file ({_SPEC_FORMS})", "none declared", path=p)
+    out: dict[str, list[int]] = {}
+    for item in (t.strip() for t in text.split(";")):
+        if not item:
+            continue
+        name, eq, values = item.partition("=")
+        try:
+            labels = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            labels = []
+        if not eq or not name.strip() or not labels:
+            raise ConfigError.expected(f"{what} as {_SPEC_FORMS}", repr(spec))
+        if name.strip() in out:
+            raise ConfigError.expected(f"each region named once in {what}", f"{name.strip()!r} twice")
+        out[name.strip()] = labels
+    if not out:
+        raise ConfigError.expected(f"{what} as {_SPEC_FORMS}", repr(spec))
+    return check_regions(out)
+
+
+def regions_of_volume_rows(rows: Sequence[Mapping[str, Any]], *, path: str | Path | None = None
+                           ) -> dict[str, list[int]]:
+    """The regions a medcnn volume table reports: its region rows, whose ``label`` is the
+    member labels joined by ``+`` as a string (``"1+2+4"``, or ``"4"`` for a one-label
+    region) and ``label_name`` the region's name (label rows have integer labels). These are
+    the rows ``medcnn segment`` keeps in ``segment_provenance.json`` and ``medcnn run`` in
+    ``result.json`` (``volumes``) for a model whose bundle declares regions.
+
+    Returns:
+        ``{name: labels}`` in row order (``{}`` when there are no region rows).
+
+    Raises:
+        ConfigError: a malformed region label, or one name with two label sets.
+    """
+    out: dict[str, list[int]] = {}
+    for r in rows:
+        label, name = r.get("label"), r.get("label_name")
+        if not isinstance(label, str) or not name:
+            continue
+        try:
+            members = sorted({int(v) for v in label.split("+")})
+        except ValueError:
+            raise ConfigError.expected("region rows labelled like 1+2+4", repr(label), path=path) from None
+        if str(name) in out and out[str(name)] != members:
+            raise ConfigError.expected(f"one label set for region {name!r}", f"{out[str(name)]} and {members}",
+                                       path=path)
+        out[str(name)] = members
+    return check_regions(out, path=path) if out else {}
+
+
+def match_region_names(wanted: Sequence[str], available: Sequence[str]) -> dict[str, str | None]:
+    """Pair region names of two conventions: ``{wanted name: available name or None}``.
+
+    Names match when equal after lower-casing and reading ``_``/``-`` as spaces, or when both
+    are the same BraTS region (``WT`` = ``whole tumor`` = ``Whole_tumour``; likewise TC and
+    ET); each available name is used once.
+    """
+    free = list(available)
+    out: dict[str, str | None] = {}
+    for w in wanted:
+        hit = next((a for a in free if _norm(a) == _norm(w)), None)
+        if hit is None and _BRATS_NESTING.get(_norm(w)) is not None:
+            hit = next((a for a in free if _BRATS_NESTING.get(_norm(a)) == _BRATS_NESTING[_norm(w)]), None)
+        if hit is not None:
+            free.remove(hit)
+        out[w] = hit
+    return out

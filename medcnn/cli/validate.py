@@ -20,6 +20,23 @@ structure), ``summary.json`` (aggregates with bootstrap CIs, volume agreement,
 definitions, settings, medcnn version, SHA-256 of every input file), PNG plots and a
 self-contained ``report.html``.
 
+Regions (BraTS-style validation, :mod:`medcnn.regions`): ``--regions brats`` adds one row per
+case and region (``structure_kind`` ``region``): whole tumour WT = labels {1, 2, 4}, tumour
+core TC = {1, 4}, enhancing tumour ET = {4} in BraTS's label convention, each the union of
+its labels in both maps: Dice, HD95 (mm), predicted and reference volume (mL) and the volume
+error (mL and %). ``--regions WT=1,2,4;TC=1,4;ET=4``, a JSON object or a ``.json`` file
+(bundle.json, dataset.json with ``regions``) give other regions; with ``--regions`` and no
+``--labels`` only the regions are evaluated. A prediction written by a medcnn region model
+records the model's regions (``segment_provenance.json`` of ``medcnn segment`` or
+``result.json`` of ``medcnn run`` beside the label map: its volume rows; a DICOM SEG: its
+region segments): without ``--regions`` those regions are evaluated; with it, they give the
+prediction's label values of the same-named regions (WT = whole tumor ...), so a model
+writing nnU-Net's 1/2/3 is compared with BraTS's 1/2/4 references
+(``--ignore-recorded-regions``: use the ``--regions`` values on both sides; ``--regions none``:
+no regions). ``--regions brats`` scores empty regions by the BraTS rule (``--empty-policy
+brats``, :mod:`medcnn.metrics.policy`) unless ``--empty-policy`` is given; ``summary.json``
+states the rule (``regions.empty_region_rule``) and ``report.html`` has a regions table.
+
 ACDC-style evaluation (Bernard et al., IEEE TMI 2018; :mod:`medcnn.metrics.acdc`): when the
 pairs CSV has ``subject`` and ``phase`` (ED/ES) columns, the structures ``--lv-label``,
 ``--myo-label`` and ``--rv-label`` (label values, default 1, 2, 3, or ``--labels`` names; 0 =
@@ -39,7 +56,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run", "parse_labels", "find_pairs", "acdc_structures"]
+__all__ = ["register", "run", "parse_labels", "find_pairs", "acdc_structures", "recorded_regions", "case_regions"]
 
 #: Default label values of the ACDC structures (medcnn's cardiac convention).
 ACDC_DEFAULT_LABELS = {"lv": "1", "myo": "2", "rv": "3"}
@@ -71,8 +88,18 @@ def register(sub) -> None:
                         "default every non-zero label found")
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="surface Dice tolerance in mm (default 2)")
     p.add_argument("--percentile", type=float, default=95.0, help="robust Hausdorff percentile (default 95)")
-    p.add_argument("--empty-policy", default=DEFAULT_EMPTY_POLICY, choices=EMPTY_POLICIES,
-                   help=f"values when a structure is empty in one or both maps (default {DEFAULT_EMPTY_POLICY})")
+    p.add_argument("--regions", metavar="SPEC",
+                   help="evaluate regions (unions of labels), one row per case and region: 'brats' (WT=1,2,4 TC=1,4 "
+                        "ET=4, BraTS's labels), 'WT=1,2,4;TC=1,4;ET=4', a JSON object or a .json file (bundle.json, "
+                        "dataset.json with regions); 'none': no regions. Without --labels only the regions are "
+                        "evaluated. Default: the regions recorded by the medcnn region model that wrote a prediction")
+    p.add_argument("--ignore-recorded-regions", action="store_true",
+                   help="use the --regions label values for the predictions too, not the regions recorded by the "
+                        "model that wrote them (predictions already in the references' label convention)")
+    p.add_argument("--empty-policy", default=None, choices=EMPTY_POLICIES,
+                   help="values when a structure is empty in one or both maps (default brats with --regions brats, "
+                        f"else {DEFAULT_EMPTY_POLICY}); brats: Dice 1 / HD95 0 when both are empty, Dice 0 / HD95 "
+                        "373.13 mm when one is (the BraTS challenge rule)")
     p.add_argument("--sparse-slices", action="store_true",
                    help="evaluate only slices (coarsest axis) where the reference has any label")
     p.add_argument("--resample", action="store_true",
@@ -371,6 +398,99 @@ def _read_pair(pred_path: str, ref_path: str) -> tuple[Any, Any]:
     return pred, ref
 
 
+#: Files beside a label map in which medcnn records the model's regions: ``medcnn segment``'s
+#: provenance (one record per case) and ``medcnn run``'s case record.
+REGION_RECORDS = ("segment_provenance.json", "result.json")
+
+
+def recorded_regions(pred_path: str | Path, pred: Any = None) -> tuple[dict[str, list[int]], str]:
+    """The regions of the medcnn region model that wrote a prediction, and where they were found.
+
+    Looked up in this order: the region segments of a DICOM SEG (``pred.meta["regions"]``,
+    read by :func:`medcnn.io.read_labels`); ``segment_provenance.json`` beside the file (the
+    case whose ``outputs`` name the file; its ``volumes`` rows); ``result.json`` beside it
+    (``medcnn run``'s case folder; ``outputs.labels``, ``volumes``). Region rows are the
+    volume rows whose ``label`` is a string such as ``"1+2+4"``
+    (:func:`medcnn.regions.regions_of_volume_rows`).
+
+    Returns:
+        ``({region name: label values}, description of the source)``; ``({}, "")`` when
+        nothing records regions for this file.
+
+    Raises:
+        CorruptFileError: a record file that is not JSON. ConfigError: malformed region rows.
+    """
+    import json
+
+    from medcnn.errors import CorruptFileError
+    from medcnn.regions import check_regions, regions_of_volume_rows
+
+    p = Path(pred_path)
+    meta_regions = (getattr(pred, "meta", None) or {}).get("regions")
+    if meta_regions:
+        return check_regions(meta_regions, path=p), f"{p.name}: region segments of the DICOM SEG"
+    for fname in REGION_RECORDS:
+        f = p.parent / fname
+        if not f.is_file():
+            continue
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptFileError.expected("a readable JSON record of the model that wrote the prediction",
+                                            f"{type(exc).__name__}: {exc}", path=f) from None
+        if not isinstance(doc, dict):
+            continue
+        records = doc.get("cases") if fname == "segment_provenance.json" else [doc]
+        for rec in records if isinstance(records, list) else []:
+            outs = rec.get("outputs") if isinstance(rec, dict) else None
+            outs = outs.get("labels") if isinstance(outs, dict) else outs
+            if not any(Path(str(o)).name == p.name for o in outs or []):
+                continue
+            regions = regions_of_volume_rows(rec.get("volumes") or [], path=f)
+            info = doc.get("model") if isinstance(doc.get("model"), dict) else rec.get("model")
+            model = info.get("name") if isinstance(info, dict) else None
+            return regions, (f"{f.name}: volume rows of the model {model!r}" if model else f"{f.name}: volume rows")
+    return {}, ""
+
+
+def case_regions(spec: dict[str, list[int]] | None, recorded: dict[str, list[int]], where: str, *,
+                 ignore_recorded: bool = False, path: str | Path | None = None) -> dict[str, Any] | None:
+    """The regions of one case: ``{"regions", "pred_regions", "source"}`` or ``None``.
+
+    ``spec`` (``--regions``) gives the names and the reference's label values. Regions
+    ``recorded`` for the prediction by the model that wrote it give the prediction's label
+    values of the same-named region (:func:`medcnn.regions.match_region_names`: ``WT`` =
+    ``whole tumor``); without ``spec`` they are the regions, in both maps.
+
+    Raises:
+        ConfigError: a ``spec`` region with no recorded counterpart (the prediction's label
+            convention for it is unknown; ``--ignore-recorded-regions`` uses the spec's).
+    """
+    from medcnn.errors import ConfigError
+    from medcnn.regions import match_region_names
+
+    use_recorded = bool(recorded) and not ignore_recorded
+    if spec is None:
+        if not use_recorded:
+            return None
+        return {"regions": dict(recorded), "pred_regions": None, "source": f"recorded for the prediction ({where}); "
+                "the same label values are used in the reference"}
+    if not use_recorded:
+        note = f"; the regions recorded for the prediction ({where}) were ignored" if recorded else ""
+        return {"regions": dict(spec), "pred_regions": None, "source": f"--regions, in both maps{note}"}
+    match = match_region_names(list(spec), list(recorded))
+    missing = [n for n, m in match.items() if m is None]
+    if missing:
+        raise ConfigError.expected(
+            f"a region recorded for the prediction ({where}) for every --regions name",
+            f"no match for {missing} among {list(recorded)}", path=path,
+            hint="pass --ignore-recorded-regions to use the --regions label values for the prediction too")
+    pred_regions = {n: list(recorded[m]) for n, m in match.items() if m is not None}
+    return {"regions": dict(spec), "pred_regions": pred_regions,
+            "source": f"reference: --regions; prediction: recorded ({where}), matched by name "
+                      + ", ".join(f"{n} = {m!r}" for n, m in match.items())}
+
+
 def _error_row(case: dict[str, Any], message: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"case_id": case["case_id"], "label": "", "label_values": "", "empty_policy": settings["empty_policy"],
             "nsd_tolerance_mm": settings["tolerance_mm"], "hd_percentile": settings["percentile"],
@@ -391,11 +511,24 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.percentile <= 100:
         raise ConfigError.expected("--percentile in (0, 100]", str(args.percentile))
     labels = parse_labels(args.labels)
+    from medcnn.metrics.policy import DEFAULT_EMPTY_POLICY, image_diagonal_mm
+    from medcnn.regions import parse_regions
+
+    region_arg = (getattr(args, "regions", None) or "").strip()
+    regions_off = region_arg.lower() == "none"
+    region_spec = parse_regions(region_arg) if region_arg and not regions_off else None
+    ignore_recorded = bool(getattr(args, "ignore_recorded_regions", False))
+    if getattr(args, "empty_policy", None) is None:
+        args.empty_policy = "brats" if region_arg.lower() == "brats" else DEFAULT_EMPTY_POLICY
+    if region_spec is not None and labels is not None and set(region_spec) & set(labels):
+        raise ConfigError.expected("--regions names distinct from the --labels names",
+                                   f"{sorted(set(region_spec) & set(labels))} in both")
     lesion: Any = True if [x.lower() for x in args.lesion_labels] == ["all"] else list(args.lesion_labels)
     if labels is not None and lesion is not True:
-        unknown = set(lesion) - set(labels)
+        unknown = set(lesion) - set(labels) - set(region_spec or {})
         if unknown:
-            raise ConfigError.expected(f"--lesion-labels among {sorted(labels)}", f"{sorted(unknown)}")
+            raise ConfigError.expected(f"--lesion-labels among {sorted(set(labels) | set(region_spec or {}))}",
+                                       f"{sorted(unknown)}")
     structures, acdc_notes = acdc_structures(args, labels)
     from medcnn.metrics.agreement import MIN_AGREEMENT_N
 
@@ -425,12 +558,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError.expected("a --pairs CSV with subject and phase (ED/ES) columns for the ACDC tables "
                                    "(--lv-label/--myo-label/--rv-label)", "no case with both")
     settings = {
-        "labels": {k: list(v) for k, v in labels.items()} if labels else "every non-zero label found",
+        "labels": ({k: list(v) for k, v in labels.items()} if labels else
+                   "none: --regions without --labels evaluates the regions only" if region_spec is not None else
+                   "every non-zero label found"),
         "tolerance_mm": float(args.tolerance_mm), "percentile": float(args.percentile),
         "empty_policy": args.empty_policy, "sparse_slices": bool(args.sparse_slices),
         "resample": bool(args.resample), "lesion_labels": lesion, "connectivity": args.connectivity,
         "threads": args.threads, "min_agreement_n": min_n,
     }
+    if region_spec is not None or regions_off or ignore_recorded:
+        settings["regions"] = ("none" if regions_off else
+                               {k: list(v) for k, v in region_spec.items()} if region_spec else "recorded")
+        settings["regions_option"] = Path(region_arg).name if region_arg.lower().endswith(".json") else region_arg
+        settings["ignore_recorded_regions"] = ignore_recorded
+    eval_labels = {} if region_spec is not None and labels is None else labels  # --regions alone: regions only
+    diagonals: set[float] = set()
     if acdc_on:
         settings["acdc_structures"] = {"LV": structures.lv, "Myo": structures.myo, "RV": structures.rv}
         settings["myocardial_density_g_per_ml"] = MYOCARDIAL_DENSITY_G_PER_ML
@@ -449,10 +591,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             pred, ref = _read_pair(case["pred"], case["ref"])
             skip = _not_annotated(case, pred, labels, dataset)
+            recorded, where = ({}, "") if regions_off else recorded_regions(case["pred"], pred)
+            reg = None if regions_off else case_regions(region_spec, recorded, where, ignore_recorded=ignore_recorded,
+                                                        path=case["pred"])
             case_rows = evaluate_case(
-                pred, ref, labels=labels, not_annotated=skip, tolerance_mm=args.tolerance_mm, percentile=args.percentile,
-                empty_policy=args.empty_policy, sparse_slices=args.sparse_slices, resample=args.resample,
-                lesion_labels=lesion, connectivity=args.connectivity, threads=args.threads, case_id=cid)
+                pred, ref, labels=eval_labels, not_annotated=skip, tolerance_mm=args.tolerance_mm,
+                percentile=args.percentile, empty_policy=args.empty_policy, sparse_slices=args.sparse_slices,
+                resample=args.resample, lesion_labels=lesion, connectivity=args.connectivity, threads=args.threads,
+                case_id=cid, regions=(reg or {}).get("regions"), pred_regions=(reg or {}).get("pred_regions"))
+            if reg is not None:
+                case["regions"] = {"source": reg["source"], "reference": reg["regions"],
+                                   "prediction": reg["pred_regions"] or reg["regions"]}
+                diagonals.add(round(image_diagonal_mm(ref.geometry), 5))
             flags = input_qc_flags([pred, ref])
             if flags:  # a NIfTI header read by the rule for inconsistent headers: on every row of the case
                 case["qc_flags"] = flags
@@ -495,9 +645,16 @@ def run(args: argparse.Namespace) -> int:
             r["error"] = redact_paths(r["error"], raw, include_paths=keep)
     settings["include_paths"] = keep
     case_info = [{k: c.get(k) for k in ("case_id", "pred", "ref", "pred_sha256", "ref_sha256", "subject", "phase",
-                                        "group", "error", "qc_flags") if k != "qc_flags" or c.get(k)} for c in cases]
+                                        "group", "error", "qc_flags", "regions") if k not in ("qc_flags", "regions")
+                  or c.get(k)} for c in cases]
     summary = build_validation_summary(rows, settings=settings, cases=case_info, acdc=acdc,
                                        n_bootstrap=args.bootstrap, seed=args.seed, min_n=min_n)
+    from medcnn.report.validation import region_summary
+
+    regions_block = region_summary(rows, policy=args.empty_policy, diagonals_mm=diagonals, spec=region_spec,
+                                   cases=case_info)
+    if regions_block is not None:
+        summary["regions"] = regions_block
     summary["counts"]["unmatched_references"] = len(unmatched)
     summary["unmatched_references"] = unmatched
     paths = write_validation_report(rows, summary, args.out, columns=metric_columns(percentile=args.percentile))

@@ -10,7 +10,8 @@ recorded in each Segment Description when it wrote the SEG (or 1..n in the order
 ``roi`` when segments are chosen by name); overlapping segments give the voxel to the
 smallest segment. The region segments medcnn adds (unions of labels, Segment Description
 ``"medcnn region of labels 1+2+4"``) overlap the label segments and are left out of the
-label map unless asked for by name (``roi``).
+label map unless asked for by name (``roi``); the regions they declare come back as
+``meta["regions"]`` (``{segment label: [label values]}``, :func:`seg_regions`).
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def read_seg(ds: Any, *, path: Path, reference: Volume | None = None, roi: Seque
     px = px.reshape(n_frames, rows, cols)
     shape = geometry.shape
     ref_vol = Volume(np.zeros(shape, np.uint8), geometry.with_source(str(path)), "label")
-    meta = {"annotation": "seg", "segmentation_type": seg_type}
+    meta: dict[str, Any] = {"annotation": "seg", "segmentation_type": seg_type}
+    if not roi and seg_regions(ds):
+        meta["regions"] = seg_regions(ds)
 
     if seg_type == "LABELMAP":
         wanted = _default_segments(ds, segments) if not roi else _by_name(segments, roi, path)
@@ -172,6 +175,22 @@ def read_seg(ds: Any, *, path: Path, reference: Volume | None = None, roi: Seque
             raise AnnotationError.expected(f"segment {segments[s]!r} to cover at least one voxel",
                                            "an empty segment", path=path)
     return _paint(masks, [segments[s] for s in wanted], ref_vol, path, meta, values=values)
+
+
+def seg_regions(ds: Any) -> dict[str, list[int]]:
+    """``{segment label: [label values]}`` of the region segments medcnn wrote into a SEG
+    (Segment Description ``"medcnn region of labels 1+2+4"``), in segment order; ``{}``
+    when there are none (a malformed description is skipped: it is not one of medcnn's)."""
+    out: dict[str, list[int]] = {}
+    for s in getattr(ds, "SegmentSequence", []) or []:
+        text = str(getattr(s, "SegmentDescription", "") or "")
+        key = text[len(REGION_PREFIX):]
+        parts = key.split("+")
+        if not text.startswith(REGION_PREFIX) or not all(p.isdigit() and int(p) > 0 for p in parts):
+            continue
+        name = str(getattr(s, "SegmentLabel", "") or f"segment {s.SegmentNumber}")
+        out[name] = sorted({int(p) for p in parts})
+    return out
 
 
 def _default_segments(ds: Any, segments: dict[int, str]) -> list[int]:

@@ -2,7 +2,10 @@
 
 :func:`evaluate_case` computes, for each structure, Dice, IoU, HD, HD95, ASSD (and both
 directed average distances), surface Dice at a tolerance, volumes and volume errors and,
-for lesion structures, lesion-wise detection counts. Every row carries the settings that
+for lesion structures, lesion-wise detection counts. Structures are labels (one value or a
+union) and, with ``regions=``, named regions (:mod:`medcnn.regions`: BraTS whole tumour,
+tumour core, enhancing tumour), which may use other label values in the prediction than in
+the reference (``pred_regions=``: a model's own label convention). Every row carries the settings that
 define its numbers (``empty_policy``, ``nsd_tolerance_mm``, ``hd_percentile``...), so a
 CSV row can be read on its own. :func:`aggregate` summarises rows per label and
 :data:`DEFINITIONS` says in words what each column means (written into ``summary.json``).
@@ -58,6 +61,11 @@ DEFINITIONS: dict[str, str] = {
     "volume_diff_ml": "pred_volume_ml - ref_volume_ml (signed, mL)",
     "abs_volume_error_ml": "|pred_volume_ml - ref_volume_ml| (mL)",
     "rel_volume_error_percent": "100 (pred - ref) / ref (signed, %; NaN if the reference is empty)",
+    "structure_kind": "label (a label value, or a union given as --labels NAME=V1,V2) or region (a named "
+                      "union of labels from --regions or recorded by the model that wrote the prediction, e.g. "
+                      "BraTS WT/TC/ET)",
+    "pred_label_values": "the label values whose union is the structure in the prediction (label_values: in "
+                         "the reference); they differ when a region model writes its own label convention",
     "annotated": "False when the reference dataset declares that it does not annotate this structure (in this "
                  "phase): every metric of the row is then empty and the row is left out of every summary",
     "not_annotated_reason": "where that declaration comes from (empty when the structure is annotated)",
@@ -86,7 +94,8 @@ def metric_columns(*, percentile: float = 95.0) -> list[str]:
     """Column order of :func:`evaluate_case` rows."""
     hd_key = f"hd{percentile:g}_mm"
     surface = ["hd_mm", hd_key, "assd_mm", "asd_ref_to_pred_mm", "asd_pred_to_ref_mm", "nsd"]
-    return (["case_id", "label", "label_values", "dice", "iou"] + surface + list(_VOLUME_KEYS)
+    return (["case_id", "label", "structure_kind", "label_values", "pred_label_values", "dice", "iou"] + surface
+            + list(_VOLUME_KEYS)
             + list(_LESION_KEYS) + ["ref_empty", "pred_empty", "annotated", "not_annotated_reason", "empty_policy",
                                     "nsd_tolerance_mm", "hd_percentile", "sparse_slices", "resampled", "error"])
 
@@ -129,6 +138,8 @@ def evaluate_case(
     threads: int = 1,
     case_id: str | None = None,
     not_annotated: Mapping[int, str] | None = None,
+    regions: Mapping[str, Sequence[int]] | None = None,
+    pred_regions: Mapping[str, Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
     """All metrics of one predicted label map against its reference, one row per structure.
 
@@ -156,14 +167,26 @@ def evaluate_case(
             structure all of whose values are listed gets a row with ``annotated`` False,
             the reason, and empty metrics (never Dice 0); a structure with at least one
             annotated value is evaluated as usual (BraTS 2018 draws no label 3, yet a whole
-            tumour of labels 1-4 is annotated).
+            tumour of labels 1-4 is annotated). Regions follow the same rule.
+        regions: ``{region name: label values}`` in the reference (nested or disjoint,
+            :func:`medcnn.regions.check_regions`; e.g. :data:`medcnn.regions.BRATS_REGIONS`):
+            one more row per region after the label rows (``structure_kind`` ``"region"``),
+            the union of its labels in each map. Pass ``labels={}`` for region rows only.
+        pred_regions: ``{region name: label values}`` in the prediction for regions whose
+            labels differ there (a region model's own convention, e.g. nnU-Net's BraTS
+            1/2/3 against BraTS's 1/2/4); names not given use ``regions``' values.
 
     Returns:
         list of dicts with the columns of :func:`metric_columns`.
 
     Raises:
-        GeometryMismatchError, DimensionError, InvalidLabelError, ConfigError.
+        GeometryMismatchError, DimensionError, InvalidLabelError, ConfigError (regions that
+        are not nested or disjoint, a ``pred_regions`` name that is not a region, a region
+        named like a label structure).
     """
+    from medcnn.errors import ConfigError
+    from medcnn.regions import check_regions
+
     check_policy(empty_policy)
     if not (tolerance_mm >= 0 and math.isfinite(tolerance_mm)):
         raise ValueError(f"expected a finite tolerance_mm >= 0, got {tolerance_mm}")
@@ -178,32 +201,46 @@ def evaluate_case(
     diag = image_diagonal_mm(ref.geometry)
     voxel_ml = ref.geometry.voxel_volume_ml
     cid = case_id if case_id is not None else _default_case_id(ref)
-    lesion_set = set(structures) if lesion_labels is True else set(lesion_labels or ())
-    unknown = lesion_set - set(structures)
+    region_sets = {k: tuple(v) for k, v in check_regions(regions or {}).items()}
+    pred_sets = {k: tuple(v) for k, v in check_regions(pred_regions or {}).items()}
+    if set(pred_sets) - set(region_sets):
+        raise ConfigError.expected(f"pred_regions named among the regions {sorted(region_sets)}",
+                                   f"{sorted(set(pred_sets) - set(region_sets))}")
+    clash = set(region_sets) & set(structures)
+    if clash:
+        raise ConfigError.expected("region names distinct from the label structures' names", f"{sorted(clash)} in both",
+                                   hint="rename the region or the --labels structure")
+    names = [*structures, *region_sets]
+    lesion_set = set(names) if lesion_labels is True else set(lesion_labels or ())
+    unknown = lesion_set - set(names)
     if unknown:
-        raise ValueError(f"expected lesion labels among {sorted(structures)}, got {sorted(unknown)}")
+        raise ValueError(f"expected lesion labels among {sorted(names)}, got {sorted(unknown)}")
     skip = {int(k): str(v) for k, v in (not_annotated or {}).items()}
+    todo = [(name, "label", values, values) for name, values in structures.items()]
+    todo += [(name, "region", values, pred_sets.get(name, values)) for name, values in region_sets.items()]
     rows = []
-    for name, values in structures.items():
+    for name, kind, values, pvalues in todo:
+        head: dict[str, Any] = {"case_id": cid, "label": name, "structure_kind": kind,
+                                "label_values": ",".join(map(str, values)),
+                                "pred_label_values": ",".join(map(str, pvalues))}
         missing = [v for v in values if int(v) in skip]
         if missing and len(missing) == len(values):
-            row = {"case_id": cid, "label": name, "label_values": ",".join(map(str, values))}
-            row.update({k: math.nan for k in metric_columns(percentile=percentile)
-                        if k not in ("case_id", "label", "label_values", "error")})
-            row.update({"ref_empty": None, "pred_empty": not label_mask(pred_on_ref, values).any(),
+            row = dict(head)
+            row.update({k: math.nan for k in metric_columns(percentile=percentile) if k not in head and k != "error"})
+            row.update({"ref_empty": None, "pred_empty": not label_mask(pred_on_ref, pvalues).any(),
                         "annotated": False, "not_annotated_reason": skip[int(missing[0])],
                         "empty_policy": empty_policy, "nsd_tolerance_mm": float(tolerance_mm),
                         "hd_percentile": float(percentile), "sparse_slices": sparse_note, "resampled": resampled,
                         "error": ""})
             rows.append(row)
             continue
-        pm = label_mask(pred_on_ref, values)
+        pm = label_mask(pred_on_ref, pvalues)
         rm = label_mask(ref, values)
         if keep is not None:
             pm &= keep
             rm &= keep
         ref_empty, pred_empty = not rm.any(), not pm.any()
-        row: dict[str, Any] = {"case_id": cid, "label": name, "label_values": ",".join(map(str, values))}
+        row = dict(head)
         row.update(_overlap_from_masks(pm, rm, empty_policy=empty_policy, diagonal_mm=diag))
         sd = _from_masks(pm, rm, spacing, threads=threads)
         row.update(_metrics_from(sd, ref_empty=ref_empty, pred_empty=pred_empty, tolerance_mm=tolerance_mm,

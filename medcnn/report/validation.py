@@ -13,6 +13,10 @@ Figures (matplotlib Agg canvas, no pyplot state):
 * ``metric_distributions.png``: per metric (Dice, HD95, ASSD, NSD), one box per
   structure with every case drawn as a point.
 
+With region rows (``structure_kind`` ``region``: BraTS WT / TC / ET, ``medcnn validate
+--regions``) ``summary.json`` gets a ``regions`` block (:func:`region_summary`: definitions,
+the empty-region rule, empty counts, a per-region table) and the HTML page a regions section.
+
 With an ACDC evaluation (:func:`medcnn.metrics.acdc.acdc_evaluation`) also
 ``acdc_geometric.csv``, ``acdc_clinical.csv``, ``acdc_subjects.csv`` and ``acdc.json``, and
 its tables in the HTML page.
@@ -34,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "build_validation_summary",
+    "region_summary",
     "validation_figures",
     "render_validation_html",
     "write_validation_report",
@@ -112,6 +117,94 @@ def build_validation_summary(rows: Sequence[Mapping[str, Any]], *, settings: Map
         "min_agreement_n": MIN_AGREEMENT_N if min_n is None else min_n,
         **({"acdc": dict(acdc)} if acdc else {}),
         "cases": [dict(c) for c in cases],
+    }
+
+
+#: Columns of the per-region table (summary.json ``regions.table`` and the HTML page).
+REGION_TABLE_METRICS = ("dice", "hd95_mm", "ref_volume_ml", "pred_volume_ml", "volume_diff_ml",
+                        "abs_volume_error_ml", "rel_volume_error_percent")
+
+
+def region_summary(rows: Sequence[Mapping[str, Any]], *, policy: str, diagonals_mm: Iterable[float] = (),
+                   spec: Mapping[str, Sequence[int]] | None = None,
+                   cases: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any] | None:
+    """The ``regions`` block of ``summary.json`` (``None`` without region rows or a spec).
+
+    Args:
+        rows: evaluation rows; region rows have ``structure_kind`` ``"region"``.
+        policy: the empty policy used (:mod:`medcnn.metrics.policy`).
+        diagonals_mm: image diagonals (mm) of the references with region rows: with
+            ``best-worst`` the rule equals BraTS's only when they are all 373.13 mm.
+        spec: the ``--regions`` regions (reference label values), if given.
+        cases: case dicts; their ``regions`` entries (source, label values) are listed.
+
+    Returns:
+        ``{"regions", "per_case", "empty_region_rule", "empty_counts", "table", "units"}``:
+        region names with their reference label values; each case's source and label values
+        when they are not simply ``spec`` in both maps; the BraTS rule in words and numbers,
+        the policy used and whether it follows that rule; per region the cases with an empty
+        reference and/or prediction; and n, mean, SD and median (no CI: see ``aggregates``)
+        of Dice, HD95 (mm), volumes (mL) and volume errors (mL, %).
+    """
+    from medcnn.metrics.agreement import summarize
+    from medcnn.metrics.policy import BRATS_EMPTY_DISTANCE_MM, BRATS_EMPTY_RULE, POLICY_DESCRIPTIONS
+
+    reg = [r for r in rows if r.get("structure_kind") == "region" and not r.get("error")]
+    if not reg and spec is None:
+        return None
+    names = list(dict.fromkeys([*(spec or {}), *(str(r["label"]) for r in reg)]))
+    diags = sorted(set(float(d) for d in diagonals_mm))
+    on_brats_grid = bool(diags) and all(abs(d - BRATS_EMPTY_DISTANCE_MM) < 1e-3 for d in diags)
+    follows = policy == "brats" or (policy == "best-worst" and on_brats_grid)
+    if policy == "brats":
+        note = "empty regions are scored by the BraTS rule on every grid"
+    elif follows:
+        note = ("best-worst uses the reference's image diagonal, which is BraTS's 373.13 mm on these 240x240x155 "
+                "1 mm references: the same numbers as the BraTS rule")
+    else:
+        note = (f"empty regions are scored by {policy}, not by the BraTS rule (use --empty-policy brats for "
+                "challenge-comparable numbers)")
+    counts: dict[str, dict[str, int]] = {}
+    table: dict[str, dict[str, Any]] = {}
+    hd_cols = [k for k in (reg[0] if reg else {}) if k.startswith("hd") and k.endswith("_mm") and k != "hd_mm"]
+    metrics = [m if m != "hd95_mm" or not hd_cols else hd_cols[0] for m in REGION_TABLE_METRICS]
+    for name in names:
+        sub = [r for r in reg if str(r["label"]) == name and r.get("annotated", True) not in (False, "False")]
+        ref_e = [bool(r.get("ref_empty")) for r in sub]
+        pred_e = [bool(r.get("pred_empty")) for r in sub]
+        counts[name] = {
+            "cases": len(sub),
+            "reference_empty": sum(ref_e),
+            "reference_empty_prediction_empty": sum(a and b for a, b in zip(ref_e, pred_e)),
+            "reference_empty_prediction_not_empty": sum(a and not b for a, b in zip(ref_e, pred_e)),
+            "reference_not_empty_prediction_empty": sum(b and not a for a, b in zip(ref_e, pred_e)),
+        }
+        table[name] = {}
+        for m in metrics:
+            st = summarize([_num(r.get(m)) for r in sub], n_bootstrap=0)
+            table[name][m] = {k: st[k] for k in ("n", "mean", "sd", "median")}
+    def definitions_of(regs: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+        return {n: [int(v) for v in regs[n]] for n in regs}
+
+    definitions = definitions_of(spec) if spec is not None else {}
+    per_case = {}
+    for c in cases:
+        info = c.get("regions")
+        if not info:
+            continue
+        definitions.update({n: list(v) for n, v in (info.get("reference") or {}).items() if n not in definitions})
+        plain = spec is not None and info.get("prediction") == info.get("reference") == definitions_of(spec)
+        if not plain:  # label values or source other than --regions in both maps
+            per_case[str(c.get("case_id"))] = dict(info)
+    return {
+        "regions": definitions,
+        "per_case": per_case,
+        "empty_region_rule": {"brats": dict(BRATS_EMPTY_RULE), "empty_policy": policy,
+                              "empty_policy_description": POLICY_DESCRIPTIONS.get(policy, ""),
+                              "follows_brats_rule": follows, "reference_diagonals_mm": diags, "note": note},
+        "empty_counts": counts,
+        "table": table,
+        "units": {"hd95_mm": "mm", "volume": "mL", "rel_volume_error_percent": "% of the reference volume"},
     }
 
 
@@ -309,6 +402,44 @@ def _acdc_html(acdc: Mapping[str, Any], pct: float) -> str:
     return "".join(parts)
 
 
+def _regions_html(block: Mapping[str, Any]) -> str:
+    """The regions section: definitions, the per-region table and the empty-region rule."""
+    rule = block.get("empty_region_rule") or {}
+    brats = rule.get("brats") or {}
+    parts = ["<h2>Regions</h2>",
+             '<p class="muted">Each region is the union of its labels in the reference (and in the prediction, '
+             "with the prediction's own labels where the model that wrote it recorded them).</p>",
+             _table(["region", "reference labels"], [[n, ", ".join(map(str, v))]
+                                                     for n, v in (block.get("regions") or {}).items()])]
+    per_case = block.get("per_case") or {}
+    sources = sorted({str(v.get("source")) for v in per_case.values()})
+    if sources:
+        parts.append('<p class="muted">Source: ' + "; ".join(_e(x) for x in sources) + "</p>")
+    table = block.get("table") or {}
+    counts = block.get("empty_counts") or {}
+    if table:
+        body = []
+        for name, metrics in table.items():
+            hd_key = next((k for k in metrics if k.startswith("hd")), "hd95_mm")
+            d, h = metrics.get("dice") or {}, metrics.get(hd_key) or {}
+            c = counts.get(name) or {}
+            body.append([name, d.get("n"), d.get("mean"), _dash(d.get("sd")), d.get("median"), h.get("mean"),
+                         _dash(h.get("sd")), h.get("median"), (metrics.get("ref_volume_ml") or {}).get("mean"),
+                         (metrics.get("pred_volume_ml") or {}).get("mean"),
+                         (metrics.get("volume_diff_ml") or {}).get("mean"),
+                         (metrics.get("abs_volume_error_ml") or {}).get("mean"),
+                         _dash((metrics.get("rel_volume_error_percent") or {}).get("mean")),
+                         c.get("reference_empty", 0)])
+        parts.append(_table(["region", "n", "Dice mean", "Dice SD", "Dice median", "HD95 mean (mm)", "HD95 SD (mm)",
+                             "HD95 median (mm)", "reference mean (mL)", "predicted mean (mL)",
+                             "volume error mean (mL)", "abs. volume error mean (mL)", "volume error mean (%)",
+                             "empty references"], body))
+    parts.append(f'<p class="muted"><b>Empty regions.</b> {_e(brats.get("rule"))} '
+                 f'({_e(brats.get("worst_distance_is"))}; source: {_e(brats.get("source"))}). '
+                 f'This report: empty policy {_e(rule.get("empty_policy"))} &mdash; {_e(rule.get("note"))}.</p>')
+    return "".join(parts)
+
+
 def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                            figures: Mapping[str, bytes]) -> str:
     """One self-contained HTML page (figures inline as base64 PNG)."""
@@ -353,6 +484,9 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
         parts.append('<p class="muted">ICC(2,1): two-way random, absolute agreement, single measurement '
                      "(McGraw &amp; Wong ICC(A,1)); ICC(3,1): two-way mixed, consistency (ICC(C,1)). "
                      "LoA = bias &plusmn; 1.96 SD.</p>")
+    regions = summary.get("regions")
+    if regions:
+        parts.append(_regions_html(regions))
     acdc = summary.get("acdc")
     if acdc:
         parts.append(_acdc_html(acdc, pct))
@@ -371,13 +505,14 @@ def render_validation_html(summary: Mapping[str, Any], rows: Sequence[Mapping[st
     shown = [r for r in rows if not r.get("error")]
     if shown:
         parts.append("<h2>Cases</h2>")
-        cols = ["case_id", "label", "dice", "iou", "hd_mm", hd_key, "assd_mm", "nsd", "ref_volume_ml",
+        cols = ["case_id", "label", "structure_kind", "dice", "iou", "hd_mm", hd_key, "assd_mm", "nsd", "ref_volume_ml",
                 "pred_volume_ml", "rel_volume_error_percent", "lesion_tp", "lesion_fp", "lesion_fn"]
         cols = [c for c in cols if any(c in r for r in shown)]
         body = []
         for r in shown:
             if r.get("annotated", True) in (False, "False"):   # a partial reference: "—", never 0
-                body.append([r.get("case_id"), r.get("label")] + ["—"] * (len(cols) - 2)
+                head = [r.get(c) for c in cols[:3 if "structure_kind" in cols else 2]]
+                body.append(head + ["—"] * (len(cols) - len(head))
                             + [f"not annotated: {r.get('not_annotated_reason') or ''}"])
             else:
                 body.append([r.get(c) for c in cols] + [""])
