@@ -59,10 +59,12 @@ def test_rv_function_hand_computed():
     assert fn.rv_ef_percent == pytest.approx((650 - 240) / 650 * 100, rel=1e-12)
     assert fn.rv_cardiac_output_l_per_min == pytest.approx((rv_edv - rv_esv) * 64 / 1000, rel=1e-12)
     assert fn.lv_myo_es_ml == pytest.approx(92 * 6 * VOXEL_ML) and fn.rv_note == ""
-    # LV SV 420 voxels, RV SV 410 (2.4 % apart); myocardium 540 vs 552 (2.2 %): no flag
-    assert fn.qc_codes == []
+    # LV SV 420 voxels, RV SV 410 (2.4 % apart); myocardium 540 vs 552 (2.2 %): no physiological flag.
+    # These band-shaped stacks put the LV on the array edge beside its myocardium, not inside it: only
+    # the enclosure check trips (tests/test_measure_cardiac_anatomy.py); the RV band touches the LV.
+    assert fn.qc_codes == ["LV_NOT_ENCLOSED"]
     row = fn.to_row()
-    assert row["rv_ef_percent"] == pytest.approx(fn.rv_ef_percent) and row["qc_codes"] == ""
+    assert row["rv_ef_percent"] == pytest.approx(fn.rv_ef_percent) and row["qc_codes"] == "LV_NOT_ENCLOSED"
 
 
 def test_no_rv_label_gives_nan_and_a_note_not_zeros():
@@ -176,8 +178,8 @@ def test_measure_cli_cardiac_and_cine_report_rv_and_the_new_flags(tmp_path):
     assert row["rv_ef_percent"] == pytest.approx(50.0)
     assert row["rv_cardiac_output_l_per_min"] == pytest.approx((rv_edv - rv_esv) * 60 / 1000)
     # LV SV 60 vs RV SV 50 voxels per slice (17 % < 35 %); myocardium 100 vs 70 (30 % > 25 %); the RV on
-    # slice 0 at ED (the base end) is no flag
-    assert row["qc_codes"].split(";") == ["MYO_ED_ES_MISMATCH"]
+    # slice 0 at ED (the base end) is no flag; the band-shaped LV lies on the array edge (not enclosed)
+    assert row["qc_codes"].split(";") == ["LV_NOT_ENCLOSED", "MYO_ED_ES_MISMATCH"]
     from medcnn.report.tables import metadata_path  # column meanings live in the CSVW sidecar
 
     sidecar = metadata_path(tmp_path / "m.cardiac.csv").read_text()

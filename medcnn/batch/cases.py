@@ -11,8 +11,11 @@ Rules
   for a one-channel model), optional ``label`` (reference label map), optional ``ed`` /
   ``es`` (an end-diastolic / end-systolic pair instead of ``image``, with optional
   ``ed_label`` / ``es_label``), optional ``phase`` (``ED`` / ``ES``: two rows with the same
-  ``case_id`` form one pair). Relative paths are relative to the manifest's folder.
-  Other columns are ignored.
+  ``case_id`` form one pair), optional ``height_cm`` / ``weight_kg`` (the patient's height in
+  cm and weight in kg, both or neither: a cardiac case then gets its BSA and indexed volumes;
+  a bad value, e.g. a height in metres, makes that row an error row; the two rows of a
+  ``phase`` pair may both give them, equal, or only one). Relative paths are relative to the
+  manifest's folder. Other columns are ignored.
 * **Folder** holding image files: each image file (top level, sorted) is a case, except
   label maps, which are skipped and listed (:func:`label_map_reason`): by name (a file-name
   token ``gt``, ``seg``, ``label``/``labels``, ``mask``, ``lab``, ``roi``, ``annotation``,
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Sequence
@@ -82,6 +85,9 @@ class Case:
         origin: where the case came from (path, or ``manifest.csv row N``).
         error: a problem found while listing the case (reported as an error row).
         error_type: class name of that problem.
+        height_cm, weight_kg: the patient's height (cm) and weight (kg), checked
+            (:func:`medcnn.measure.body.body_size`), for BSA-indexed cardiac values; ``None``
+            when not given.
     """
 
     case_id: str
@@ -89,6 +95,8 @@ class Case:
     origin: str
     error: str | None = None
     error_type: str | None = None
+    height_cm: float | None = None
+    weight_kg: float | None = None
 
     @property
     def kind(self) -> str:
@@ -283,6 +291,8 @@ def read_manifest(path: str | PathLike[str], *, channels: Sequence[str]) -> list
     """
     import pandas as pd
 
+    from medcnn.measure.body import body_size
+
     p = Path(path)
     if not p.is_file():
         raise InputFileNotFoundError.expected("an existing CSV manifest", "nothing at that path", path=p)
@@ -327,16 +337,26 @@ def read_manifest(path: str | PathLike[str], *, channels: Sequence[str]) -> list
             continue
         ed, es = (_cell(row, cols.get("ed")), _cell(row, cols.get("es"))) if has_pair else (None, None)
         chan_vals = [_cell(row, c) for c in chan_cols]
+        body, body_error = None, None
+        try:
+            body = body_size(_cell(row, cols.get("height_cm")), _cell(row, cols.get("weight_kg")),
+                             source=f"{p} line {n}")
+        except ConfigError as exc:
+            body_error = exc
+        size = {"height_cm": body.height_cm, "weight_kg": body.weight_kg} if body is not None else {}
         if ed or es:
             if not (ed and es):
                 out.append(_error_case(cid, origin, ConfigError.expected(
                     "both 'ed' and 'es' paths", f"only {'ed' if ed else 'es'}", path=f"{p} line {n}")))
                 continue
+            if body_error is not None:
+                out.append(_error_case(cid, origin, body_error))
+                continue
             inputs = (
                 CaseInput("ED", ((channels[0], resolve(ed)),), resolve(_cell(row, cols.get("ed_label")))),
                 CaseInput("ES", ((channels[0], resolve(es)),), resolve(_cell(row, cols.get("es_label")))),
             )
-            out.append(Case(safe_case_id(cid), inputs, origin))
+            out.append(Case(safe_case_id(cid), inputs, origin, **size))
             continue
         if any(v is None for v in chan_vals):
             missing = [ch for ch, v in zip(channels, chan_vals) if v is None]
@@ -345,13 +365,16 @@ def read_manifest(path: str | PathLike[str], *, channels: Sequence[str]) -> list
                 path=f"{p} line {n}")))
             continue
         ref = resolve(_cell(row, cols.get("label")))
+        if body_error is not None:
+            out.append(_error_case(cid, origin, body_error))
+            continue
         phase = (_cell(row, cols.get("phase")) or "").upper() or None
         if phase is not None and (phase not in ("ED", "ES") or len(channels) != 1):
             out.append(_error_case(cid, origin, ConfigError.expected(
                 "phase ED or ES (one-channel model)", repr(_cell(row, cols.get("phase"))), path=f"{p} line {n}")))
             continue
         out.append(Case(safe_case_id(cid), (CaseInput(phase, tuple(
-            (ch, resolve(v)) for ch, v in zip(channels, chan_vals)), ref),), origin))
+            (ch, resolve(v)) for ch, v in zip(channels, chan_vals)), ref),), origin, **size))
     return _join_phase_rows(out)
 
 
@@ -377,7 +400,16 @@ def _join_phase_rows(cases: list[Case]) -> list[Case]:
                 path=c.origin)))
             continue
         ed, es = sorted(rows, key=lambda r: r.inputs[0].phase)
-        out.append(Case(c.case_id, (ed.inputs[0], es.inputs[0]), f"{ed.origin} + {es.origin}"))
+        sizes = {(r.height_cm, r.weight_kg) for r in (ed, es) if r.height_cm is not None}
+        if len(sizes) > 1:
+            out.append(_error_case(c.case_id, f"{ed.origin} + {es.origin}", ConfigError.expected(
+                "the same height_cm and weight_kg on the ED and ES rows of a case (or on one of them only)",
+                " and ".join(f"{r.inputs[0].phase} {r.height_cm:g} cm, {r.weight_kg:g} kg" for r in (ed, es)),
+                path=c.origin)))
+            continue
+        h, w = next(iter(sizes)) if sizes else (None, None)
+        out.append(Case(c.case_id, (ed.inputs[0], es.inputs[0]), f"{ed.origin} + {es.origin}", height_cm=h,
+                        weight_kg=w))
     return out
 
 
@@ -393,7 +425,7 @@ def _unique(cases: list[Case]) -> list[Case]:
                 seen[cid] += 1
                 new = f"{cid}-{seen[cid]}"
             seen[new] = 1
-            c = Case(new, c.inputs, c.origin, c.error, c.error_type)
+            c = replace(c, case_id=new)
         else:
             seen[cid] = 1
         out.append(c)

@@ -250,7 +250,9 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
 
     from medcnn.measure.intensity import INTENSITY_COLUMNS
 
-    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, LESION_COLUMNS, INTERVAL_COLUMNS,
+    from medcnn.measure.body import BSA_COLUMNS
+
+    for d in (VOLUME_COLUMNS, COLUMN_DESCRIPTIONS, CARDIAC_COLUMNS, BSA_COLUMNS, LESION_COLUMNS, INTERVAL_COLUMNS,
               INTENSITY_COLUMNS):
         for k, v in d.items():
             columns.setdefault(k, v)
@@ -298,6 +300,30 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
     return paths
 
 
+def _with_body_size(cases: list[Case], height_cm: Any, weight_kg: Any, *, mode: str) -> list[Case]:
+    """``cases`` with the ``--height`` / ``--weight`` of the command line, checked: both or
+    neither, plausible, a cardiac batch of one case, not also given by its manifest row."""
+    import dataclasses
+
+    from medcnn.measure.body import body_size
+
+    body = body_size(height_cm, weight_kg, names=("--height", "--weight"))
+    if body is None:
+        return cases
+    if mode != "cardiac":
+        raise ConfigError.expected("--height/--weight with a cardiac model or --mode cardiac (they index cardiac "
+                                   "volumes by the body surface area)", f"mode {mode}")
+    if len(cases) != 1:
+        raise ConfigError.expected("--height/--weight with one patient's case", f"{len(cases)} cases",
+                                   hint="one patient's height and weight must not index another's volumes: give "
+                                        "them per case in a manifest (columns height_cm, weight_kg)")
+    case = cases[0]
+    if case.height_cm is not None:
+        raise ConfigError.expected("the height and weight either on the command line or in the manifest",
+                                   f"both (manifest: {case.height_cm:g} cm, {case.weight_kg:g} kg)", path=case.origin)
+    return [dataclasses.replace(case, height_cm=body.height_cm, weight_kg=body.weight_kg)]
+
+
 # ----------------------------------------------------------------------------- batch
 def run_batch(
     scans: Sequence[str | PathLike[str] | Case],
@@ -322,6 +348,8 @@ def run_batch(
     title: str | None = None,
     threads: int | str = "auto",
     allow_input_mismatch: bool = False,
+    height_cm: float | str | None = None,
+    weight_kg: float | str | None = None,
 ) -> BatchResult:
     """Segment and measure many scans; write label maps and a batch report into ``out``.
 
@@ -351,6 +379,11 @@ def run_batch(
         allow_input_mismatch: run inputs that clearly do not fit the model (a CT series for
             an MRI model; by default such a case fails), flagged
             ``INPUT_MODEL_MISMATCH_OVERRIDDEN`` (:mod:`medcnn.models.compat`).
+        height_cm, weight_kg: one patient's height (cm) and weight (kg), both or neither
+            (``--height`` / ``--weight``): the cardiac results get the Mosteller BSA and
+            BSA-indexed values. Only for a cardiac batch of exactly one case whose manifest row
+            does not give them itself; a manifest gives them per case (columns ``height_cm``,
+            ``weight_kg``).
 
     Returns:
         :class:`BatchResult` (``exit_code`` 2 when any case failed).
@@ -399,6 +432,7 @@ def run_batch(
         report_skipped(skipped, "medcnn run")
     if not cases:
         raise ConfigError.expected("at least one scan, folder, glob or manifest", "no cases")
+    cases = _with_body_size(cases, height_cm, weight_kg, mode=settings.mode)
     Path(settings.out).mkdir(parents=True, exist_ok=True)
     from medcnn.batch.runner import _clean_stale_temporaries
 

@@ -222,10 +222,20 @@ def _output_files(rec: Mapping[str, Any]) -> list[str]:
     return files
 
 
-def _up_to_date(prev: Mapping[str, Any] | None, input_hash: str, settings: BatchSettings) -> bool:
+def body_record(case: Case) -> dict[str, float] | None:
+    """The case's height (cm) and weight (kg) as recorded in ``result.json`` (``body_size``), or None."""
+    if case.height_cm is None:
+        return None
+    return {"height_cm": float(case.height_cm), "weight_kg": float(case.weight_kg)}
+
+
+def _up_to_date(prev: Mapping[str, Any] | None, input_hash: str, settings: BatchSettings,
+                body: Mapping[str, float] | None = None) -> bool:
     if not prev or prev.get("status") != "ok":
         return False
     if prev.get("input_hash") != input_hash or prev.get("config_hash") != settings.config_hash:
+        return False
+    if prev.get("body_size") != body:  # a new height or weight changes the indexed values
         return False
     if (prev.get("model") or {}).get("sha256") != settings.model_sha256:
         return False
@@ -355,6 +365,8 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         "volumes": [], "lesions": [], "cardiac": None, "curve": None, "qc_flags": [],
         "outputs": {}, "error": None, "timings_s": timings,
     }
+    if case.height_cm is not None:
+        rec["body_size"] = body_record(case)
     prev = None
     try:
         if case.error:
@@ -372,7 +384,7 @@ def run_case(case: Case, settings: BatchSettings) -> dict[str, Any]:
         rec["input_hash"] = input_hash
         rec["input_geometry"] = grids
         prev = _load_previous(folder)
-        if settings.resume and _up_to_date(prev, input_hash, settings):
+        if settings.resume and _up_to_date(prev, input_hash, settings, rec.get("body_size")):
             prev = dict(prev)  # type: ignore[arg-type]
             prev["status"] = "skipped"
             prev["skipped_reason"] = "up to date: same input hash, model sha256 and settings; outputs present"
@@ -482,7 +494,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
         rows_of = partial(volume_rows, label_names=settings.labels, regions=settings.regions, qc=qc, methods=methods)
         if is_cine:
             _, vols, ref, labels, info0 = predictions[0]
-            cf = cine_function(labels, labels=cl)
+            cf = cine_function(labels, labels=cl, height_cm=case.height_cm, weight_kg=case.weight_kg)
             fn = cf.function
             ed, es = int(fn.ed_frame or 0), int(fn.es_frame or 0)
             ref_ed = ref.frame(ed) if ref is not None and ref.leading_axis == "time" else None
@@ -517,7 +529,7 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
 
                     raise DimensionError.expected(f"a 3D {ci.phase} scan", f"a 4D series of shape {lab.shape}",
                                                   path=ci.channels[0][1])
-            fn = cardiac_function(l_ed, l_es, labels=cl)
+            fn = cardiac_function(l_ed, l_es, labels=cl, height_cm=case.height_cm, weight_kg=case.weight_kg)
             iv_ed, iv_es = intervals_by_label(i_ed["_intervals"]), intervals_by_label(i_es["_intervals"])
             rec["volumes"] = (rows_of(l_ed, phase="ED", frame=None, reference=r_ed, intervals=iv_ed)
                               + rows_of(l_es, phase="ES", frame=None, reference=r_es, intervals=iv_es))
@@ -537,6 +549,12 @@ def _compute(case: Case, settings: BatchSettings, read, rec: dict[str, Any], tim
                                                if k in ("lv_edv_ml", "lv_ef_percent", "lv_myocardial_mass_g",
                                                         "rv_edv_ml", "rv_ef_percent"))
         methods["cardiac_qc"] = "; ".join(f"{k}: {v}" for k, v in QC_FLAGS.items())
+        if fn.body is not None:
+            from medcnn.measure.body import BSA_METHOD
+
+            methods["cardiac_bsa"] = (f"body surface area by {BSA_METHOD}, from the height and weight given for the "
+                                      "case; indexed values = value / BSA: LV EDVi, ESVi, SVi and RV EDVi, ESVi in "
+                                      "mL/m^2, LV mass index in g/m^2")
     else:
         if mode == "cardiac":
             qc.append({"code": "NO_CINE_OR_PAIR",

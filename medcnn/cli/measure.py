@@ -19,6 +19,14 @@ complete):
 * JSON: one object with ``provenance``, ``methods``, ``inputs`` and the tables
   ``volumes``, ``lesions``, ``cardiac``, ``cine_curves`` (NaN written as null).
 
+``--height CM --weight KG`` (one patient: one ``--cardiac`` pair or one ``--cine`` series) add
+``height_cm``, ``weight_kg``, the Mosteller ``bsa_m2`` = sqrt(height_cm x weight_kg / 3600)
+and the BSA-indexed ``lv_edvi_ml_per_m2``, ``lv_esvi_ml_per_m2``, ``lv_svi_ml_per_m2``,
+``rv_edvi_ml_per_m2``, ``rv_esvi_ml_per_m2``, ``lv_mass_index_g_per_m2`` to the cardiac table
+(:mod:`medcnn.measure.body`); without them these columns are absent. A missing partner, a
+non-number, NaN, a height outside 30-250 cm or a weight outside 1-400 kg is refused before
+anything is read (one line, exit 2, no output).
+
 An input whose NIfTI header's sform, qform and pixdim disagree is read as SimpleITK reads it
 (docs/io.md): one warning line per file on stderr, ``NIFTI_HEADER_INCONSISTENT`` in a
 ``qc_codes`` column on every row of its case (CSV and JSON; appended to the cardiac table's own
@@ -114,6 +122,10 @@ def register(sub) -> None:
     hr = p.add_mutually_exclusive_group()
     hr.add_argument("--heart-rate", type=float, metavar="BPM", help="heart rate for cardiac output (beats/min)")
     hr.add_argument("--rr-ms", type=float, metavar="MS", help="RR interval for cardiac output (ms)")
+    p.add_argument("--height", metavar="CM", help="patient height in cm (30-250; with --weight): adds the Mosteller "
+                   "BSA = sqrt(height_cm x weight_kg / 3600) m^2 and BSA-indexed volumes (mL/m^2) and LV mass (g/m^2) "
+                   "to the cardiac table; one patient only (one --cardiac pair or one --cine series)")
+    p.add_argument("--weight", metavar="KG", help="patient weight in kg (1-400; with --height)")
     p.set_defaults(func=run)
 
 
@@ -353,7 +365,8 @@ def _measure_case(path: str, args, names, report: _Report, cardiac_labels) -> No
     vol, qc = state["vol"], state["qc"]
     if args.cine:
         def cine() -> None:
-            res = cine_function(vol, labels=cardiac_labels, heart_rate_bpm=args.heart_rate, rr_interval_ms=args.rr_ms)
+            res = cine_function(vol, labels=cardiac_labels, heart_rate_bpm=args.heart_rate, rr_interval_ms=args.rr_ms,
+                                **_body_kwargs(args))
             report.cardiac.append({**base, **_with_codes(res.function.to_row(), qc), "error": None})
             report.cine.extend({**base, **row, **qc} for row in res.curve.to_dict(orient="records"))
 
@@ -387,6 +400,12 @@ def _add_intensities(rows: list[dict], vol, image_path: str, args, report: "_Rep
     add_intensity_columns(rows, read_volume(image_path), vol, modality=args.modality, unit=args.intensity_unit)
 
 
+def _body_kwargs(args) -> dict[str, float]:
+    """``height_cm`` / ``weight_kg`` for the cardiac functions (checked in :func:`run`), or none."""
+    body = getattr(args, "body", None)
+    return {"height_cm": body.height_cm, "weight_kg": body.weight_kg} if body is not None else {}
+
+
 def _cardiac_names(vol, cardiac_labels) -> dict[int, str]:
     """Cardiac names of the labels present in ``vol`` (an absent structure gets no 0 mL row)."""
     import numpy as np
@@ -409,7 +428,7 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
         for phase, path in (("ED", ed), ("ES", es)):
             vols[phase] = _read(path, probabilities=False, cine=False)
         fn = cardiac_function(vols["ED"], vols["ES"], labels=cardiac_labels, heart_rate_bpm=args.heart_rate,
-                              rr_interval_ms=args.rr_ms)
+                              rr_interval_ms=args.rr_ms, **_body_kwargs(args))
         qc = report.qc_columns(vols["ED"], vols["ES"])
         report.cardiac.append({**base, **_with_codes(fn.to_row(), qc), "error": None})
         for phase, path in (("ED", ed), ("ES", es)):
@@ -423,7 +442,6 @@ def _measure_cardiac(ed: str, es: str, args, names, report: _Report, cardiac_lab
 
 # ---------------------------------------------------------------------- writing
 def _methods(args) -> dict[str, dict[str, str]]:
-    from medcnn.measure.cardiac import CARDIAC_COLUMNS
     from medcnn.measure.lesions import LESION_COLUMNS
     from medcnn.measure.volumes import VOLUME_COLUMNS
 
@@ -444,8 +462,10 @@ def _methods(args) -> dict[str, dict[str, str]]:
     if not args.no_lesions and not args.cine:
         out["lesions"] = {**common, **LESION_COLUMNS, "qc_codes": INPUT_QC_CODES}
     if args.cardiac or args.cine:
+        from medcnn.measure.cardiac import columns_with_bsa
+
         out["cardiac"] = {**common, "ed_path": "end-diastolic label map", "es_path": "end-systolic label map",
-                          **CARDIAC_COLUMNS}
+                          **columns_with_bsa(getattr(args, "body", None) is not None)}
         out["cardiac"]["qc_codes"] += "; also " + INPUT_QC_CODES
     if args.cine:
         out["cine_curves"] = {**common, "frame": "frame index (0-based)", "time_ms": "frame trigger time in ms",
@@ -486,9 +506,19 @@ def _provenance(args) -> dict[str, Any]:
                         "intensity_unit": args.intensity_unit,
                         **({"model": _display(args.model, args)} if getattr(args, "model", None) else {}),
                         "include_paths": args.include_paths, "lv_label": args.lv_label, "myo_label": args.myo_label,
-                        "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms},
+                        "rv_label": args.rv_label, "heart_rate_bpm": args.heart_rate, "rr_interval_ms": args.rr_ms,
+                        **_body_options(args)},
             "sha256": "SHA-256 of each input file's bytes (DICOM folder: relative names + bytes, sorted)",
             "world_convention": "RAS+ mm"}
+
+
+def _body_options(args) -> dict[str, Any]:
+    """Height, weight and the BSA formula for the provenance, when given."""
+    from medcnn.measure.body import BSA_METHOD
+
+    body = getattr(args, "body", None)
+    return {} if body is None else {"height_cm": body.height_cm, "weight_kg": body.weight_kg,
+                                    "bsa_m2": body.bsa_m2, "bsa_method": BSA_METHOD}
 
 
 def _display(path: Any, args) -> Any:
@@ -517,6 +547,25 @@ def _write_all(outputs: dict[Path, str]) -> None:
             tmp = stack.enter_context(atomic_path(path))
             tmp.write_text(text, encoding="utf-8")
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; reports get the usual permissions
+
+
+def _check_body(args):
+    """The patient's :class:`medcnn.measure.body.BodySize` from ``--height`` / ``--weight``
+    (``None`` without them), checked before anything is read or written."""
+    from medcnn.errors import ConfigError
+    from medcnn.measure.body import body_size
+
+    body = body_size(getattr(args, "height", None), getattr(args, "weight", None), names=("--height", "--weight"))
+    if body is None:
+        return None
+    patients = len(args.cardiac) + (len(args.labelmaps) if args.cine else 0)
+    if patients != 1:
+        raise ConfigError.expected(
+            "--height/--weight with one patient's cardiac maps (one --cardiac ED ES pair or one --cine series)",
+            f"{patients} cardiac patients" if patients else "no --cardiac or --cine input",
+            hint="one patient's height and weight must not index another's volumes: measure each patient "
+                 "with its own --height/--weight, or use a manifest with height_cm/weight_kg columns in medcnn run")
+    return body
 
 
 def run(args: argparse.Namespace) -> int:
@@ -558,6 +607,7 @@ def run(args: argparse.Namespace) -> int:
     args.image_of = dict(zip(args.labelmaps, args.image))
     cardiac_labels = CardiacLabels(lv_blood=args.lv_label, lv_myo=args.myo_label or None,
                                    rv_blood=args.rv_label or None)
+    args.body = _check_body(args)
 
     report = _Report(include_paths=args.include_paths)
     for path in args.labelmaps:

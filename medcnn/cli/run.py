@@ -24,7 +24,8 @@ def register(sub) -> None:
                     "image files, DICOM folders (one series or a cine series each), glob patterns, or a CSV "
                     "manifest (columns: case_id, one column per model channel or 'image', optional 'label' "
                     "reference, or 'ed'/'es' (with optional 'ed_label'/'es_label') for cardiac end-diastole/end-systole pairs, "
-                    "or a 'phase' column ED/ES on two rows with the same case_id). Folders and globs skip label maps "
+                    "or a 'phase' column ED/ES on two rows with the same case_id; optional 'height_cm'/'weight_kg' "
+                    "for BSA-indexed cardiac values). Folders and globs skip label maps "
                     "(names with _gt, _seg, label, mask...; integer images with few values) and list them; in "
                     "cardiac mode their scans are paired by *_ED/*_ES names or ACDC *_frameNN + Info.cfg. Patient names and IDs "
                     "never appear in the outputs unless --include-identifiers is given.",
@@ -74,6 +75,11 @@ def register(sub) -> None:
                         "fails by default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     p.add_argument("--strict", action="store_true",
                    help="exit 2 when a cardiac run leaves a case without a function row (an unpaired scan)")
+    p.add_argument("--height", metavar="CM",
+                   help="patient height in cm (30-250; with --weight) for a cardiac run of one case: adds the "
+                        "Mosteller BSA = sqrt(height_cm x weight_kg / 3600) m^2 and BSA-indexed volumes (mL/m^2) "
+                        "and LV mass (g/m^2); for several patients use manifest columns height_cm, weight_kg")
+    p.add_argument("--weight", metavar="KG", help="patient weight in kg (1-400; with --height)")
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
             dicom_fractional=args.dicom_fractional,
             progress=args.progress, title=args.title, threads=args.threads,
-            allow_input_mismatch=args.allow_input_mismatch)
+            allow_input_mismatch=args.allow_input_mismatch, height_cm=args.height, weight_kg=args.weight)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",
               file=sys.stderr)

@@ -16,6 +16,9 @@ Imports numpy, scipy, pandas and cc3d only: no torch.
 * :mod:`~medcnn.measure.cardiac` -- :func:`cardiac_function`, :func:`cine_function`
 * :mod:`~medcnn.measure.response` -- :func:`tumour_response`, :func:`volume_change`,
   :func:`compare_volume_rows` (a follow-up's volume rows against the baseline's)
+* :mod:`~medcnn.measure.anatomy` -- ``anatomy_statistics`` (the statistics behind the
+  plausibility flags ``LV_NOT_ENCLOSED`` / ``RV_NOT_ADJACENT``)
+* :mod:`~medcnn.measure.body` -- ``body_size``, ``mosteller_bsa_m2`` (BSA-indexed cardiac values)
 * :mod:`~medcnn.measure.labels` -- :func:`load_label_table`
 """
 

@@ -45,12 +45,30 @@ are planned from the base, where the ventricle is widest), ``MYO_MISSING_ON_LV_S
   MYO_ED_ES_FRACTION x max(myo ED, myo ES)`` points at a segmentation error (checked when
   both phases carry the myocardium label);
 * ``MYO_FRAME_OUTLIER`` (cine): frames whose myocardium volume differs from the median over
-  the frames by more than ``MYO_FRAME_FRACTION x median``.
+  the frames by more than ``MYO_FRAME_FRACTION x median``;
+
+and the anatomical plausibility checks of each phase (statistics from
+:mod:`medcnn.measure.anatomy`, in plane on the short-axis slices):
+
+* ``LV_NOT_ENCLOSED`` (checked when the map carries the myocardium label): on the median LV
+  slice more than ``LV_OPEN_FRACTION`` of the blood pool's in-plane boundary touches
+  background, or more than ``LV_DETACHED_FRACTION`` of the blood-pool volume lies in
+  components with no myocardium within ``DETACHED_DISTANCE_MM`` (a bright round structure
+  away from the heart labelled LV);
+* ``RV_NOT_ADJACENT``: the median over the slices holding both of the smallest in-plane
+  distance between the RV and the LV (myocardium or blood pool) exceeds ``RV_LV_GAP_MM``, or
+  the RV and the LV share no slice.
 
 The tolerances are calibrated on expert contours: on the 80 ACDC reference label maps
 (16 per pathology group) each flag fires on at most 2 of the 16 normal (NOR) patients;
 the rates per group are in ``docs/metrics.md`` and recomputed by
-``tests/test_acdc_pairs.py``.
+``tests/test_acdc_pairs.py``. The two plausibility flags fire on none of the 160 ACDC and 8
+Sunnybrook expert maps, with a margin (``scripts/calibrate_cardiac_anatomy.py``).
+
+**BSA-indexed values** (given ``height_cm`` and ``weight_kg``, :mod:`medcnn.measure.body`):
+Mosteller BSA = sqrt(height_cm x weight_kg / 3600) m^2; LV EDVi, ESVi, SVi, RV EDVi, ESVi
+in mL/m^2 and LV mass index in g/m^2 = the value / BSA (:data:`BSA_COLUMNS`). Without a height
+and weight there are no indexed values (no columns), never a guessed BSA.
 """
 
 from __future__ import annotations
@@ -64,6 +82,8 @@ import pandas as pd
 
 from medcnn.errors import ConfigError
 from medcnn.measure._common import check_known_labels, count_values, label_array, slice_axis
+from medcnn.measure.anatomy import DETACHED_DISTANCE_MM, AnatomyStatistics, anatomy_statistics
+from medcnn.measure.body import BSA_COLUMNS, BodySize
 from medcnn.volume import Volume
 
 __all__ = [
@@ -74,13 +94,19 @@ __all__ = [
     "cardiac_function",
     "cine_function",
     "slice_qc",
+    "anatomy_qc",
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "MIN_LV_SLICES",
     "EDGE_AREA_FRACTION",
     "SV_MISMATCH_FRACTION",
     "MYO_ED_ES_FRACTION",
     "MYO_FRAME_FRACTION",
+    "LV_OPEN_FRACTION",
+    "LV_DETACHED_FRACTION",
+    "RV_LV_GAP_MM",
     "CARDIAC_COLUMNS",
+    "BSA_COLUMNS",
+    "columns_with_bsa",
     "QC_FLAGS",
 ]
 
@@ -101,6 +127,17 @@ MYO_ED_ES_FRACTION = 0.25
 #: ``MYO_FRAME_OUTLIER`` when a cine frame's myocardium differs from the median by more than
 #: this fraction of the median (the ED/ES tolerance: no expert cine contours to calibrate on).
 MYO_FRAME_FRACTION = MYO_ED_ES_FRACTION
+#: ``LV_NOT_ENCLOSED`` when, on the median LV slice, more than this fraction of the blood pool's
+#: in-plane boundary touches background (ACDC and Sunnybrook experts' maps: 0 on every map; the
+#: most open single slice of any map 19 %, a basal slice: scripts/calibrate_cardiac_anatomy.py).
+LV_OPEN_FRACTION = 0.5
+#: ``LV_NOT_ENCLOSED`` also when more than this fraction of the blood-pool volume lies in
+#: components with no myocardium within ``DETACHED_DISTANCE_MM`` (experts' maps: 0 on every map).
+LV_DETACHED_FRACTION = 0.1
+#: ``RV_NOT_ADJACENT`` when the median over the shared slices of the smallest in-plane RV-LV
+#: distance exceeds this (mm) (ACDC experts' maps: at most 1.92 mm, one pixel: the RV touches the
+#: LV on every slice holding both, in all 160 maps).
+RV_LV_GAP_MM = 10.0
 
 CARDIAC_COLUMNS: dict[str, str] = {
     "lv_edv_ml": "LV end-diastolic volume in mL: blood-pool voxel count x voxel volume (mm^3) / 1000 at ED",
@@ -149,6 +186,12 @@ QC_FLAGS: dict[str, str] = {
                          f"than {MYO_FRAME_FRACTION:.0%} of the median",
     "LV_EMPTY_FRAMES": "cine frames without LV",
     "ED_ES_GRID_DIFFERS": "ED and ES maps on different grids (volumes are still in mL)",
+    "LV_NOT_ENCLOSED": f"the LV blood pool is not enclosed by myocardium: on the median LV slice more than "
+                       f"{LV_OPEN_FRACTION:.0%} of its in-plane boundary touches background, or more than "
+                       f"{LV_DETACHED_FRACTION:.0%} of its volume lies in components with no myocardium within "
+                       f"{DETACHED_DISTANCE_MM:g} mm in plane (checked when the map has myocardium)",
+    "RV_NOT_ADJACENT": f"the RV is not beside the LV: the median over the slices holding both of the smallest "
+                       f"in-plane RV-LV distance is > {RV_LV_GAP_MM:g} mm, or no slice holds both",
 }
 CARDIAC_COLUMNS["qc_codes"] += " (codes: " + "; ".join(f"{k} = {v}" for k, v in QC_FLAGS.items()) + ")"
 
@@ -234,6 +277,7 @@ class CardiacFunction:
     es_time_ms: float | None = None
     qc_flags: list[QCFlag] = field(default_factory=list)
     labels: CardiacLabels = field(default_factory=CardiacLabels)
+    body: BodySize | None = None
 
     @property
     def qc_codes(self) -> list[str]:
@@ -241,25 +285,56 @@ class CardiacFunction:
         ED and at ES has two messages but one code)."""
         return list(dict.fromkeys(f.code for f in self.qc_flags))
 
+    @property
+    def columns(self) -> dict[str, str]:
+        """The columns of this result and their meaning: :data:`CARDIAC_COLUMNS`, with the BSA
+        columns (:data:`BSA_COLUMNS`) before the QC columns when a height and weight were given."""
+        return columns_with_bsa(self.body is not None)
+
+    def indexed(self) -> dict[str, float]:
+        """Height, weight, BSA (m^2) and the BSA-indexed values (mL/m^2, g/m^2); empty without
+        a body size."""
+        if self.body is None:
+            return {}
+        return self.body.index({k: getattr(self, k) for k in CARDIAC_COLUMNS if k not in ("qc_codes", "qc_messages")})
+
+    def _values(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in CARDIAC_COLUMNS if k not in ("qc_codes", "qc_messages")}
+        d.update(self.indexed())
+        return d
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict; ``qc_flags`` as a list of dicts, plus ``methods``."""
-        d = {k: getattr(self, k) for k in CARDIAC_COLUMNS if k not in ("qc_codes", "qc_messages")}
+        d = self._values()
         d["qc_flags"] = [f.to_dict() for f in self.qc_flags]
         d["labels"] = self.labels.to_dict()
-        d["methods"] = dict(CARDIAC_COLUMNS)
+        d["methods"] = self.columns
         return d
 
     def to_row(self) -> dict[str, Any]:
-        """Flat dict for one table row (QC flags joined with ';')."""
-        d = {k: getattr(self, k) for k in CARDIAC_COLUMNS if k not in ("qc_codes", "qc_messages")}
+        """Flat dict for one table row (QC flags joined with ';'; the BSA columns only when a
+        height and weight were given)."""
+        d = self._values()
         d["qc_codes"] = ";".join(self.qc_codes)
         d["qc_messages"] = ";".join(f"{f.phase + ': ' if f.phase else ''}{f.message}" for f in self.qc_flags)
         return d
 
     def to_frame(self) -> pd.DataFrame:
-        df = pd.DataFrame([self.to_row()], columns=list(CARDIAC_COLUMNS))
-        df.attrs["columns"] = dict(CARDIAC_COLUMNS)
+        cols = self.columns
+        df = pd.DataFrame([self.to_row()], columns=list(cols))
+        df.attrs["columns"] = cols
         return df
+
+
+def columns_with_bsa(bsa: bool) -> dict[str, str]:
+    """:data:`CARDIAC_COLUMNS`, with :data:`BSA_COLUMNS` inserted before ``qc_codes`` when
+    ``bsa`` (the column order of every cardiac table)."""
+    if not bsa:
+        return dict(CARDIAC_COLUMNS)
+    out = {k: v for k, v in CARDIAC_COLUMNS.items() if k not in ("qc_codes", "qc_messages")}
+    out.update(BSA_COLUMNS)
+    out.update({k: CARDIAC_COLUMNS[k] for k in ("qc_codes", "qc_messages")})
+    return out
 
 
 @dataclass
@@ -339,6 +414,57 @@ def _slice_qc(arr: np.ndarray, volume: Volume, labels: CardiacLabels, phase: str
                                     f"LV blood pool without myocardium (label {labels.lv_myo}) on slice(s) "
                                     f"{_fmt_slices(missing)}{where}", phase))
     return flags
+
+
+def anatomy_qc(volume: Volume, *, labels: CardiacLabels = CardiacLabels(), phase: str | None = None) -> list[QCFlag]:
+    """Anatomical plausibility QC of one 3D cardiac label map: ``LV_NOT_ENCLOSED`` and
+    ``RV_NOT_ADJACENT`` (module docstring; statistics from
+    :func:`medcnn.measure.anatomy.anatomy_statistics`).
+
+    Args:
+        volume: label map (I, J, K); the slice axis is the coarsest-spacing axis, distances
+            are in mm with the map's in-plane spacing.
+        labels: label meanings.
+        phase: name used in the messages ("ED", "ES", "frame 3").
+    """
+    return _anatomy_qc(label_array(volume), volume, labels, phase)
+
+
+def _anatomy_qc(arr: np.ndarray, volume: Volume, labels: CardiacLabels, phase: str | None) -> list[QCFlag]:
+    st: AnatomyStatistics = anatomy_statistics(arr, volume.spacing, lv_blood=labels.lv_blood, lv_myo=labels.lv_myo,
+                                               rv_blood=labels.rv_blood)
+    where = f" at {phase}" if phase else ""
+    flags: list[QCFlag] = []
+    reasons = []
+    if st.lv_open_fraction > LV_OPEN_FRACTION:
+        reasons.append(f"on the median of its {st.lv_slices} slice(s) {st.lv_open_fraction:.0%} of the blood pool's "
+                       f"in-plane boundary touches background (tolerance {LV_OPEN_FRACTION:.0%})")
+    if st.lv_detached_fraction > LV_DETACHED_FRACTION:
+        far = "on slices without myocardium" if math.isinf(st.lv_component_distance_mm) else \
+            f"up to {st.lv_component_distance_mm:.1f} mm away"
+        reasons.append(f"{st.lv_detached_fraction:.0%} of the blood-pool volume lies in component(s) with no "
+                       f"myocardium within {st.detached_mm:g} mm ({far}; tolerance {LV_DETACHED_FRACTION:.0%})")
+    if reasons:
+        flags.append(QCFlag("LV_NOT_ENCLOSED", f"LV blood pool (label {labels.lv_blood}) not enclosed by myocardium "
+                                               f"(label {labels.lv_myo}){where}: " + "; ".join(reasons)
+                             + ": a structure outside the heart labelled LV, or the cavity missed", phase))
+    if math.isinf(st.rv_lv_distance_mm):
+        flags.append(QCFlag("RV_NOT_ADJACENT", f"RV (label {labels.rv_blood}) and LV share no slice{where}: the RV "
+                                               "label lies outside the heart or on the wrong slices", phase))
+    elif st.rv_lv_distance_mm > RV_LV_GAP_MM:
+        flags.append(QCFlag("RV_NOT_ADJACENT",
+                            f"RV (label {labels.rv_blood}) not beside the LV{where}: median over {st.rv_shared_slices} "
+                            f"shared slice(s) of the smallest in-plane RV-LV distance {st.rv_lv_distance_mm:.1f} mm "
+                            f"(tolerance {RV_LV_GAP_MM:g} mm): a structure outside the heart labelled RV", phase))
+    return flags
+
+
+def _phase_qc(arr: np.ndarray, volume: Volume, labels: CardiacLabels, phase: str | None) -> list[QCFlag]:
+    """Slice-coverage and anatomical QC of one phase."""
+    flags = _slice_qc(arr, volume, labels, phase)
+    if any(f.code == "LV_EMPTY" for f in flags):
+        return flags
+    return flags + _anatomy_qc(arr, volume, labels, phase)
 
 
 def _coverage_flag(area: np.ndarray | None, name: str, where: str, phase: str | None) -> QCFlag | None:
@@ -467,6 +593,8 @@ def cardiac_function(
     rr_interval_ms: float | None = None,
     myocardial_density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML,
     strict_labels: bool = True,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
 ) -> CardiacFunction:
     """LV (and RV) function from an end-diastolic and an end-systolic label map.
 
@@ -478,10 +606,19 @@ def cardiac_function(
         myocardial_density_g_per_ml: density for LV mass (default 1.05 g/mL).
         strict_labels: refuse label values that ``labels`` does not define
             (:class:`~medcnn.errors.InvalidLabelError`) instead of ignoring them.
+        height_cm / weight_kg: the patient's height (cm) and weight (kg), both or neither:
+            adds the Mosteller BSA and the BSA-indexed values (:data:`BSA_COLUMNS`).
 
     Returns:
         :class:`CardiacFunction` with QC flags of both phases.
+
+    Raises:
+        ConfigError: only one of height and weight, or an implausible value
+            (:func:`medcnn.measure.body.body_size`), before anything is measured.
     """
+    from medcnn.measure.body import body_size
+
+    body = body_size(height_cm, weight_kg)
     ed_arr, es_arr = label_array(ed), label_array(es)
     if strict_labels:
         for vol, arr in ((ed, ed_arr), (es, es_arr)):
@@ -489,11 +626,12 @@ def cardiac_function(
     hr, source = _heart_rate(heart_rate_bpm, rr_interval_ms, None)
     fn = _function(_counts(ed_arr), _counts(es_arr), ed.voxel_volume_ml, es.voxel_volume_ml, labels, hr, source,
                    myocardial_density_g_per_ml)
-    flags = _slice_qc(ed_arr, ed, labels, "ED") + _slice_qc(es_arr, es, labels, "ES") + _pair_flags(fn)
+    flags = _phase_qc(ed_arr, ed, labels, "ED") + _phase_qc(es_arr, es, labels, "ES") + _pair_flags(fn)
     if not ed.geometry.isclose(es.geometry):
         flags.append(QCFlag("ED_ES_GRID_DIFFERS", "ED and ES maps lie on different grids ("
                             + "; ".join(ed.geometry.differences(es.geometry)) + "); volumes are still in mL"))
     fn.qc_flags = flags
+    fn.body = body
     return fn
 
 
@@ -506,6 +644,8 @@ def cine_function(
     use_frame_times: bool = True,
     myocardial_density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML,
     strict_labels: bool = True,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
 ) -> CineFunction:
     """Volume curve over a cine label series and the function at its ED/ES frames.
 
@@ -516,13 +656,16 @@ def cine_function(
         heart_rate_bpm / rr_interval_ms: heart rate for cardiac output (at most one).
         use_frame_times: without either, derive the heart rate from the frame times
             assuming one evenly sampled cycle (see the module docstring).
+        height_cm / weight_kg: both or neither: BSA and indexed values, as :func:`cardiac_function`.
 
     Returns:
         :class:`CineFunction`; ED = frame of largest LV volume, ES = frame of smallest
         non-zero LV volume (first frame on ties).
     """
     from medcnn.errors import DimensionError
+    from medcnn.measure.body import body_size
 
+    body = body_size(height_cm, weight_kg)
     if cine.leading_axis != "time":
         raise DimensionError.expected("a cine label series (T, I, J, K) with leading_axis='time'",
                                       f"leading_axis={cine.leading_axis!r}, shape {cine.shape}", path=cine.source)
@@ -569,9 +712,10 @@ def cine_function(
     fn.ed_frame, fn.es_frame = ed_t, es_t
     if times:
         fn.ed_time_ms, fn.es_time_ms = float(times[ed_t]), float(times[es_t])
-    qc = _slice_qc(arr[ed_t], cine, labels, f"ED (frame {ed_t})")
+    qc = _phase_qc(arr[ed_t], cine, labels, f"ED (frame {ed_t})")
     if es_t != ed_t:
-        qc += _slice_qc(arr[es_t], cine, labels, f"ES (frame {es_t})")
+        qc += _phase_qc(arr[es_t], cine, labels, f"ES (frame {es_t})")
     myo_flags = _myo_frame_flags(curve["lv_myo_volume_ml"].to_numpy(dtype=np.float64))
     fn.qc_flags = flags + qc + _pair_flags(fn) + myo_flags
+    fn.body = body
     return CineFunction(curve=curve, function=fn)

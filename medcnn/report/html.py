@@ -32,7 +32,8 @@ from medcnn.report.figures import DISPLAY_CONVENTION
 
 __all__ = ["render_html", "write_html", "unit_header", "render_response_html"]
 
-_UNITS = (("_l_per_min", "L/min"), ("_percent", "%"), ("_ml", "mL"), ("_mm3", "mm³"), ("_mm", "mm"),
+_UNITS = (("_l_per_min", "L/min"), ("_ml_per_m2", "mL/m²"), ("_g_per_m2", "g/m²"), ("_m2", "m²"), ("_cm", "cm"),
+          ("_kg", "kg"), ("_percent", "%"), ("_ml", "mL"), ("_mm3", "mm³"), ("_mm", "mm"),
           ("_ms", "ms"), ("_bpm", "beats/min"), ("_g", "g"), ("_s", "s"))
 
 _CSS = """
@@ -134,6 +135,15 @@ def _summary_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
         for side in ("lv", "rv"):
             if card.get(f"{side}_cardiac_output_l_per_min") is not None:
                 cols[f"{side.upper()} CO (L/min)"] = card.get(f"{side}_cardiac_output_l_per_min")
+        if card.get("bsa_m2") is not None:  # a height and weight were given: BSA-indexed values
+            cols["BSA (m²)"] = card.get("bsa_m2")
+            cols["LV EDVi (mL/m²)"] = card.get("lv_edvi_ml_per_m2")
+            cols["LV ESVi (mL/m²)"] = card.get("lv_esvi_ml_per_m2")
+            cols["LV SVi (mL/m²)"] = card.get("lv_svi_ml_per_m2")
+            cols["LV mass index (g/m²)"] = card.get("lv_mass_index_g_per_m2")
+            if card.get("rv_edvi_ml_per_m2") is not None:
+                cols["RV EDVi (mL/m²)"] = card.get("rv_edvi_ml_per_m2")
+                cols["RV ESVi (mL/m²)"] = card.get("rv_esvi_ml_per_m2")
         if card.get("ed_frame") is not None:
             cols["ED / ES frame"] = f"{card.get('ed_frame')} / {card.get('es_frame')}"
         return cols
@@ -281,6 +291,8 @@ def _case_section(rec: Mapping[str, Any], image_root: Path, columns: Mapping[str
                             "lv_myo_ed_ml", "lv_myo_es_ml",
                             "lv_myocardial_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_percent",
                             "heart_rate_bpm", "lv_cardiac_output_l_per_min", "rv_cardiac_output_l_per_min",
+                            "height_cm", "weight_kg", "bsa_m2", "lv_edvi_ml_per_m2", "lv_esvi_ml_per_m2",
+                            "lv_svi_ml_per_m2", "rv_edvi_ml_per_m2", "rv_esvi_ml_per_m2", "lv_mass_index_g_per_m2",
                             "ed_frame", "es_frame", "ed_time_ms", "es_time_ms") if card.get(k) is not None]
         parts.append(_table(["measure", "value", "definition"],
                             [[unit_header(k), card.get(k), columns.get(k, "")] for k in keys]))
@@ -365,6 +377,12 @@ def render_html(report: Mapping[str, Any], *, image_root: str | Path) -> str:
         "(docs/volume_intervals.md). "
         "Highlighted cells are quality-control flags: check those cases before using their numbers.</p>",
     ]
+    if any((r.get("cardiac") or {}).get("bsa_m2") is not None for r in records):
+        from medcnn.measure.body import BSA_METHOD
+
+        parts.append(f'<p class="muted">Indexed values (&ldquo;i&rdquo;, per m&sup2;) = value / body surface area; BSA by '
+                     f"{_e(BSA_METHOD)}, from the height and weight given for the case (none is guessed: cases "
+                     "without them have no indexed values).</p>")
     src = model.get("imported_from") or {}
     if src:
         names = ", ".join(f"{k} {_e(src[k])}" for k in ("trainer", "plans", "configuration", "folds", "bundle_name",

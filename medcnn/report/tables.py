@@ -13,7 +13,8 @@ Tables (one row per case x label, units in every numeric column name):
 ``volumes.csv``    per case, phase and label: ``volume_ml`` (+ reference)
 ``lesions.csv``    per lesion: ``volume_ml``, diameters ``*_mm``, centroid ``*_mm``
 ``cardiac.csv``    per case: ``lv_edv_ml``, ``lv_esv_ml``, ``lv_sv_ml``, ``lv_ef_percent``,
-                   ``lv_myocardial_mass_g``, ... and QC flags
+                   ``lv_myocardial_mass_g``, ... (``bsa_m2`` and indexed values such as
+                   ``lv_edvi_ml_per_m2`` when a case has a height and weight) and QC flags
 ``curves.csv``     per cine frame: ``time_ms``, ``lv_volume_ml``, ...
 ``errors.csv``     per failed case: input, error type, message
 =================  ==========================================================
@@ -184,14 +185,16 @@ def build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, pd.DataFrame
             cardiac.append(card)
         for row in r.get("curve") or []:
             curves.append({"case_id": cid, **row, **extra})
-    from medcnn.measure.cardiac import CARDIAC_COLUMNS
+    from medcnn.measure.cardiac import columns_with_bsa
     from medcnn.measure.lesions import LESION_COLUMNS
 
+    # BSA and indexed columns only when some case has a height and weight (empty for the others)
+    bsa = any(c.get("bsa_m2") is not None for c in cardiac)
     tables = {
         "cases": _frame(cases, _CASE_COLUMNS),
         "volumes": _frame(volumes, _VOLUME_COLUMNS),
         "lesions": _frame(lesions, ["case_id", *LESION_COLUMNS]),
-        "cardiac": _frame(cardiac, ["case_id", *CARDIAC_COLUMNS]),
+        "cardiac": _frame(cardiac, ["case_id", *columns_with_bsa(bsa)]),
         "curves": _frame(curves, ["case_id", "frame", "time_ms", "lv_volume_ml", "lv_myo_volume_ml", "rv_volume_ml"]),
         "errors": _frame(errors, _ERROR_COLUMNS),
     }
