@@ -58,14 +58,15 @@ def measure_steps(cfg, steps: int) -> dict[str, float]:
     from medcnn.train import _compat
     from medcnn.train.augment import IGNORE_INDEX, PatchSampler, augment_batch, build_augmentation
     from medcnn.train.datasets import PreparedCase
-    from medcnn.train.losses import masked_dice_ce_loss
+    from medcnn.train.loop import training_loss
 
     k = cfg.n_classes
+    values = sorted(int(v) for v in cfg.data.labels.values()) if cfg.data.regions else list(range(k))
     rng = np.random.default_rng(0)
     shape3 = tuple(int(p * 2) for p in cfg.patch_size) + ((10,) if cfg.spatial_dims == 2 else ())
     spacing = (1.5, 1.5, 10.0) if cfg.spatial_dims == 2 else (1.0, 1.0, 1.0)
     cases = [PreparedCase(f"c{i}", f"c{i}", rng.normal(size=(cfg.network.get("in_channels", 1),) + shape3)
-                          .astype(np.float32), rng.integers(0, k, shape3), np.zeros(shape3, bool), np.ones(k, bool),
+                          .astype(np.float32), rng.choice(values, shape3), np.zeros(shape3, bool), np.ones(k, bool),
                           spacing) for i in range(3)]
     sampler = PatchSampler(cases, cfg.patch_size, spatial_dims=cfg.spatial_dims, fg_fraction=cfg.fg_fraction,
                            n_classes=k)
@@ -83,7 +84,7 @@ def measure_steps(cfg, steps: int) -> dict[str, float]:
         ignore = y == IGNORE_INDEX
         y = torch.where(ignore, torch.zeros_like(y), y)
         logits = net(x)
-        loss, _ = masked_dice_ce_loss(logits, y, ignore=ignore, annotated=torch.from_numpy(batch["annotated"]))
+        loss, _ = training_loss(cfg, logits, y, ignore=ignore, annotated=torch.from_numpy(batch["annotated"]))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -361,8 +361,9 @@ def read_manifest(path: str | PathLike[str], *, channels: Sequence[str]) -> list
         if any(v is None for v in chan_vals):
             missing = [ch for ch, v in zip(channels, chan_vals) if v is None]
             out.append(_error_case(cid, origin, ConfigError.expected(
-                f"a path for every channel ({', '.join(channels)})", f"an empty cell for {missing}",
-                path=f"{p} line {n}")))
+                f"a path for every channel ({', '.join(channels)})",
+                f"no {' and no '.join(missing)} image for case {cid} (an empty cell)", path=f"{p} line {n}",
+                hint="every case needs all sequences the model takes")))
             continue
         ref = resolve(_cell(row, cols.get("label")))
         if body_error is not None:

@@ -135,20 +135,29 @@ def output_name(first_input: str | Path, out_dir: str | Path, what: str = "label
 
 
 def _channel_files_in_folder(folder: Path, channels: tuple[str, ...]) -> list[Path]:
+    """One image file per channel, matched by name (:func:`medcnn.io.match_channel_files`:
+    ``case_t1.nii.gz`` is channel ``T1``, ``case_t1ce.nii.gz`` only ``T1ce``)."""
     from medcnn.errors import DimensionError
+    from medcnn.io import match_channel_files
     from medcnn.io._common import SUPPORTED_SUFFIXES, suffix_of
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and suffix_of(p) in SUPPORTED_SUFFIXES)
-    chosen = []
+    found = match_channel_files(files, channels)
+    absent = [c for c in channels if not found[c]]
+    if absent:
+        raise DimensionError.expected(
+            f"case {folder.name}: one image file per channel ({', '.join(channels)})",
+            f"no {' and no '.join(absent)} image among {', '.join(p.name for p in files) or 'no image files'}",
+            path=folder, hint="every case needs all sequences the model takes; name the files after the channels "
+                              "or pass --channels A,B,...")
     for c in channels:
-        hits = [p for p in files if c.lower() in p.name.lower()]
+        hits = found[c]
         if len(hits) != 1:
             raise DimensionError.expected(
-                f"exactly one image file whose name contains channel {c!r}", f"{len(hits)} "
-                f"({', '.join(p.name for p in hits) or 'none'})", path=folder,
+                f"case {folder.name}: exactly one image file named after channel {c!r}",
+                f"{len(hits)} ({', '.join(p.name for p in hits)})", path=folder,
                 hint="Name the files after the channels " + ", ".join(channels) + " or pass --channels A,B")
-        chosen.append(hits[0])
-    return chosen
+    return [found[c][0] for c in channels]
 
 
 def _is_folder_of_cases(p: Path) -> bool:
@@ -274,8 +283,17 @@ def _read_case(spec: Any, channels: tuple[str, ...], series: str | None, *,
     n = len(channels)
     if isinstance(spec, list):
         if len(spec) != n:
-            raise DimensionError.expected(f"{n} channel files ({', '.join(channels)})", f"{len(spec)}",
-                                          path=",".join(map(str, spec)))
+            from medcnn.io import missing_channels
+
+            absent = missing_channels(spec, channels) if len(spec) < n else None
+            got = (f"no {' and no '.join(absent)} image (the {len(spec)} files are named after "
+                   + ", ".join(c for c in channels if c not in absent) + ")") if absent else f"{len(spec)}"
+            from medcnn.io import image_stem
+
+            case = image_stem(spec[0].name) or spec[0].name
+            raise DimensionError.expected(f"{n} channel files ({', '.join(channels)}) for case {case}", got,
+                                          path=",".join(map(str, spec)),
+                                          hint="every case needs all sequences the model takes")
         return read_channels(spec, series=series), spec[0]
     path = spec
     if channel_folder:

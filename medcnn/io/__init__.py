@@ -19,7 +19,7 @@ from pathlib import Path
 
 from medcnn.errors import DimensionError, UnsupportedFormatError
 from medcnn.io._common import (ITK_SUFFIXES, NIFTI_SUFFIXES, SUPPORTED_SUFFIXES, as_label_array, check_exists,
-                               check_suffix, image_stem, suffix_of)
+                               check_suffix, image_stem, match_channel_files, missing_channels, suffix_of)
 from medcnn.volume import Volume, VolumeKind
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "read_dicom_identifiers",
     "as_label_array",
     "image_stem",
+    "match_channel_files",
+    "missing_channels",
     "input_qc_flags",
     "input_rules",
     "SUPPORTED_SUFFIXES",

@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -35,6 +35,55 @@ def image_stem(name: str) -> str | None:
     if sfx in SUPPORTED_SUFFIXES and len(name) > len(sfx):
         return name[: -len(sfx)]
     return None
+
+
+def _name_tokens(path: str | os.PathLike[str]) -> list[str]:
+    import re
+
+    name = Path(path).name
+    return [t for t in re.split(r"[^a-z0-9]+", (image_stem(name) or name).lower()) if t]
+
+
+def match_channel_files(files: Sequence[str | os.PathLike[str]], channels: Sequence[str]) -> dict[str, list[Path]]:
+    """The files named after each channel (an MRI sequence such as ``T1``, ``T1ce``, ``FLAIR``).
+
+    A file is named after a channel when the channel name is a whole token of the file
+    name without its image extension (tokens split at anything but letters and digits,
+    case-insensitive): ``case_t1.nii.gz`` is ``T1``, ``case_t1ce.nii.gz`` is ``T1ce`` only.
+    A channel no file names as a token falls back to the files whose name contains it
+    (``flair2mm.nii.gz``), among those no other channel names as a token.
+
+    Returns:
+        ``{channel: [files]}`` in the given channel order (empty: no file for it).
+    """
+    paths = [Path(f) for f in files]
+    tokens = [_name_tokens(f) for f in paths]
+    out: dict[str, list[Path]] = {}
+    claimed: set[int] = set()
+    for ch in channels:
+        hits = [i for i, t in enumerate(tokens) if ch.strip().lower() in t]
+        claimed.update(hits)
+        out[ch] = [paths[i] for i in hits]
+    for ch in channels:
+        if not out[ch]:
+            low = ch.strip().lower()
+            out[ch] = [paths[i] for i in range(len(paths)) if i not in claimed and low in paths[i].name.lower()]
+    return out
+
+
+def missing_channels(files: Sequence[str | os.PathLike[str]], channels: Sequence[str]) -> list[str] | None:
+    """The channels absent from ``files`` when every file is named after exactly one
+    distinct channel (:func:`match_channel_files`), else ``None`` (the files do not say)."""
+    found = match_channel_files(files, channels)
+    owner: dict[Path, str] = {}
+    for ch, hits in found.items():
+        for f in hits:
+            if f in owner:
+                return None
+            owner[f] = ch
+    if len(owner) != len(files) or any(len(h) > 1 for h in found.values()):
+        return None
+    return [ch for ch in channels if not found[ch]]
 
 
 def check_exists(path: Path) -> None:

@@ -17,7 +17,8 @@ This package imports numpy, scipy and medcnn only (no torch).
 
 from __future__ import annotations
 
-from medcnn.preprocess._intensity import MODALITIES, check_finite, check_modality, ct_statistics, normalise
+from medcnn.preprocess._intensity import (MODALITIES, MR_FOREGROUNDS, border_background, check_finite, check_modality,
+                                         ct_statistics, describe_mr_foreground, mr_foreground_mask, normalise)
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient, reorient
 from medcnn.preprocess._pipeline import (
     CHANNEL_ATOL_MM,
@@ -50,4 +51,8 @@ __all__ = [
     "foreground_box",
     "CHANNEL_ATOL_MM",
     "MODALITIES",
+    "MR_FOREGROUNDS",
+    "describe_mr_foreground",
+    "border_background",
+    "mr_foreground_mask",
 ]

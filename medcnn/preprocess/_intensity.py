@@ -9,10 +9,99 @@ import numpy as np
 from medcnn.errors import ConfigError, InvalidIntensityError
 from medcnn.volume import Volume
 
-__all__ = ["normalise", "check_finite", "ct_statistics", "MODALITIES", "check_modality"]
+__all__ = ["normalise", "check_finite", "ct_statistics", "MODALITIES", "check_modality", "MR_FOREGROUNDS",
+           "check_mr_foreground", "describe_mr_foreground", "border_background", "mr_foreground_mask"]
 
 #: Accepted per-channel modality names ("none" = cast to float32 only).
 MODALITIES = ("CT", "MR", "none")
+
+#: Where an MR channel's z-score statistics come from (``PreprocessSpec.mr_foreground``):
+#: the voxels of the case's foreground ("the brain" of a skull-stripped scan).
+MR_FOREGROUNDS = {
+    "nonzero": "each MR channel's own non-zero voxels",
+    "nonzero_any": "voxels non-zero in any input channel (the brain of a skull-stripped scan, zero outside)",
+    "border_mode": "voxels differing, in any input channel, from that channel's most frequent value on the "
+                   "image border (a constant non-zero background, e.g. scans already z-scored by their provider)",
+}
+#: ``border_mode`` needs this share of a channel's border voxels to hold its most frequent value.
+BORDER_MODE_MIN_FRACTION = 0.5
+
+
+def check_mr_foreground(value: str | None) -> str | None:
+    """Canonical ``mr_foreground`` (``None`` for the default ``"nonzero"``)."""
+    if value is None or value == "nonzero":
+        return None
+    if value not in MR_FOREGROUNDS:
+        raise ConfigError.expected(f"mr_foreground among {sorted(MR_FOREGROUNDS)}", repr(value))
+    return str(value)
+
+
+def describe_mr_foreground(value: str | None) -> str:
+    """One sentence: which voxels an MR channel's z-score statistics come from."""
+    return MR_FOREGROUNDS[check_mr_foreground(value) or "nonzero"]
+
+
+def border_background(array: np.ndarray, *, source: str | None = None) -> float:
+    """The most frequent value on the border (the six faces) of a 3D array: the constant
+    background of a scan whose outside is not zero.
+
+    Raises:
+        InvalidIntensityError: fewer than half of the border voxels hold that value (no
+            constant background: the rule does not apply to this scan).
+    """
+    a = np.asarray(array)
+    faces = [a[0], a[-1], a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]]
+    border = np.concatenate([f.ravel() for f in faces])
+    values, counts = np.unique(border, return_counts=True)
+    k = int(np.argmax(counts))
+    share = counts[k] / border.size
+    if share < BORDER_MODE_MIN_FRACTION:
+        raise InvalidIntensityError.expected(
+            f"a constant background on the image border (its most frequent value on at least "
+            f"{BORDER_MODE_MIN_FRACTION:.0%} of the border voxels) for mr_foreground 'border_mode'",
+            f"value {float(values[k]):g} on {share:.1%} of them", path=source,
+            hint="use mr_foreground 'nonzero_any' (zero background) or 'nonzero'")
+    return float(values[k])
+
+
+def mr_foreground_mask(arrays: Sequence[np.ndarray], rule: str, *, sources: Sequence[str | None] = ()
+                       ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The case's foreground for ``mr_foreground`` ``"nonzero_any"`` or ``"border_mode"``.
+
+    Args:
+        arrays: the input channels, 3D, one grid.
+        rule: ``"nonzero_any"`` (non-zero in any channel) or ``"border_mode"`` (differing
+            from the channel's :func:`border_background` in any channel).
+        sources: file of each channel, named in errors.
+
+    Returns:
+        ``(mask (I, J, K) bool, record)``; the record names the rule and, for
+        ``border_mode``, each channel's background value.
+
+    Raises:
+        InvalidIntensityError: an empty foreground, or no constant border background.
+    """
+    srcs = list(sources) + [None] * (len(arrays) - len(sources))
+    mask = np.zeros(np.shape(arrays[0]), dtype=bool)
+    info: dict[str, Any] = {"mr_foreground": rule, "description": describe_mr_foreground(rule)}
+    if rule == "nonzero_any":
+        for a in arrays:
+            mask |= np.not_equal(a, 0)
+    elif rule == "border_mode":
+        backgrounds = []
+        for a, src in zip(arrays, srcs):
+            bg = border_background(a, source=src)
+            backgrounds.append(bg)
+            mask |= np.not_equal(a, bg)  # bg is one of the array's own values: exact
+        info["background_values"] = backgrounds
+    else:
+        raise ConfigError.expected("mr_foreground 'nonzero_any' or 'border_mode'", repr(rule))
+    n = int(np.count_nonzero(mask))
+    if n == 0:
+        raise InvalidIntensityError.expected(f"some foreground voxels ({describe_mr_foreground(rule)})",
+                                             "none", path=srcs[0], hint="An empty or blank scan cannot be normalised")
+    info["foreground_voxels"] = n
+    return mask, info
 
 
 def check_modality(modality: str) -> str:

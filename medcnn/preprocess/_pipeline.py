@@ -10,7 +10,8 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InvalidIntensityError
-from medcnn.preprocess._intensity import _normalise_into, check_finite, check_modality
+from medcnn.preprocess._intensity import (_normalise_into, check_finite, check_modality, check_mr_foreground,
+                                         mr_foreground_mask)
 from medcnn.preprocess._monai import check_monai_ops, crop_regions, monai_forward
 from medcnn.preprocess._nnunet import check_nnunet_options, nnunet_forward, nnunet_resample_back
 from medcnn.preprocess._orient import Reorient, check_orientation_code, plan_reorient
@@ -52,7 +53,16 @@ class PreprocessSpec:
         ct_mean, ct_std: dataset statistics for the CT z-score (after clipping); when
             ``None`` each volume's own statistics are used.
         crop_foreground: crop to the box of voxels that are non-zero in any channel
-            (undone by padding in :meth:`PreprocessRecord.to_input_grid`).
+            (the ``mr_foreground`` mask when that is set), undone by padding in
+            :meth:`PreprocessRecord.to_input_grid`.
+        mr_foreground: which voxels an MR channel's z-score statistics come from (the
+            brain of a brain scan; outside it the channel is set to 0), one of
+            :data:`medcnn.preprocess.MR_FOREGROUNDS`: ``None``/``"nonzero"`` (default)
+            each channel's own non-zero voxels; ``"nonzero_any"`` voxels non-zero in any
+            channel (skull-stripped multi-sequence scans: a voxel that is 0 in one sequence
+            inside the brain still counts); ``"border_mode"`` voxels differing, in any
+            channel, from that channel's most frequent border value (a constant non-zero
+            background, e.g. scans z-scored by their provider as in BRATS 2015).
         image_order: spline order for intensities (1 or 3 usually).
         anisotropy_threshold: nnU-Net rule; above this max/min spacing ratio the coarse
             axis is interpolated separately with ``anisotropic_order``.
@@ -75,6 +85,7 @@ class PreprocessSpec:
     image_order: int = 3
     anisotropy_threshold: float = 3.0
     anisotropic_order: int = 1
+    mr_foreground: str | None = None
     nnunet: dict[str, Any] | None = None
     monai: list[dict[str, Any]] | None = None
 
@@ -103,6 +114,7 @@ class PreprocessSpec:
                 raise ConfigError.expected(f"{name} between 0 and 5", repr(getattr(self, name))) from None
         if not float(self.anisotropy_threshold) >= 1:
             raise ConfigError.expected("anisotropy_threshold >= 1", repr(self.anisotropy_threshold))
+        object.__setattr__(self, "mr_foreground", check_mr_foreground(self.mr_foreground))
         if self.nnunet is not None:
             object.__setattr__(self, "nnunet", check_nnunet_options(self.nnunet, len(mods)))
         if self.monai is not None:
@@ -111,7 +123,7 @@ class PreprocessSpec:
             raise ConfigError.expected("nnunet or monai preprocessing, not both", "both")
         if self.nnunet is not None or self.monai is not None:
             if self.orientation is not None or self.target_spacing is not None or self.crop_foreground \
-                    or any(m != "none" for m in mods):
+                    or any(m != "none" for m in mods) or self.mr_foreground is not None:
                 raise ConfigError.expected("orientation, target_spacing and crop_foreground unset and modalities "
                                            "'none' with nnunet/monai preprocessing (their options decide them)",
                                            f"orientation={self.orientation!r}, target_spacing={self.target_spacing!r}, "
@@ -127,7 +139,7 @@ class PreprocessSpec:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
-        for k in ("nnunet", "monai"):  # only when set: other bundles' JSON (and spec hash) stay as they were
+        for k in ("nnunet", "monai", "mr_foreground"):  # only when set: other bundles' JSON (and spec hash) stay
             if d[k] is None:
                 del d[k]
         return d
@@ -491,8 +503,11 @@ class Preprocessor:
                 geom = plan.output_geometry
         _add_time(timings, "preprocess_reorient", t)
         t = time.perf_counter()
+        fg_mask, fg_info = None, {}
+        if spec.mr_foreground is not None and (spec.crop_foreground or "MR" in spec.modalities):
+            fg_mask, fg_info = mr_foreground_mask(arrays, spec.mr_foreground, sources=[c.source for c in chans])
         if spec.crop_foreground:
-            box = foreground_box(arrays)
+            box = foreground_box(arrays) if fg_mask is None else nonzero_extent(fg_mask)
             if box is None:
                 raise InvalidIntensityError.expected(
                     "some non-zero voxels to crop to", "an image that is zero everywhere", path=geometry.source)
@@ -500,6 +515,7 @@ class Preprocessor:
                 cropped = geom.crop([b[0] for b in box], [b[1] for b in box])
                 region = tuple(slice(a, b) for a, b in box)
                 arrays = [a[region] for a in arrays]
+                fg_mask = None if fg_mask is None else fg_mask[region]
                 steps.append({"step": "crop", "start": [b[0] for b in box], "stop": [b[1] for b in box],
                               "geometry_before": geom.to_dict(), "geometry_after": cropped.to_dict()})
                 geom = cropped
@@ -509,8 +525,14 @@ class Preprocessor:
         for i, (a, modality, src) in enumerate(zip(arrays, spec.modalities, chans)):
             info = _normalise_into(a, data[i], modality, window=spec.ct_window if modality == "CT" else None,
                                    mean=spec.ct_mean if modality == "CT" else None,
-                                   std=spec.ct_std if modality == "CT" else None, mask=None, source=src.source)
+                                   std=spec.ct_std if modality == "CT" else None,
+                                   mask=fg_mask if modality == "MR" else None, source=src.source)
             info["channel"] = i
+            if modality == "MR" and fg_mask is not None:  # the mask's source, in the record
+                info["foreground"] = spec.mr_foreground
+                info["foreground_description"] = fg_info["description"]
+                if "background_values" in fg_info:
+                    info["background_value"] = fg_info["background_values"][i]
             steps.append(info)
         del arrays
         _add_time(timings, "preprocess_normalise", t)

@@ -53,12 +53,16 @@ def make_preprocess(spec: Mapping[str, Any]) -> Callable[[Any], tuple[np.ndarray
 def save_bundle(model, path: str | os.PathLike[str], *, network: Mapping[str, Any], preprocess: Mapping[str, Any],
                 roi_size: Sequence[int], labels: Mapping[str, int], channels: Sequence[str],
                 metadata: Mapping[str, Any], dtype: str = "float32", overlap: float = 0.5,
-                mirror_axes: Sequence[int] | None = None, postprocess: Mapping[str, Any] | None = None) -> Path:
+                mirror_axes: Sequence[int] | None = None, postprocess: Mapping[str, Any] | None = None,
+                activation: str | None = None, regions: Mapping[str, Any] | None = None) -> Path:
     """Write a bundle with :func:`medcnn.models.save_bundle` (replacing one at ``path``).
 
     ``labels`` maps class name -> value (the training config's spelling); ``metadata``
     becomes the bundle's ``provenance``; ``mirror_axes`` are the patch axes the flip
-    augmentation mirrored (what test-time augmentation may use).
+    augmentation mirrored (what test-time augmentation may use). Region models pass
+    ``activation="sigmoid"`` and ``regions`` (a :class:`medcnn.regions.RegionSpec` dict): the
+    bundle then paints its outputs into label values exactly as an imported nnU-Net region
+    model does.
     """
     from medcnn.models import save_bundle as _save
 
@@ -66,4 +70,5 @@ def save_bundle(model, path: str | os.PathLike[str], *, network: Mapping[str, An
                  labels={int(v): str(k) for k, v in labels.items()}, channels=list(channels), overlap=overlap,
                  provenance=dict(metadata), weights_dtype=dtype, overwrite=True,
                  mirror_axes=None if mirror_axes is None else [int(a) for a in mirror_axes],
-                 postprocess=None if postprocess is None else dict(postprocess))
+                 postprocess=None if postprocess is None else dict(postprocess), activation=activation,
+                 regions=None if regions is None else dict(regions))

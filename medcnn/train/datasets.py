@@ -30,6 +30,8 @@ __all__ = [
     "PreparedCase",
     "load_cases",
     "load_dataset_json",
+    "dataset_channel_names",
+    "check_case_channels",
     "load_csv_manifest",
     "kfold_split",
     "unlabelled_slice_mask",
@@ -149,29 +151,65 @@ def _annotated(value: Any, source: Path, key: str) -> tuple[int, ...] | None:
         raise ConfigError.expected("a list of class indices", repr(value), path=source, hint=f"in {key}") from None
 
 
-def load_dataset_json(path: str | PathLike[str], *, group_pattern: str | None = None) -> list[Case]:
-    """Read an MSD / nnU-Net style ``dataset.json``: ``{"training": [{"image", "label"}, ...]}``.
-
-    ``image`` is one path or a list (one per channel). Optional per-entry keys:
-    ``case_id``, ``patient``/``patient_id``/``group`` (fold grouping),
-    ``annotated_classes`` (list of label values annotated in this case).
-    """
-    p = Path(path)
+def _read_dataset_json(p: Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError.expected("an existing dataset.json", "nothing at that path", path=p)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError.expected("valid JSON", str(exc), path=p) from None
-    entries = data.get("training") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ConfigError.expected("a JSON object", type(data).__name__, path=p)
+    return data
+
+
+def dataset_channel_names(path: str | PathLike[str]) -> list[str] | None:
+    """The input channels a ``dataset.json`` declares in nnU-Net v2's ``channel_names``
+    (``{"0": "FLAIR", "1": "T1", ...}``), in channel order; ``None`` for a CSV manifest or a
+    dataset.json without it (MSD's ``modality`` names the modality, e.g. ``MRI``, not the
+    sequence, and is not read)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "dataset.json"
+    if p.suffix.lower() != ".json":
+        return None
+    data = _read_dataset_json(p)
+    names = data.get("channel_names")
+    if not isinstance(names, dict) or not names:
+        return None
+    try:
+        return [str(names[k]) for k in sorted(names, key=lambda k: int(k))]
+    except (TypeError, ValueError):
+        raise ConfigError.expected('channel_names as {"0": name, "1": name, ...}', repr(names)[:80], path=p) from None
+
+
+def load_dataset_json(path: str | PathLike[str], *, group_pattern: str | None = None) -> list[Case]:
+    """Read an MSD / nnU-Net style ``dataset.json``: ``{"training": [{"image", "label"}, ...]}``.
+
+    ``image`` is one path or a list (one per channel). Optional per-entry keys:
+    ``case_id``, ``patient``/``patient_id``/``group`` (fold grouping),
+    ``annotated_classes`` (list of label values annotated in this case).
+    The spelling of the datasets in ``../shared/data`` is read too:
+    ``{"cases": [{"case", "images", "label"}, ...]}``.
+    """
+    p = Path(path)
+    data = _read_dataset_json(p)
+    key0 = "training" if "training" in data or "cases" not in data else "cases"
+    entries = data.get(key0)
     if not isinstance(entries, list) or not entries:
-        raise ConfigError.expected('a non-empty "training" list', type(entries).__name__, path=p)
+        raise ConfigError.expected('a non-empty "training" (or "cases") list', type(entries).__name__, path=p)
     root = p.parent
     cases: list[Case] = []
+    normalised: list[Any] = []
     for i, entry in enumerate(entries):
-        key = f"training[{i}]"
+        key = f"{key0}[{i}]"
+        if isinstance(entry, dict) and "image" not in entry and "images" in entry:
+            entry = {**{k: v for k, v in entry.items() if k != "images"}, "image": entry["images"]}
+        if isinstance(entry, dict) and "case" in entry and "case_id" not in entry:
+            entry = {**{k: v for k, v in entry.items() if k != "case"}, "case_id": entry["case"]}
         if not isinstance(entry, dict) or "image" not in entry:
             raise ConfigError.expected('an object with "image" (and "label")', repr(entry)[:80], path=p, hint=key)
+        normalised.append(entry)
         imgs = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
         images = tuple(_safe_path(root, v, source=p, key=f"{key}.image") for v in imgs)
         label = _safe_path(root, entry["label"], source=p, key=f"{key}.label") if entry.get("label") else None
@@ -179,7 +217,7 @@ def load_dataset_json(path: str | PathLike[str], *, group_pattern: str | None = 
         meta = {k: str(v) for k, v in entry.items() if isinstance(v, (str, int, float)) and k not in ("image", "label")}
         cases.append(Case(case_id, images, label, _group(case_id, entry, group_pattern),
                           _annotated(entry.get("annotated_classes"), p, key), meta))
-    cases = _unique_ids(cases, entries, root, group_pattern)
+    cases = _unique_ids(cases, normalised, root, group_pattern)
     _check_unique(cases, p)
     return cases
 
@@ -258,6 +296,50 @@ def load_cases(path: str | PathLike[str], *, channels: Sequence[str] | None = No
     if p.suffix.lower() == ".csv":
         return load_csv_manifest(p, channels=channels, group_pattern=group_pattern)
     return load_dataset_json(p, group_pattern=group_pattern)
+
+
+def _channel_key(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def check_case_channels(cases: Sequence[Case], channels: Sequence[str], *, source: str | PathLike[str] | None = None,
+                        declared: Sequence[str] | None = None) -> None:
+    """Every case has one existing image per channel (an MRI sequence), before any is read.
+
+    Args:
+        cases: the dataset's cases.
+        channels: the run's channel names in order (``data.channels``).
+        source: the dataset file, named in errors.
+        declared: the channels the dataset file declares (:func:`dataset_channel_names`):
+            for a multi-channel dataset they must be ``channels`` in the same order (case
+            and punctuation aside), so no sequence is fed to the wrong input.
+
+    Raises:
+        ConfigError: declared channels that differ, or a case with more or fewer images
+            (naming the case and, when the file names say it, the missing sequence, e.g.
+            ``T2``). InputFileNotFoundError: a listed image that does not exist (naming the
+            case, the sequence and the path).
+    """
+    from medcnn.errors import InputFileNotFoundError
+    from medcnn.io import missing_channels
+
+    chans = [str(c) for c in channels]
+    multi = declared is not None and max(len(declared), len(chans)) > 1
+    if multi and [_channel_key(c) for c in declared or ()] != [_channel_key(c) for c in chans]:
+        raise ConfigError.expected(f"data.channels in the dataset's channel order {list(declared)}", f"{chans}",
+                                   path=source, hint="list the channels as the dataset declares them (channel_names)")
+    for c in cases:
+        if len(c.images) != len(chans):
+            missing = missing_channels(c.images, chans) if len(c.images) < len(chans) else None
+            got = (f"no {' and no '.join(missing)} image" + f" (its {len(c.images)} images are "
+                   + ", ".join(p.name for p in c.images) + ")") if missing else \
+                f"{len(c.images)} image(s) ({', '.join(p.name for p in c.images)})"
+            raise ConfigError.expected(f"case {c.case_id}: one image per channel ({', '.join(chans)})", got,
+                                       path=source, hint="every case needs all sequences the model takes")
+        for ch, img in zip(chans, c.images):
+            if not img.exists():
+                raise InputFileNotFoundError.expected(f"case {c.case_id}: its {ch} image", f"no file at {img}",
+                                                      path=source)
 
 
 # ---------------------------------------------------------------------------- splits
@@ -348,13 +430,16 @@ def prepare_case(
     ignore_unlabelled_slices: bool,
     absent_classes_unannotated: bool,
     cache_dir: str | PathLike[str] | None,
+    label_values: Sequence[int] | None = None,
 ) -> PreparedCase:
     """Preprocess one case (or load it from the cache).
 
     ``preprocess(case)`` returns ``(image (C,X,Y,Z) float32, label (X,Y,Z) int, spacing)``
     on the network grid. ``label_map`` maps raw label values to class indices (unlisted
     values > 0 are an error, 0 stays 0). The two label options are the run's defaults; a
-    case's own values (:meth:`Case.label_options`) take precedence.
+    case's own values (:meth:`Case.label_options`) take precedence. ``label_values``
+    (region models: the label map keeps the dataset's values, e.g. BraTS 0, 1, 2, 4): the
+    only values allowed after mapping; another one is an error naming the file.
     """
     ignore_unlabelled_slices, absent_classes_unannotated = case.label_options(
         ignore_unlabelled_slices=ignore_unlabelled_slices, absent_classes_unannotated=absent_classes_unannotated)
@@ -363,6 +448,8 @@ def prepare_case(
                 "absent": absent_classes_unannotated, "annotated": case.annotated_classes,
                 "files": [file_digest(p) for p in (*case.images, *( [case.label] if case.label else []))],
                 "version": 1}
+    if label_values is not None:  # only when set: other runs' cache keys stay as they were
+        key_data["label_values"] = sorted(int(v) for v in label_values)
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:24]
     cache_file = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', case.case_id)}-{key}.npz" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
@@ -381,6 +468,12 @@ def prepare_case(
                 raise ConfigError.expected(f"label values in {sorted(label_map)}", f"value {int(value)}",
                                            path=case.label, hint="add it to data.label_map")
             label[raw == value] = label_map[int(value)]
+    if label_values is not None:
+        stray = sorted(set(np.unique(label).tolist()) - {int(v) for v in label_values} - {0})
+        if stray:
+            raise ConfigError.expected(f"label values among {sorted(int(v) for v in label_values)} (data.labels)",
+                                       f"{stray}", path=case.label, hint="add them to data.labels (and a region) "
+                                       "or map them with data.label_map")
     if label.max(initial=0) >= n_classes:
         raise ConfigError.expected(f"class indices < {n_classes}", f"{int(label.max())}", path=case.label,
                                    hint="set data.label_map or model.out_channels")

@@ -8,7 +8,11 @@ back onto the input grid) and is compared with its reference label there:
 * volumes in mL of each class (predicted vs reference, same slices);
 * cardiac: ejection fraction from the ED/ES pair of each patient (``phase`` field);
 * the relative volume error of the union of foreground classes (e.g. whole tumour), over the
-  classes annotated in each case.
+  classes annotated in each case;
+* region models (``regions``: e.g. whole tumour = labels {1, 2, 4}): Dice and volumes of each
+  region, the union of its label values in the painted label map (the model's output), in
+  ``dice`` / ``mean_dice``; the voxel classes' Dice then moves to ``class_dice`` /
+  ``mean_class_dice``.
 
 Predictions come from ``medcnn.inference.Segmenter``, the shipped inference path.
 """
@@ -47,13 +51,24 @@ def predict_case_labels(bundle_path: str | PathLike[str], channels: Sequence[Any
 
 def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, labels: Mapping[str, int],
                     label_map: Mapping[int, int] | None = None, ignore_unlabelled_slices: bool = False,
-                    absent_classes_unannotated: bool = False, device: str = "cpu") -> dict[str, Any]:
-    """Metrics of the bundle on ``cases`` (on their original grids). JSON-able dict."""
+                    absent_classes_unannotated: bool = False, device: str = "cpu",
+                    regions: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """Metrics of the bundle on ``cases`` (on their original grids). JSON-able dict.
+
+    ``regions`` (region models): ``{name: label values}``; Dice and volumes are then
+    reported per region (see the module docstring), the label values being those of
+    ``labels`` (e.g. BraTS 1, 2, 4), not consecutive class indices. A case whose outputs
+    contradict the declared nesting (an inner region mostly outside its outer one: a
+    half-trained network, e.g. after a few smoke-test steps) is not scored and is listed in
+    ``failed_cases`` with the nesting error, instead of stopping the evaluation."""
+    from medcnn.errors import InvalidLabelError
     from medcnn.io import read_labels_on_grid, read_volume
 
     names = {v: k for k, v in labels.items()}
     n_classes = max(labels.values()) + 1
+    classes = sorted(v for v in names if v > 0) if regions else list(range(1, n_classes))
     per_case = []
+    failed: list[dict[str, str]] = []
     for c in cases:
         chans = [read_volume(p, require_3d=True) for p in c.images]
         ref_vol = read_labels_on_grid(c.label, chans[0])
@@ -63,7 +78,13 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
             for raw, k in label_map.items():
                 mapped[ref == int(raw)] = int(k)
             ref = mapped
-        pred = predict_case_labels(bundle_path, chans, device=device).astype(np.int64)
+        try:
+            pred = predict_case_labels(bundle_path, chans, device=device).astype(np.int64)
+        except InvalidLabelError as exc:
+            if not regions:
+                raise
+            failed.append({"case_id": c.case_id, "error": str(exc)})
+            continue
         ignore_slices, absent_unannotated = c.label_options(ignore_unlabelled_slices=ignore_unlabelled_slices,
                                                             absent_classes_unannotated=absent_classes_unannotated)
         valid = ~unlabelled_slice_mask(ref, ref_vol.spacing) if ignore_slices else np.ones(ref.shape, bool)
@@ -71,7 +92,7 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
         row: dict[str, Any] = {"case_id": c.case_id, "group": c.group, "meta": dict(c.meta), "dice": {},
                                "volume_ml": {}, "ref_volume_ml": {}, "volume_ml_all_slices": {}}
         scored: list[int] = []  # classes annotated in this case: the foreground union uses only these
-        for k in range(1, n_classes):
+        for k in classes:
             annotated = (c.annotated_classes is None or k in c.annotated_classes)
             if absent_unannotated and not (ref[valid] == k).any():
                 annotated = False
@@ -93,7 +114,29 @@ def evaluate_bundle(bundle_path: str | PathLike[str], cases: Sequence[Case], *, 
         row["foreground_ref_volume_ml"] = float(fg_t.sum() * vml)
         row["foreground_volume_error_percent"] = (100.0 * abs(row["foreground_volume_ml"] - row["foreground_ref_volume_ml"])
                                                   / row["foreground_ref_volume_ml"]) if fg_t.any() else None
+        if regions:
+            row["class_dice"] = row["dice"]
+            row["dice"], row["volume_ml"], row["ref_volume_ml"] = {}, {}, {}
+            for name, members in regions.items():
+                if not all(int(v) in scored for v in members):
+                    continue  # a region is scored where every one of its label values is annotated
+                p, t = np.isin(pred, members) & valid, np.isin(ref, members) & valid
+                s = p.sum() + t.sum()
+                row["dice"][name] = float(2 * (p & t).sum() / s) if s else float("nan")
+                row["volume_ml"][name] = float(p.sum() * vml)
+                row["ref_volume_ml"][name] = float(t.sum() * vml)
         per_case.append(row)
+    if regions:
+        summary = summarise_cases(per_case, structures=list(regions), lv=None)
+        summary["mean_class_dice"] = {}
+        for k in classes:
+            vals = [r["class_dice"][names[k]] for r in per_case
+                    if names[k] in r["class_dice"] and not math.isnan(r["class_dice"][names[k]])]
+            if vals:
+                summary["mean_class_dice"][names[k]] = float(np.mean(vals))
+        summary["regions"] = {name: [int(v) for v in members] for name, members in regions.items()}
+        summary["failed_cases"] = failed
+        return summary
     structures = [names.get(k, str(k)) for k in range(1, n_classes)]
     lv = "lv_blood_pool" if "lv_blood_pool" in labels else names.get(1)  # else the first class: LV-only models
     return summarise_cases(per_case, structures=structures, lv=lv,

@@ -30,12 +30,13 @@ from medcnn.config import to_dict
 from medcnn.errors import ConfigError
 from medcnn.train import _compat
 from medcnn.train.augment import IGNORE_INDEX, AugmentConfig, PatchSampler, augment_batch, build_augmentation, step_seed
-from medcnn.train.datasets import Case, PreparedCase, kfold_split, load_cases, prepare_case
+from medcnn.train.datasets import (Case, PreparedCase, check_case_channels, dataset_channel_names, kfold_split,
+                                   load_cases, prepare_case)
 from medcnn.train.distributed import DistContext, barrier, unwrap_model, wrap_model
-from medcnn.train.losses import masked_dice_ce_loss
+from medcnn.train.losses import masked_dice_ce_loss, region_annotated, region_dice_bce_loss, region_targets
 
 __all__ = ["DataConfig", "ExtraDataConfig", "split_cases", "RunSplit", "split_run_cases", "PreprocessConfig", "OptimConfig", "TrainConfig", "TrainResult", "train", "finalise_run",
-           "save_checkpoint", "load_checkpoint", "poly_lr", "hardware_description"]
+           "save_checkpoint", "load_checkpoint", "poly_lr", "hardware_description", "training_loss", "preprocess_spec"]
 
 
 @dataclass
@@ -64,7 +65,16 @@ class DataConfig:
                                            "resolved against --data (else the config's folder)"})
     channels: tuple[str, ...] = field(default=("MR",), metadata={"help": "channel names, in order"})
     labels: dict[str, int] = field(default_factory=lambda: {"background": 0, "foreground": 1},
-                                   metadata={"help": "class name -> network output index (0 = background)"})
+                                   metadata={"help": "class name -> network output index (0 = background); with "
+                                                     "regions: class name -> label value in the dataset's convention "
+                                                     "(e.g. BraTS 1, 2, 4), the values the model writes"})
+    regions: dict[str, list[int]] = field(default_factory=dict, metadata={
+        "help": "region training: region name -> the label values it unites (nested or disjoint, outer first, as "
+                "nnU-Net's dataset.json labels with lists), one sigmoid output each, trained with BCE + soft Dice "
+                "per region; empty: softmax over the classes of labels"})
+    regions_class_order: list[int] = field(default_factory=list, metadata={
+        "help": "with regions: the label value each region's output writes where its sigmoid > 0.5, painted in "
+                "region order (a later region wins; nnU-Net's regions_class_order)"})
     label_map: dict[int, int] = field(default_factory=dict,
                                       metadata={"help": "raw label value -> class index; empty = identity"})
     ignore_unlabelled_slices: bool = field(default=False, metadata={
@@ -101,6 +111,10 @@ class PreprocessConfig:
     image_order: int = 3
     anisotropy_threshold: float = 3.0
     anisotropic_order: int = 1
+    mr_foreground: Optional[str] = field(default=None, metadata={"help": (
+        "voxels an MR channel's z-score statistics come from (outside: 0): None/nonzero = the channel's own non-zero "
+        "voxels; nonzero_any = non-zero in any channel (skull-stripped scans); border_mode = differing in any "
+        "channel from its most frequent border value (constant non-zero background)")})
 
 
 @dataclass
@@ -177,6 +191,39 @@ class TrainConfig:
         flips = [int(a) for a in self.augment.flip_axes]
         if any(not 0 <= a < sd for a in flips) or len(set(flips)) != len(flips):
             raise ConfigError.expected(f"augment.flip_axes: distinct patch axes among 0..{sd - 1}", str(flips))
+        from medcnn.preprocess._intensity import check_mr_foreground
+
+        check_mr_foreground(self.preprocess.mr_foreground)
+        self._check_regions()
+
+    def _check_regions(self) -> None:
+        d = self.data
+        if not d.regions:
+            if d.regions_class_order:
+                raise ConfigError.expected("data.regions_class_order only with data.regions", "no data.regions")
+            return
+        spec = self.region_spec
+        if spec is None:  # pragma: no cover - data.regions is set here
+            return
+        values = {int(v) for v in d.labels.values()}
+        if 0 not in values or len(values) != len(d.labels):
+            raise ConfigError.expected("data.labels with background 0 and one distinct label value per class",
+                                       str(dict(d.labels)))
+        spec.check_labels({int(v): k for k, v in d.labels.items()})
+        unused = sorted(values - {0} - {v for m in spec.regions.values() for v in m})
+        if unused:
+            raise ConfigError.expected("every label value of data.labels in some region", f"{unused} in none",
+                                       hint="add them to a region or drop them from data.labels")
+        stray = sorted({int(v) for v in d.label_map.values()} - values)
+        if stray:
+            raise ConfigError.expected(f"data.label_map values among the label values {sorted(values)}", f"{stray}")
+        out = int(self.network.get("out_channels", len(d.regions)))
+        if out != len(d.regions):
+            raise ConfigError.expected(f"network.out_channels {len(d.regions)} (one sigmoid output per region)",
+                                       str(out))
+        if d.absent_classes_unannotated or any(e.absent_classes_unannotated for e in d.extra):
+            raise ConfigError.expected("absent_classes_unannotated false with data.regions (a case without "
+                                       "enhancing tumour still annotates the whole tumour)", "true")
 
     @property
     def mirror_axes(self) -> list[int]:
@@ -185,7 +232,36 @@ class TrainConfig:
 
     @property
     def n_classes(self) -> int:
+        """Softmax models: the network's outputs (classes). Region models: the label values
+        ``0..max`` a prepared label map may hold (``max(data.labels) + 1``)."""
+        if self.data.regions:
+            return max(int(v) for v in self.data.labels.values()) + 1
         return int(self.network.get("out_channels", max(self.data.labels.values()) + 1))
+
+    @property
+    def region_spec(self):
+        """:class:`medcnn.regions.RegionSpec` of a region model (``None`` without
+        ``data.regions``): channel ``r`` predicts the ``r``-th region and writes
+        ``regions_class_order[r]``, painted in region order (nnU-Net's rule)."""
+        if not self.data.regions:
+            return None
+        from medcnn.regions import RegionSpec
+
+        order = [int(v) for v in self.data.regions_class_order]
+        if len(order) != len(self.data.regions):
+            raise ConfigError.expected(f"data.regions_class_order with one label value per region "
+                                       f"({len(self.data.regions)})", str(order))
+        try:
+            return RegionSpec(regions={k: list(v) for k, v in self.data.regions.items()},
+                              channels=tuple(self.data.regions), channel_labels=tuple(order),
+                              paint_order=tuple(range(len(order))))
+        except ConfigError as exc:
+            raise ConfigError(f"data.regions / regions_class_order: {exc}") from None
+
+    @property
+    def region_members(self) -> list[list[int]]:
+        """The label values of each region, in output-channel order (empty without regions)."""
+        return [[int(v) for v in m] for m in self.data.regions.values()]
 
     @property
     def spatial_dims(self) -> int:
@@ -337,10 +413,33 @@ def load_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, opti
     return doc
 
 
+# ---------------------------------------------------------------------------- loss
+def training_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor, *, ignore: torch.Tensor,
+                  annotated: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The run's loss on one batch: masked Dice + cross-entropy over softmax classes, or,
+    with ``data.regions``, BCE + soft Dice per region (``ce_weight`` weighs the BCE).
+
+    Args:
+        logits: ``(B, K, *P)`` network outputs (K classes, or one per region).
+        label: ``(B, *P)`` class indices, or label values for region models (ignored voxels 0).
+        ignore: ``(B, *P)`` bool. annotated: ``(B, n_classes)`` bool per class / label value.
+    """
+    if not cfg.data.regions:
+        return masked_dice_ce_loss(logits, label, ignore=ignore, annotated=annotated, dice_weight=cfg.dice_weight,
+                                   ce_weight=cfg.ce_weight)
+    members = cfg.region_members
+    return region_dice_bce_loss(logits, region_targets(label, members), ignore=ignore,
+                                annotated=region_annotated(annotated, members), dice_weight=cfg.dice_weight,
+                                bce_weight=cfg.ce_weight)
+
+
 # ---------------------------------------------------------------------------- validation
 def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[float], cfg: TrainConfig,
                    device: str) -> np.ndarray:
-    """Labels ``(X, Y, Z)`` for a preprocessed image ``(C, X, Y, Z)`` by sliding windows.
+    """Labels ``(X, Y, Z)`` for a preprocessed image ``(C, X, Y, Z)`` by sliding windows;
+    for region models the region masks ``(R, X, Y, Z)`` bool (each output's sigmoid > 0.5,
+    i.e. logit > 0, as nnU-Net's online evaluation: not yet painted into labels, so a
+    half-trained network whose regions are not nested yet is still scored region by region).
 
     Uses :meth:`medcnn.inference.Segmenter.predict_array`, the sliding window inference uses
     (2D networks run slice by slice along the coarsest axis there).
@@ -348,11 +447,16 @@ def _predict_array(model: torch.nn.Module, image: np.ndarray, spacing: Sequence[
     from medcnn.inference import Segmenter
 
     model.eval()
-    seg = Segmenter(model, roi_size=tuple(cfg.patch_size), preprocess=to_dict(cfg.preprocess), network=cfg.network,
-                    overlap=cfg.sw_overlap, device=device, precision="fp32", sw_batch_size=cfg.sw_batch_size)
+    regions = bool(cfg.data.regions)
+    seg = Segmenter(model, roi_size=tuple(cfg.patch_size), preprocess=preprocess_spec(cfg), network=cfg.network,
+                    overlap=cfg.sw_overlap, device=device, precision="fp32", sw_batch_size=cfg.sw_batch_size,
+                    activation="sigmoid" if regions else None)
     with torch.no_grad():
-        lab = seg.predict_array(np.ascontiguousarray(image, dtype=np.float32), spacing=spacing).labels
-    return np.asarray(lab).astype(np.int64)
+        res = seg.predict_array(np.ascontiguousarray(image, dtype=np.float32), spacing=spacing,
+                                outputs=("logits",) if regions else ("labels",))
+    if regions:
+        return np.asarray(res.logits) > 0
+    return np.asarray(res.labels).astype(np.int64)
 
 
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, *, n_classes: int, valid: np.ndarray | None = None
@@ -369,7 +473,10 @@ def dice_per_class(pred: np.ndarray, truth: np.ndarray, *, n_classes: int, valid
 
 
 def validate(model: torch.nn.Module, cases: Sequence[PreparedCase], cfg: TrainConfig, device: str) -> dict[str, Any]:
-    """Mean foreground Dice on the network grid (ignored voxels and unannotated classes skipped)."""
+    """Mean foreground Dice on the network grid (ignored voxels and unannotated classes skipped);
+    for region models the mean Dice of the regions (``per_class`` then holds one per region)."""
+    if cfg.data.regions:
+        return _validate_regions(model, cases, cfg, device)
     per_class: dict[int, list[float]] = {k: [] for k in range(1, cfg.n_classes)}
     for c in cases:
         pred = _predict_array(model, c.image, c.spacing, cfg, device)
@@ -379,6 +486,25 @@ def validate(model: torch.nn.Module, cases: Sequence[PreparedCase], cfg: TrainCo
                 per_class[k].append(v)
     names = {v: k for k, v in cfg.data.labels.items()}
     means = {names.get(k, str(k)): float(np.mean(v)) for k, v in per_class.items() if v}
+    return {"dice": float(np.mean(list(means.values()))) if means else float("nan"), "per_class": means}
+
+
+def _validate_regions(model: torch.nn.Module, cases: Sequence[PreparedCase], cfg: TrainConfig, device: str
+                      ) -> dict[str, Any]:
+    """Per-region Dice on the network grid: each output's sigmoid > 0.5 against the union of
+    its label values (ignored voxels and regions a case does not annotate skipped)."""
+    per_region: dict[str, list[float]] = {name: [] for name in cfg.data.regions}
+    for c in cases:
+        masks = _predict_array(model, c.image, c.spacing, cfg, device)
+        valid = ~c.ignore
+        for r, (name, members) in enumerate(zip(cfg.data.regions, cfg.region_members)):
+            if not all(c.annotated[v] for v in members):
+                continue
+            p, t = masks[r] & valid, np.isin(c.label, members) & valid
+            s = int(p.sum()) + int(t.sum())
+            if s:
+                per_region[name].append(float(2 * (p & t).sum() / s))
+    means = {name: float(np.mean(v)) for name, v in per_region.items() if v}
     return {"dice": float(np.mean(list(means.values()))) if means else float("nan"), "per_class": means}
 
 
@@ -448,22 +574,32 @@ def split_run_cases(cfg: TrainConfig, data_dir: str | os.PathLike[str] | None, c
 
 
 def _check_channels(cases: Sequence[Case], cfg: TrainConfig, path: Path) -> None:
-    for c in cases:
-        if len(c.images) != len(cfg.data.channels):
-            raise ConfigError.expected(f"{len(cfg.data.channels)} image channel(s) per case ({list(cfg.data.channels)})",
-                                       f"{len(c.images)} for case {c.case_id}", path=path)
+    """One existing image per channel for every case, in the dataset's declared channel
+    order (:func:`medcnn.train.datasets.check_case_channels`), before anything is read."""
+    check_case_channels(cases, cfg.data.channels, source=path, declared=dataset_channel_names(path))
+
+
+def preprocess_spec(cfg: TrainConfig) -> dict[str, Any]:
+    """The run's preprocessing as a :class:`medcnn.preprocess.PreprocessSpec` dict
+    (``mr_foreground`` only when set: other runs' cache keys and bundles stay as they were)."""
+    spec = to_dict(cfg.preprocess)
+    if spec.get("mr_foreground") in (None, "nonzero"):
+        spec.pop("mr_foreground", None)
+    return spec
 
 
 def prepare_cases(cases: Sequence[Case], cfg: TrainConfig, cache_dir: Path, *, log: Callable[[str], None]
                   ) -> list[PreparedCase]:
-    spec = to_dict(cfg.preprocess)
+    spec = preprocess_spec(cfg)
     pre = _compat.make_preprocess(spec)
     out = []
     t0 = time.perf_counter()
+    allowed = sorted(int(v) for v in cfg.data.labels.values()) if cfg.data.regions else None
     for i, c in enumerate(cases):
         out.append(prepare_case(c, preprocess=pre, spec=spec, label_map=cfg.data.label_map,
                                 n_classes=cfg.n_classes, ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
-                                absent_classes_unannotated=cfg.data.absent_classes_unannotated, cache_dir=cache_dir))
+                                absent_classes_unannotated=cfg.data.absent_classes_unannotated, cache_dir=cache_dir,
+                                label_values=allowed))
         if (i + 1) % 50 == 0:
             log(f"prepared {i + 1}/{len(cases)} cases ({time.perf_counter() - t0:.0f} s)")
     return out
@@ -509,13 +645,12 @@ def train(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     elif device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
+    # -- data: every case listed with all its sequences, checked before the run folder exists
+    split = split_run_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
+                            train_on_external=train_on_external)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(ctx)
-
-    # -- data
-    split = split_run_cases(cfg, data_dir, Path(config_dir) if config_dir else None,
-                            train_on_external=train_on_external)
     train_cases, sel_cases, val_cases, external = split.train, split.selection, split.test, split.external
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "cache"
     if not cache_dir.is_absolute() and cfg.data.cache_dir and config_dir:
@@ -610,8 +745,7 @@ def train(
             logits = logits[0]
         if logits.ndim == x.ndim + 1:  # DynUNet deep supervision stack (B, S, K, ...)
             logits = logits[:, 0]
-        loss, parts = masked_dice_ce_loss(logits, y, ignore=ignore, annotated=ann, dice_weight=cfg.dice_weight,
-                                          ce_weight=cfg.ce_weight)
+        loss, parts = training_loss(cfg, logits, y, ignore=ignore, annotated=ann)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{cfg.name}: non-finite loss at step {step}; lower optim.lr or set amp: none")
         if scaler is not None:
@@ -713,7 +847,8 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, split: RunSplit, *, dev
     validation: dict[str, Any] = {}
     opts = dict(labels=cfg.data.labels, label_map=cfg.data.label_map,
                 ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
-                absent_classes_unannotated=cfg.data.absent_classes_unannotated, device=device)
+                absent_classes_unannotated=cfg.data.absent_classes_unannotated, device=device,
+                regions=dict(cfg.data.regions) or None)
     if val_cases:
         validation = evaluate_bundle(bundle_dir, val_cases, **opts)
         validation["grid"] = "original image grid (full inference path)"
@@ -756,7 +891,10 @@ def _finalise_bundle(bundle_dir: Path, cfg: TrainConfig, split: RunSplit, *, dev
 
 
 def _summary(v: Mapping[str, Any]) -> str:
-    out = f"Dice {v['mean_dice']}"
+    out = f"{'region ' if v.get('mean_class_dice') is not None else ''}Dice {v['mean_dice']}"
+    if v.get("failed_cases"):
+        out += (f", {len(v['failed_cases'])} case(s) not scored (outputs not nested: "
+                + ", ".join(f["case_id"] for f in v["failed_cases"]) + ")")
     for key, what in (("mean_abs_ef_error_points", "|EF error|"), ("mean_abs_rv_ef_error_points", "|RV EF error|")):
         if key in v:
             out += f", {what} {v[key]:.1f} points"
@@ -765,15 +903,42 @@ def _summary(v: Mapping[str, Any]) -> str:
     return out
 
 
+def normalisation_record(cfg: TrainConfig) -> dict[str, Any]:
+    """How the run normalises intensities, said in words for the bundle's provenance:
+    the method per channel and where the foreground mask comes from."""
+    from medcnn.preprocess import describe_mr_foreground
+    from medcnn.preprocess._intensity import check_modality
+
+    out: dict[str, Any] = {"channels": {}}
+    for name, modality in zip(cfg.data.channels, cfg.preprocess.modalities):
+        m = check_modality(modality)
+        if m == "MR":
+            out["channels"][name] = "z-score: (x - mean) / std with the mean and std of the channel inside the mask; 0 outside"
+        elif m == "CT":
+            out["channels"][name] = "CT: clip to ct_window, then z-score with the dataset (or volume) statistics"
+        else:
+            out["channels"][name] = "none (cast to float32)"
+    if any(check_modality(m) == "MR" for m in cfg.preprocess.modalities):
+        out["mr_foreground"] = cfg.preprocess.mr_foreground or "nonzero"
+        out["mask"] = describe_mr_foreground(cfg.preprocess.mr_foreground)
+    return out
+
+
 def _bundle_kwargs(cfg: TrainConfig, run_meta: Mapping[str, Any], step: int, best: float | None,
                    history: Sequence[Mapping[str, Any]], t_start: float) -> dict[str, Any]:
-    pre = to_dict(cfg.preprocess)
+    pre = preprocess_spec(cfg)
     meta = {"name": cfg.name, "description": cfg.description, **({"licence": cfg.licence} if cfg.licence else {}),
             "inference": {"slice_axis": "coarsest"} if cfg.spatial_dims == 2 else {},
+            "normalisation": normalisation_record(cfg),
             "training": {**run_meta, "step": step, "best_val_dice_network_grid": best,
                          "wall_time_s_at_export": round(time.perf_counter() - t_start, 1),
                          "history": list(history)}}
+    spec = cfg.region_spec
+    if spec is not None:
+        meta["training"]["loss"] = ("BCE + soft Dice per region (one sigmoid output per region, batch Dice, "
+                                    f"weights {cfg.ce_weight} and {cfg.dice_weight})")
     return {"network": dict(cfg.network), "preprocess": pre, "roi_size": list(cfg.patch_size),
             "labels": dict(cfg.data.labels), "channels": list(cfg.data.channels), "metadata": meta,
             "dtype": cfg.export_dtype, "overlap": cfg.sw_overlap,
-            "mirror_axes": cfg.mirror_axes, "postprocess": cfg.postprocess}
+            "mirror_axes": cfg.mirror_axes, "postprocess": cfg.postprocess,
+            **({"activation": "sigmoid", "regions": spec.to_dict()} if spec is not None else {})}

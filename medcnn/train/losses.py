@@ -14,6 +14,12 @@ Two kinds of missing annotation are handled:
 
 The Dice term is a soft "batch Dice" over foreground classes (background excluded, as in
 nnU-Net), summing intersections over the cases that annotate the class.
+
+**Region training** (:func:`region_dice_bce_loss`, nnU-Net's BraTS configuration): one
+sigmoid output per region (a set of label values, e.g. whole tumour = {1, 2, 4}); the loss
+is the binary cross-entropy of every region channel (mean over voxels) plus one minus the
+mean soft Dice of the regions (batch Dice, smooth 1e-5), both over the voxels that are
+not ignored and the regions a case annotates.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_dice_ce_loss", "DiceCELoss"]
+__all__ = ["masked_dice_ce_loss", "DiceCELoss", "region_targets", "region_annotated", "region_dice_bce_loss"]
 
 
 def masked_dice_ce_loss(
@@ -104,3 +110,76 @@ class DiceCELoss(torch.nn.Module):
                 annotated: torch.Tensor | None = None) -> torch.Tensor:
         return masked_dice_ce_loss(logits, target, ignore=ignore, annotated=annotated,
                                    dice_weight=self.dice_weight, ce_weight=self.ce_weight)[0]
+
+
+def region_targets(label: torch.Tensor, regions: "list[list[int]] | tuple[tuple[int, ...], ...]") -> torch.Tensor:
+    """Region membership ``(B, R, *spatial)`` float (0/1) of a label map ``(B, *spatial)``
+    of label values: channel ``r`` is 1 where the label is one of ``regions[r]``."""
+    label = label.long()
+    top = max([int(label.max()) if label.numel() else 0] + [int(v) for members in regions for v in members])
+    lut = torch.zeros((top + 1, len(regions)), dtype=torch.float32, device=label.device)
+    for r, members in enumerate(regions):
+        lut[[int(v) for v in members], r] = 1.0
+    return lut[label.clamp_min(0)].movedim(-1, 1)
+
+
+def region_annotated(annotated: torch.Tensor, regions: "list[list[int]] | tuple[tuple[int, ...], ...]"
+                     ) -> torch.Tensor:
+    """``(B, R)`` bool: a case annotates a region when it annotates every label value of it
+    (``annotated``: ``(B, K)`` over label values ``0..K-1``)."""
+    annotated = annotated.bool()
+    return torch.stack([annotated[:, [int(v) for v in members]].all(1) for members in regions], 1)
+
+
+def region_dice_bce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore: torch.Tensor | None = None,
+    annotated: torch.Tensor | None = None,
+    dice_weight: float = 1.0,
+    bce_weight: float = 1.0,
+    smooth: float = 1e-5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """BCE + soft Dice per region (nnU-Net's loss for region-based training).
+
+    ``loss = bce_weight * BCE + dice_weight * (1 - mean_r Dice_r)`` where BCE is the mean of
+    ``-[t log s + (1 - t) log(1 - s)]`` (``s = sigmoid(logit)``) over every counted
+    (case, region, voxel) and ``Dice_r = (2 sum(s t) + smooth) / (sum(s) + sum(t) + smooth)``
+    with the sums over the batch's counted voxels of region ``r`` (batch Dice).
+
+    Args:
+        logits: ``(B, R, *spatial)`` raw outputs, one per region.
+        target: ``(B, R, *spatial)`` region membership 0/1 (:func:`region_targets`).
+        ignore: ``(B, *spatial)`` bool, True where the loss must not look.
+        annotated: ``(B, R)`` bool, False for regions a case does not annotate
+            (:func:`region_annotated`).
+
+    Returns:
+        (scalar loss, ``{"ce": BCE, "dice": mean Dice, "dice_per_region": [...]}``).
+    """
+    b, r = logits.shape[:2]
+    logits = logits.float()
+    target = target.float()
+    spatial = (1,) * (logits.ndim - 2)
+    valid = torch.ones((b,) + tuple(logits.shape[2:]), dtype=torch.bool, device=logits.device) if ignore is None \
+        else ~ignore.bool()
+    if annotated is None:
+        annotated = torch.ones((b, r), dtype=torch.bool, device=logits.device)
+    w = (valid.unsqueeze(1) & annotated.bool().view(b, r, *spatial)).to(logits.dtype)  # (B, R, *S)
+    bce_all = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    n = w.sum()
+    bce = (bce_all * w).sum() / n.clamp_min(1)
+    probs = torch.sigmoid(logits) * w
+    tgt = target * w
+    dims = tuple(range(2, logits.ndim))
+    inter = (probs * tgt).sum(dims).sum(0)  # (R,)
+    denom = (probs.sum(dims) + tgt.sum(dims)).sum(0)
+    used = annotated.bool().any(0)
+    dice_r = (2 * inter + smooth) / (denom + smooth)
+    dice = dice_r[used].mean() if bool(used.any()) else probs.sum() * 0.0 + 1.0
+    loss = bce_weight * bce + dice_weight * (1.0 - dice)
+    if n == 0:
+        loss = logits.sum() * 0.0
+    return loss, {"ce": float(bce.detach()), "dice": float(dice.detach()),
+                  "dice_per_region": [float(v) if u else float("nan") for v, u in zip(dice_r.detach(), used)]}
