@@ -404,6 +404,7 @@ def test_border_mode_normalisation_for_a_constant_background(tmp_path):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # reads three 240x240x155 float32 scans: 3 s idle, 11 s on a busy 2-core CPU
 def test_border_mode_reproduces_the_brats2015_brain_mask(shared_data):
     """BRATS 2015 (DeepMedic copy): the provider's threshold brain mask equals the voxels
     differing from the border background in FLAIR or T1c."""
