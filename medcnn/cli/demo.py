@@ -4,8 +4,9 @@ Runs the default cardiac bundle on the Sunnybrook cine DICOM folder (EF from the
 cardiac cycle) and on the four Sunnybrook ED/ES NIfTI pairs (with the experts' contours as
 reference, so the report also shows reference volumes and Dice), then prints how many cases
 it ran, one line per case (with the experts' EF and the signed error where contours exist) and
-where the report is. The default model was trained on these patients, which the demo says: its
-figures are a training-set regression check, not a validation. The shared data is found
+where the report is. Whatever the bundle's data-use record says about these patients is printed
+with the figures: trained on (a training-set regression check), or never trained on but
+used to shape a recipe (a selection figure), or neither. The shared data is found
 through :func:`medcnn._testing.shared_data_dir`
 (``$MEDCNN_DATA`` or ``../shared/data``); without it the command explains and exits 2.
 """
@@ -27,8 +28,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run the batch job on sample cardiac scans from the shared data",
                        description="Segment the Sunnybrook cine DICOM series and ED/ES pairs with the default "
                                    "cardiac model and write an EF report (needs the shared data: $MEDCNN_DATA "
-                                   "or ../shared/data). The default model was trained on these patients: the "
-                                   "demo's figures are a training-set regression check, not a validation.")
+                                   "or ../shared/data). The demo says what the model's data-use record says "
+                                   "about these patients (trained on, or used to shape its recipe).")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or bundle path (default {DEFAULT_MODEL})")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
@@ -72,8 +73,9 @@ def count_cases(scans: list[str]) -> tuple[int, int]:
     return n_cine, n_pairs
 
 
-def _bundle_facts(model: str) -> tuple[bool, set[str]]:
-    """(does the model segment the RV, the patient ids it was trained on) from its bundle.json."""
+def _bundle_facts(model: str) -> tuple[bool, set[str], set[str]]:
+    """(does the model segment the RV, the patient ids it was trained on, the patient ids that
+    chose or shaped its recipe) from its bundle.json."""
     import json
 
     from medcnn.models.defaults import resolve_model
@@ -81,11 +83,13 @@ def _bundle_facts(model: str) -> tuple[bool, set[str]]:
     path = resolve_model(model)
     meta_file = path / "bundle.json" if path.is_dir() else None
     if meta_file is None or not meta_file.is_file():
-        return False, set()
+        return False, set(), set()
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     labels = {str(v) for v in (meta.get("labels") or {}).values()}
-    training = ((meta.get("provenance") or {}).get("data_use") or {}).get("training") or []
-    return "rv_blood_pool" in labels, {str(t).split("_")[0] for t in training}
+    use = (meta.get("provenance") or {}).get("data_use") or {}
+    patients = lambda ids: {str(t).split("_")[0] for t in ids}  # noqa: E731 - SCD0000101_ED_gt -> SCD0000101
+    return ("rv_blood_pool" in labels, patients(use.get("training") or []),
+            patients(list(use.get("selection") or []) + list(use.get("recipe_selection") or [])))
 
 
 def _reference_ef(rec: dict) -> float | None:
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"medcnn demo: no Sunnybrook scans found under {data / 'sunnybrook'}", file=sys.stderr)
         return 2
     n_cine, n_pairs = count_cases(scans)
-    has_rv, trained_on = _bundle_facts(args.model)
+    has_rv, trained_on, shaped = _bundle_facts(args.model)
     n_cases = n_cine + n_pairs
     print(f"medcnn demo: {args.model} on {n_cases} case(s) from {data / 'sunnybrook'} ({n_cine} cine DICOM "
           f"series, {n_pairs} ED/ES pair(s) with the experts' contours) -> {out}", file=sys.stderr)
@@ -152,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if patients & trained_on:
         print(f"note: {args.model} was trained on these Sunnybrook patients ({len(patients & trained_on)} of "
               f"{len(patients)}): the figures below are a training-set regression check, not a validation; "
-              f"the model's cross-validation figures: medcnn models show {args.model}")
+              f"the model's validation figures: medcnn models show {args.model}")
+    elif patients & shaped:
+        print(f"note: {args.model} was not trained on these Sunnybrook patients; {len(patients & shaped)} of "
+              f"{len(patients)} ({', '.join(sorted(patients & shaped))}) shaped its recipe, so the figures below are a "
+              f"selection figure, not an external test (medcnn models show {args.model})")
     for r in cardiac:
         print(case_line(r) + (f"  QC: {', '.join(dict.fromkeys(f['code'] for f in r.get('qc_flags') or []))}"
                               if r.get("qc_flags") else ""))

@@ -227,17 +227,19 @@ def _cell(v: Any) -> str:
     return "" if v is None else repr(float(v))
 
 
-def write_fold_cases_csv(path: str | PathLike[str], validations: Sequence[Mapping[str, Any]]) -> Path:
+def write_fold_cases_csv(path: str | PathLike[str], validations: Sequence[Mapping[str, Any]], *,
+                         test_kind: str = "cross-validation") -> Path:
     """One row per fold and evaluated case of the fold models' evaluations (``validations[i]``
     = fold ``i``'s ``provenance.validation``): ``evaluation`` is ``test`` (the held-out fold)
     or ``external`` (``validation["external"]``), ``kind`` the figure kind (``cross-validation``
     for the held-out fold, the external evaluation's own kind otherwise); per structure ``dice_<s>``,
     ``volume_ml_<s>``, ``ref_volume_ml_<s>`` (empty: not annotated in that case); floats as
-    Python ``repr`` so that reading back is exact."""
+    Python ``repr`` so that reading back is exact. ``test_kind``: the kind of the held-out rows'
+    figure (``selection`` for a fixed split whose held-out cases also chose the recipe)."""
     rows, structures = [], []
     for fold, v in enumerate(validations):
         for evaluation, ev in (("test", v), ("external", v.get("external") or {})):
-            kind = "cross-validation" if evaluation == "test" else ev.get("kind", "external test")
+            kind = test_kind if evaluation == "test" else ev.get("kind", "external test")
             for c in ev.get("cases") or []:
                 for name in c.get("dice", {}):
                     if name not in structures:
