@@ -175,8 +175,8 @@ RECIPE_COLUMNS = [("run", "{}"), ("steps", "{}"), ("cpu_hours", "{:.2f}"), ("lv_
                   ("rv_blood_pool_ES", "{:.3f}"), ("lv_ef_err", "{:.1f}"), ("rv_ef_err", "{:.1f}"),
                   ("lv_edv_err", "{:.1f}"), ("rv_edv_err", "{:.1f}"), ("mean_dice", "{:.3f}"),
                   ("dice_per_cpu_hour", "{:.2f}")]
-RECIPE_HEADERS = ["run", "steps", "CPU h", "LV Dice", "MYO Dice", "RV Dice", "LV ES", "RV ES", "|LV EF err| pt",
-                  "|RV EF err| pt", "|LV EDV err| mL", "|RV EDV err| mL", "mean Dice", "Dice / CPU h"]
+RECIPE_HEADERS = ["run", "steps", "CPU h", "LV Dice", "MYO Dice", "RV Dice", "LV ES", "RV ES", "LV EF abs err (pt)",
+                  "RV EF abs err (pt)", "LV EDV abs err (mL)", "RV EDV abs err (mL)", "mean Dice", "Dice / CPU h"]
 
 
 def recipe_markdown(rows: list[dict]) -> str:

@@ -363,9 +363,13 @@ def test_models_show_states_the_default_cardiac_models_licence_and_cross_validat
     assert main(["models", "show", "cardiac-cine-mri"]) == 0
     out = capsys.readouterr().out
     assert "non-commercial research" in out and "rv_blood_pool" in out
-    cv = load_bundle("cardiac-cine-mri").provenance["cross_validation"]["mean_over_folds"]
-    assert re.search(rf"per-label Dice \(mean over 5 folds [^)]*\): lv_blood_pool {cv['dice.lv_blood_pool']:.3f}", out)
+    cv = load_bundle("cardiac-cine-mri").provenance["cross_validation"]
+    n = cv["n_folds"]
+    folds = f"{n} folds" if n > 1 else "1 folds"
+    assert re.search(rf"figure      cross_validation: {cv['kind']} \(", out)
+    assert re.search(rf"per-label Dice \(mean over {folds} [^)]*\): lv_blood_pool "
+                     rf"{cv['mean_over_folds']['dice.lv_blood_pool']:.3f}", out)
     assert main(["models", "list", "--json"]) == 0
     rows = {d["name"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
-    assert rows["cardiac-cine-mri"]["cross_validation"]["n_folds"] == 5
+    assert rows["cardiac-cine-mri"]["cross_validation"]["n_folds"] == n
     assert "licence" not in rows["hippocampus-mri"]  # only bundles that record one

@@ -23,11 +23,24 @@ def readme_demo_lines() -> list[str]:
     return [ln for ln in m.group(1).splitlines() if ln.strip()]
 
 
-def test_readme_demo_block_is_labelled_as_a_training_set_regression_check():
+def test_readme_demo_block_states_the_kind_of_its_figures():
+    """The README's demo paragraph says what the demo's figures are, as the demo itself does
+    (a training-set regression check when the model trained on the demo's patients, a
+    selection figure when they shaped its recipe), matching the bundle's record."""
+    from medcnn.cli.demo import _bundle_facts
+
     text = (REPO / "README.md").read_text(encoding="utf-8")
     block_at = text.index("<!-- demo-output:start -->")
-    before = text[max(0, block_at - 1200):block_at]
-    assert "training-set regression check" in before and "not a validation" in before
+    before = text[max(0, block_at - 1400):block_at]
+    lines = readme_demo_lines()
+    _, trained_on, shaped = _bundle_facts("cardiac-cine-mri")
+    if any(p.startswith("SCD") for p in trained_on):
+        assert "training-set regression check" in before and "not a validation" in before
+        assert "was trained on these" in lines[1]
+    else:
+        assert any(p.startswith("SCD") for p in shaped)
+        assert "selection" in before and "not an external test" in before
+        assert "selection figure, not an external test" in lines[1]
     lines = readme_demo_lines()
     n = int(re.search(r"\((\d+) case\(s\)\)", lines[0]).group(1))
     assert len([ln for ln in lines if re.match(r"  \S+\s+EDV", ln)]) == n

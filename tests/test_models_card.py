@@ -81,12 +81,17 @@ def test_signed_volume_error_and_dice_averaging_match_the_per_case_records(name,
         assert "per-label Dice (mean over cases" in block
 
 
-def test_regression_check_ef_errors_are_signed(capsys):
+def test_cardiac_ef_errors_are_signed_per_patient_with_their_kind(capsys):
     if "cardiac-cine-mri" not in NAMES:
         pytest.skip("cardiac-cine-mri not installed")
     out = _show("cardiac-cine-mri", capsys)
     prov = json.loads((default_bundles_dir() / "cardiac-cine-mri" / "bundle.json").read_text())["provenance"]
-    block = out.split("  figure      regression_check:")[1]
-    for e in prov["regression_check"]["ejection_fraction"]:
-        assert f"{e['patient']} {e['ef_percent'] - e['ref_ef_percent']:+.1f}" in block
-    assert "training-set regression check" in out.split("  figure      regression_check:")[1].splitlines()[0]
+    figures = [(k, prov[k]) for k in ("validation", "regression_check") if k in prov]
+    if "external" in prov.get("validation", {}):
+        figures.append(("validation.external", prov["validation"]["external"]))
+    assert figures
+    for key, fig in figures:
+        block = out.split(f"  figure      {key}:")[1].split("\n  figure ")[0]
+        assert block.splitlines()[0].strip().startswith(fig["kind"]), (key, block.splitlines()[0])
+        for e in fig.get("ejection_fraction") or []:
+            assert f"{e['patient']} {e['ef_percent'] - e['ref_ef_percent']:+.1f}" in block
