@@ -2,7 +2,7 @@
 """Record the fixed-split evaluation of the cardiac model and export it as the shipped bundle.
 
     python scripts/cardiac_fixed_split.py --run RUN --recipes RUN_A RUN_B ... \
-        --export medcnn/bundles/cardiac-cine-mri [--data ../shared/data]
+        [--final FINAL_RUN] --export medcnn/bundles/cardiac-cine-mri [--data ../shared/data]
 
 For a model trained on one fixed internal split of the 80 ACDC patients (fold 0 of the
 5-fold split stratified by pathology: 64 patients trained, 16 held out) when the compute did
@@ -21,6 +21,12 @@ What it does:
   figure is ``selection`` too);
 * records the recipe comparison table (``benchmarks/bench_training.py --recipes``) in the
   provenance (``recipe_comparison``), the data use, and copies the bundle to ``--export``.
+
+``--final FINAL_RUN``: the shipped weights are FINAL_RUN's (the same recipe trained on all 80
+ACDC patients, ``medcnn train --folds 1``), so they have no held-out ACDC patient of their
+own: the fixed-split figures of RUN become their ``cross_validation`` record (an estimate of
+the recipe, kind ``selection``), the 16 held-out patients move to ``recipe_selection``, and
+the Sunnybrook evaluation of the shipped weights is their ``validation`` (kind ``selection``).
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--run", required=True, help="the long run's folder (bundle/ with its held-out evaluation)")
     ap.add_argument("--recipes", nargs="*", default=[], help="the recipe comparison's run folders")
     ap.add_argument("--recipe-table", help="Markdown recipe table already measured (bench_training --recipes --markdown)")
+    ap.add_argument("--final", default=None,
+                    help="run folder of the same recipe trained on every ACDC patient: ship its weights")
     ap.add_argument("--export", default=None, help="copy the bundle here (e.g. medcnn/bundles/cardiac-cine-mri)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
     ap.add_argument("--out", default=None, help="write the tables (.md, .json) into this folder (default: the run)")
@@ -73,13 +81,18 @@ def main(argv=None) -> int:
     cfg = load_config(TrainConfig, SUNNYBROOK_CONFIG)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n_folds=1))
     _, _, sunnybrook = split_cases(cfg, args.data, SUNNYBROOK_CONFIG.parent)
-    ext = evaluate_bundle(bundle, sunnybrook, labels=cfg.data.labels, label_map=cfg.data.label_map,
-                          ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
-                          absent_classes_unannotated=cfg.data.absent_classes_unannotated)
-    ext["kind"] = "selection"
-    ext["note"] = ("Sunnybrook (4 heart-failure patients, other scanners; LV and myocardium contours only, no ES "
-                   "myocardium): never trained on by these weights; SCD0000101 and SCD0000301 shaped an earlier "
-                   "recipe's postprocessing and rotation/flip, so the figure is kind selection")
+
+    def sunnybrook_figure(weights: Path) -> dict:
+        ext = evaluate_bundle(weights, sunnybrook, labels=cfg.data.labels, label_map=cfg.data.label_map,
+                              ignore_unlabelled_slices=cfg.data.ignore_unlabelled_slices,
+                              absent_classes_unannotated=cfg.data.absent_classes_unannotated)
+        ext["kind"] = "selection"
+        ext["note"] = ("Sunnybrook (4 heart-failure patients, other scanners; LV and myocardium contours only, no "
+                       "ES myocardium): never trained on by these weights; SCD0000101 and SCD0000301 shaped an "
+                       "earlier recipe's postprocessing and rotation/flip, so the figure is kind selection")
+        return ext
+
+    ext = sunnybrook_figure(bundle)
     v["external"] = ext
     print(f"Sunnybrook: Dice {ext['mean_dice']}, |LV EF error| {ext.get('mean_abs_ef_error_points', float('nan')):.2f}")
 
@@ -101,16 +114,41 @@ def main(argv=None) -> int:
                                      "runs": [Path(r).name for r in args.recipes],
                                      "rule": "equal CPU budget per recipe (steps x measured CPU s per step), one "
                                              "thread per run, held-out fold 0; winner by mean Dice of LV, MYO, RV"}
-    prov["description"], prov["licence"] = cfg.description, cfg.licence  # the repository config's words
-    t = prov.get("training") or {}
     held_out = sorted(c["case_id"] for c in v.get("cases", []))
-    prov["validation"] = v
-    prov["cross_validation"] = summary
-    prov["data_use"] = data_use_record(
-        training=t.get("train_cases") or [], selection=held_out, recipe_selection=EARLIER_RECIPE_SELECTION,
-        checkpoint=f"final step {t.get('step')} (no checkpoint selection)",
-        notes=["no test case of its own: the held-out ACDC patients chose the recipe (selection); the independent "
-               "check of this model is the project's own held-out patients"])
+    recipe_table = prov.get("recipe_comparison")
+    if args.final:
+        bundle = Path(args.final) / "bundle"
+        prov = load_bundle(bundle).provenance
+        t = prov.get("training") or {}
+        if set(held_out) - set(t.get("train_cases") or []):
+            raise SystemExit(f"{args.final}: not trained on every held-out patient of {args.run} "
+                             "(expected `medcnn train --folds 1` of the same recipe)")
+        final_ext = sunnybrook_figure(bundle)
+        print(f"shipped weights on Sunnybrook: Dice {final_ext['mean_dice']}, "
+              f"|LV EF error| {final_ext.get('mean_abs_ef_error_points', float('nan')):.2f}")
+        summary["note"] = (SELECTION_NOTE + "; the figures of the same recipe trained on the other 64 patients (fold 0, "
+                           "one fixed split, not a cross-validation): the estimate of the shipped weights, which were "
+                           "trained on all 80 ACDC patients")
+        prov["validation"] = final_ext
+        prov["recipe_comparison"] = recipe_table
+        prov["cross_validation"] = summary
+        prov["data_use"] = data_use_record(
+            training=t.get("train_cases") or [], selection=[],
+            recipe_selection=held_out + EARLIER_RECIPE_SELECTION,
+            checkpoint=f"final step {t.get('step')} (no checkpoint selection)",
+            notes=["trained on all 80 ACDC patients: no held-out ACDC patient of its own; the recipe's estimate is "
+                   "the fixed split (cross_validation, kind selection); the independent check of this model is the "
+                   "project's own held-out patients"])
+    else:
+        t = prov.get("training") or {}
+        prov["validation"] = v
+        prov["cross_validation"] = summary
+        prov["data_use"] = data_use_record(
+            training=t.get("train_cases") or [], selection=held_out, recipe_selection=EARLIER_RECIPE_SELECTION,
+            checkpoint=f"final step {t.get('step')} (no checkpoint selection)",
+            notes=["no test case of its own: the held-out ACDC patients chose the recipe (selection); the "
+                   "independent check of this model is the project's own held-out patients"])
+    prov["description"], prov["licence"] = cfg.description, cfg.licence  # the repository config's words
     update_bundle(bundle, provenance=prov)  # the weights file (and its sha256) stays as trained
     if args.export:
         from medcnn.cli.train import _export  # the same atomic copy `medcnn train --export` uses

@@ -94,24 +94,25 @@ def test_cardiac_held_out_lv_dice_and_ef_match_the_bundle_record():
 
 
 def test_cardiac_cine_model_recorded_numbers_are_reproduced():
-    """``cardiac-cine-mri`` (LV, myocardium, RV; trained on 64 ACDC patients, 16 held out) records
-    its held-out ACDC figures in ``provenance.validation`` and its Sunnybrook figures (never
-    trained on) in ``provenance.validation.external``, both of kind *selection* (the held-out
-    patients also chose the recipe). Recomputed here with numpy and nibabel on the files: every
-    Sunnybrook case (LV = label 1 over the contoured slices; Sunnybrook has no RV and no ES
-    myocardium), and two held-out ACDC patients per-label on the whole stack, one of them the
-    HCM patient whose end-systole fails (the README quotes it)."""
-    import nibabel as nib
-
+    """``cardiac-cine-mri`` is the recipe trained on all 80 ACDC patients: no ACDC patient is held
+    out from the shipped weights, so its ACDC figures are those of the same recipe trained on 64
+    patients and evaluated on the other 16 (``provenance.cross_validation``, kind *selection*: the
+    16 also chose the recipe; re-derived from the per-case CSV by tests/test_crossval_tables.py).
+    What the shipped weights must reproduce is their Sunnybrook figure (never trained on;
+    ``provenance.validation``, kind *selection*: two of the patients shaped an earlier recipe),
+    recomputed here with numpy on the files (LV = label 1 over the contoured slices; Sunnybrook
+    has no RV and no ES myocardium)."""
     b, val, seg = _bundle("cardiac-cine-mri")
-    assert val["kind"] == "selection" and val["external"]["kind"] == "selection"
-    assert "non-commercial" in b.provenance["licence"]
-    use = b.provenance["data_use"]
-    held_out = {c["case_id"] for c in val["cases"]}
-    assert len(held_out) == 32 and not held_out & set(use["training"])
-    assert not any(c.startswith("SCD") for c in use["training"])  # Sunnybrook evaluated, never trained on
-    ext = val["external"]
-    recorded = {c["case_id"]: c for c in ext["cases"]}
+    prov = b.provenance
+    use = prov["data_use"]
+    assert val["kind"] == "selection" and prov["cross_validation"]["kind"] == "selection"
+    assert "non-commercial" in prov["licence"]
+    acdc_patients = {c.split("_")[0] for c in use["training"]}
+    assert len(acdc_patients) == 80 and not any(p.startswith("SCD") for p in acdc_patients)
+    # the 16 patients the figures are on chose the recipe, and the shipped weights trained on them
+    held_out = {c.split("_")[0] for c in prov["cross_validation"]["fold_test_cases"]["0"]}
+    assert len(held_out) == 16 and held_out <= {c.split("_")[0] for c in use["recipe_selection"]}
+    recorded = {c["case_id"]: c for c in val["cases"]}
     lv_dice, ef_err = [], []
     for pid in ("SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401"):
         lv = _sunnybrook_lv(seg, pid)
@@ -121,22 +122,5 @@ def test_cardiac_cine_model_recorded_numbers_are_reproduced():
         ef = 100 * (lv["ED"][1] - lv["ES"][1]) / lv["ED"][1]
         ref_ef = 100 * (lv["ED"][2] - lv["ES"][2]) / lv["ED"][2]
         ef_err.append(abs(ef - ref_ef))
-    assert np.mean(lv_dice) == pytest.approx(ext["mean_dice"]["lv_blood_pool"], abs=1e-6)
-    assert np.mean(ef_err) == pytest.approx(ext["mean_abs_ef_error_points"], abs=1e-6)
-
-    acdc = {c["case_id"]: c for c in val["cases"]}
-    for case_id in ("patient034_ES_gt", "patient005_ED_gt"):
-        rec = acdc[case_id]
-        image = require_shared_data("acdc", case_id[:-3] + ".nii.gz")
-        ref_nii = nib.load(require_shared_data("acdc", case_id + ".nii.gz"))
-        ref = np.asarray(ref_nii.dataobj).astype(int)
-        ml = float(np.prod(ref_nii.header.get_zooms()[:3])) / 1000.0
-        pred = np.asarray(seg.predict(read_volume(image)).labels.array)
-        assert pred.shape == ref.shape
-        for label, name in ((1, "lv_blood_pool"), (2, "lv_myocardium"), (3, "rv_blood_pool")):
-            assert _dice(pred == label, ref == label) == pytest.approx(rec["dice"][name], abs=1e-6), (case_id, name)
-            assert (pred == label).sum() * ml == pytest.approx(rec["volume_ml"][name], rel=1e-6)
-            assert (ref == label).sum() * ml == pytest.approx(rec["ref_volume_ml"][name], rel=1e-6)
-    # the README's outlier: an end-systolic LV cavity of about 80 mL against the experts' 33 mL
-    assert round(acdc["patient034_ES_gt"]["volume_ml"]["lv_blood_pool"]) == 80
-    assert round(acdc["patient034_ES_gt"]["ref_volume_ml"]["lv_blood_pool"]) == 33
+    assert np.mean(lv_dice) == pytest.approx(val["mean_dice"]["lv_blood_pool"], abs=1e-6)
+    assert np.mean(ef_err) == pytest.approx(val["mean_abs_ef_error_points"], abs=1e-6)
