@@ -264,6 +264,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _readable(path: Path) -> None:
+    """The permissions of an ordinarily created file (``mkstemp`` makes them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _first_output(model: Any) -> Any:
     """``model`` wrapped so that a list output (deep supervision heads) exports as its first."""
     import torch
@@ -399,6 +406,7 @@ def onnx_export(
                 f"ONNX logits within {tol:.2e} of torch fp32 on a random {window} window",
                 f"max abs difference {diff:.3e} (largest logit {scale:.3g})", path=path.name,
                 hint="not used; the torch backend runs this network")
+        _readable(tmp)
         os.replace(tmp, path)
         record = {"key": key, "sha256": _sha256(path), "size_bytes": path.stat().st_size,
                   "verification": verification, "dynamic_spatial": dynamic,
@@ -406,6 +414,7 @@ def onnx_export(
         fd, rec_tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json.tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
+        _readable(Path(rec_tmp))
         os.replace(rec_tmp, record_path)  # last: marks the export complete
     finally:
         tmp.unlink(missing_ok=True)
