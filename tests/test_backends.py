@@ -285,6 +285,25 @@ def test_torch_executor_is_the_previous_network_call():
     assert torch.equal(got, want) and got.dtype == torch.float32
 
 
+def test_torch_backend_calls_the_segmenters_current_model():
+    # callers (the GPU out-of-memory test) wrap seg.model after construction: still honoured
+    seg = _tiny_segmenter()
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.inner(x)
+
+    seg.model = Counting(seg.model)
+    pred = seg.predict(_volume(6))
+    assert sum(calls) == pred.info["n_windows"] and pred.info["backend"]["used"] == "torch"
+
+
 # ---------------------------------------------------------------------------- CLI
 @pytest.mark.realdata
 def test_cli_segment_backend_onnxruntime_end_to_end(tmp_path, monkeypatch, capsys):

@@ -726,7 +726,9 @@ class Segmenter:
                 self._warn_untrained_tta([t - 1 for t in tta])
             roi = (1,) + self.roi_size
             squeeze = 2
-        predictor = make_predictor(self._executor, device=self.device, precision=self.precision, tta_axes=tta,
+        # torch: the current self.model (callers may wrap it after construction), as before executors
+        net = self.model if type(self._executor) is TorchExecutor else self._executor
+        predictor = make_predictor(net, device=self.device, precision=self.precision, tta_axes=tta,
                                    memory_format=self._torch_memory_format, squeeze_dim=squeeze,
                                    per_view=per_view and "probabilities_u8" in outputs)
 
