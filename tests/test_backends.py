@@ -184,6 +184,27 @@ def test_missing_onnxruntime_falls_back_to_torch_with_one_notice(tmp_path, monke
     assert not list(tmp_path.iterdir())
 
 
+def test_missing_onnx_or_a_failing_exporter_falls_back_with_the_reason(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    vol = _volume(7)
+    want = _tiny_segmenter().predict(vol).labels.array
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnx", None)
+        pred = _tiny_segmenter(backend="onnxruntime", cache_dir=tmp_path).predict(vol)
+    err = capsys.readouterr().err
+    assert "onnx package is not installed (pip install onnx)" in err and pred.info["backend"]["used"] == "torch"
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(ex, "_export_file", unsupported)
+    pred = _tiny_segmenter(backend="onnxruntime", cache_dir=tmp_path).predict(vol)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "ONNX export failed (RuntimeError: Exporting the operator 'aten::fancy'" in err[0]
+    np.testing.assert_array_equal(pred.labels.array, want)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.tmp"))
+
+
 def test_backend_options_are_checked():
     from medcnn.errors import ConfigError
 

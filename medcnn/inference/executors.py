@@ -351,6 +351,10 @@ def onnx_export(
     import onnxruntime as ort
     import torch
 
+    try:
+        import onnx  # noqa: F401 - what torch.onnx.export writes with
+    except ImportError:
+        raise ImportError("the onnx package is not installed (pip install onnx)") from None
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     key = _key_facts(model_id, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels)

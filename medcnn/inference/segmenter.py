@@ -580,9 +580,11 @@ class Segmenter:
                                  cache_dir=self.cache_dir if self.cache_dir is not None else default_cache_dir(),
                                  notice=notice)
         except ImportError as exc:  # the exporter needs the onnx package
-            return None, {"fallback": f"ONNX export unavailable ({exc}; pip install onnx)"}
+            return None, {"fallback": f"ONNX export unavailable: {exc}"}
         except ExportRejectedError as exc:
             return None, {"fallback": f"ONNX export rejected: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - an operator the exporter cannot translate, a full disk...
+            return None, {"fallback": f"ONNX export failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"}
         return OnnxRuntimeExecutor(export.path), {"export": export.to_dict()}
 
     def _ensure_backend(self, choice: ThreadChoice) -> None:
