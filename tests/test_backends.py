@@ -184,6 +184,29 @@ def test_missing_onnxruntime_falls_back_to_torch_with_one_notice(tmp_path, monke
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_torch_export_exporter_is_used_where_the_torchscript_one_is_gone(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed: torch's dynamo ONNX exporter needs it")
+    real = torch.onnx.export
+    used = []
+
+    def export(*args, dynamo=True, **kwargs):
+        used.append(dynamo)
+        if not dynamo:
+            raise TypeError("the TorchScript exporter was removed")  # as a future torch might
+        return real(*args, dynamo=True, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    vol = _volume(8)
+    want = _tiny_segmenter().predict(vol).labels.array
+    pred = _tiny_segmenter(backend="onnxruntime", cache_dir=tmp_path).predict(vol)
+    assert used[:2] == [False, True] and pred.info["backend"]["used"] == "onnxruntime"
+    export_facts = pred.info["backend"]["export"]
+    assert export_facts["verification"]["max_abs_diff"] <= export_facts["verification"]["tolerance"]
+    np.testing.assert_array_equal(pred.labels.array, want)
+
+
 def test_missing_onnx_or_a_failing_exporter_falls_back_with_the_reason(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     vol = _volume(7)
