@@ -18,12 +18,19 @@ For each case this prints, as medians over ``--repeats`` runs:
   temporary ``git worktree``, in a child process): its breakdown and the fraction of voxels
   whose labels equal this checkout's;
 * peak resident memory (``VmHWM``) of one whole case in a fresh child process, for this
-  checkout (and ``REV``).
+  checkout (and ``REV``);
+* with ``--backend torch,onnxruntime`` (or ``auto``): one medcnn column per network
+  executor (``Segmenter(backend=...)``, interleaved with the others and MONAI), each one's
+  ratio to MONAI and to the first backend (whole case and network), the labels' agreement
+  with the first backend, and the ONNX export's one-time build and verification. The CPU's
+  model and SIMD flags head the output. Peak memory and ``--against-rev`` use torch.
 
 Cases (``--cases``): ``brats`` (brain-tumour-mri on a held-out BraTS case, 240 x 240 x 155,
 FLAIR + T1c, 1 mm -> 2 mm and back), ``hippocampus`` (hippocampus-mri, two held-out MSD
 crops, reorientation only), ``cine`` (cardiac-lv-cine-mri, 2D network per slice, the first
-``--cine-frames`` frames of the Sunnybrook DICOM cine series), ``ct`` (a synthetic
+``--cine-frames`` frames of the Sunnybrook DICOM cine series), ``acdc`` (cardiac-cine-mri,
+the default cardiac model, 2D, on the ACDC ``patient005_ED`` stack: held out by the fold-0
+weights, trained on by weights fitted to all 80 patients; speed does not depend on it), ``ct`` (a synthetic
 512 x 512 x 300 CT-like volume at 0.78 x 0.78 x 1.5 mm written as an int16 NIfTI, a small
 random-weight UNet with ``--ct-classes`` classes on a 1.5 mm grid, CT window + z-score).
 
@@ -34,7 +41,7 @@ line on stderr and exit status 2.
 
 Run: ``python benchmarks/bench_case.py [--cases brats,hippocampus,cine,ct] [--repeats 3]
 [--threads 1] [--against-rev main] [--no-monai] [--no-memory] [--quick] [--device cpu|cuda|auto]
-[--precision fp32|fp16|bf16|auto]``
+[--precision fp32|fp16|bf16|auto] [--backend torch,onnxruntime,auto]``
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ALL_CASES = ("brats", "hippocampus", "cine", "ct")
+ALL_CASES = ("brats", "hippocampus", "cine", "acdc", "ct")
 CT_SPACING = (0.78, 0.78, 1.5)
 
 
@@ -78,6 +85,9 @@ def case_inputs(name: str, *, quick: bool, cine_frames: int, tmp: Path) -> list[
     if name == "cine":
         p = shared_data_path("sunnybrook", "dicom", "SCD0000101")
         return [] if p is None else [{"id": "sunnybrook-cine", "files": [str(p)], "frames": cine_frames}]
+    if name == "acdc":
+        p = shared_data_path("acdc", "patient005_ED.nii.gz")
+        return [] if p is None else [{"id": "acdc-patient005_ED", "files": [str(p)]}]
     if name == "ct":
         path = tmp / ("ct_small.nii" if quick else "ct_512x512x300.nii")
         if not path.exists():
@@ -109,11 +119,15 @@ def ct_network_spec(classes: int) -> dict:
             "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
 
 
-def build_segmenter(name: str, *, classes: int, quick: bool, device: str = "cpu", precision: str = "fp32"):
-    """(Segmenter, bundle-like facts) for a case; only APIs that older revisions have."""
+def build_segmenter(name: str, *, classes: int, quick: bool, device: str = "cpu", precision: str = "fp32",
+                    backend: str = "torch", cache_dir: str | None = None):
+    """(Segmenter, bundle-like facts) for a case; only APIs that older revisions have (``backend``
+    is passed only when it is not torch)."""
     import torch
 
     from medcnn.inference import Segmenter
+
+    extra = {} if backend == "torch" else {"backend": backend, "cache_dir": cache_dir}
 
     if name == "ct":
         from medcnn.models import build_network
@@ -126,12 +140,13 @@ def build_segmenter(name: str, *, classes: int, quick: bool, device: str = "cpu"
                              modalities=("CT",), ct_window=(-200.0, 300.0), ct_mean=50.0, ct_std=150.0)
         roi = (64, 64, 32) if quick else (128, 128, 64)
         return Segmenter(net, network=spec, roi_size=roi, overlap=0.25, preprocess=pre, device=device,
-                         precision=precision), net
-    bundle = {"brats": "brain-tumour-mri", "hippocampus": "hippocampus-mri", "cine": "cardiac-lv-cine-mri"}[name]
+                         precision=precision, **extra), net
+    bundle = {"brats": "brain-tumour-mri", "hippocampus": "hippocampus-mri", "cine": "cardiac-lv-cine-mri",
+              "acdc": "cardiac-cine-mri"}[name]
     from medcnn.models import load_bundle
 
     b = load_bundle(bundle)
-    return Segmenter.from_bundle(b, device=device, precision=precision), b.build_model()
+    return Segmenter.from_bundle(b, device=device, precision=precision, **extra), b.build_model()
 
 
 def read_case(case: dict):
@@ -291,23 +306,47 @@ def print_breakdown(title: str, columns: dict[str, dict]) -> None:
         if k not in keys and any(k in c for c in columns.values()) and k != "total":
             keys.append(k)
     print(f"\n{title}")
-    print(f"  {'step (s, median)':28s}" + "".join(f"{n:>18s}" for n in names))
+    print(f"  {'step (s, median)':28s}" + "".join(f"{n:>20s}" for n in names))
     for k in keys:
         if k == "boundary_voxels_percent":
             continue
         label = ("  " + k) if k.startswith(("preprocess_", "to_input_grid_")) else k
-        print(f"  {label:28s}" + "".join(f"{columns[n][k]:18.3f}" if k in columns[n] else f"{'':18s}"
+        print(f"  {label:28s}" + "".join(f"{columns[n][k]:20.3f}" if k in columns[n] else f"{'':20s}"
                                          for n in names))
     row = []
     for n in names:
         c = columns[n]
         outside = c["predict"] - c.get("network", 0.0)
-        row.append(f"{100 * outside / c['predict']:17.1f}%")
+        row.append(f"{100 * outside / c['predict']:19.1f}%")
     print(f"  {'share of predict outside net':28s}" + "".join(row))
-    share = [f"{c['boundary_voxels_percent']:17.2f}%" if "boundary_voxels_percent" in c else f"{'':18s}"
+    share = [f"{c['boundary_voxels_percent']:19.2f}%" if "boundary_voxels_percent" in c else f"{'':20s}"
              for c in columns.values()]
     if any(s.strip() for s in share):
         print(f"  {'voxels interpolated back':28s}" + "".join(share))
+
+
+def print_backends(backends, segs, columns, first_s, labels, be_labels, monai_s) -> None:
+    """One row per network executor: whole case and network (median s), ratios to the first
+    backend and to each MONAI baseline, labels equal to the first backend, what ran."""
+    cols = list(columns.values())[:len(backends)]
+    ref = cols[0]
+    print(f"  {'backend':13s} {'whole case s':>12s} {'network s':>10s} {'x ' + backends[0] + ' case':>14s} "
+          f"{'x ' + backends[0] + ' net':>13s}" + "".join(f" {'x MONAI ' + k.split('=')[-1]:>16s}" for k in monai_s)
+          + f" {'labels = ' + backends[0]:>17s}  ran as (first case incl. export/auto s)")
+    for be, c in zip(backends, cols):
+        info = segs[be].backend_info()
+        ran = f"{info.get('used')} x{segs[be].sw_batch_size} windows/call"
+        if info.get("fallback"):
+            ran += f" (fallback: {info['fallback'][:60]})"
+        lab = labels if be == backends[0] else be_labels[be]
+        agree = 100.0 * float((lab == labels).mean()) if lab.shape == labels.shape else float("nan")
+        print(f"  {be:13s} {c['whole_case']:12.3f} {c.get('network', float('nan')):10.3f} "
+              f"{ref['whole_case'] / c['whole_case']:13.2f}x {ref.get('network', 1) / c.get('network', 1):12.2f}x"
+              + "".join(f" {m / c['whole_case']:15.2f}x" for m in monai_s.values())
+              + f" {agree:16.3f}%  {ran} ({first_s[be]:.1f} s)")
+        if info.get("auto"):
+            per = {k: {b: round(1000 * v, 1) for b, v in d.items()} for k, d in info["auto"]["seconds_per_window"].items()}
+            print(f"  {'':13s} auto: ms per window by batch {per}")
 
 
 def cpu_facts() -> str:
@@ -341,6 +380,9 @@ def main(argv=None) -> int:
                     help="cpu (default), cuda, cuda:N or auto: where medcnn and the MONAI baseline run")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "auto"),
                     help="medcnn's precision; the MONAI baseline runs under torch.autocast with the same dtype")
+    ap.add_argument("--backend", default="torch",
+                    help="comma-separated network executors, one medcnn column each: torch (default), onnxruntime, "
+                         "auto; ratios are against the first")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
@@ -391,8 +433,13 @@ def main(argv=None) -> int:
 def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
     import numpy as np
 
-    seg, net = build_segmenter(name, classes=args.ct_classes, quick=args.quick, device=args.device,
-                               precision=args.precision)
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    segs = {}
+    for be in backends:
+        seg, net = build_segmenter(name, classes=args.ct_classes, quick=args.quick, device=args.device,
+                                   precision=args.precision, backend=be, cache_dir=str(tmp / "onnx"))
+        segs[be] = seg
+    seg = segs[backends[0]]
     baselines = {}
     if not args.no_monai:
         wanted = args.monai_modes.split(",")
@@ -408,24 +455,35 @@ def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
         return
     rev = run_child(rev_tree, args, tmp / f"rev_{name}.json", name, args.repeats) if rev_tree is not None else None
     for case in cases:
-        medcnn_case(seg, case)  # warm-up (first calls allocate pools, load libraries)
+        first_s = {}
+        for be, s in segs.items():  # warm-up (first calls allocate pools, load libraries; exports, auto)
+            t = time.perf_counter()
+            medcnn_case(s, case)
+            first_s[be] = time.perf_counter() - t
         for run in baselines.values():
             run(case["files"])
         runs, base_s, base_cpu, base_labels = [], {k: [] for k in baselines}, {k: [] for k in baselines}, {}
+        be_runs = {be: [] for be in backends[1:]}
+        be_labels = {}
         for _ in range(args.repeats):  # interleaved, same process
             labels, timings = medcnn_case(seg, case)
             runs.append(timings)
+            for be in be_runs:
+                be_labels[be], t_be = medcnn_case(segs[be], case)
+                be_runs[be].append(t_be)
             for k, run in baselines.items():
                 t, c = time.perf_counter(), time.process_time()
                 base_labels[k] = run(case["files"])
                 base_s[k].append(time.perf_counter() - t)
                 base_cpu[k].append(time.process_time() - c)
-        columns = {"medcnn (this)": median_timings(runs)}
+        columns = {"medcnn (this)" if len(backends) == 1 else f"medcnn {backends[0]}": median_timings(runs)}
+        for be, r in be_runs.items():
+            columns[f"medcnn {be}"] = median_timings(r)
         if rev is not None:
             columns[f"medcnn {args.against_rev}"] = median_timings(rev["cases"][case["id"]])
         shape = "x".join(str(s) for s in labels.shape)
         print_breakdown(f"case {case['id']} ({name}, labels {shape}, {args.repeats} repeats)", columns)
-        mine = columns["medcnn (this)"]
+        mine = next(iter(columns.values()))
         for k in baselines:
             m, mc = statistics.median(base_s[k]), statistics.median(base_cpu[k])
             lab = base_labels[k]
@@ -433,6 +491,9 @@ def run_case(name: str, args, tmp: Path, rev_tree: Path | None) -> None:
             print(f"  MONAI transform pipeline ({k}): {m:.3f} s whole case ({mc:.3f} s CPU); medcnn "
                   f"{m / mine['whole_case']:.2f}x faster ({mc / mine['whole_case_cpu']:.2f}x in CPU time); "
                   f"labels equal on {100 * agree:.2f}% of voxels")
+        if len(backends) > 1:
+            print_backends(backends, segs, columns, first_s, labels, be_labels,
+                           {k: statistics.median(v) for k, v in base_s.items()})
         if rev is not None:
             old = np.load(tmp / f"rev_{name}_{case['id']}.npy")
             same = old == labels

@@ -29,6 +29,8 @@ else
     || "$VPY" -m pip install -q "$TORCH_CPU" --extra-index-url https://download.pytorch.org/whl/cpu
 fi
 
+# medcnn and its dependencies, onnxruntime and onnx included (--backend onnxruntime|auto); they do
+# not depend on torch, so the torch chosen above stays (checked below)
 "$VPY" -m pip install -q -e ".[dev]"
 
 # dcmqi (segimage2itkimage: an independent DICOM SEG decoder for the tests; a 50 MB wheel, so
@@ -54,4 +56,4 @@ if [ "${MEDCNN_NNUNET:-}" != "skip" ]; then
     threadpoolctl blosc2 numexpr ndindex msgpack httpx idna \
     || echo "setup: could not install the nnU-Net packages; the nnU-Net import tests will be skipped"
 fi
-"$VPY" -c "import torch, monai, medcnn; print('setup: medcnn', medcnn.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"
+"$VPY" -c "import torch, monai, onnxruntime, medcnn; print('setup: medcnn', medcnn.__version__, '| torch', torch.__version__, '| monai', monai.__version__, '| onnxruntime', onnxruntime.__version__)"

@@ -78,6 +78,15 @@ def test_bench_case_prints_the_breakdown_and_the_monai_comparison():
     assert "MONAI transform pipeline (Spacingd mode=bilinear)" in out
 
 
+def test_bench_case_prints_one_column_and_ratio_per_backend(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: no ONNX Runtime column to print")
+    out = _run("bench_case.py", "--quick", "--repeats", "1", "--cases", "ct", "--no-memory", "--monai-modes",
+               "bilinear", "--backend", "torch,onnxruntime")
+    assert "flags:" in out and "medcnn torch" in out and "medcnn onnxruntime" in out
+    assert "x torch case" in out and "x MONAI bilinear" in out
+    assert "onnxruntime x1 windows/call" in out
+
+
 def test_bench_threads_prints_idle_and_busy_against_one_thread_and_torch_defaults():
     from medcnn._testing import shared_data_path
 

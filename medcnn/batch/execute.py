@@ -265,7 +265,7 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
                                                   "spec_sha256": settings.model_spec_sha256},
                "environment": environment_info(),
                "settings": {"mode": settings.mode, "precision": settings.precision, "tta": settings.tta,
-                            "config_hash": settings.config_hash},
+                            "backend": settings.backend, "config_hash": settings.config_hash},
                "methods": _methods_union(records),
                "inputs": [{"case_id": r["case_id"], "input_hash": r.get("input_hash"),
                            "files": [i.get("path") for i in r.get("inputs") or []]} for r in records]}
@@ -287,7 +287,7 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
                   "validation": {k: v for k, v in (model_validation or {}).items() if k != "cases"},
                   **({"imported_from": dict(model_source)} if model_source else {})},
         "settings": {"mode": settings.mode, "device": settings.device, "precision": settings.precision,
-                     "tta": settings.tta, "deterministic": settings.deterministic,
+                     "tta": settings.tta, "deterministic": settings.deterministic, "backend": settings.backend,
                      "include_identifiers": settings.include_identifiers, "include_paths": settings.include_paths,
                      "config_hash": settings.config_hash},
         "counts": counts,
@@ -348,6 +348,8 @@ def run_batch(
     title: str | None = None,
     threads: int | str = "auto",
     allow_input_mismatch: bool = False,
+    backend: str = "torch",
+    cache_dir: str | PathLike[str] | None = None,
     height_cm: float | str | None = None,
     weight_kg: float | str | None = None,
 ) -> BatchResult:
@@ -375,6 +377,11 @@ def run_batch(
         progress: show a progress bar with ETA on stderr.
         threads: CPU threads per case: ``"auto"`` (usable cores / workers, less the cores
             other processes keep busy) or an integer (:class:`medcnn.inference.ThreadPolicy`).
+        backend: network executor, ``"torch"`` (default), ``"onnxruntime"`` or ``"auto"``
+            (:class:`medcnn.inference.Segmenter`); recorded per case in
+            ``provenance.inference.backend``.
+        cache_dir: folder of the ONNX exports (default: ``$MEDCNN_CACHE/onnx`` or
+            ``~/.cache/medcnn/onnx``).
         on_case: called in this process with each finished record (in completion order).
         allow_input_mismatch: run inputs that clearly do not fit the model (a CT series for
             an MRI model; by default such a case fails), flagged
@@ -403,6 +410,10 @@ def run_batch(
                                    hint="with a Dask scheduler the cluster's workers run the cases")
     if dicom_fractional and not dicom:
         raise ConfigError.expected("--dicom-fractional together with --dicom", "--dicom-fractional alone")
+    from medcnn.inference.executors import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ConfigError.expected(f"--backend one of {', '.join(BACKENDS)}", repr(backend))
     info = bundle_info(model)
     settings = BatchSettings(
         model=str(Path(info.path).resolve()), model_name=info.name, model_sha256=info.sha256,
@@ -416,7 +427,8 @@ def run_batch(
         workers=int(workers) if scheduler is None else 1,
         regions=info.regions,
         input_description=info.input_description,
-        allow_input_mismatch=bool(allow_input_mismatch))
+        allow_input_mismatch=bool(allow_input_mismatch),
+        backend=str(backend), cache_dir=None if cache_dir is None else str(cache_dir))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle

@@ -93,6 +93,10 @@ class BatchSettings:
             divide the usable cores by it).
         regions: the model's regions ``{name: [labels]}`` (bundle ``regions``), reported as
             unions after the labels in volumes, SEG and SR; its changes change the spec hash.
+        backend: the network executor, ``"torch"``, ``"onnxruntime"`` or ``"auto"``
+            (:mod:`medcnn.inference.executors`); part of ``config_hash`` when not ``"torch"``
+            (ONNX Runtime's labels may differ from torch's in a few voxels).
+        cache_dir: folder of the ONNX exports (``None``: the default cache folder).
     """
 
     model: str
@@ -117,6 +121,8 @@ class BatchSettings:
     dicom_fractional: bool = False
     input_description: Mapping[str, Any] | None = None
     allow_input_mismatch: bool = False
+    backend: str = "torch"
+    cache_dir: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
@@ -129,7 +135,8 @@ class BatchSettings:
                 "figures": self.figures, "model_sha256": self.model_sha256,
                 "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {}),
                 **({"dicom_fractional": True} if self.dicom_fractional else {}),
-                **({"allow_input_mismatch": True} if self.allow_input_mismatch else {})}
+                **({"allow_input_mismatch": True} if self.allow_input_mismatch else {}),
+                **({"backend": self.backend} if self.backend != "torch" else {})}
 
     @property
     def config_hash(self) -> str:
@@ -278,7 +285,7 @@ def _device_for_worker(device: str) -> str:
 def _segmenter(settings: BatchSettings):
     device = _device_for_worker(settings.device)
     key = (settings.model, settings.model_sha256, device, settings.precision, settings.tta, settings.threads,
-           settings.workers)
+           settings.workers, settings.backend, settings.cache_dir)
     seg = _SEGMENTERS.get(key)
     if seg is None:
         from medcnn.inference import Segmenter, ThreadPolicy
@@ -294,6 +301,8 @@ def _segmenter(settings: BatchSettings):
         if settings.tta is not None:  # None: the bundle's default (inference.tta_axes)
             kwargs["tta_axes"] = "trained" if settings.tta else ()
         kwargs["threads"] = ThreadPolicy(settings.threads, workers=settings.workers)
+        kwargs["backend"] = settings.backend
+        kwargs["cache_dir"] = settings.cache_dir
         seg = Segmenter.from_bundle(settings.model, **kwargs)
         _SEGMENTERS.clear()  # one model per process is enough
         _SEGMENTERS[key] = seg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_threads_option", "add_dicom_options"]
+__all__ = ["add_threads_option", "add_backend_option", "backend_cache_dir", "add_dicom_options"]
 
 
 def _threads(value: str) -> int | str:
@@ -22,6 +22,25 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_threads, default="auto", metavar="N|auto",
                    help="CPU threads per case (default auto: the usable cores, shared among parallel workers, less "
                         "the cores other processes keep busy, decided per case)")
+
+
+def add_backend_option(p: argparse.ArgumentParser) -> None:
+    """``--backend torch|onnxruntime|auto``: the network executor (:mod:`medcnn.inference.executors`)."""
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "auto"),
+                   help="network executor: torch (default); onnxruntime (CPU, fp32: the network exported to ONNX "
+                        "once, verified against torch and cached in $MEDCNN_CACHE/onnx or ~/.cache/medcnn/onnx); "
+                        "auto (times both at 1, 2 and 4 windows per call and keeps the fastest). Falls back to "
+                        "torch with a notice when onnxruntime is missing (docs/inference.md)")
+
+
+def backend_cache_dir() -> str:
+    """The export cache folder of ``--backend``: ``$MEDCNN_CACHE/onnx``, else ``~/.cache/medcnn/onnx``
+    (the CLI is the one place that reads the environment)."""
+    import os
+
+    from medcnn.inference.executors import default_cache_dir
+
+    return str(default_cache_dir(os.environ))
 
 
 def add_dicom_options(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medcnn.cli._options import add_dicom_options, add_threads_option
+from medcnn.cli._options import add_backend_option, add_dicom_options, add_threads_option, backend_cache_dir
 
 __all__ = ["register", "run"]
 
@@ -81,6 +81,7 @@ def register(sub) -> None:
                         "and LV mass (g/m^2); for several patients use manifest columns height_cm, weight_kg")
     p.add_argument("--weight", metavar="KG", help="patient weight in kg (1-400; with --height)")
     add_threads_option(p)
+    add_backend_option(p)
     p.set_defaults(func=run)
 
 
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             deterministic=args.deterministic, include_identifiers=args.include_identifiers,
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
             dicom_fractional=args.dicom_fractional,
-            progress=args.progress, title=args.title, threads=args.threads,
+            progress=args.progress, title=args.title, threads=args.threads, backend=args.backend,
+            cache_dir=backend_cache_dir() if args.backend != "torch" else None,
             allow_input_mismatch=args.allow_input_mismatch, height_cm=args.height, weight_kg=args.weight)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcnn.cli._options import add_dicom_options, add_threads_option
+from medcnn.cli._options import add_backend_option, add_dicom_options, add_threads_option, backend_cache_dir
 
 __all__ = ["register", "run", "output_name", "parse_tta_axes"]
 
@@ -93,6 +93,7 @@ def register(sub) -> None:
                    help="run inputs that clearly do not fit the model (e.g. a CT series for an MRI model; refused by "
                         "default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     add_threads_option(p)
+    add_backend_option(p)
     p.set_defaults(func=run)
 
 
@@ -319,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
     tta = {} if args.tta is None else {"tta_axes": parse_tta_axes(args.tta)}  # None: the bundle's default
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
-                                threads=args.threads, **tta)  # first: names what is wrong with a bad bundle
+                                threads=args.threads, backend=args.backend, cache_dir=backend_cache_dir(),
+                                **tta)  # first: names what is wrong with a bad bundle
     model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     out_dir = Path(args.out)
     created = not out_dir.exists()
@@ -421,7 +423,7 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, model: 
         "settings": {"device": str(seg.device), "precision": seg.precision, "tta_request": seg.tta_request,
                      "mirror_axes_trained": None if seg.mirror_axes is None else list(seg.mirror_axes),
                      "overlap": seg.overlap, "sw_batch_size": seg.sw_batch_size,
-                     "threads": seg.threads.requested,
+                     "threads": seg.threads.requested, "backend": seg.backend_request,
                      "probabilities": bool(args.probabilities)},
         "input_hash_method": HASH_METHOD,
         "cases": log,
@@ -548,12 +550,14 @@ def _segment_one(case: _Case, seg: Any, model: Any, args: argparse.Namespace, ou
         if qc:
             rec["qc_flags"] = rec.get("qc_flags", []) + qc
         rec.update(status="ok", tta_axes=info.get("tta_axes"), n_windows=info.get("n_windows"),
-                   threads=info.get("threads"),
+                   threads=info.get("threads"), backend=info.get("backend"),
                    seconds=round(time.perf_counter() - t0, 3),
                    timings_s={k: round(float(v), 4) for k, v in (info.get("timings_s") or {}).items()})
         tta = f", TTA mirror axes {info['tta_axes']}" if info.get("tta_axes") else ""
         n_threads = (info.get("threads") or {}).get("threads")
         threads = f", {n_threads} thread(s)" if n_threads and info["device"] == "cpu" else ""
+        used = (info.get("backend") or {}).get("used", "torch")
+        threads += f", {used}" if used != "torch" else ""
         print(f"ok {name} -> {out}{extra} ({info.get('n_windows')} windows, {info['device']} "
               f"{info['precision']}{threads}{tta}, {time.perf_counter() - t0:.1f} s)")
         return 0, 0

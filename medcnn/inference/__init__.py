@@ -1,4 +1,4 @@
-"""Sliding-window inference: `Segmenter`, memory planning, device and precision choice.
+"""Sliding-window inference: `Segmenter`, memory planning, device, precision and backend choice.
 
 Imports torch. See :class:`Segmenter` for the end-to-end API and
 :func:`sliding_window_inference` for the model-grid core.
@@ -14,6 +14,7 @@ from medcnn.inference.memory import (
     plan_memory,
     run_with_oom_fallback,
 )
+from medcnn.inference.executors import BACKENDS, Executor, OnnxRuntimeExecutor, TorchExecutor, choose_fastest
 from medcnn.inference.segmenter import Prediction, Segmenter, make_predictor
 from medcnn.inference.threads import ThreadChoice, ThreadPolicy
 from medcnn.inference.sliding_window import (
@@ -47,4 +48,9 @@ __all__ = [
     "ThreadPolicy",
     "ThreadChoice",
     "cuda_flags",
+    "BACKENDS",
+    "Executor",
+    "TorchExecutor",
+    "OnnxRuntimeExecutor",
+    "choose_fastest",
 ]

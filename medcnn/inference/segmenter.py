@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from medcnn.errors import ConfigError, DimensionError, InsufficientMemoryError
-from medcnn.inference.device import autocast, cuda_flags, select_device, select_precision
+from medcnn.inference.device import cuda_flags, select_device, select_precision
+from medcnn.inference.executors import BACKENDS, Executor, TorchExecutor
 from medcnn.inference.memory import MemoryPlan, plan_memory, run_with_oom_fallback
 from medcnn.inference.sliding_window import WindowResult, sliding_window_inference
 from medcnn.inference.threads import ThreadChoice, ThreadPolicy, cpu_threads
@@ -81,7 +83,9 @@ def make_predictor(
     """Wrap a network as ``(B, C, *roi) → (B, K, *roi)`` float32 logits.
 
     Args:
-        model: the network (already on ``device``, in eval mode).
+        model: the network (already on ``device``, in eval mode), or an
+            :class:`medcnn.inference.executors.Executor` (then ``precision`` and
+            ``memory_format`` are the executor's business).
         precision: resolved precision; fp16/bf16 run under ``torch.autocast``.
         tta_axes: spatial axes (0-based, of the window) to mirror; every combination of
             flips is run and the logits are averaged (``2 ** len(tta_axes)`` passes).
@@ -93,6 +97,8 @@ def make_predictor(
     """
     import torch
 
+    executor = model if isinstance(model, Executor) else TorchExecutor(
+        model, device=device, precision=precision, memory_format=memory_format)
     dims_list = [()]
     axes = sorted(set(int(a) for a in tta_axes))
     for r in range(1, len(axes) + 1):
@@ -106,13 +112,7 @@ def make_predictor(
             xi = torch.flip(x, dims) if dims else x
             if squeeze_dim is not None:
                 xi = xi.squeeze(squeeze_dim)
-            if memory_format is not None:
-                xi = xi.contiguous(memory_format=memory_format)
-            with autocast(device, precision):
-                yi = model(xi)
-            if isinstance(yi, (list, tuple)):  # deep supervision heads: full resolution first
-                yi = yi[0]
-            yi = yi.float()
+            yi = executor(xi)
             if squeeze_dim is not None:
                 yi = yi.unsqueeze(squeeze_dim)
             if dims:
@@ -201,6 +201,17 @@ class Segmenter:
         deterministic: on CUDA, cuDNN's deterministic algorithms without autotuning, so two
             runs give bit-identical labels (default: autotuned cuDNN, as nnU-Net). See
             :func:`medcnn.inference.device.cuda_flags`; no effect on the CPU.
+        backend: the network executor (:mod:`medcnn.inference.executors`): ``"torch"``
+            (default); ``"onnxruntime"`` (CPU, fp32: the network exported to ONNX once,
+            verified against torch fp32 and cached in ``cache_dir``; its default window batch
+            is 1); ``"auto"`` (times torch and, in fp32 on the CPU, ONNX Runtime at window
+            batches 1, 2 and 4 on the first prediction and keeps the fastest pair). Decided
+            at the first prediction; when ONNX Runtime is missing or its export fails
+            verification, torch runs and one line says so on stderr. Recorded in
+            ``info["backend"]``.
+        cache_dir: folder of the ONNX exports and ``auto`` choices (default:
+            :func:`medcnn.inference.executors.default_cache_dir`, ``$MEDCNN_CACHE/onnx`` or
+            ``~/.cache/medcnn/onnx``).
 
     Out of memory: when a window batch raises ``torch.cuda.OutOfMemoryError`` although the
     plan said it fits (the planner's estimate is a heuristic), the case is retried with half
@@ -241,6 +252,8 @@ class Segmenter:
         threads: Any = "auto",
         deterministic: bool = False,
         regions: Any = None,
+        backend: str = "torch",
+        cache_dir: Any = None,
     ) -> None:
         import torch
 
@@ -294,6 +307,20 @@ class Segmenter:
             raise ConfigError.expected("overlap in [0, 1)", f"{overlap}")
         self.overlap = float(overlap)
         self.device = select_device(device)
+        if backend not in BACKENDS:
+            raise ConfigError.expected(f"backend one of {', '.join(BACKENDS)}", repr(backend))
+        if backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise ConfigError.expected("device 'cpu' with backend 'onnxruntime'", repr(str(self.device)),
+                                           hint="ONNX Runtime runs here on the CPU; use backend 'torch' on a GPU")
+            if precision not in ("auto", "fp32"):
+                raise ConfigError.expected("precision 'fp32' or 'auto' with backend 'onnxruntime'", repr(precision))
+            if compile:
+                raise ConfigError.expected("compile=False with backend 'onnxruntime'", "compile=True",
+                                           hint="torch.compile is an option of the torch backend")
+            precision = "fp32"
+        self.backend_request = backend
+        self.cache_dir = cache_dir
         self.precision = select_precision(precision, self.device)
         self._resolve_tta(tta_axes, mirror_axes)
         if sw_batch_size is not None and int(sw_batch_size) < 1:
@@ -334,6 +361,7 @@ class Segmenter:
         self.n_parameters = int(sum(p.numel() for p in model.parameters()))
 
         model = model.eval().to(self.device)
+        self._export_model = model  # what an ONNX export is made from (before torch.compile)
         self._torch_memory_format = None
         if self.memory_format == "channels_last":
             self._torch_memory_format = torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
@@ -345,6 +373,11 @@ class Segmenter:
             # later processes compile faster.
             model = torch.compile(model, dynamic=False, options={"freezing": True})
         self.model = model
+        self._executor: Executor = TorchExecutor(model, device=self.device, precision=self.precision,
+                                                 memory_format=self._torch_memory_format)
+        self._backend_facts: dict[str, Any] = {"requested": backend, "used": "torch"}
+        self._backend_resolved = backend == "torch"
+        self._backend_lock = threading.Lock()
 
     def _resolve_tta(self, tta_axes: Sequence[int] | str, mirror_axes: Sequence[int] | None) -> None:
         """Set ``tta_axes`` (model grid), ``tta_request``, ``mirror_axes`` and ``_tta_window``.
@@ -504,6 +537,137 @@ class Segmenter:
         finally:
             self._thread_local.choice = None
 
+    # ------------------------------------------------------------------ network executor
+    @property
+    def backend(self) -> str:
+        """The backend that runs the network (``"torch"`` until ``onnxruntime``/``auto`` is
+        decided at the first prediction)."""
+        return str(self._backend_facts["used"])
+
+    def backend_info(self) -> dict[str, Any]:
+        """JSON-able facts of the network executor: ``requested``, ``used``, the executor's
+        precision and threads (ONNX Runtime: intra-op = the prediction's threads, inter-op 1),
+        the export (file name, key, verification), ``auto``'s timings and CPU flags, and a
+        ``fallback`` reason where torch ran instead of what was asked."""
+        desc = {k: v for k, v in self._executor.describe().items() if k != "backend"}
+        return {**self._backend_facts, **desc}
+
+    def _model_id(self) -> str:
+        """What identifies the network's weights: the bundle's spec sha256, else a hash of
+        the class name and every tensor of its state dict."""
+        import hashlib
+
+        spec = (self.bundle_info or {}).get("spec_sha256")
+        if spec:
+            return str(spec)
+        h = hashlib.sha256(type(self._export_model).__name__.encode())
+        for name, t in self._export_model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+        return "weights-" + h.hexdigest()
+
+    def _onnx_executor(self, notice: Callable[[str], None]) -> tuple[Executor | None, dict[str, Any]]:
+        """(ONNX Runtime executor, facts) or (None, facts with the fallback reason)."""
+        from medcnn.inference.executors import (ExportRejectedError, OnnxRuntimeExecutor, default_cache_dir,
+                                                onnx_export, onnxruntime_version)
+
+        if onnxruntime_version() is None:
+            return None, {"fallback": "onnxruntime is not installed (pip install onnxruntime)"}
+        try:
+            export = onnx_export(self._export_model, model_id=self._model_id(), spatial_dims=self.spatial_dims,
+                                 in_channels=self.in_channels, out_channels=self.out_channels,
+                                 roi_size=self.roi_size,
+                                 cache_dir=self.cache_dir if self.cache_dir is not None else default_cache_dir(),
+                                 notice=notice)
+        except ImportError as exc:  # the exporter needs the onnx package
+            return None, {"fallback": f"ONNX export unavailable: {exc}"}
+        except ExportRejectedError as exc:
+            return None, {"fallback": f"ONNX export rejected: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - an operator the exporter cannot translate, a full disk...
+            return None, {"fallback": f"ONNX export failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"}
+        return OnnxRuntimeExecutor(export.path), {"export": export.to_dict()}
+
+    def _ensure_backend(self, choice: ThreadChoice) -> None:
+        """Decide ``onnxruntime`` / ``auto`` once, at the first prediction (thread count known)."""
+        if self._backend_resolved:
+            return
+        with self._backend_lock:
+            if self._backend_resolved:
+                return
+            from medcnn.inference.executors import notice
+
+            facts: dict[str, Any] = {"requested": self.backend_request, "used": "torch"}
+            if self.backend_request == "onnxruntime":
+                ex, more = self._onnx_executor(notice)
+                facts.update(more)
+                if ex is None:
+                    notice(f"backend onnxruntime not used: {more['fallback']}; running the torch backend")
+                else:
+                    self._executor = ex
+                    facts["used"] = "onnxruntime"
+                    if not self._sw_batch_size_chosen:
+                        self.sw_batch_size = 1
+            else:
+                self._choose_auto(choice, facts, notice)
+            self._backend_facts = facts
+            self._backend_resolved = True
+
+    def _choose_auto(self, choice: ThreadChoice, facts: dict[str, Any], notice: Callable[[str], None]) -> None:
+        """``backend="auto"``: time the candidates (:func:`medcnn.inference.executors.choose_fastest`)
+        or reuse the choice stored in the cache folder for this network, thread count, CPU
+        flags and versions."""
+        import hashlib
+        import json
+        from pathlib import Path
+
+        import torch
+
+        from medcnn.inference.executors import AutoChoice, choose_fastest, cpu_flags, default_cache_dir
+
+        candidates: dict[str, Executor] = {"torch": self._executor}
+        if self.device.type == "cpu" and self.precision == "fp32" and not self.compiled:
+            ex, more = self._onnx_executor(notice)
+            if ex is None:
+                facts["onnxruntime_skipped"] = more["fallback"]
+                notice(f"backend auto: onnxruntime not a candidate ({more['fallback']})")
+            else:
+                candidates["onnxruntime"] = ex
+                facts.update(more)
+        else:
+            facts["onnxruntime_skipped"] = "onnxruntime runs fp32 on the CPU only"
+        if len(candidates) == 1:
+            facts["auto"] = {"reason": "only torch available"}
+            return
+        batches = (self.sw_batch_size,) if self._sw_batch_size_chosen else (1, 2, 4)
+        window = [self.in_channels, *self.roi_size]
+        key = json.dumps({"model": self._model_id(), "threads": choice.threads, "cpu": cpu_flags(),
+                          "torch": torch.__version__, "export": facts.get("export", {}).get("key"),
+                          "batches": list(batches), "window": window, "memory_format": self.memory_format},
+                         sort_keys=True)
+        folder = Path(self.cache_dir if self.cache_dir is not None else default_cache_dir())
+        stored = folder / f"auto_{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        result = None
+        try:
+            result = AutoChoice.from_dict(json.loads(stored.read_text(encoding="utf-8")))
+            facts["auto_from_cache"] = stored.name
+        except (OSError, ValueError, KeyError, TypeError):
+            result = None
+        if result is None or result.backend not in candidates:
+            with torch.inference_mode():
+                result = choose_fastest(candidates, window, batches=batches, threads=choice.threads)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = stored.with_name(stored.name + f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+                os.replace(tmp, stored)
+            except OSError:  # a read-only cache only costs the timing next time
+                pass
+        self._executor = candidates[result.backend]
+        if not self._sw_batch_size_chosen:
+            self.sw_batch_size = result.sw_batch_size
+        facts["used"] = result.backend
+        facts["auto"] = result.to_dict()
+
     def predict_array(
         self,
         array: Any,
@@ -531,9 +695,11 @@ class Segmenter:
             :class:`WindowResult` with CPU tensors on the model grid ``(X, Y, Z)``.
         """
         with self._thread_scope() as choice:
+            self._ensure_backend(choice)
             res = self._predict_array(array, spacing=spacing, outputs=outputs, plan=plan, per_view=per_view,
                                       source=source)
         res.info["threads"] = choice.to_dict()
+        res.info["backend"] = self.backend_info()
         return res
 
     def _predict_array(self, array: Any, *, spacing: Sequence[float] | None, outputs: Sequence[str],
@@ -562,7 +728,9 @@ class Segmenter:
                 self._warn_untrained_tta([t - 1 for t in tta])
             roi = (1,) + self.roi_size
             squeeze = 2
-        predictor = make_predictor(self.model, device=self.device, precision=self.precision, tta_axes=tta,
+        # torch: the current self.model (callers may wrap it after construction), as before executors
+        net = self.model if type(self._executor) is TorchExecutor else self._executor
+        predictor = make_predictor(net, device=self.device, precision=self.precision, tta_axes=tta,
                                    memory_format=self._torch_memory_format, squeeze_dim=squeeze,
                                    per_view=per_view and "probabilities_u8" in outputs)
 
@@ -646,6 +814,7 @@ class Segmenter:
             :class:`Prediction` whose label Volume has exactly the input's geometry.
         """
         with self._thread_scope() as choice:
+            self._ensure_backend(choice)
             if isinstance(image, Volume) and image.leading_axis == "time":
                 pred = self._predict_cine(image, return_probabilities=return_probabilities,
                                           volume_intervals=volume_intervals)
@@ -653,6 +822,7 @@ class Segmenter:
                 pred = self._predict_one(image, return_probabilities=return_probabilities,
                                          volume_intervals=volume_intervals)
         pred.info["threads"] = choice.to_dict()
+        pred.info["backend"] = self.backend_info()
         return pred
 
     def _predict_one(self, image: Any, *, return_probabilities: bool, volume_intervals: bool) -> Prediction:
