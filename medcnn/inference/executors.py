@@ -35,6 +35,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -43,8 +44,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from medcnn.errors import ConfigError, MedcnnError
-from medcnn.io._common import atomic_path
-from medcnn.report.provenance import file_sha256
 
 __all__ = [
     "BACKENDS",
@@ -257,6 +256,21 @@ class OnnxExport:
         return d
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _readable(path: Path) -> None:
+    """The permissions of an ordinarily created file (``mkstemp`` makes them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _first_output(model: Any) -> Any:
     """``model`` wrapped so that a list output (deep supervision heads) exports as its first."""
     import torch
@@ -358,7 +372,7 @@ def onnx_export(
             reason = f"stale: built for {record.get('key')}, need {key}"
         elif not path.exists():
             reason = f"corrupt: {path.name} missing"
-        elif path.stat().st_size != record.get("size_bytes") or file_sha256(path) != record.get("sha256"):
+        elif path.stat().st_size != record.get("size_bytes") or _sha256(path) != record.get("sha256"):
             reason = f"corrupt: {path.name} does not match its recorded size/sha256"
         else:
             try:  # loads in onnxruntime: usable
@@ -374,7 +388,10 @@ def onnx_export(
     gen = torch.Generator().manual_seed(0)
     window = (2, int(in_channels), *(int(r) for r in roi_size))
     example = torch.randn(*window, generator=gen)
-    with atomic_path(path) as tmp:  # removed unless verified
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".onnx.tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
         with torch.inference_mode(False), torch.no_grad():
             dynamic = _export_file(net, example, tmp, spatial_dims=spatial_dims)
             ref = net(example).float().numpy()
@@ -393,11 +410,18 @@ def onnx_export(
                 f"ONNX logits within {tol:.2e} of torch fp32 on a random {window} window",
                 f"max abs difference {diff:.3e} (largest logit {scale:.3g})", path=path.name,
                 hint="not used; the torch backend runs this network")
-    record = {"key": key, "sha256": file_sha256(path), "size_bytes": path.stat().st_size,
-              "verification": verification, "dynamic_spatial": dynamic,
-              "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with atomic_path(record_path) as rec_tmp:  # last: marks the export complete
-        rec_tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        _readable(tmp)
+        os.replace(tmp, path)
+        record = {"key": key, "sha256": _sha256(path), "size_bytes": path.stat().st_size,
+                  "verification": verification, "dynamic_spatial": dynamic,
+                  "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        fd, rec_tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json.tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        _readable(Path(rec_tmp))
+        os.replace(rec_tmp, record_path)  # last: marks the export complete
+    finally:
+        tmp.unlink(missing_ok=True)
     return OnnxExport(path, key, True, reason, verification, dynamic)
 
 

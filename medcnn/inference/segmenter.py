@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,6 @@ from medcnn.inference.executors import BACKENDS, Executor, TorchExecutor
 from medcnn.inference.memory import MemoryPlan, plan_memory, run_with_oom_fallback
 from medcnn.inference.sliding_window import WindowResult, sliding_window_inference
 from medcnn.inference.threads import ThreadChoice, ThreadPolicy, cpu_threads
-from medcnn.io._common import atomic_path
 from medcnn.volume import Volume
 
 __all__ = ["Segmenter", "Prediction", "make_predictor", "MEMORY_FORMATS"]
@@ -656,8 +656,10 @@ class Segmenter:
             with torch.inference_mode():
                 result = choose_fastest(candidates, window, batches=batches, threads=choice.threads)
             try:
-                with atomic_path(stored) as tmp:
-                    tmp.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = stored.with_name(stored.name + f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
+                os.replace(tmp, stored)
             except OSError:  # a read-only cache only costs the timing next time
                 pass
         self._executor = candidates[result.backend]
