@@ -349,20 +349,6 @@ def print_backends(backends, segs, columns, first_s, labels, be_labels, monai_s)
             print(f"  {'':13s} auto: ms per window by batch {per}")
 
 
-def cpu_facts() -> str:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(simd) or 'none of avx2/avx512/amx'}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default=",".join(ALL_CASES))
@@ -399,6 +385,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below (git worktree)
     from medcnn.errors import MedcnnError
+    from medcnn.hardware import cpu_facts
     from medcnn.inference import select_device
 
     try:

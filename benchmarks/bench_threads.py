@@ -38,6 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from medcnn.hardware import cpu_facts  # noqa: E402
+
 CHILD = r"""
 import json, sys, time
 import torch
@@ -71,17 +73,6 @@ def _spin(stop) -> None:  # pragma: no cover - runs in a child
             pass
 
 
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    keep = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    return f"{model}; flags: {' '.join(f for f in keep if f in flags) or 'none of ' + '/'.join(keep)}"
-
-
 def run_child(model: str, case: str, cfg: dict, repeats: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     env.update(cfg["env"])
@@ -112,7 +103,7 @@ def main(argv=None) -> int:
             return 2
         case = root / args.case
     cores = usable_cores()
-    print(f"cpu: {cpu_flags()}; usable cores {cores}; load average before: {os.getloadavg()}")
+    print(f"cpu: {cpu_facts()}; usable cores {cores}; load average before: {os.getloadavg()}")
     results: dict[str, dict[str, list]] = {}
     ctx = multiprocessing.get_context("spawn")
     for scenario in ("idle", "busy"):
@@ -153,7 +144,7 @@ def main(argv=None) -> int:
     print(f"before / default when busy: {before_busy / d_busy:.2f}x faster now")
     print(f"labels identical in every configuration: {same}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"medians_s": med, "raw": results, "cpu": cpu_flags()}, indent=1))
+        Path(args.json).write_text(json.dumps({"medians_s": med, "raw": results, "cpu": cpu_facts()}, indent=1))
     return 0
 
 

@@ -40,17 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _cpu_flags() -> str:
-    """The speed-relevant CPU flags (lscpu's), printed with every figure."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    keep = [f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")]
-    return " ".join(keep) or "none of avx2/avx512/amx"
-
-
 def measure_steps(cfg, steps: int) -> dict[str, float]:
     import numpy as np
     import torch
@@ -205,13 +194,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.recipes:
-        import platform
+        from medcnn.hardware import cpu_facts
 
         rows = recipe_rows([Path(p) for p in args.recipes], args.steps)
-        flags = _cpu_flags()
+        flags = cpu_facts()
         print(f"recipe table: held-out ACDC cases of each run's test fold; torch {torch.__version__}, "
-              f"{args.threads} thread(s) for the step cost; {platform.processor() or platform.machine()}; "
-              f"CPU flags: {flags}")
+              f"{args.threads} thread(s) for the step cost; CPU: {flags}")
         md = recipe_markdown(rows)
         print(md)
         if args.markdown:

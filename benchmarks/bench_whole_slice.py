@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     labels = sorted(k for k in windowed.labels if k) if windowed.labels else [1]
     print(f"model {Path(args.model).name} (roi {list(windowed.roi_size)}, overlap {windowed.overlap}); "
           f"{len(entries)} volumes of {args.dataset}; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    from bench_case import cpu_facts  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+    from medcnn.hardware import cpu_facts
     print(f"CPU: {cpu_facts()}")
     rows = []
     for e in entries:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from medcnn.errors import ConfigError, MedcnnError
+from medcnn.hardware import cpu_flags
+from medcnn.hashing import file_sha256
 
 __all__ = [
     "BACKENDS",
@@ -75,9 +76,6 @@ ONNX_OPSET = 17
 #: on logits of magnitude 15-20).
 VERIFY_ATOL = 1e-3
 VERIFY_RTOL = 1e-4
-_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
 class ExportRejectedError(MedcnnError, ValueError):
     """An ONNX export whose logits differ from torch fp32 by more than the tolerance."""
 
@@ -256,14 +254,6 @@ class OnnxExport:
         return d
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _readable(path: Path) -> None:
     """The permissions of an ordinarily created file (``mkstemp`` makes them 0600)."""
     mask = os.umask(0)
@@ -372,7 +362,7 @@ def onnx_export(
             reason = f"stale: built for {record.get('key')}, need {key}"
         elif not path.exists():
             reason = f"corrupt: {path.name} missing"
-        elif path.stat().st_size != record.get("size_bytes") or _sha256(path) != record.get("sha256"):
+        elif path.stat().st_size != record.get("size_bytes") or file_sha256(path) != record.get("sha256"):
             reason = f"corrupt: {path.name} does not match its recorded size/sha256"
         else:
             try:  # loads in onnxruntime: usable
@@ -412,7 +402,7 @@ def onnx_export(
                 hint="not used; the torch backend runs this network")
         _readable(tmp)
         os.replace(tmp, path)
-        record = {"key": key, "sha256": _sha256(path), "size_bytes": path.stat().st_size,
+        record = {"key": key, "sha256": file_sha256(path), "size_bytes": path.stat().st_size,
                   "verification": verification, "dynamic_spatial": dynamic,
                   "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         fd, rec_tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json.tmp", dir=folder)
@@ -426,20 +416,6 @@ def onnx_export(
 
 
 # ----------------------------------------------------------------------------- auto
-def cpu_flags() -> list[str]:
-    """The SIMD flags that decide convolution speed (``avx2``, ``avx512f``, ``avx512_bf16``,
-    ``amx_tile``...) from ``/proc/cpuinfo``; elsewhere ``[platform.processor()]``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return [fl for fl in _CPU_FLAGS if fl in have]
-    except OSError:
-        pass
-    return [platform.processor() or platform.machine()]
-
-
 @dataclass
 class AutoChoice:
     """What ``backend="auto"`` chose and the timings it chose on.
@@ -449,7 +425,7 @@ class AutoChoice:
         sw_batch_size: its fastest windows per call.
         seconds_per_window: ``{candidate: {batch: median seconds per window}}``.
         threads: threads the timing ran with.
-        cpu_flags: :func:`cpu_flags` of the machine.
+        cpu_flags: :func:`medcnn.hardware.cpu_flags` of the machine.
         rounds: timed calls per (candidate, batch) after one warm-up call each.
         window: the window shape ``(C, *spatial)``.
     """

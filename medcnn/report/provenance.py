@@ -4,7 +4,7 @@
   scan re-saved in another format (same voxels, same grid) hashes the same, while a
   resampled, flipped or re-windowed scan does not.
 * :func:`config_hash` -- SHA-256 of a canonical JSON dump of a settings mapping.
-* :func:`file_sha256` -- SHA-256 of a file's bytes (model weights).
+* :func:`file_sha256` -- SHA-256 of a file's bytes (model weights; :mod:`medcnn.hashing`).
 * :func:`environment_info` -- versions of medcnn and the libraries that shaped the result.
 * :func:`display_path`, :func:`redact_paths` -- input paths as reports show them: the file
   (or folder) name only unless ``include_paths`` (folder names often hold patient names).
@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from medcnn.hashing import file_sha256
 from medcnn.volume import Volume
 
 __all__ = [
@@ -115,15 +116,6 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of ``config`` dumped as canonical JSON (sorted keys, no spaces)."""
     text = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | PathLike[str], *, chunk_bytes: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_bytes), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(dist: str) -> str | None:

@@ -408,16 +408,11 @@ def unlabelled_slice_mask(label: np.ndarray, spacing: Sequence[float]) -> np.nda
     return np.broadcast_to(~labelled.reshape(shape), label.shape).copy()
 
 
-def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex): :func:`medcnn.hashing.file_sha256`."""
+    from medcnn.hashing import file_sha256
+
+    return file_sha256(path)
 
 
 def prepare_case(

@@ -288,15 +288,9 @@ def poly_lr(step: int, *, base_lr: float, max_steps: int, power: float = 0.9, wa
 
 
 def hardware_description(device: str) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    from medcnn.hardware import cpu_flags, cpu_model
+
+    out: dict[str, Any] = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "device": device, "torch": torch.__version__, "python": platform.python_version()}
     if device.startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
