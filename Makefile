@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 STAMP  := $(VENV)/.medcnn-installed
 
-.PHONY: setup demo test test-fast bench clean gpu-pack gpu-check
+.PHONY: setup demo demo-tumour test test-fast bench clean gpu-pack gpu-check
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
 	PYTHON="$(PYTHON)" bash scripts/setup_env.sh "$(VENV)"
@@ -14,6 +14,10 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	"$(VENV)/bin/medcnn" demo --out out/demo
+
+# The tumour demo: the four-sequence region model on BraTS 2018 cases (whole tumour, core, enhancing in mL).
+demo-tumour: $(STAMP)
+	"$(VENV)/bin/medcnn" demo --tumour --out out/demo-tumour
 
 test: $(STAMP)
 	"$(VENV)/bin/python" -m pytest -q

@@ -137,6 +137,23 @@ def build_data(out: Path, *, log=print) -> dict[str, int]:
                  bundle="brain-tumour-mri",
                  note="BRATS2015 brats_2013_pat0003_1 FLAIR+T1c (CC BY-NC-SA 3.0 CH), RAS 2 mm, 64x64x48 crop")
 
+    b18 = shared_data_path("brats2018", "Brats18_CBICA_ABM_1")
+    if b18 is not None:  # the four-sequence region model (raw scanner intensities; it z-scores inside the brain)
+        cid = b18.name
+        chans = [read_volume(b18 / f"{cid}_{s}.nii.gz") for s in ("flair", "t1", "t1ce", "t2")]
+        lab = read_volume(b18 / f"{cid}_seg.nii.gz", kind="label")
+        spec = PreprocessSpec(orientation="RAS", target_spacing=(2.0, 2.0, 2.0), modalities=("none",) * 4,
+                              image_order=3)
+        arr, record = Preprocessor(spec).forward(chans)
+        g = record.model_geometry
+        centre_world = lab.geometry.index_to_world(np.argwhere(lab.array > 0).mean(axis=0))[0]
+        lo, hi = _box_around(g.world_to_index(centre_world)[0], (64, 64, 48), g.shape)
+        brain4 = Volume(arr, g, leading_axis="channel").crop(lo, hi)
+        _save_volume(out / "brain4.npz", Volume(brain4.array, brain4.geometry.with_source(None), leading_axis="channel"),
+                     bundle="brain-tumour-mri-4seq",
+                     note="BraTS 2018 Brats18_CBICA_ABM_1 FLAIR, T1, T1ce, T2 (BraTS data terms: research use), "
+                          "RAS 2 mm, 64x64x48 crop")
+
     acdc = shared_data_path("acdc")
     entries = {e["image"]: e for e in json.loads((acdc / "dataset.json").read_text())["training"]}
     frames = []
@@ -218,7 +235,8 @@ def build_pack(out: Path, *, log=print) -> int:
                 "tests/nnunet_factory.py", "benchmarks/bench_inference.py", "scripts/gpu_check.sh",
                 "scripts/gpu_figures.py"):
         _copy_tree(REPO / rel, src / rel)
-    rows.append(("src (medcnn + tests + benchmark)", _size(src), "medcnn source with its 4 shipped bundles"))
+    n_bundles = len(list((src / "medcnn" / "bundles").glob("*/bundle.json")))
+    rows.append(("src (medcnn + tests + benchmark)", _size(src), f"medcnn source with its {n_bundles} shipped bundles"))
     data_sizes = build_data(out / "data", log=log)
     for name, n in data_sizes.items():
         rows.append((f"data/{name}", n, "test case"))

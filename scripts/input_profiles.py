@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from medcnn.io import read_volume  # noqa: E402
 from medcnn.models.bundle import update_bundle  # noqa: E402
 from medcnn.models.compat import intensity_profile  # noqa: E402
+from medcnn.train.datasets import load_dataset_json  # noqa: E402
 
 _CINE_CONFLICTS = ["lge", "psir", "molli", "shmolli", "t1map", "t2map", "flair", "dwi", "adc", "perfusion", "haste",
                    "tof", "mprage", "t1", "t2"]
@@ -42,6 +43,21 @@ SPECS = {
         "T1c": {"modality": "MR", "sequence": "contrast-enhanced T1 MRI, skull-stripped, z-scored inside the brain "
                                               "(BRATS)",
                 "conflicting_descriptions": ["flair", "t2", "dwi", "adc", "swi", "cine"]}},
+    "brain-tumour-mri-4seq": {
+        "FLAIR": {"modality": "MR", "sequence": "T2-FLAIR MRI, skull-stripped, co-registered, 1 mm, raw scanner "
+                                                "intensities (BraTS 2018)",
+                  "conflicting_descriptions": ["t1", "t1c", "t1ce", "t1gd", "mprage", "dwi", "adc", "swi", "cine"]},
+        "T1": {"modality": "MR", "sequence": "native (pre-contrast) T1-weighted MRI, skull-stripped, co-registered, "
+                                             "1 mm, raw scanner intensities (BraTS 2018)",
+               "conflicting_descriptions": ["flair", "t2", "t1c", "t1ce", "t1gd", "gd", "gad", "post", "dwi", "adc",
+                                            "swi", "cine"]},
+        "T1ce": {"modality": "MR", "sequence": "contrast-enhanced T1-weighted MRI, skull-stripped, co-registered, "
+                                               "1 mm, raw scanner intensities (BraTS 2018)",
+                 "conflicting_descriptions": ["flair", "t2", "pre", "native", "dwi", "adc", "swi", "cine"]},
+        "T2": {"modality": "MR", "sequence": "T2-weighted MRI, skull-stripped, co-registered, 1 mm, raw scanner "
+                                             "intensities (BraTS 2018)",
+               "conflicting_descriptions": ["flair", "t1", "t1c", "t1ce", "t1gd", "mprage", "dwi", "adc", "swi",
+                                            "cine"]}},
     "cardiac-cine-mri": {"cine": {"modality": "MR", "sequence": "short-axis bSSFP cine MRI",
                                   "conflicting_descriptions": _CINE_CONFLICTS}},
     "cardiac-lv-cine-mri": {"cine": {"modality": "MR", "sequence": "short-axis bSSFP cine MRI",
@@ -64,15 +80,13 @@ def profile(bundle: Path, data_root: Path) -> dict:
     images: dict[str, list] = {c: [] for c in channels}
     sources = []
     for ds in _datasets(meta):
-        dj = data_root / ds
-        entries = json.loads(dj.read_text())["training"]
-        sources.append(f"{ds} ({len(entries)} entries)")
-        for e in entries:
-            paths = e["image"] if isinstance(e["image"], list) else [e["image"]]
-            for c, p in zip(channels, paths):
+        cases = load_dataset_json(data_root / ds)  # either spelling: "training" (MSD) or "cases" (shared data)
+        sources.append(f"{ds} ({len(cases)} entries)")
+        for case in cases:
+            for c, p in zip(channels, case.images):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    images[c].append(read_volume(dj.parent / p).array)
+                    images[c].append(read_volume(p).array)
     spec = SPECS[bundle.name]
     return {"method": METHOD, "channels": {
         c: {**spec[c], "intensity": intensity_profile(images[c], source=", ".join(sources))} for c in channels}}

@@ -131,6 +131,22 @@ def test_published_cross_validation_tables_are_the_kept_record(name, cv):
     """docs/training.md and README print what the kept record gives; the per-case CSV, where
     one is kept, gives the bundle's numbers; where none is, the bundle says so."""
     kept = cv.get("per_case_results", "")
+    if cv.get("regions"):  # a region model (BraTS-style): Dice, HD95 and volume error per region
+        from medcnn.train.crossval import read_region_cases_csv, region_crossval_markdown, summarise_region_folds
+
+        summary = summarise_region_folds(read_region_cases_csv(REPO / kept))
+        for key in ("folds", "mean_over_folds", "range_over_folds", "pooled", "regions"):
+            _assert_close(summary.get(key), cv.get(key), key)
+        assert {str(f["fold"]): f["cases"] for f in summary["folds"]} == cv["fold_test_cases"]
+        doc = (REPO / "docs" / "training.md").read_text()
+        for line in region_crossval_markdown(summary).splitlines():
+            assert line in doc, f"docs/training.md lacks the table line {line!r} of {name}"
+        m = cv["mean_over_folds"]
+        row = next(ln for ln in (REPO / "README.md").read_text().splitlines() if ln.startswith(f"| `{name}`"))
+        assert (f"Dice WT {m['whole_tumour.dice']:.3f}, TC {m['tumour_core.dice']:.3f}, "
+                f"ET {m['enhancing_tumour.dice']:.3f}; abs WT volume error "
+                f"{m['whole_tumour.abs_volume_error_percent']:.1f} %") in row
+        return
     if kept.startswith("not re-derivable"):
         # what is kept: the per-fold means; the headline means are their means
         for metric, value in cv["mean_over_folds"].items():
@@ -252,3 +268,57 @@ def test_volume_errors_by_hand():
     assert summary["by_stratum"]["strata"]["DCM"]["volume_errors"]["lv_blood_pool.ED"]["mean_error"] == pytest.approx(10)
     md = crossval_markdown(summary)
     assert "LV EDV (mL)" in md and "| DCM | 10.0 (+10.0)" in md
+
+
+def _region_rows():
+    """Two folds, two held-out cases each, three regions; hand-made numbers."""
+    out = []
+
+    def add(fold, case, wt, tc, et):
+        for region, (d, h, pv, rv) in (("whole_tumour", wt), ("tumour_core", tc), ("enhancing_tumour", et)):
+            out.append({"fold": fold, "kind": "cross-validation", "case_id": case, "patient": case[:-2],
+                        "region": region, "dice": d, "hd95_mm": h, "pred_volume_ml": pv, "ref_volume_ml": rv,
+                        "volume_error_percent": None if rv == 0 else 100.0 * (pv - rv) / rv})
+    add(0, "a_1", (0.9, 4.0, 110.0, 100.0), (0.8, 6.0, 45.0, 50.0), (0.7, 3.0, 20.0, 20.0))
+    add(0, "b_1", (0.7, 10.0, 60.0, 80.0), (0.6, 12.0, 30.0, 20.0), (1.0, 0.0, 0.0, 0.0))  # no ET in the reference
+    add(1, "c_1", (0.8, 5.0, 90.0, 100.0), (0.5, 20.0, 10.0, 40.0), (0.4, 9.0, 5.0, 10.0))
+    add(1, "d_1", (0.6, 7.0, 150.0, 100.0), (0.7, 8.0, 30.0, 30.0), (0.0, 373.12866, 4.0, 0.0))
+    return out
+
+
+def test_region_crossval_summary_equals_a_hand_calculation(tmp_path):
+    from medcnn.train.crossval import (read_region_cases_csv, region_crossval_markdown, summarise_region_folds,
+                                       write_region_cases_csv)
+
+    p = write_region_cases_csv(tmp_path / "r.csv", _region_rows())
+    rows = read_region_cases_csv(p)
+    assert rows == _region_rows()  # exact round trip, None kept for an empty reference
+    s = summarise_region_folds(rows)
+    assert s["kind"] == "cross-validation" and s["n_folds"] == 2 and s["n_cases"] == 4
+    f0, f1 = s["folds"]
+    assert f0["cases"] == ["a_1", "b_1"] and f0["n_cases"] == 2
+    assert f0["whole_tumour"]["dice"] == pytest.approx(0.8)
+    assert f0["whole_tumour"]["abs_volume_error_percent"] == pytest.approx((10 + 25) / 2)
+    assert f0["enhancing_tumour"]["abs_volume_error_percent"] == pytest.approx(0.0)  # b_1 left out
+    assert f1["tumour_core"]["abs_volume_error_percent"] == pytest.approx((75 + 0) / 2)
+    assert f1["enhancing_tumour"]["abs_volume_error_percent"] == pytest.approx(50.0)  # d_1 left out
+    m = s["mean_over_folds"]
+    assert m["whole_tumour.dice"] == pytest.approx((0.8 + 0.7) / 2)
+    assert m["whole_tumour.abs_volume_error_percent"] == pytest.approx((17.5 + 30.0) / 2)
+    assert m["enhancing_tumour.hd95_mm"] == pytest.approx((1.5 + (9 + 373.12866) / 2) / 2)
+    assert s["range_over_folds"]["tumour_core.dice"] == [pytest.approx(0.6), pytest.approx(0.7)]
+    assert s["pooled"]["whole_tumour"]["median_dice"] == pytest.approx(0.75)
+    assert s["pooled"]["whole_tumour"]["median_abs_volume_error_percent"] == pytest.approx(17.5)
+    md = region_crossval_markdown(s)
+    assert "| 0 | a_1, b_1 | 0.800 | 7.0 | 17.5 |" in md
+    assert md.splitlines()[-2].startswith("| **mean over folds** | | 0.750 | 6.5 | 23.8 |")
+
+
+def test_a_csv_that_is_not_a_region_table_is_refused(tmp_path):
+    from medcnn.errors import ConfigError
+    from medcnn.train.crossval import read_region_cases_csv
+
+    p = tmp_path / "x.csv"
+    p.write_text("fold,case_id,dice\n0,a,0.9\n")
+    with pytest.raises(ConfigError, match=r"x\.csv.*per-case region CSV"):
+        read_region_cases_csv(p)

@@ -38,7 +38,8 @@ pytestmark = pytest.mark.gpu
 BUNDLES = Path(__file__).resolve().parents[1] / "medcnn" / "bundles"
 #: shipped bundle -> GPU-check case (the cardiac bundles run on the cine's first frame)
 BUNDLE_CASES = {"hippocampus-mri": "hippocampus.npz", "brain-tumour-mri": "brain.npz",
-                "cardiac-cine-mri": "cardiac_cine.npz", "cardiac-lv-cine-mri": "cardiac_cine.npz"}
+                "brain-tumour-mri-4seq": "brain4.npz", "cardiac-cine-mri": "cardiac_cine.npz",
+                "cardiac-lv-cine-mri": "cardiac_cine.npz"}
 FP32_AGREEMENT = 0.999
 AMP_AGREEMENT = 0.995
 

@@ -258,3 +258,64 @@ def test_brats_end_to_end_tumour_volume_table(tmp_path):
     assert len(pd.read_csv(out / "lesions.csv")) >= 4
     for rec in json.loads((out / "report.json").read_text())["cases"]:
         assert (out / rec["outputs"]["overlay"]).is_file()
+
+
+# ------------------------------------------------------------------------- the tumour demo
+def test_tumour_demo_without_brats_data_exits_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data" / "sunnybrook").mkdir(parents=True)  # data without brats2018/
+    monkeypatch.setenv("MEDCNN_DATA", str(tmp_path / "data"))
+    assert main(["demo", "--tumour", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "brats2018" in err and "MEDCNN_DATA" in err
+    assert not (tmp_path / "demo").exists(), "no partial output"
+
+
+def test_tumour_demo_line_gives_three_regions_beside_the_experts():
+    from medcnn.cli.demo import tumour_line
+
+    vols = [{"label": 1, "label_name": "necrosis_non_enhancing", "volume_ml": 4.0},
+            {"label": "1+2+4", "label_name": "whole_tumour", "volume_ml": 39.836, "reference_volume_ml": 39.772,
+             "dice": 0.9129},
+            {"label": "1+4", "label_name": "tumour_core", "volume_ml": 10.592, "reference_volume_ml": 9.557,
+             "dice": 0.8949},
+            {"label": "4", "label_name": "enhancing_tumour", "volume_ml": 6.545, "reference_volume_ml": 6.159,
+             "dice": 0.8075}]
+    line = tumour_line({"case_id": "Brats18_X_1", "volumes": vols})
+    assert "WT   39.8 mL (experts   39.8, Dice 0.91)" in line
+    assert "TC   10.6 mL (experts    9.6, Dice 0.89)" in line
+    assert "ET    6.5 mL (experts    6.2, Dice 0.81)" in line
+    assert line.index("WT") < line.index("TC") < line.index("ET")
+
+
+@pytest.mark.realdata
+def test_tumour_demo_volumes_are_the_written_label_maps_and_the_experts(tmp_path, capsys):
+    """`medcnn demo --tumour`: every printed region volume is a nibabel voxel count of the label
+    map it wrote (model) and of the BraTS seg file (experts), and the note says the model
+    trained on these cases."""
+    import re
+
+    from medcnn._testing import require_shared_data
+
+    root = require_shared_data("brats2018")
+    _require_bundle("brain-tumour-mri-4seq")
+    out = tmp_path / "demo"
+    rc = main(["demo", "--tumour", "--out", str(out), "--no-progress", "--threads", "2"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "training-set regression check" in printed  # the shipped weights trained on all 8 patients
+    regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+    lines = [ln for ln in printed.splitlines() if ln.startswith("  Brats18_")]
+    assert len(lines) == 2
+    for ln in lines:
+        cid = ln.split()[0]
+        pred_img = nib.load(out / "cases" / cid / f"{cid}_labels.nii.gz")
+        pred = np.asarray(pred_img.dataobj)
+        ref = np.asarray(nib.load(root / cid / f"{cid}_seg.nii.gz").dataobj)
+        vox = float(np.prod(pred_img.header.get_zooms()[:3])) / 1000
+        for short, values in regions.items():
+            m = re.search(rf"{short}\s+([\d.]+) mL \(experts\s+([\d.]+), Dice ([\d.]+)\)", ln)
+            assert m, (short, ln)
+            assert float(m.group(1)) == pytest.approx(np.isin(pred, values).sum() * vox, abs=0.051)
+            assert float(m.group(2)) == pytest.approx(np.isin(ref, values).sum() * vox, abs=0.051)
+            p, r = np.isin(pred, values), np.isin(ref, values)
+            assert float(m.group(3)) == pytest.approx(2 * (p & r).sum() / (p.sum() + r.sum()), abs=0.006)

@@ -206,6 +206,15 @@ def _figure_numbers(fig: Mapping[str, Any]) -> list[str]:
     by_fold = bool(fig.get("mean_over_folds") or fig.get("mean_dice_over_folds"))
     over = f"mean over {fig.get('n_folds') or 'the'} folds of each fold's mean over its cases" if by_fold \
         else "mean over cases"
+    if fig.get("regions") and any(f"{r}.dice" in mof for r in fig["regions"]):  # a region model's CV
+        for r in fig["regions"]:
+            rng = (fig.get("range_over_folds") or {}).get(f"{r}.dice")
+            lines.append(f"{r} ({over}): Dice {mof[f'{r}.dice']:.3f}"
+                         + (f" (folds {rng[0]:.3f}-{rng[1]:.3f})" if rng else "")
+                         + (f", HD95 {mof[f'{r}.hd95_mm']:.1f} mm" if f"{r}.hd95_mm" in mof else "")
+                         + (f", |volume error| {mof[f'{r}.abs_volume_error_percent']:.1f} % (|pred - ref| / ref)"
+                            if f"{r}.abs_volume_error_percent" in mof else ""))
+        return lines
     if md:
         lines.append("per-label Dice (" + over + "; a case whose reference does not annotate a label is left out): "
                      + ", ".join(f"{k} {v:.3f}" for k, v in md.items() if isinstance(v, (int, float))))

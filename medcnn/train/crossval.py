@@ -18,6 +18,11 @@ The per-fold, per-case results are kept as a small CSV (:func:`write_fold_cases_
 row per fold and evaluated case: Dice and volumes per structure, phase, stratum) from which
 :func:`read_fold_cases_csv` rebuilds the fold evaluations, so the published tables can be
 re-derived without the fold models (``tests/test_crossval_tables.py``).
+
+Region models (BraTS-style whole tumour / tumour core / enhancing tumour) keep one row per
+fold, held-out case and region (:func:`write_region_cases_csv`: Dice, HD95, predicted and
+reference volume, volume error) and :func:`summarise_region_folds` /
+:func:`region_crossval_markdown` derive their tables from those rows.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["volume_errors", "summarise_folds", "crossval_markdown", "write_fold_cases_csv", "read_fold_cases_csv"]
+__all__ = ["volume_errors", "summarise_folds", "crossval_markdown", "write_fold_cases_csv", "read_fold_cases_csv",
+           "REGION_CASE_FIELDS", "write_region_cases_csv", "read_region_cases_csv", "summarise_region_folds",
+           "region_crossval_markdown"]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -306,3 +313,117 @@ def read_fold_cases_csv(path: str | PathLike[str]) -> list[dict[str, Any]]:
                 ("mixed: " + ", ".join(sorted(kinds[(fold, "external")])),)
         out.append(v)
     return out
+
+
+# ---------------------------------------------------------------------------- region models (BraTS-style)
+#: Columns of the per-case region CSV (one row per fold, held-out case and region).
+REGION_CASE_FIELDS = ("fold", "kind", "case_id", "patient", "region", "dice", "hd95_mm", "pred_volume_ml",
+                      "ref_volume_ml", "volume_error_percent")
+
+
+def write_region_cases_csv(path: str | PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Path:
+    """One row per fold, held-out case and region (columns :data:`REGION_CASE_FIELDS`; the
+    volume error is signed, ``100 (pred - ref) / ref``, empty when the reference region is
+    empty). Floats as Python ``repr`` so that reading back is exact."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(REGION_CASE_FIELDS)
+        for r in rows:
+            w.writerow([int(r["fold"]), r["kind"], r["case_id"], r["patient"], r["region"]]
+                       + [_cell(r.get(k)) for k in REGION_CASE_FIELDS[5:]])
+    return out
+
+
+def read_region_cases_csv(path: str | PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of :func:`write_region_cases_csv` back (numbers as floats, ``None`` for empty).
+
+    Raises:
+        ConfigError: not such a CSV.
+    """
+    from medcnn.errors import ConfigError
+
+    p = Path(path)
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = tuple(reader.fieldnames or ())
+        raw = list(reader)
+    if header != REGION_CASE_FIELDS:
+        raise ConfigError.expected(f"a per-case region CSV with columns {', '.join(REGION_CASE_FIELDS)}",
+                                   ", ".join(header) or "no header", path=p)
+    rows = []
+    for r in raw:
+        row: dict[str, Any] = {k: r[k] for k in REGION_CASE_FIELDS[1:5]}
+        row["fold"] = int(r["fold"])
+        row.update({k: (float(r[k]) if r[k] != "" else None) for k in REGION_CASE_FIELDS[5:]})
+        rows.append(row)
+    return rows
+
+
+def summarise_region_folds(rows: Sequence[Mapping[str, Any]], *, kind: str = "cross-validation") -> dict[str, Any]:
+    """Cross-validation figures of a region model from its per-case rows (each held-out case
+    once): per fold and region the mean Dice, mean HD95 (mm) and mean absolute volume error
+    (%) over the fold's held-out cases; the mean over folds and its range; and the pooled mean
+    and median over every held-out case. A metric missing in a row (empty reference region:
+    no volume error) is left out of its means. JSON-able dict."""
+    regions: list[str] = []
+    for r in rows:
+        if r["region"] not in regions:
+            regions.append(r["region"])
+    metrics = {"dice": lambda r: r.get("dice"), "hd95_mm": lambda r: r.get("hd95_mm"),
+               "abs_volume_error_percent": lambda r: None if r.get("volume_error_percent") is None
+               else abs(float(r["volume_error_percent"]))}
+
+    def stats(sel: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+        return {reg: {m: _mean([f(r) for r in sel if r["region"] == reg]) for m, f in metrics.items()}
+                for reg in regions}
+
+    folds = []
+    for k in sorted({int(r["fold"]) for r in rows}):
+        sel = [r for r in rows if int(r["fold"]) == k]
+        folds.append({"fold": k, "n_cases": len({r["case_id"] for r in sel}),
+                      "cases": sorted({r["case_id"] for r in sel}), **stats(sel)})
+    mean_over, range_over = {}, {}
+    for reg in regions:
+        for m in metrics:
+            vals = [f[reg][m] for f in folds if f[reg][m] is not None]
+            if vals:
+                mean_over[f"{reg}.{m}"] = float(np.mean(vals))
+                range_over[f"{reg}.{m}"] = [float(min(vals)), float(max(vals))]
+    pooled = stats(rows)
+    for reg in regions:
+        for m, f in metrics.items():
+            vals = [f(r) for r in rows if r["region"] == reg and f(r) is not None and not math.isnan(f(r))]
+            pooled[reg][f"median_{m}"] = float(np.median(vals)) if vals else None
+    kinds = sorted({r["kind"] for r in rows})
+    return {"kind": kind if kinds in ([], [kind]) else "mixed: " + ", ".join(kinds), "n_folds": len(folds),
+            "n_cases": len({r["case_id"] for r in rows}), "regions": regions, "folds": folds,
+            "mean_over_folds": mean_over, "range_over_folds": range_over, "pooled": pooled,
+            "rules": "per region: Dice and HD95 (mm) as medcnn validate computes them (BraTS rule for an empty region), "
+                     "volume error |pred - ref| / ref in % (cases with an empty reference region left out); mean "
+                     "over a fold's held-out cases, then mean over folds (range = the folds' extremes); pooled = "
+                     "every held-out case once"}
+
+
+def region_crossval_markdown(summary: Mapping[str, Any]) -> str:
+    """Markdown table of :func:`summarise_region_folds`: one row per fold, the mean over
+    folds and the pooled median; Dice, HD95 (mm) and |volume error| (%) per region."""
+    regions = list(summary["regions"])
+    cols = [(reg, m) for reg in regions for m in ("dice", "hd95_mm", "abs_volume_error_percent")]
+    label = {"dice": "Dice", "hd95_mm": "HD95 mm", "abs_volume_error_percent": "|vol err| %"}
+    short = {"whole_tumour": "WT", "tumour_core": "TC", "enhancing_tumour": "ET"}
+    lines = ["| fold | held-out cases | " + " | ".join(f"{short.get(reg, reg)} {label[m]}" for reg, m in cols) + " |",
+             "|" + "---|" * (len(cols) + 2)]
+
+    def cell(v: Any, m: str) -> str:
+        return _fmt(v, points=m != "dice")
+
+    for f in summary["folds"]:
+        lines.append(f"| {f['fold']} | {', '.join(f['cases'])} | "
+                     + " | ".join(cell(f[reg][m], m) for reg, m in cols) + " |")
+    mo = summary["mean_over_folds"]
+    lines.append("| **mean over folds** | | " + " | ".join(cell(mo.get(f"{reg}.{m}"), m) for reg, m in cols) + " |")
+    po = summary["pooled"]
+    lines.append("| median over cases | | " + " | ".join(cell(po[reg].get(f"median_{m}"), m) for reg, m in cols) + " |")
+    return "\n".join(lines) + "\n"
