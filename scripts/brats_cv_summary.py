@@ -108,6 +108,7 @@ def export(final: Path, dest: Path, summary: dict) -> None:
     shutil.copytree(src, tmp)
     update_bundle(tmp, provenance={
         **prov,
+        "task": "tumour",
         "cross_validation": cv,
         "data_use": data_use_record(
             training=training, checkpoint=prov.get("data_use", {}).get("checkpoint", "final step"),
