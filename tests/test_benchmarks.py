@@ -97,3 +97,16 @@ def test_bench_threads_prints_idle_and_busy_against_one_thread_and_torch_default
                "--rounds", "1")
     assert "flags:" in out and "| medcnn default |" in out and "| --threads 1 |" in out
     assert "default busy / idle:" in out and "labels identical in every configuration: True" in out
+
+
+def test_bench_int8_prints_agreement_dice_and_speed_against_fp32():
+    from medcnn._testing import shared_data_path
+
+    if shared_data_path("hippocampus", "dataset.json") is None:
+        pytest.skip("real data not found: set MEDCNN_DATA or place the shared data at ../shared/data")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = _run("bench_int8.py", "--models", "hippocampus-mri", "--eval-cases", "1", "--calib-cases", "1",
+               "--windows", "2", "--repeats", "1", "--threads", "1")
+    assert "flags:" in out and "| `hippocampus-mri` | 1 cases: its selection cases (never trained on) |" in out
+    assert "int8 speed-up" in out and "bar met" in out
