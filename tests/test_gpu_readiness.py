@@ -331,6 +331,12 @@ def test_gpu_pack_fits_its_budgets_and_runs_lean(tmp_path, shared_data):
                                     precision="fp32", postprocess=None)
         pred = seg.predict(vol)
         assert pred.labels.geometry.isclose(vol.geometry)
+        from medcnn.volume import Volume
+        vol4, _ = load_case(Path(sys.argv[1]) / "data" / "brain4.npz")  # the four-sequence region model
+        seg4 = Segmenter.from_bundle(Path(sys.argv[1]) / "src/medcnn/bundles/brain-tumour-mri-4seq", device="cpu",
+                                     precision="fp32", postprocess=None)
+        pred4 = seg4.predict([Volume(vol4.array[c], vol4.geometry) for c in range(4)])
+        assert pred4.labels.geometry.isclose(vol4.geometry) and (pred4.labels.array == 4).any()
         print("ok", yaml.__with_libyaml__)
     """)
     lean = subprocess.run([sys.executable, "-c", script, str(out)],
