@@ -123,36 +123,31 @@ def build_data(out: Path, *, log=print) -> dict[str, int]:
     _save_volume(out / "hippocampus.npz", Volume(vol.array.astype(np.float32), vol.geometry.with_source(None)),
                  bundle="hippocampus-mri", note="MSD Task04 hippocampus_001 (CC BY-SA 4.0), whole case")
 
-    case = shared_data_path("brats2015", "brats_2013_pat0003_1")
-    chans = [read_volume(case / f) for f in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")]
-    lab = read_volume(case / "OTMultiClass.nii.gz")
-    spec = PreprocessSpec(orientation="RAS", target_spacing=(2.0, 2.0, 2.0), modalities=("none", "none"),
-                          image_order=3)
-    arr, record = Preprocessor(spec).forward(chans)
-    g = record.model_geometry
-    centre_world = lab.geometry.index_to_world(np.argwhere(lab.array > 0).mean(axis=0))[0]
-    lo, hi = _box_around(g.world_to_index(centre_world)[0], (64, 64, 48), g.shape)
-    brain = Volume(arr, g, leading_axis="channel").crop(lo, hi)
-    _save_volume(out / "brain.npz", Volume(brain.array, brain.geometry.with_source(None), leading_axis="channel"),
-                 bundle="brain-tumour-mri",
-                 note="BRATS2015 brats_2013_pat0003_1 FLAIR+T1c (CC BY-NC-SA 3.0 CH), RAS 2 mm, 64x64x48 crop")
-
-    b18 = shared_data_path("brats2018", "Brats18_CBICA_ABM_1")
-    if b18 is not None:  # the four-sequence region model (raw scanner intensities; it z-scores inside the brain)
-        cid = b18.name
-        chans = [read_volume(b18 / f"{cid}_{s}.nii.gz") for s in ("flair", "t1", "t1ce", "t2")]
-        lab = read_volume(b18 / f"{cid}_seg.nii.gz", kind="label")
-        spec = PreprocessSpec(orientation="RAS", target_spacing=(2.0, 2.0, 2.0), modalities=("none",) * 4,
+    def tumour_crop(path: Path, chans, lab, *, bundle: str, note: str) -> None:
+        """The channels on a RAS 2 mm grid (intensities as they are: the bundle normalises),
+        cropped to 64 x 64 x 48 voxels around the label map's tumour."""
+        spec = PreprocessSpec(orientation="RAS", target_spacing=(2.0, 2.0, 2.0), modalities=("none",) * len(chans),
                               image_order=3)
         arr, record = Preprocessor(spec).forward(chans)
         g = record.model_geometry
         centre_world = lab.geometry.index_to_world(np.argwhere(lab.array > 0).mean(axis=0))[0]
         lo, hi = _box_around(g.world_to_index(centre_world)[0], (64, 64, 48), g.shape)
-        brain4 = Volume(arr, g, leading_axis="channel").crop(lo, hi)
-        _save_volume(out / "brain4.npz", Volume(brain4.array, brain4.geometry.with_source(None), leading_axis="channel"),
-                     bundle="brain-tumour-mri-4seq",
-                     note="BraTS 2018 Brats18_CBICA_ABM_1 FLAIR, T1, T1ce, T2 (BraTS data terms: research use), "
-                          "RAS 2 mm, 64x64x48 crop")
+        crop = Volume(arr, g, leading_axis="channel").crop(lo, hi)
+        _save_volume(path, Volume(crop.array, crop.geometry.with_source(None), leading_axis="channel"),
+                     bundle=bundle, note=note)
+
+    case = shared_data_path("brats2015", "brats_2013_pat0003_1")
+    tumour_crop(out / "brain.npz",
+                [read_volume(case / f) for f in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz")],
+                read_volume(case / "OTMultiClass.nii.gz"), bundle="brain-tumour-mri",
+                note="BRATS2015 brats_2013_pat0003_1 FLAIR+T1c (CC BY-NC-SA 3.0 CH), RAS 2 mm, 64x64x48 crop")
+    b18 = shared_data_path("brats2018", "Brats18_CBICA_ABM_1")
+    if b18 is not None:  # the four-sequence region model (raw scanner intensities; it z-scores inside the brain)
+        cid = b18.name
+        tumour_crop(out / "brain4.npz", [read_volume(b18 / f"{cid}_{s}.nii.gz") for s in ("flair", "t1", "t1ce", "t2")],
+                    read_volume(b18 / f"{cid}_seg.nii.gz", kind="label"), bundle="brain-tumour-mri-4seq",
+                    note="BraTS 2018 Brats18_CBICA_ABM_1 FLAIR, T1, T1ce, T2 (BraTS data terms: research use), "
+                         "RAS 2 mm, 64x64x48 crop")
 
     acdc = shared_data_path("acdc")
     entries = {e["image"]: e for e in json.loads((acdc / "dataset.json").read_text())["training"]}

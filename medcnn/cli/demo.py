@@ -121,27 +121,8 @@ def count_cases(scans: list[str]) -> tuple[int, int]:
     return n_cine, n_pairs
 
 
-def _bundle_facts(model: str) -> tuple[bool, set[str], set[str]]:
-    """(does the model segment the RV, the patient ids it was trained on, the patient ids that
-    chose or shaped its recipe) from its bundle.json."""
-    import json
-
-    from medcnn.models.defaults import resolve_model
-
-    path = resolve_model(model)
-    meta_file = path / "bundle.json" if path.is_dir() else None
-    if meta_file is None or not meta_file.is_file():
-        return False, set(), set()
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    labels = {str(v) for v in (meta.get("labels") or {}).values()}
-    use = (meta.get("provenance") or {}).get("data_use") or {}
-    patients = lambda ids: {str(t).split("_")[0] for t in ids}  # noqa: E731 - SCD0000101_ED_gt -> SCD0000101
-    return ("rv_blood_pool" in labels, patients(use.get("training") or []),
-            patients(list(use.get("selection") or []) + list(use.get("recipe_selection") or [])))
-
-
-def _data_use(model: str) -> dict:
-    """The model's ``provenance.data_use`` record (case ids per role), ``{}`` if it has none."""
+def _bundle_json(model: str) -> dict:
+    """The model's bundle.json (name or path), ``{}`` when it has none (a single-file bundle)."""
     import json
 
     from medcnn.models.defaults import resolve_model
@@ -150,7 +131,22 @@ def _data_use(model: str) -> dict:
     meta_file = path / "bundle.json" if path.is_dir() else None
     if meta_file is None or not meta_file.is_file():
         return {}
-    return (json.loads(meta_file.read_text(encoding="utf-8")).get("provenance") or {}).get("data_use") or {}
+    return json.loads(meta_file.read_text(encoding="utf-8"))
+
+
+def _data_use(model: str) -> dict:
+    """The model's ``provenance.data_use`` record (case ids per role), ``{}`` if it has none."""
+    return (_bundle_json(model).get("provenance") or {}).get("data_use") or {}
+
+
+def _bundle_facts(model: str) -> tuple[bool, set[str], set[str]]:
+    """(does the model segment the RV, the patient ids it was trained on, the patient ids that
+    chose or shaped its recipe) from its bundle.json."""
+    labels = {str(v) for v in (_bundle_json(model).get("labels") or {}).values()}
+    use = _data_use(model)
+    patients = lambda ids: {str(t).split("_")[0] for t in ids}  # noqa: E731 - SCD0000101_ED_gt -> SCD0000101
+    return ("rv_blood_pool" in labels, patients(use.get("training") or []),
+            patients(list(use.get("selection") or []) + list(use.get("recipe_selection") or [])))
 
 
 def _reference_ef(rec: dict) -> float | None:
@@ -182,26 +178,16 @@ def case_line(rec: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from medcnn._testing import shared_data_dir
-    from medcnn.batch import resolve_model, run_batch
-    from medcnn.errors import MedcnnError
+    from medcnn.batch import run_batch
 
     data = shared_data_dir()
     if args.model is None:
         args.model = TUMOUR_MODEL if args.tumour else DEFAULT_MODEL
     if args.tumour:
         return _run_tumour(args, data)
-    if data is None or not (data / "sunnybrook").is_dir():
-        print("medcnn demo: the shared sample data was not found: set MEDCNN_DATA to the folder holding "
-              "sunnybrook/ (see the README), or place it at ../shared/data beside the checkout", file=sys.stderr)
+    out = _start(args, data, "sunnybrook")
+    if out is None:
         return 2
-    try:
-        resolve_model(args.model)
-    except MedcnnError as exc:
-        print(f"medcnn demo: the model {args.model!r} is not available ({exc}); train it or pass --model PATH",
-              file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     scans = demo_cases(data, out)
     if not scans:
         print(f"medcnn demo: no Sunnybrook scans found under {data / 'sunnybrook'}", file=sys.stderr)
@@ -233,22 +219,33 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _run_tumour(args: argparse.Namespace, data: Path | None) -> int:
-    from medcnn.batch import resolve_model, run_batch
+def _start(args: argparse.Namespace, data: Path | None, folder: str) -> Path | None:
+    """The output folder (created) once the shared data's ``folder`` and the model are there;
+    else ``None`` after one line on stderr saying what is missing."""
+    from medcnn.batch import resolve_model
     from medcnn.errors import MedcnnError
 
-    if data is None or not (data / "brats2018").is_dir():
-        print("medcnn demo --tumour: the shared sample data was not found: set MEDCNN_DATA to the folder holding "
-              "brats2018/ (see the README), or place it at ../shared/data beside the checkout", file=sys.stderr)
-        return 2
+    if data is None or not (data / folder).is_dir():
+        print(f"medcnn demo: the shared sample data was not found: set MEDCNN_DATA to the folder holding "
+              f"{folder}/ (see the README), or place it at ../shared/data beside the checkout", file=sys.stderr)
+        return None
     try:
         resolve_model(args.model)
     except MedcnnError as exc:
         print(f"medcnn demo: the model {args.model!r} is not available ({exc}); train it or pass --model PATH",
               file=sys.stderr)
-        return 2
+        return None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _run_tumour(args: argparse.Namespace, data: Path | None) -> int:
+    from medcnn.batch import run_batch
+
+    out = _start(args, data, "brats2018")
+    if out is None:
+        return 2
     manifest = tumour_cases(data, out)
     if manifest is None:
         print(f"medcnn demo --tumour: none of {', '.join(TUMOUR_CASES)} found under {data / 'brats2018'}",
