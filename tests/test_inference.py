@@ -241,6 +241,83 @@ def test_cine_input_gives_4d_labels_with_frame_times():
         seg.predict(cine, return_probabilities=True)
 
 
+def _cine_2d(n_frames: int = 5, spacing=(1.4, 1.4, 9.0)):
+    g = Geometry((40, 36, 7), spacing, (3.0, -2.0, 11.0))
+    frames = np.stack([smooth_image(g, x_scale_mm=4.0 + t) * (1.0 + 0.3 * t) + 2.0 * t for t in range(n_frames)])
+    return Volume(frames, g, leading_axis="time", frame_times_ms=tuple(40.0 * t for t in range(n_frames))), g
+
+
+def test_cine_2d_frames_in_one_call_equal_each_slice_alone():
+    """Every frame's slices go through one sliding-window call (frames joined along the
+    slice axis); a 2D window never crosses a slice, so each slice's labels equal the
+    network run on that slice alone (hand reference with torch), frame by frame, with
+    per-frame normalisation (each frame's z-score, not the joined array's)."""
+    cine, g = _cine_2d()
+    spec = PreprocessSpec(orientation=None, modalities=("MR",))
+    seg = Segmenter(GradientSign(axis=0, nd=2), roi_size=(16, 16), preprocess=spec, precision="fp32",
+                    device="cpu", overlap=0.5)
+    pred = seg.predict(cine)
+    assert pred.info["frames_batched"] is True and pred.info["frames"] == 5
+    assert pred.labels.shape == cine.array.shape and pred.labels.frame_times_ms == cine.frame_times_ms
+    net = GradientSign(axis=0, nd=2)
+    with torch.no_grad():
+        for t in range(cine.array.shape[0]):
+            frame = cine.array[t]
+            z = (frame - frame.mean()) / frame.std()  # MR z-score of this frame alone
+            for k in range(g.shape[2]):
+                ref = net(torch.from_numpy(np.ascontiguousarray(z[:, :, k]))[None, None])[0].argmax(0).numpy()
+                assert np.array_equal(pred.labels.array[t, :, :, k], ref), (t, k)
+    # the whole-cine call ran the windows of every frame: as many as the frames one by one
+    alone = [seg.predict(f) for f in cine.frames()]
+    assert pred.info["n_windows"] == sum(p.info["n_windows"] for p in alone)
+    for t, p in enumerate(alone):
+        assert np.array_equal(p.labels.array, pred.labels.array[t])
+
+
+@pytest.mark.parametrize("sw", [1, 3])
+def test_cine_2d_batched_equals_frame_by_frame_with_resampling_postprocessing_and_intervals(sw):
+    """A resampling 2D model (probabilities mapped back), keep-largest postprocessing per frame
+    and volume intervals: the batched cine equals predicting each frame on its own."""
+    torch.manual_seed(3)
+    from monai.networks.nets import UNet
+
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,), num_res_units=0)
+    cine, g = _cine_2d(n_frames=3)
+    spec = PreprocessSpec(orientation=None, target_spacing=(1.0, 1.0, 9.0), modalities=("MR",))
+    seg = Segmenter(net, roi_size=(16, 16), preprocess=spec, precision="fp32", device="cpu", sw_batch_size=sw,
+                    postprocess={"keep_largest": True})
+    pred = seg.predict(cine, volume_intervals=True)
+    assert pred.info["frames_batched"] is True
+    assert pred.info["labels_from"] == "probabilities"
+    per_frame = [seg.predict(f, volume_intervals=True) for f in cine.frames()]
+    labels = np.stack([p.labels.array for p in per_frame])
+    assert 0 < (labels > 0).mean() < 1  # not degenerate
+    equal = float((labels == pred.labels.array).mean())
+    assert equal == 1.0 if sw == 1 else equal >= 0.999
+    rows = [{"frame": t, **r} for t, p in enumerate(per_frame) for r in p.volume_intervals]
+    assert [(r["frame"], r["label"]) for r in rows] == [(r["frame"], r["label"]) for r in pred.volume_intervals]
+    if sw == 1:
+        for a, b in zip(rows, pred.volume_intervals):
+            assert a == pytest.approx(b)
+
+
+def test_cine_frames_on_different_model_grids_fall_back_to_one_by_one():
+    """Frames whose model grids differ (a crop to each frame's foreground) cannot be joined:
+    they are predicted one by one, with the same labels as predicting them alone."""
+    cine, g = _cine_2d(n_frames=3)
+    arr = cine.array.copy()
+    arr[:, :5] = 0.0
+    arr[1, :12] = 0.0  # frame 1's foreground crop is smaller
+    cine = Volume(arr, g, leading_axis="time", frame_times_ms=cine.frame_times_ms)
+    spec = PreprocessSpec(orientation=None, modalities=("none",), crop_foreground=True)
+    seg = Segmenter(GradientSign(axis=1, nd=2), roi_size=(16, 16), preprocess=spec, precision="fp32",
+                    device="cpu")
+    pred = seg.predict(cine)
+    assert pred.info["frames_batched"] is False
+    for t, f in enumerate(cine.frames()):
+        assert np.array_equal(seg.predict(f).labels.array, pred.labels.array[t])
+
+
 class SumThreshold(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -18,7 +18,8 @@ optional postprocessing (:mod:`medcnn.postprocess`).
 
 2D networks (``spatial_dims=2``) run slice by slice along the coarsest axis of the model
 grid (ties: the last such axis). 4D cine input (``leading_axis="time"``) is predicted
-frame by frame and returns a 4D ``(T, I, J, K)`` label Volume with the frame times.
+frame by frame (a 2D network: every frame's slices in one sliding-window call) and returns a
+4D ``(T, I, J, K)`` label Volume with the frame times.
 """
 
 from __future__ import annotations
@@ -68,6 +69,31 @@ class Prediction:
     probabilities: Volume | None = None
     info: dict[str, Any] = field(default_factory=dict)
     volume_intervals: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class _Case:
+    """One case on its way through :class:`Segmenter`: the model-grid array, the
+    preprocessing record that maps back, and the step timings."""
+
+    x: Any
+    record: Any
+    first: Volume
+    steps_s: dict
+    t_start: float
+    t_prepared: float
+    t_network: float = 0.0
+
+
+@dataclass
+class _Run:
+    """What the network stage produces for a case, and the memory plan it runs under."""
+
+    plan: MemoryPlan
+    outputs: tuple
+    via_probs: bool
+    volume_intervals: bool
+    intervals_skipped: str | None = None
 
 
 def make_predictor(
@@ -826,6 +852,16 @@ class Segmenter:
         return pred
 
     def _predict_one(self, image: Any, *, return_probabilities: bool, volume_intervals: bool) -> Prediction:
+        case = self._prepare(image)
+        run = self._plan_run(case, return_probabilities=return_probabilities, volume_intervals=volume_intervals)
+        res = self.predict_array(case.x, spacing=case.record.model_geometry.spacing, outputs=run.outputs,
+                                 plan=run.plan, per_view=run.volume_intervals, source=case.first.source)
+        case.x = None
+        case.t_network = time.perf_counter() - case.t_prepared
+        return self._finish(case, res, run, return_probabilities=return_probabilities)
+
+    def _prepare(self, image: Any) -> "_Case":
+        """Preprocess one case (a 3D Volume, channels, or one cine frame) onto the model grid."""
         from medcnn.preprocess import Preprocessor
 
         t0 = time.perf_counter()
@@ -833,13 +869,20 @@ class Segmenter:
         chans = self._channels(image)
         first = chans if isinstance(chans, Volume) else chans[0]
         x, record = Preprocessor(self.preprocess_spec).forward(chans, timings=steps_s)
-        t1 = time.perf_counter()
+        return _Case(x=x, record=record, first=first, steps_s=steps_s, t_start=t0, t_prepared=time.perf_counter())
+
+    def _plan_run(self, case: "_Case", *, return_probabilities: bool, volume_intervals: bool,
+                  model_shape: Sequence[int] | None = None) -> "_Run":
+        """Which outputs the network stage produces for ``case`` and the memory plan for them
+        (``model_shape``: the array actually predicted, when several frames share one call)."""
+        record = case.record
         resampled = record.step("resample") is not None
         via_probs = return_probabilities or resampled or self.resample_logits
         input_shape = record.input_geometry.shape
+        shape = case.x.shape[1:] if model_shape is None else tuple(model_shape)
         intervals_skipped = None
         try:  # intervals need the weight channel too: planned like probabilities (conservative)
-            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing,
+            plan = self.plan(shape, spacing=record.model_geometry.spacing,
                              want_probabilities=via_probs or volume_intervals, input_shape=input_shape,
                              resampled=resampled)
         except InsufficientMemoryError:
@@ -849,16 +892,20 @@ class Segmenter:
                 volume_intervals = False
                 intervals_skipped = "skipped: not enough memory for the probabilities"
             via_probs = False  # map labels back with nearest neighbour instead of resampling probabilities
-            plan = self.plan(x.shape[1:], spacing=record.model_geometry.spacing, want_probabilities=False,
+            plan = self.plan(shape, spacing=record.model_geometry.spacing, want_probabilities=False,
                              input_shape=input_shape, resampled=resampled)
-        outputs = ("probabilities",) if via_probs else ("labels",)
+        outputs: tuple[str, ...] = ("probabilities",) if via_probs else ("labels",)
         if via_probs and self.resample_logits:
             outputs = ("logits",)
         if volume_intervals:
             outputs += ("probabilities_u8",)
-        res = self.predict_array(x, spacing=record.model_geometry.spacing, outputs=outputs, plan=plan,
-                                 per_view=bool(volume_intervals), source=first.source)
-        del x
+        return _Run(plan=plan, outputs=outputs, via_probs=bool(via_probs), volume_intervals=bool(volume_intervals),
+                    intervals_skipped=intervals_skipped)
+
+    def _finish(self, case: "_Case", res: WindowResult, run: "_Run", *, return_probabilities: bool) -> Prediction:
+        """Model-grid outputs of one case → labels (and probabilities) on its input grid,
+        postprocessed, with the prediction's facts."""
+        record, steps_s, via_probs, plan = case.record, case.steps_s, run.via_probs, run.plan
         probs_u8, res.probabilities_u8 = res.probabilities_u8, None
         t2 = time.perf_counter()
         probs_vol = None
@@ -897,6 +944,7 @@ class Segmenter:
             labels_vol = postprocess(labels_vol, self.postprocess_spec)
             pp_applied = True
         t4 = time.perf_counter()
+        first = case.first
         meta = {"label_names": {str(k): v for k, v in self.labels.items()}, "source_image": first.source}
         labels_vol = Volume(labels_vol.array, record.input_geometry.with_source(None), "label", None, None, meta)
         if probs_vol is not None:
@@ -908,6 +956,8 @@ class Segmenter:
             n_views = int(probs_u8.shape[0]) - 1
             intervals = self._volume_intervals(probs_u8.numpy(), record, labels_vol)
             del probs_u8
+        t_pre = case.t_prepared - case.t_start
+        t_back = t3 - t2
         info = {
             "device": str(self.device),
             "precision": self.precision,
@@ -935,8 +985,9 @@ class Segmenter:
             "model_grid": record.model_geometry.to_dict(),
             "input_grid": record.input_geometry.to_dict(),
             "preprocess_steps": [s["step"] for s in record.steps],
-            "timings_s": {"preprocess": t1 - t0, "network": t2 - t1, "to_input_grid": t3 - t2,
-                          "postprocess": t4 - t3, "total": t4 - t0, **steps_s},
+            "timings_s": {"preprocess": t_pre, "network": case.t_network, "to_input_grid": t_back,
+                          "postprocess": t4 - t3, "total": t_pre + case.t_network + t_back + (t4 - t3),
+                          **steps_s},
             "to_input_grid": {"interpolated_voxels": n_interpolated,
                               "input_voxels": int(np.prod(record.input_geometry.shape))},
         }
@@ -946,8 +997,8 @@ class Segmenter:
             info["bundle"] = dict(self.bundle_info)
         if intervals is not None:
             info["volume_intervals"] = {"tta_views": n_views, "probabilities": "uint8 (round(p x 255))"}
-        elif intervals_skipped:
-            info["volume_intervals"] = intervals_skipped
+        elif run.intervals_skipped:
+            info["volume_intervals"] = run.intervals_skipped
         return Prediction(labels_vol, probs_vol, info, intervals)
 
     @property
@@ -1023,21 +1074,80 @@ class Segmenter:
             raise DimensionError.expected(f"{self.in_channels} channels", "a single-channel cine volume",
                                           path=image.source)
         t0 = time.perf_counter()
-        preds = [self.predict(f, volume_intervals=volume_intervals) for f in image.frames()]
+        frames = list(image.frames())
+        preds = None
+        batched = False
+        if self.spatial_dims == 2 and len(frames) > 1:
+            preds = self._predict_frames_batched(frames, volume_intervals=volume_intervals)
+            batched = preds is not None
+        if preds is None:
+            preds = [self.predict(f, volume_intervals=volume_intervals) for f in frames]
         labels = Volume.stack([p.labels for p in preds], leading_axis="time", frame_times_ms=image.frame_times_ms)
         labels = Volume(labels.array, labels.geometry, "label", "time", image.frame_times_ms, preds[0].labels.meta)
         info = dict(preds[0].info)
         info["frames"] = len(preds)
+        info["frames_batched"] = batched
         steps = {k: 0.0 for p in preds for k in p.info["timings_s"] if k != "total"}
         for p in preds:
             for k, v in p.info["timings_s"].items():
                 if k != "total":
                     steps[k] += v
+        if batched:  # one network call for every frame: its time once, not per frame
+            steps["network"] = preds[0].info["timings_s"]["network"]
         info["timings_s"] = {"total": time.perf_counter() - t0, **steps}  # summed over frames
         info["to_input_grid"] = {k: sum(p.info["to_input_grid"][k] for p in preds)
                                  for k in preds[0].info["to_input_grid"]}
-        info["per_frame"] = [{"timings_s": p.info["timings_s"], "n_windows": p.info["n_windows"]} for p in preds]
+        if batched:
+            info["n_windows"] = sum(p.info["n_windows"] for p in preds)
+            info["n_forward_passes"] = sum(p.info["n_forward_passes"] or 0 for p in preds)
+        info["per_frame"] = [{"timings_s": {k: v for k, v in p.info["timings_s"].items()
+                                            if not (batched and k == "network")},
+                              "n_windows": p.info["n_windows"]} for p in preds]
         intervals = None
         if volume_intervals:
             intervals = [{"frame": t, **row} for t, p in enumerate(preds) for row in (p.volume_intervals or [])]
         return Prediction(labels, None, info, intervals)
+
+    def _predict_frames_batched(self, frames: Sequence[Volume], *, volume_intervals: bool) -> list[Prediction] | None:
+        """Cine frames through a 2D network in one sliding-window call: the frames' model-grid
+        arrays are joined along the slice axis, so every window of every frame and slice
+        goes through the executor in batches, then split and mapped back frame by frame.
+
+        A 2D window covers one slice, so each frame's labels are those of predicting it
+        alone (up to floating-point differences between window batches). ``None`` when the
+        frames' model grids differ (then they are predicted one by one)."""
+        cases = [self._prepare(f) for f in frames]
+        shape = cases[0].x.shape
+        spacing = cases[0].record.model_geometry.spacing
+        if any(c.x.shape != shape or not np.allclose(c.record.model_geometry.spacing, spacing) for c in cases):
+            return None
+        ax = self._slice_axis(spacing)
+        n = int(shape[1 + ax])
+        joined_shape = list(shape[1:])
+        joined_shape[ax] = n * len(cases)
+        run = self._plan_run(cases[0], return_probabilities=False, volume_intervals=volume_intervals,
+                             model_shape=joined_shape)
+        x = np.concatenate([np.asarray(c.x) for c in cases], axis=1 + ax)
+        for c in cases:
+            c.x = None
+        t = time.perf_counter()
+        res = self.predict_array(x, spacing=spacing, outputs=run.outputs, plan=run.plan,
+                                 per_view=run.volume_intervals, source=frames[0].source)
+        del x
+        network_s = time.perf_counter() - t
+        preds = []
+        for i, c in enumerate(cases):
+            part = WindowResult(n_windows=res.n_windows // len(cases), slab_axis=res.slab_axis, slab=res.slab,
+                                info=dict(res.info))
+            part.info["n_forward_passes"] = (res.info.get("n_forward_passes") or 0) // len(cases)
+            sl = slice(i * n, (i + 1) * n)
+            if res.labels is not None:
+                part.labels = res.labels.narrow(ax, sl.start, n).contiguous()
+            for name, lead in (("probabilities", 1), ("logits", 1), ("probabilities_u8", 2)):
+                tensor = getattr(res, name)
+                if tensor is not None:
+                    setattr(part, name, tensor.narrow(lead + ax, sl.start, n).contiguous())
+            c.t_network = network_s
+            preds.append(self._finish(c, part, run, return_probabilities=False))
+        return preds
+
