@@ -123,10 +123,9 @@ def _segmenter(model: str, onnx_path: Path, threads: int):
     from medcnn.inference import Segmenter
     from medcnn.inference.executors import OnnxRuntimeExecutor
 
-    seg = Segmenter.from_bundle(model, device="cpu", precision="fp32", threads=threads)
-    seg._executor = OnnxRuntimeExecutor(onnx_path)  # the same windows, blending and mapping back
-    seg.sw_batch_size = 1
-    return seg
+    # the same windows, blending and mapping back; ONNX Runtime's best window batch (1)
+    return Segmenter.from_bundle(model, device="cpu", precision="fp32", threads=threads, sw_batch_size=1,
+                                 executor=OnnxRuntimeExecutor(onnx_path))
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray, groups: dict[str, tuple[int, ...]]) -> dict[str, float]:

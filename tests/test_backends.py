@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from medcnn._testing import require_shared_data
+from medcnn.errors import ConfigError
 from medcnn.inference import Segmenter
 from medcnn.inference import executors as ex
 from medcnn.inference.executors import Executor, TorchExecutor, choose_fastest
@@ -346,6 +347,47 @@ def test_torch_backend_calls_the_segmenters_current_model():
     seg.model = Counting(seg.model)
     pred = seg.predict(_volume(6))
     assert sum(calls) == pred.info["n_windows"] and pred.info["backend"]["used"] == "torch"
+
+
+def test_a_given_executor_runs_the_network_and_is_recorded(tmp_path):
+    """``Segmenter(executor=...)``: the public way to run a network another way (a quantised
+    ONNX file, an importer's runtime) with medcnn's windows, blending and mapping back."""
+    reference = _tiny_segmenter()
+    calls = []
+
+    class Doubling(Executor):  # 2 x the logits: the same argmax, so the same labels
+        name = "doubling"
+
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, x):
+            calls.append(x.shape[0])
+            return 2.0 * self.model(x)
+
+    seg = _tiny_segmenter(executor=Doubling(reference.model))
+    vol = _volume(8)
+    pred = seg.predict(vol)
+    assert sum(calls) == pred.info["n_windows"] > 0
+    assert pred.info["backend"]["requested"] == "executor" and pred.info["backend"]["used"] == "doubling"
+    assert np.array_equal(pred.labels.array, reference.predict(vol).labels.array)
+    with pytest.raises(ConfigError, match="either executor or backend"):
+        _tiny_segmenter(executor=Doubling(reference.model), backend="onnxruntime")
+    with pytest.raises(ConfigError, match="Executor"):
+        _tiny_segmenter(executor=lambda x: x)
+
+
+@pytest.mark.skipif(ex.onnxruntime_version() is None, reason=ORT_REASON)
+def test_an_onnx_file_runs_through_a_given_onnxruntime_executor(tmp_path):
+    reference = _tiny_segmenter()
+    export = ex.onnx_export(reference._export_model, model_id="given-file", spatial_dims=3, in_channels=1,
+                            out_channels=3, roi_size=(16, 16, 16), cache_dir=tmp_path)
+    seg = _tiny_segmenter(executor=ex.OnnxRuntimeExecutor(export.path), sw_batch_size=1)
+    vol = _volume(9)
+    pred = seg.predict(vol)
+    assert pred.info["backend"]["used"] == "onnxruntime" and pred.info["backend"]["intra_op_threads"] == 1
+    agree = float((pred.labels.array == reference.predict(vol).labels.array).mean())
+    assert agree >= MIN_AGREEMENT
 
 
 # ---------------------------------------------------------------------------- CLI

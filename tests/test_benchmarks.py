@@ -110,3 +110,37 @@ def test_bench_int8_prints_agreement_dice_and_speed_against_fp32():
                "--windows", "2", "--repeats", "1", "--threads", "1")
     assert "flags:" in out and "| `hippocampus-mri` | 1 cases: its selection cases (never trained on) |" in out
     assert "int8 speed-up" in out and "bar met" in out
+
+
+def test_bench_cine_prints_each_path_against_the_monai_loop():
+    from medcnn._testing import shared_data_path
+
+    if shared_data_path("sunnybrook", "dicom", "SCD0000101") is None:
+        pytest.skip("real data not found: set MEDCNN_DATA or place the shared data at ../shared/data")
+    out = _run("bench_cine.py", "--frames", "1", "--repeats", "1", "--threads", "1", "--no-run",
+               "--paths", "default,whole-slice")
+    assert "flags:" in out and "vs monai-loop" in out
+    for path in ("monai-loop ", "monai-loop-b2", "default ", "whole-slice "):
+        assert path in out
+
+
+def test_bench_whole_slice_records_its_verdict_in_a_bundle_copy(tmp_path):
+    import json
+    import shutil
+
+    import medcnn
+    from medcnn._testing import shared_data_path
+    from medcnn.models.bundle import bundle_spec_sha256, whole_slice_default
+
+    if shared_data_path("sunnybrook", "dataset.json") is None:
+        pytest.skip("real data not found: set MEDCNN_DATA or place the shared data at ../shared/data")
+    bundle = tmp_path / "cardiac-cine-mri"
+    shutil.copytree(Path(medcnn.__file__).parent / "bundles" / "cardiac-cine-mri", bundle)
+    before = json.loads((bundle / "bundle.json").read_text())
+    out = _run("bench_whole_slice.py", "--model", str(bundle), "--limit", "1", "--threads", "1", "--record")
+    assert "voxels with equal labels" in out and "recorded in" in out
+    after = json.loads((bundle / "bundle.json").read_text())
+    rec = after["whole_slice"]
+    assert rec["volumes"] == 1 and 90.0 < rec["voxels_equal_percent_min"] <= 100.0
+    assert rec["default"] is whole_slice_default(after) is (rec["voxels_equal_percent_min"] >= 99.5)
+    assert bundle_spec_sha256(after) == bundle_spec_sha256(before)  # the record does not change the spec

@@ -318,6 +318,69 @@ def test_cine_frames_on_different_model_grids_fall_back_to_one_by_one():
         assert np.array_equal(seg.predict(f).labels.array, pred.labels.array[t])
 
 
+def test_whole_slice_runs_the_network_once_per_zero_padded_slice():
+    """whole_slice: one window per slice, the slice zero-padded symmetrically to a multiple of
+    the network's total stride (here 2 x 2 = 4); reference: torch on each padded slice."""
+    torch.manual_seed(5)
+    from monai.networks.nets import UNet
+
+    spec_net = {"name": "unet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3, "channels": [4, 8, 8],
+                "strides": [2, 2], "num_res_units": 0}
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8, 8), strides=(2, 2),
+               num_res_units=0).eval()
+    g = Geometry((30, 27, 5), (1.2, 1.2, 8.0))
+    img = smooth_image(g, x_scale_mm=3.0)
+    seg = Segmenter(net, roi_size=(16, 16), network=spec_net, precision="fp32", device="cpu", whole_slice=True)
+    pred = seg.predict(Volume(img, g))
+    assert pred.info["whole_slice"] == {"used": True, "window": [32, 28]}
+    assert pred.info["n_windows"] == g.shape[2]  # one per slice
+    with torch.no_grad():
+        for k in range(g.shape[2]):
+            x = torch.from_numpy(np.ascontiguousarray(img[:, :, k]))[None, None]
+            x = torch.nn.functional.pad(x, (0, 1, 1, 1))  # 30 -> 32 (1 + 1), 27 -> 28 (0 + 1)
+            ref = net(x)[0, :, 1:31, 0:27].argmax(0).numpy()
+            assert np.array_equal(pred.labels.array[:, :, k], ref), k
+    windowed = Segmenter(net, roi_size=(16, 16), network=spec_net, precision="fp32", device="cpu").predict(
+        Volume(img, g))
+    assert windowed.info["whole_slice"] == {"used": False} and windowed.info["n_windows"] > g.shape[2]
+    with pytest.raises(ConfigError, match="3D network"):
+        Segmenter(Threshold(0.5), roi_size=(8, 8, 8), whole_slice=True)
+
+
+def test_whole_slice_default_follows_the_recorded_agreement_of_every_volume(tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    import medcnn
+    from medcnn.inference.segmenter import WHOLE_SLICE_MIN_AGREEMENT_PERCENT, _slice_divisor, whole_slice_default
+
+    two_d = {"network": {"spatial_dims": 2}}
+    assert WHOLE_SLICE_MIN_AGREEMENT_PERCENT == 99.5
+    assert whole_slice_default({**two_d, "whole_slice": {"voxels_equal_percent_min": 99.6, "volumes": 8}})
+    assert not whole_slice_default({**two_d, "whole_slice": {"voxels_equal_percent_min": 99.49, "volumes": 8}})
+    assert not whole_slice_default({**two_d, "whole_slice": {"voxels_equal_percent_min": 99.9, "volumes": 0}})
+    assert not whole_slice_default(two_d)
+    assert not whole_slice_default({"network": {"spatial_dims": 3},
+                                    "whole_slice": {"voxels_equal_percent_min": 100.0, "volumes": 2}})
+    unet = {"name": "unet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [4, 8, 8, 8, 8]}
+    assert _slice_divisor({**unet, "strides": [2, 2, 2, 2]}) == (16, 16)
+    assert _slice_divisor(None) == (16, 16)
+    # a bundle copy with a passing record runs whole slices; its spec hash is unchanged
+    src = Path(medcnn.__file__).parent / "bundles" / "cardiac-cine-mri"
+    seg = Segmenter.from_bundle(src, device="cpu")
+    meta = json.loads((src / "bundle.json").read_text())
+    assert seg.whole_slice is whole_slice_default(meta)
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst)
+    meta["whole_slice"] = {"voxels_equal_percent_min": 99.7, "volumes": 3}
+    (dst / "bundle.json").write_text(json.dumps(meta))
+    passing = Segmenter.from_bundle(dst, device="cpu")
+    assert passing.whole_slice is True
+    assert passing.bundle_info["spec_sha256"] == seg.bundle_info["spec_sha256"]
+    assert Segmenter.from_bundle(dst, device="cpu", whole_slice=False).whole_slice is False
+
+
 class SumThreshold(torch.nn.Module):
     def __init__(self):
         super().__init__()

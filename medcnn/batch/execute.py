@@ -265,7 +265,9 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
                                                   "spec_sha256": settings.model_spec_sha256},
                "environment": environment_info(),
                "settings": {"mode": settings.mode, "precision": settings.precision, "tta": settings.tta,
-                            "backend": settings.backend, "config_hash": settings.config_hash},
+                            "backend": settings.backend,
+                            **({"whole_slice": settings.whole_slice} if settings.whole_slice is not None else {}),
+                            "config_hash": settings.config_hash},
                "methods": _methods_union(records),
                "inputs": [{"case_id": r["case_id"], "input_hash": r.get("input_hash"),
                            "files": [i.get("path") for i in r.get("inputs") or []]} for r in records]}
@@ -288,6 +290,7 @@ def write_report(records: Sequence[Mapping[str, Any]], out: str | PathLike[str],
                   **({"imported_from": dict(model_source)} if model_source else {})},
         "settings": {"mode": settings.mode, "device": settings.device, "precision": settings.precision,
                      "tta": settings.tta, "deterministic": settings.deterministic, "backend": settings.backend,
+                     **({"whole_slice": settings.whole_slice} if settings.whole_slice is not None else {}),
                      "include_identifiers": settings.include_identifiers, "include_paths": settings.include_paths,
                      "config_hash": settings.config_hash},
         "counts": counts,
@@ -325,6 +328,19 @@ def _with_body_size(cases: list[Case], height_cm: Any, weight_kg: Any, *, mode: 
 
 
 # ----------------------------------------------------------------------------- batch
+def _whole_slice(request: bool | None, info: Any) -> bool | None:
+    """The batch's whole-slice decision for a bundle: the request, else the bundle's measured
+    verdict; ``None`` for 3D models (nothing to decide). Asking it of a 3D model stops the batch."""
+    from medcnn.models.bundle import whole_slice_default
+
+    two_d = int((info.json.get("network") or {}).get("spatial_dims") or 3) == 2
+    if not two_d:
+        if request:
+            raise ConfigError.expected("--whole-slice only with a 2D model", f"{info.name} (3D network)")
+        return None
+    return bool(request) if request is not None else whole_slice_default(info.json)
+
+
 def run_batch(
     scans: Sequence[str | PathLike[str] | Case],
     *,
@@ -350,6 +366,7 @@ def run_batch(
     allow_input_mismatch: bool = False,
     backend: str = "torch",
     cache_dir: str | PathLike[str] | None = None,
+    whole_slice: bool | None = None,
     height_cm: float | str | None = None,
     weight_kg: float | str | None = None,
 ) -> BatchResult:
@@ -382,6 +399,10 @@ def run_batch(
             ``provenance.inference.backend``.
         cache_dir: folder of the ONNX exports (default: ``$MEDCNN_CACHE/onnx`` or
             ``~/.cache/medcnn/onnx``).
+        whole_slice: 2D models: one network call per whole slice instead of overlapping windows;
+            ``None`` (default): the bundle's measured verdict
+            (:func:`medcnn.models.bundle.whole_slice_default`). The decision is part of
+            ``config_hash`` when it is on.
         on_case: called in this process with each finished record (in completion order).
         allow_input_mismatch: run inputs that clearly do not fit the model (a CT series for
             an MRI model; by default such a case fails), flagged
@@ -428,7 +449,8 @@ def run_batch(
         regions=info.regions,
         input_description=info.input_description,
         allow_input_mismatch=bool(allow_input_mismatch),
-        backend=str(backend), cache_dir=None if cache_dir is None else str(cache_dir))
+        backend=str(backend), cache_dir=None if cache_dir is None else str(cache_dir),
+        whole_slice=_whole_slice(whole_slice, info))
     # verify the weights (sha256, tensor names/shapes) once, before any case: a bad model
     # stops the batch with one clear error instead of failing every case
     from medcnn.models import load_bundle

@@ -97,6 +97,9 @@ class BatchSettings:
             (:mod:`medcnn.inference.executors`); part of ``config_hash`` when not ``"torch"``
             (ONNX Runtime's labels may differ from torch's in a few voxels).
         cache_dir: folder of the ONNX exports (``None``: the default cache folder).
+        whole_slice: 2D models: whole-slice inference on or off (decided by
+            :func:`medcnn.batch.execute.run_batch`); ``None`` for 3D models. Part of
+            ``config_hash`` when on.
     """
 
     model: str
@@ -123,6 +126,7 @@ class BatchSettings:
     allow_input_mismatch: bool = False
     backend: str = "torch"
     cache_dir: str | None = None
+    whole_slice: bool | None = None
 
     def config(self) -> dict[str, Any]:
         """The settings that change a case's result (hashed into ``config_hash``)."""
@@ -136,7 +140,8 @@ class BatchSettings:
                 "model_spec_sha256": self.model_spec_sha256, **({"dicom": True} if self.dicom else {}),
                 **({"dicom_fractional": True} if self.dicom_fractional else {}),
                 **({"allow_input_mismatch": True} if self.allow_input_mismatch else {}),
-                **({"backend": self.backend} if self.backend != "torch" else {})}
+                **({"backend": self.backend} if self.backend != "torch" else {}),
+                **({"whole_slice": True} if self.whole_slice else {})}
 
     @property
     def config_hash(self) -> str:
@@ -285,7 +290,7 @@ def _device_for_worker(device: str) -> str:
 def _segmenter(settings: BatchSettings):
     device = _device_for_worker(settings.device)
     key = (settings.model, settings.model_sha256, device, settings.precision, settings.tta, settings.threads,
-           settings.workers, settings.backend, settings.cache_dir)
+           settings.workers, settings.backend, settings.cache_dir, settings.whole_slice)
     seg = _SEGMENTERS.get(key)
     if seg is None:
         from medcnn.inference import Segmenter, ThreadPolicy
@@ -303,6 +308,8 @@ def _segmenter(settings: BatchSettings):
         kwargs["threads"] = ThreadPolicy(settings.threads, workers=settings.workers)
         kwargs["backend"] = settings.backend
         kwargs["cache_dir"] = settings.cache_dir
+        if settings.whole_slice is not None:
+            kwargs["whole_slice"] = settings.whole_slice
         seg = Segmenter.from_bundle(settings.model, **kwargs)
         _SEGMENTERS.clear()  # one model per process is enough
         _SEGMENTERS[key] = seg

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_threads_option", "add_backend_option", "backend_cache_dir", "add_dicom_options"]
+__all__ = ["add_threads_option", "add_backend_option", "backend_cache_dir", "add_dicom_options",
+           "add_whole_slice_option"]
 
 
 def _threads(value: str) -> int | str:
@@ -31,6 +32,15 @@ def add_backend_option(p: argparse.ArgumentParser) -> None:
                         "once, verified against torch and cached in $MEDCNN_CACHE/onnx or ~/.cache/medcnn/onnx); "
                         "auto (times both at 1, 2 and 4 windows per call and keeps the fastest). Falls back to "
                         "torch with a notice when onnxruntime is missing (docs/inference.md)")
+
+
+def add_whole_slice_option(p: argparse.ArgumentParser) -> None:
+    """``--whole-slice`` / ``--no-whole-slice``: how a 2D model covers each slice."""
+    p.add_argument("--whole-slice", dest="whole_slice", action=argparse.BooleanOptionalAction, default=None,
+                   help="2D models: run the network once per whole slice instead of overlapping windows (about "
+                        "3x faster on cine; labels can differ from the windowed ones). Default: the model's "
+                        "measured verdict, on only where its whole-slice labels agreed >= 99.5%% with its windowed "
+                        "labels in every measured volume (`medcnn models show`)")
 
 
 def backend_cache_dir() -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medcnn.cli._options import add_backend_option, add_dicom_options, add_threads_option, backend_cache_dir
+from medcnn.cli._options import (add_backend_option, add_dicom_options, add_threads_option, add_whole_slice_option,
+                                 backend_cache_dir)
 
 __all__ = ["register", "run"]
 
@@ -82,6 +83,7 @@ def register(sub) -> None:
     p.add_argument("--weight", metavar="KG", help="patient weight in kg (1-400; with --height)")
     add_threads_option(p)
     add_backend_option(p)
+    add_whole_slice_option(p)
     p.set_defaults(func=run)
 
 
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             include_paths=args.include_paths, resume=args.resume, figures=args.figures, dicom=args.dicom,
             dicom_fractional=args.dicom_fractional,
             progress=args.progress, title=args.title, threads=args.threads, backend=args.backend,
-            cache_dir=backend_cache_dir() if args.backend != "torch" else None,
+            cache_dir=backend_cache_dir() if args.backend != "torch" else None, whole_slice=args.whole_slice,
             allow_input_mismatch=args.allow_input_mismatch, height_cm=args.height, weight_kg=args.weight)
     except KeyboardInterrupt:
         print(f"medcnn run: interrupted; finished cases are kept in {args.out}; rerun the same command to resume",

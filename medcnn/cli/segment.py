@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcnn.cli._options import add_backend_option, add_dicom_options, add_threads_option, backend_cache_dir
+from medcnn.cli._options import (add_backend_option, add_dicom_options, add_threads_option, add_whole_slice_option,
+                                 backend_cache_dir)
 
 __all__ = ["register", "run", "output_name", "parse_tta_axes"]
 
@@ -94,6 +95,7 @@ def register(sub) -> None:
                         "default), flagged INPUT_MODEL_MISMATCH_OVERRIDDEN (docs/batch.md)")
     add_threads_option(p)
     add_backend_option(p)
+    add_whole_slice_option(p)
     p.set_defaults(func=run)
 
 
@@ -321,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     seg = Segmenter.from_bundle(args.model, device=args.device, precision=args.precision, overlap=args.overlap,
                                 sw_batch_size=args.sw_batch_size, memory_limit_gb=args.memory_limit_gb,
                                 threads=args.threads, backend=args.backend, cache_dir=backend_cache_dir(),
-                                **tta)  # first: names what is wrong with a bad bundle
+                                whole_slice=args.whole_slice, **tta)  # first: names what is wrong with a bad bundle
     model = bundle_info(args.model)  # name, labels, regions, input description as medcnn run reads them
     out_dir = Path(args.out)
     created = not out_dir.exists()
@@ -424,6 +426,7 @@ def _write_provenance(out_dir: Path, args: argparse.Namespace, seg: Any, model: 
                      "mirror_axes_trained": None if seg.mirror_axes is None else list(seg.mirror_axes),
                      "overlap": seg.overlap, "sw_batch_size": seg.sw_batch_size,
                      "threads": seg.threads.requested, "backend": seg.backend_request,
+                     **({"whole_slice": seg.whole_slice} if seg.spatial_dims == 2 else {}),
                      "probabilities": bool(args.probabilities)},
         "input_hash_method": HASH_METHOD,
         "cases": log,

@@ -40,12 +40,15 @@ from medcnn.inference.executors import BACKENDS, Executor, TorchExecutor
 from medcnn.inference.memory import MemoryPlan, plan_memory, run_with_oom_fallback
 from medcnn.inference.sliding_window import WindowResult, sliding_window_inference
 from medcnn.inference.threads import ThreadChoice, ThreadPolicy, cpu_threads
+from medcnn.models.bundle import WHOLE_SLICE_MIN_AGREEMENT_PERCENT, whole_slice_default
 from medcnn.volume import Volume
 
-__all__ = ["Segmenter", "Prediction", "make_predictor", "MEMORY_FORMATS"]
+__all__ = ["Segmenter", "Prediction", "make_predictor", "MEMORY_FORMATS", "WHOLE_SLICE_MIN_AGREEMENT_PERCENT",
+           "whole_slice_default"]
 
 #: Accepted values of ``memory_format``.
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
 
 
 @dataclass
@@ -170,6 +173,21 @@ def _infer_channels(model: Any) -> tuple[int | None, int | None, int | None]:
     return convs[0].in_channels, convs[-1].out_channels, nd
 
 
+def _slice_divisor(network: Mapping[str, Any] | None) -> tuple[int, int]:
+    """Per in-plane axis, what a whole slice is padded to a multiple of so that every level
+    of a 2D network divides evenly (:func:`medcnn.models.registry.network_patch_divisor`;
+    16 when the network spec is unknown)."""
+    if not network:
+        return (16, 16)
+    from medcnn.models.registry import network_patch_divisor
+
+    try:
+        div = network_patch_divisor(network)
+    except Exception:  # noqa: BLE001 - a spec the registry cannot read: the common UNet depth
+        return (16, 16)
+    return (int(div[0]), int(div[-1])) if len(div) >= 2 else (int(div[0]),) * 2
+
+
 class Segmenter:
     """Runs a segmentation network on Volumes, returning labels on the input grid.
 
@@ -219,6 +237,19 @@ class Segmenter:
         window_placement: ``"monai"`` (default) or ``"nnunet"`` (nnU-Net's evenly spread
             windows, :func:`medcnn.inference.sliding_window.nnunet_window_starts`).
         slice_axis: model-grid axis a 2D network runs along (default: the coarsest axis).
+        executor: run the network with this :class:`medcnn.inference.executors.Executor`
+            instead of ``backend``'s choice, e.g. ``OnnxRuntimeExecutor("model_int8.onnx")`` for
+            a quantised copy, or an importer's own runtime (windows, blending, TTA, memory
+            plan and mapping back stay the Segmenter's). ``model`` still gives the channel
+            counts, and is what ``executor`` is assumed to compute. Recorded in
+            ``info["backend"]`` (``requested: "executor"``).
+        whole_slice: a 2D network runs once per whole slice (zero-padded to a multiple of its
+            total stride) instead of overlapping ``roi_size`` windows: one window per slice,
+            about 3x faster on 256x256 cine, but a patch-trained network's labels can differ
+            from its windowed labels. Default False; :meth:`from_bundle` turns it on only for
+            bundles whose recorded agreement reaches :data:`WHOLE_SLICE_MIN_AGREEMENT_PERCENT`
+            in every measured volume (:func:`whole_slice_default`). Recorded in
+            ``info["whole_slice"]``.
         threads: CPU threads of each prediction: ``"auto"`` (default: the usable cores
             less those other processes keep busy, decided per case), an integer, or a
             :class:`medcnn.inference.threads.ThreadPolicy` (e.g. with ``workers=`` for a
@@ -280,6 +311,8 @@ class Segmenter:
         regions: Any = None,
         backend: str = "torch",
         cache_dir: Any = None,
+        whole_slice: bool = False,
+        executor: Executor | None = None,
     ) -> None:
         import torch
 
@@ -377,6 +410,11 @@ class Segmenter:
         if slice_axis is not None and slice_axis not in (0, 1, 2):
             raise ConfigError.expected("slice_axis 0, 1, 2 or None", repr(slice_axis))
         self.slice_axis = slice_axis
+        if whole_slice and self.spatial_dims != 2:
+            raise ConfigError.expected("whole_slice=False for a 3D network", "whole_slice=True",
+                                       hint="whole-slice inference runs a 2D network once per slice")
+        self.whole_slice = bool(whole_slice)
+        self._slice_divisor = _slice_divisor(self.network)
         self.threads = threads if isinstance(threads, ThreadPolicy) else ThreadPolicy(threads)
         self._thread_local = threading.local()  # the decision of the prediction running in this thread
         self.deterministic = bool(deterministic)
@@ -403,6 +441,15 @@ class Segmenter:
                                                  memory_format=self._torch_memory_format)
         self._backend_facts: dict[str, Any] = {"requested": backend, "used": "torch"}
         self._backend_resolved = backend == "torch"
+        if executor is not None:
+            if not isinstance(executor, Executor):
+                raise ConfigError.expected("executor: a medcnn.inference.executors.Executor",
+                                           type(executor).__name__)
+            if backend != "torch":
+                raise ConfigError.expected("either executor or backend", f"both (backend {backend!r})")
+            self._executor = executor
+            self._backend_facts = {"requested": "executor", "used": str(executor.name)}
+            self._backend_resolved = True
         self._backend_lock = threading.Lock()
 
     def _resolve_tta(self, tta_axes: Sequence[int] | str, mirror_axes: Sequence[int] | None) -> None:
@@ -478,6 +525,8 @@ class Segmenter:
         b = load_bundle(bundle)
         for k, v in (b.json.get("inference") or {}).items():  # run-time rules of imported models
             options.setdefault(k, v)
+        if options.get("whole_slice") is None:  # the bundle's measured verdict (see whole_slice_default)
+            options["whole_slice"] = whole_slice_default(b.json)
         return cls(
             b.build_model(),
             roi_size=b.roi_size,
@@ -545,7 +594,15 @@ class Segmenter:
             return shape, self.roi_size
         ax = self._slice_axis(spacing if spacing is not None else (1.0, 1.0, 1.0))
         other = [a for a in range(3) if a != ax]
-        return (shape[ax],) + tuple(shape[a] for a in other), (1,) + self.roi_size
+        plane = tuple(shape[a] for a in other)
+        return (shape[ax],) + plane, (1,) + self._roi_2d(plane)
+
+    def _roi_2d(self, plane: Sequence[int]) -> tuple[int, ...]:
+        """The window of a 2D network on slices of in-plane shape ``plane``: ``roi_size``, or
+        with ``whole_slice`` the whole slice rounded up to a multiple of the network's divisor."""
+        if not self.whole_slice:
+            return self.roi_size
+        return tuple(int(-(-int(n) // m) * m) for n, m in zip(plane, self._slice_divisor))
 
     @contextlib.contextmanager
     def _thread_scope(self):
@@ -611,6 +668,8 @@ class Segmenter:
             return None, {"fallback": f"ONNX export rejected: {exc}"}
         except Exception as exc:  # noqa: BLE001 - an operator the exporter cannot translate, a full disk...
             return None, {"fallback": f"ONNX export failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"}
+        if self.whole_slice and not export.dynamic_spatial:
+            return None, {"fallback": "the ONNX export takes only roi_size windows, and whole_slice needs any size"}
         return OnnxRuntimeExecutor(export.path), {"export": export.to_dict()}
 
     def _ensure_backend(self, choice: ThreadChoice) -> None:
@@ -752,7 +811,7 @@ class Segmenter:
             else:
                 tta = tuple(1 + other.index(a) for a in self.tta_axes if a != ax)
                 self._warn_untrained_tta([t - 1 for t in tta])
-            roi = (1,) + self.roi_size
+            roi = (1,) + self._roi_2d(img.shape[2:])
             squeeze = 2
         # torch: the current self.model (callers may wrap it after construction), as before executors
         net = self.model if type(self._executor) is TorchExecutor else self._executor
@@ -798,6 +857,7 @@ class Segmenter:
             if res.probabilities_u8 is not None:
                 res.probabilities_u8 = res.probabilities_u8.permute([0, 1] + [2 + a for a in inv]).contiguous()
             res.info["slice_axis"] = perm[0]
+            res.info["window"] = list(roi[1:])
             res.info["tta_axes"] = sorted(perm[a] for a in tta)  # model-grid axes actually mirrored
         else:
             res.info["tta_axes"] = list(tta)
@@ -967,6 +1027,9 @@ class Segmenter:
             "memory_format": self.memory_format,
             "compiled": self.compiled,
             "roi_size": list(self.roi_size),
+            **({"whole_slice": {"used": self.whole_slice,
+                                **({"window": list(res.info["window"])} if self.whole_slice else {})}}
+               if self.spatial_dims == 2 else {}),
             "overlap": self.overlap,
             "sw_batch_size": res.info["plan_used"]["sw_batch_size"],
             "stitch": res.info["plan_used"]["stitch"],

@@ -52,6 +52,8 @@ __all__ = [
     "WEIGHTS_FILE",
     "FORMAT_VERSION",
     "CONVERT_HINT",
+    "WHOLE_SLICE_MIN_AGREEMENT_PERCENT",
+    "whole_slice_default",
 ]
 
 BUNDLE_JSON = "bundle.json"
@@ -392,6 +394,28 @@ def bundle_spec_sha256(meta: Mapping[str, Any]) -> str:
         spec["regions"] = meta["regions"]
     spec["weights_sha256"] = str((meta.get("weights") or {}).get("sha256", "")).lower()
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+#: A 2D bundle runs whole slices by default only where its recorded whole-slice labels
+#: (bundle.json ``whole_slice``, written by benchmarks/bench_whole_slice.py) agree with its
+#: windowed labels in at least this share of voxels in *every* measured volume.
+WHOLE_SLICE_MIN_AGREEMENT_PERCENT = 99.5
+
+
+def whole_slice_default(bundle_json: Mapping[str, Any]) -> bool:
+    """Whether a bundle runs whole slices by default: a 2D network whose ``whole_slice``
+    record (benchmarks/bench_whole_slice.py) shows at least
+    :data:`WHOLE_SLICE_MIN_AGREEMENT_PERCENT` of voxels equal to its windowed labels in every
+    measured volume. The record is outside the spec hash (it measures the spec, it does not
+    change it); a batch hashes the decision into its ``config_hash`` instead."""
+    rec = bundle_json.get("whole_slice")
+    if not isinstance(rec, Mapping) or int((bundle_json.get("network") or {}).get("spatial_dims") or 3) != 2:
+        return False
+    try:
+        worst = float(rec["voxels_equal_percent_min"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return worst >= WHOLE_SLICE_MIN_AGREEMENT_PERCENT and int(rec.get("volumes") or 0) > 0
 
 
 def check_mirror_axes(axes: Any, spatial_dims: int) -> list[int]:
