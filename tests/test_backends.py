@@ -297,7 +297,9 @@ def test_segmenter_auto_runs_the_fast_candidate_and_records_why(tmp_path, monkey
     seg = _tiny_segmenter(backend="auto", cache_dir=tmp_path)
     fast = Delayed(seg._executor, "onnxruntime", 0.0)  # the same torch network, under the other name
     seg._executor = Delayed(seg._executor, "torch", 0.02)
-    monkeypatch.setattr(Segmenter, "_onnx_executor", lambda self, notice: (fast, {"export": {"key": "fake"}}))
+    from medcnn.inference.backend_choice import BackendChoice
+
+    monkeypatch.setattr(BackendChoice, "onnx_executor", lambda self, notice: (fast, {"export": {"key": "fake"}}))
     pred = seg.predict(vol)
     auto = pred.info["backend"]["auto"]
     assert pred.info["backend"]["used"] == "onnxruntime" == auto["backend"] == seg.backend
@@ -388,6 +390,24 @@ def test_an_onnx_file_runs_through_a_given_onnxruntime_executor(tmp_path):
     assert pred.info["backend"]["used"] == "onnxruntime" and pred.info["backend"]["intra_op_threads"] == 1
     agree = float((pred.labels.array == reference.predict(vol).labels.array).mean())
     assert agree >= MIN_AGREEMENT
+
+
+@pytest.mark.skipif(ex.onnxruntime_version() is None, reason=ORT_REASON)
+def test_whole_slice_refuses_an_export_limited_to_roi_size_windows(tmp_path, monkeypatch, capsys):
+    """An export whose spatial axes are fixed cannot run whole slices: torch runs, and why is said."""
+    spec = {"name": "unet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3, "channels": [4, 8],
+            "strides": [2], "num_res_units": 1, "norm": "instance"}
+    torch.manual_seed(2)
+    net = build_network(spec)
+    fixed = ex.OnnxExport(tmp_path / "x.onnx", {}, True, None, {}, False)
+    monkeypatch.setattr(ex, "onnx_export", lambda *a, **k: fixed)
+    seg = Segmenter(net, network=spec, roi_size=(16, 16), device="cpu", precision="fp32", threads=1,
+                    backend="onnxruntime", cache_dir=tmp_path, whole_slice=True)
+    g = Geometry((20, 18, 3), (1.0, 1.0, 5.0))
+    pred = seg.predict(Volume(np.random.default_rng(0).normal(size=g.shape).astype(np.float32), g))
+    info = pred.info["backend"]
+    assert info["used"] == "torch" and "whole_slice needs any size" in info["fallback"]
+    assert "backend onnxruntime not used" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- CLI

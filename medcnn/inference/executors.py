@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -254,13 +253,6 @@ class OnnxExport:
         return d
 
 
-def _readable(path: Path) -> None:
-    """The permissions of an ordinarily created file (``mkstemp`` makes them 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _first_output(model: Any) -> Any:
     """``model`` wrapped so that a list output (deep supervision heads) exports as its first."""
     import torch
@@ -378,13 +370,13 @@ def onnx_export(
     gen = torch.Generator().manual_seed(0)
     window = (2, int(in_channels), *(int(r) for r in roi_size))
     example = torch.randn(*window, generator=gen)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with torch.inference_mode(False), torch.no_grad():
-            dynamic = _export_file(net, example, tmp, spatial_dims=spatial_dims)
-            ref = net(example).float().numpy()
+    from medcnn.io._common import atomic_path
+
+    # the export, then its record: each written beside its target and renamed onto it (a
+    # crash leaves no half file under the final name); the record last marks it complete
+    with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad():
+        dynamic = _export_file(net, example, tmp, spatial_dims=spatial_dims)
+        ref = net(example).float().numpy()
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = sess.run(["logits"], {"image": example.numpy()})[0]
         if got.shape != ref.shape:
@@ -394,24 +386,17 @@ def onnx_export(
         scale = float(np.abs(ref).max())
         tol = VERIFY_ATOL + VERIFY_RTOL * scale
         verification = {"window": list(window), "max_abs_diff": diff, "max_abs_logit": scale, "tolerance": tol,
-                        "reference": "torch fp32, same weights, random normal window (seed 0)"}
+                         "reference": "torch fp32, same weights, random normal window (seed 0)"}
         if not diff <= tol:
             raise ExportRejectedError.expected(
                 f"ONNX logits within {tol:.2e} of torch fp32 on a random {window} window",
                 f"max abs difference {diff:.3e} (largest logit {scale:.3g})", path=path.name,
                 hint="not used; the torch backend runs this network")
-        _readable(tmp)
-        os.replace(tmp, path)
-        record = {"key": key, "sha256": file_sha256(path), "size_bytes": path.stat().st_size,
+        record = {"key": key, "sha256": file_sha256(tmp), "size_bytes": tmp.stat().st_size,
                   "verification": verification, "dynamic_spatial": dynamic,
                   "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        fd, rec_tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".json.tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1)
-        _readable(Path(rec_tmp))
-        os.replace(rec_tmp, record_path)  # last: marks the export complete
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(record_path) as rec_tmp:
+        rec_tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return OnnxExport(path, key, True, reason, verification, dynamic)
 
 

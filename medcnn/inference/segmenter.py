@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -437,20 +436,22 @@ class Segmenter:
             # later processes compile faster.
             model = torch.compile(model, dynamic=False, options={"freezing": True})
         self.model = model
-        self._executor: Executor = TorchExecutor(model, device=self.device, precision=self.precision,
-                                                 memory_format=self._torch_memory_format)
-        self._backend_facts: dict[str, Any] = {"requested": backend, "used": "torch"}
-        self._backend_resolved = backend == "torch"
         if executor is not None:
             if not isinstance(executor, Executor):
                 raise ConfigError.expected("executor: a medcnn.inference.executors.Executor",
                                            type(executor).__name__)
             if backend != "torch":
                 raise ConfigError.expected("either executor or backend", f"both (backend {backend!r})")
-            self._executor = executor
-            self._backend_facts = {"requested": "executor", "used": str(executor.name)}
-            self._backend_resolved = True
-        self._backend_lock = threading.Lock()
+        from medcnn.inference.backend_choice import BackendChoice
+
+        self._backend = BackendChoice(
+            backend, torch_executor=TorchExecutor(model, device=self.device, precision=self.precision,
+                                                  memory_format=self._torch_memory_format),
+            export_model=self._export_model, spatial_dims=self.spatial_dims, in_channels=self.in_channels,
+            out_channels=self.out_channels, roi_size=self.roi_size,
+            onnx_candidate=self.device.type == "cpu" and self.precision == "fp32" and not self.compiled,
+            spec_sha256=self.bundle_info.get("spec_sha256"), cache_dir=cache_dir, memory_format=self.memory_format,
+            needs_dynamic_spatial=self.whole_slice, given=executor)
 
     def _resolve_tta(self, tta_axes: Sequence[int] | str, mirror_axes: Sequence[int] | None) -> None:
         """Set ``tta_axes`` (model grid), ``tta_request``, ``mirror_axes`` and ``_tta_window``.
@@ -625,133 +626,33 @@ class Segmenter:
     def backend(self) -> str:
         """The backend that runs the network (``"torch"`` until ``onnxruntime``/``auto`` is
         decided at the first prediction)."""
-        return str(self._backend_facts["used"])
+        return self._backend.used
+
+    @property
+    def _executor(self) -> Executor:
+        return self._backend.executor
+
+    @_executor.setter
+    def _executor(self, executor: Executor) -> None:
+        self._backend.executor = executor
 
     def backend_info(self) -> dict[str, Any]:
         """JSON-able facts of the network executor: ``requested``, ``used``, the executor's
         precision and threads (ONNX Runtime: intra-op = the prediction's threads, inter-op 1),
         the export (file name, key, verification), ``auto``'s timings and CPU flags, and a
-        ``fallback`` reason where torch ran instead of what was asked."""
-        desc = {k: v for k, v in self._executor.describe().items() if k != "backend"}
-        return {**self._backend_facts, **desc}
+        ``fallback`` reason where torch ran instead of what was asked
+        (:class:`medcnn.inference.backend_choice.BackendChoice`)."""
+        return self._backend.info()
 
     def _model_id(self) -> str:
-        """What identifies the network's weights: the bundle's spec sha256, else a hash of
-        the class name and every tensor of its state dict."""
-        import hashlib
-
-        spec = (self.bundle_info or {}).get("spec_sha256")
-        if spec:
-            return str(spec)
-        h = hashlib.sha256(type(self._export_model).__name__.encode())
-        for name, t in self._export_model.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
-        return "weights-" + h.hexdigest()
-
-    def _onnx_executor(self, notice: Callable[[str], None]) -> tuple[Executor | None, dict[str, Any]]:
-        """(ONNX Runtime executor, facts) or (None, facts with the fallback reason)."""
-        from medcnn.inference.executors import (ExportRejectedError, OnnxRuntimeExecutor, default_cache_dir,
-                                                onnx_export, onnxruntime_version)
-
-        if onnxruntime_version() is None:
-            return None, {"fallback": "onnxruntime is not installed (pip install onnxruntime)"}
-        try:
-            export = onnx_export(self._export_model, model_id=self._model_id(), spatial_dims=self.spatial_dims,
-                                 in_channels=self.in_channels, out_channels=self.out_channels,
-                                 roi_size=self.roi_size,
-                                 cache_dir=self.cache_dir if self.cache_dir is not None else default_cache_dir(),
-                                 notice=notice)
-        except ImportError as exc:  # the exporter needs the onnx package
-            return None, {"fallback": f"ONNX export unavailable: {exc}"}
-        except ExportRejectedError as exc:
-            return None, {"fallback": f"ONNX export rejected: {exc}"}
-        except Exception as exc:  # noqa: BLE001 - an operator the exporter cannot translate, a full disk...
-            return None, {"fallback": f"ONNX export failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"}
-        if self.whole_slice and not export.dynamic_spatial:
-            return None, {"fallback": "the ONNX export takes only roi_size windows, and whole_slice needs any size"}
-        return OnnxRuntimeExecutor(export.path), {"export": export.to_dict()}
+        return self._backend.model_id()
 
     def _ensure_backend(self, choice: ThreadChoice) -> None:
         """Decide ``onnxruntime`` / ``auto`` once, at the first prediction (thread count known)."""
-        if self._backend_resolved:
-            return
-        with self._backend_lock:
-            if self._backend_resolved:
-                return
-            from medcnn.inference.executors import notice
-
-            facts: dict[str, Any] = {"requested": self.backend_request, "used": "torch"}
-            if self.backend_request == "onnxruntime":
-                ex, more = self._onnx_executor(notice)
-                facts.update(more)
-                if ex is None:
-                    notice(f"backend onnxruntime not used: {more['fallback']}; running the torch backend")
-                else:
-                    self._executor = ex
-                    facts["used"] = "onnxruntime"
-                    if not self._sw_batch_size_chosen:
-                        self.sw_batch_size = 1
-            else:
-                self._choose_auto(choice, facts, notice)
-            self._backend_facts = facts
-            self._backend_resolved = True
-
-    def _choose_auto(self, choice: ThreadChoice, facts: dict[str, Any], notice: Callable[[str], None]) -> None:
-        """``backend="auto"``: time the candidates (:func:`medcnn.inference.executors.choose_fastest`)
-        or reuse the choice stored in the cache folder for this network, thread count, CPU
-        flags and versions."""
-        import hashlib
-        import json
-        from pathlib import Path
-
-        import torch
-
-        from medcnn.inference.executors import AutoChoice, choose_fastest, cpu_flags, default_cache_dir
-
-        candidates: dict[str, Executor] = {"torch": self._executor}
-        if self.device.type == "cpu" and self.precision == "fp32" and not self.compiled:
-            ex, more = self._onnx_executor(notice)
-            if ex is None:
-                facts["onnxruntime_skipped"] = more["fallback"]
-                notice(f"backend auto: onnxruntime not a candidate ({more['fallback']})")
-            else:
-                candidates["onnxruntime"] = ex
-                facts.update(more)
-        else:
-            facts["onnxruntime_skipped"] = "onnxruntime runs fp32 on the CPU only"
-        if len(candidates) == 1:
-            facts["auto"] = {"reason": "only torch available"}
-            return
-        batches = (self.sw_batch_size,) if self._sw_batch_size_chosen else (1, 2, 4)
-        window = [self.in_channels, *self.roi_size]
-        key = json.dumps({"model": self._model_id(), "threads": choice.threads, "cpu": cpu_flags(),
-                          "torch": torch.__version__, "export": facts.get("export", {}).get("key"),
-                          "batches": list(batches), "window": window, "memory_format": self.memory_format},
-                         sort_keys=True)
-        folder = Path(self.cache_dir if self.cache_dir is not None else default_cache_dir())
-        stored = folder / f"auto_{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-        result = None
-        try:
-            result = AutoChoice.from_dict(json.loads(stored.read_text(encoding="utf-8")))
-            facts["auto_from_cache"] = stored.name
-        except (OSError, ValueError, KeyError, TypeError):
-            result = None
-        if result is None or result.backend not in candidates:
-            with torch.inference_mode():
-                result = choose_fastest(candidates, window, batches=batches, threads=choice.threads)
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                tmp = stored.with_name(stored.name + f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(result.to_dict(), indent=1), encoding="utf-8")
-                os.replace(tmp, stored)
-            except OSError:  # a read-only cache only costs the timing next time
-                pass
-        self._executor = candidates[result.backend]
-        if not self._sw_batch_size_chosen:
-            self.sw_batch_size = result.sw_batch_size
-        facts["used"] = result.backend
-        facts["auto"] = result.to_dict()
+        batch = self._backend.resolve(choice.threads,
+                                      window_batch=self.sw_batch_size if self._sw_batch_size_chosen else None)
+        if batch:
+            self.sw_batch_size = int(batch)
 
     def predict_array(
         self,
