@@ -20,7 +20,9 @@ to the input grid, postprocessing) with the bundle's defaults plus:
 * ``default``: the 4D cine in one call (every frame's windows through one sliding-window
   call);
 * ``onnxruntime``: ``backend="onnxruntime"`` (export built and verified before the timing);
-* ``whole-slice`` and ``whole-slice+ort``: one window per slice (``whole_slice=True``).
+* ``whole-slice`` and ``whole-slice+ort``: one window per slice (``whole_slice=True``);
+* with ``--sweep``: the torch executor at each memory format and window batch
+  (``torch:<channels_last|contiguous>:b<N>``), the figures behind the 2D defaults.
 
 Runs alternate (one of each per repeat) and the medians are compared. Printed per path:
 median seconds, ratio to the baseline, and the share of voxels whose labels equal medcnn's
@@ -30,7 +32,7 @@ CPU's model and flags head the output.
 
 Run: ``python benchmarks/bench_cine.py [--model cardiac-cine-mri] [--repeats 3]
 [--threads 2] [--frames N] [--paths frame-by-frame,default,onnxruntime,whole-slice,whole-slice+ort]
-[--no-run] [--json out.json]``
+[--no-run] [--sweep] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--paths", default=",".join(ALL_PATHS))
     ap.add_argument("--no-run", action="store_true", help="skip timing the medcnn run command")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also time torch at each memory format x window batch (1, 2, 4, 8)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     paths = [p for p in args.paths.split(",") if p]
@@ -118,6 +122,14 @@ def main(argv=None) -> int:
         "whole-slice": Segmenter.from_bundle(args.model, whole_slice=True, **common),
         "whole-slice+ort": Segmenter.from_bundle(args.model, whole_slice=True, backend="onnxruntime", **common),
     }
+    sweep = []
+    if args.sweep:
+        for mf in ("channels_last", "contiguous"):
+            for nb in (1, 2, 4, 8):
+                name = f"torch:{mf}:b{nb}"
+                segs[name] = Segmenter.from_bundle(args.model, whole_slice=False, memory_format=mf, sw_batch_size=nb,
+                                                   **common)
+                sweep.append(name)
     ref = segs["default"]
     if ref.spatial_dims != 2:
         raise SystemExit(f"{args.model}: a 2D cine model expected")
@@ -136,13 +148,16 @@ def main(argv=None) -> int:
     for name in paths:
         if name != "frame-by-frame":
             runners[name] = (lambda s: lambda: np.asarray(s.predict(cine).labels.array))(segs[name])
-    order = ["monai-loop", "monai-loop-b2"] + [p for p in ALL_PATHS if p in paths]
+    for name in sweep:
+        runners[name] = (lambda sg: lambda: np.asarray(sg.predict(cine).labels.array))(segs[name])
+    order = ["monai-loop", "monai-loop-b2"] + [p for p in ALL_PATHS if p in paths] + sweep
     if "default" not in order:
         order.append("default")
         runners["default"] = lambda: np.asarray(ref.predict(cine).labels.array)
 
     print(f"case {case.name}: {cine.shape[0]} frames x {cine.shape[1:]} voxels; model {args.model} "
-          f"(roi {list(ref.roi_size)}, overlap {ref.overlap}); torch {torch.__version__}, {args.threads} thread(s)")
+          f"(roi {list(ref.roi_size)}, overlap {ref.overlap}); torch {torch.__version__}, {args.threads} thread(s); "
+          f"default: {ref.memory_format}, {ref.sw_batch_size} window(s) per call")
     print(f"CPU: {cpu_facts()}")
     labels, times = {}, {name: [] for name in order}
     for name in order:  # warm-up: exports built and verified, first-call costs paid
@@ -154,14 +169,14 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["monai-loop"])
     rows = []
-    print(f"\n{'path':<18} {'median s':>9} {'vs monai-loop':>14} {'labels = default':>17}")
+    print(f"\n{'path':<24} {'median s':>9} {'vs monai-loop':>14} {'labels = default':>17}")
     for name in order:
         med = statistics.median(times[name])
         equal = 100.0 * float((labels[name] == labels["default"]).mean())
         rows.append({"path": name, "median_s": med, "speedup_vs_monai_loop": base / med,
                      "labels_equal_to_default_percent": equal, "times_s": times[name],
                      "backend": (segs[name].backend_info() if name in segs else None)})
-        print(f"{name:<18} {med:9.2f} {base / med:13.2f}x {equal:16.3f}%")
+        print(f"{name:<24} {med:9.2f} {base / med:13.2f}x {equal:16.3f}%")
     print("(monai-loop: no postprocessing, so its agreement also counts the keep-largest changes)")
     if not args.no_run:
         with tempfile.TemporaryDirectory() as out:

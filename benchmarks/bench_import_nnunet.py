@@ -9,14 +9,21 @@ Both include reading, preprocessing, the sliding window and the export to the in
 neither includes loading the model.
 
 Model: nnU-Net's PlainConvUNet (dynamic-network-architectures) with 4 stages, features
-16-32-64-128, patch 64^3 (``--quick``: 3 stages, features 4-8-16, patch 32^3), 3 classes,
-briefly trained on synthetic blobs (tests/nnunet_factory.py) so labels are not noise.
+16-32-64-128, patch 64^3 (``--quick``: 3 stages, features 4-8-16, patch 32^3;
+``--realistic``: nnU-Net's 3d_fullres size, 6 stages, features 32-64-128-256-320-320, patch
+128^3), 3 classes, briefly trained on synthetic blobs (tests/nnunet_factory.py,
+``--train-steps``) so labels are not noise.
+
+Every configuration runs once untimed first (nnU-Net too): first-call costs and the ONNX
+export of the ``onnxruntime`` row (built, verified against torch and cached in a temporary
+folder) are not in the timings.
 Case: an oblique ``--shape`` volume at 1.2 x 0.9 x 1.1 mm, resampled to the plans' 1 mm.
 
 Prints per configuration the median wall time over ``--repeats``, the ratio to the
 baseline (> 1: medcnn faster) and the fraction of voxels equal to nnU-Net's labels.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_import_nnunet.py [--threads 1] [--repeats 3] [--quick]``
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_import_nnunet.py [--threads 1] [--repeats 3] [--quick |
+--realistic] [--train-steps 40] [--no-mirroring] [--no-onnxruntime]``
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=(110, 96, 80), help="case shape (SimpleITK z, y, x)")
     ap.add_argument("--quick", action="store_true", help="tiny network and volume (smoke test)")
     ap.add_argument("--no-mirroring", action="store_true", help="both without test-time mirroring")
+    ap.add_argument("--realistic", action="store_true",
+                    help="nnU-Net 3d_fullres size: 6 stages, 32-320 features, patch 128^3")
+    ap.add_argument("--train-steps", type=int, default=40, help="training steps of the synthetic model")
+    ap.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime row")
     args = ap.parse_args(argv)
 
     import SimpleITK as sitk
@@ -61,10 +72,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_nnunet_"))
     if args.quick:
-        folder = make_nnunet_folder(tmp, patch=(32, 32, 32), steps=40)
+        folder = make_nnunet_folder(tmp, patch=(32, 32, 32), steps=args.train_steps)
         shape = (40, 36, 34)
+    elif args.realistic:
+        folder = make_nnunet_folder(tmp, patch=(128, 128, 128), steps=args.train_steps, n_stages=6,
+                                    features=(32, 64, 128, 256, 320, 320))
+        shape = tuple(args.shape)
     else:
-        folder = make_nnunet_folder(tmp, patch=(64, 64, 64), steps=40, n_stages=4, features=(16, 32, 64, 128))
+        folder = make_nnunet_folder(tmp, patch=(64, 64, 64), steps=args.train_steps, n_stages=4,
+                                    features=(16, 32, 64, 128))
         shape = tuple(args.shape)
     img, _ = blob_image(shape, seed=7)
     im = sitk.GetImageFromArray(img)
@@ -85,7 +101,12 @@ def main(argv=None) -> int:
         "medcnn fp32 channels-last, 2 windows (medcnn's CPU default for MONAI UNets)": {
             "memory_format": "channels_last"},
     }
-    segs = {name: Segmenter.from_bundle(bundle, device="cpu", precision="fp32",
+    from medcnn.inference.executors import onnxruntime_version
+
+    if not args.no_onnxruntime and onnxruntime_version() is not None:
+        configs["medcnn onnxruntime (fp32, 1 window per call)"] = {"backend": "onnxruntime",
+                                                                   "cache_dir": str(tmp / "onnx")}
+    segs = {name: Segmenter.from_bundle(bundle, device="cpu", precision="fp32", threads=args.threads,
                                         tta_axes="trained" if mirror else (), **kw) for name, kw in configs.items()}
 
     def run_nnunet():
@@ -101,6 +122,10 @@ def main(argv=None) -> int:
     times: dict[str, list[float]] = {"nnUNetPredictor (baseline)": []}
     times.update({n: [] for n in configs})
     outs = {}
+    with contextlib.redirect_stdout(io.StringIO()):  # warm-up: first calls, the ONNX export
+        run_nnunet()
+    for seg in segs.values():
+        run_medcnn(seg)
     for _ in range(args.repeats):  # interleaved, so machine load hits both alike
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -111,8 +136,12 @@ def main(argv=None) -> int:
             outs[name] = run_medcnn(seg)
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["nnUNetPredictor (baseline)"])
-    print(f"case {shape} (z, y, x), patch {segs[next(iter(segs))].roi_size}, mirroring {mirror}, "
-          f"{args.threads} thread(s), {args.repeats} repeats, nnunetv2 {version('nnunetv2')}")
+    from medcnn.hardware import cpu_facts
+
+    first = segs[next(iter(segs))]
+    print(f"case {shape} (z, y, x), patch {first.roi_size}, {first.n_parameters / 1e6:.1f} M parameters, "
+          f"mirroring {mirror}, {args.threads} thread(s), {args.repeats} repeats, nnunetv2 {version('nnunetv2')}")
+    print(f"CPU: {cpu_facts()}")
     print(f"{'configuration':76s} {'median s':>9s} {'ratio':>7s} {'labels = nnU-Net':>17s}")
     for name, ts in times.items():
         med = statistics.median(ts)

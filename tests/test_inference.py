@@ -301,6 +301,27 @@ def test_cine_2d_batched_equals_frame_by_frame_with_resampling_postprocessing_an
             assert a == pytest.approx(b)
 
 
+def test_cine_frames_that_fit_memory_only_one_by_one_are_predicted_one_by_one(monkeypatch):
+    """When the joined frames' probabilities would not fit but one frame's do, the cine is
+    predicted frame by frame (the same outputs as each frame alone), not via labels only."""
+    cine, g = _cine_2d(n_frames=3)
+    spec = PreprocessSpec(orientation=None, target_spacing=(1.0, 1.0, 9.0), modalities=("MR",))
+    seg = Segmenter(GradientSign(axis=0, nd=2), roi_size=(16, 16), preprocess=spec, precision="fp32",
+                    device="cpu")
+    real_plan = Segmenter.plan
+
+    def plan(self, model_shape, **kw):
+        if kw.get("want_probabilities") and model_shape[2] > 7:  # the joined frames (3 x 7 slices): too big
+            raise InsufficientMemoryError("test: no memory for the joined frames' probabilities")
+        return real_plan(self, model_shape, **kw)
+
+    monkeypatch.setattr(Segmenter, "plan", plan)
+    pred = seg.predict(cine)
+    assert pred.info["frames_batched"] is False and pred.info["labels_from"] == "probabilities"
+    for t, f in enumerate(cine.frames()):
+        assert np.array_equal(seg.predict(f).labels.array, pred.labels.array[t])
+
+
 def test_cine_frames_on_different_model_grids_fall_back_to_one_by_one():
     """Frames whose model grids differ (a crop to each frame's foreground) cannot be joined:
     they are predicted one by one, with the same labels as predicting them alone."""

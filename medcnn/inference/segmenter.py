@@ -1079,7 +1079,8 @@ class Segmenter:
 
         A 2D window covers one slice, so each frame's labels are those of predicting it
         alone (up to floating-point differences between window batches). ``None`` when the
-        frames' model grids differ (then they are predicted one by one)."""
+        frames' model grids differ, or when memory allows the outputs a frame alone would get
+        only frame by frame (then they are predicted one by one)."""
         cases = [self._prepare(f) for f in frames]
         shape = cases[0].x.shape
         spacing = cases[0].record.model_geometry.spacing
@@ -1089,8 +1090,14 @@ class Segmenter:
         n = int(shape[1 + ax])
         joined_shape = list(shape[1:])
         joined_shape[ax] = n * len(cases)
-        run = self._plan_run(cases[0], return_probabilities=False, volume_intervals=volume_intervals,
-                             model_shape=joined_shape)
+        try:  # the joined call must produce what each frame alone would (else: one by one)
+            run = self._plan_run(cases[0], return_probabilities=False, volume_intervals=volume_intervals,
+                                 model_shape=joined_shape)
+        except InsufficientMemoryError:
+            return None
+        alone = self._plan_run(cases[0], return_probabilities=False, volume_intervals=volume_intervals)
+        if run.outputs != alone.outputs:
+            return None
         x = np.concatenate([np.asarray(c.x) for c in cases], axis=1 + ax)
         for c in cases:
             c.x = None
