@@ -20,9 +20,11 @@ to the input grid, postprocessing) with the bundle's defaults plus:
 * ``default``: the 4D cine in one call (every frame's windows through one sliding-window
   call);
 * ``onnxruntime``: ``backend="onnxruntime"`` (export built and verified before the timing);
+* ``auto``: ``backend="auto"`` (its timing and choice made in the warm-up run);
 * ``whole-slice`` and ``whole-slice+ort``: one window per slice (``whole_slice=True``);
 * with ``--sweep``: the torch executor at each memory format and window batch
-  (``torch:<channels_last|contiguous>:b<N>``), the figures behind the 2D defaults.
+  (``--sweep-batches``), windowed and on whole slices
+  (``torch:<channels_last|contiguous>:b<N>[:whole]``), the figures behind the 2D defaults.
 
 Runs alternate (one of each per repeat) and the medians are compared. Printed per path:
 median seconds, ratio to the baseline, and the share of voxels whose labels equal medcnn's
@@ -31,7 +33,7 @@ whole ``medcnn run SCD0000101 --mode cardiac`` command is timed once in a child 
 CPU's model and flags head the output.
 
 Run: ``python benchmarks/bench_cine.py [--model cardiac-cine-mri] [--repeats 3]
-[--threads 2] [--frames N] [--paths frame-by-frame,default,onnxruntime,whole-slice,whole-slice+ort]
+[--threads 2] [--frames N] [--paths frame-by-frame,default,onnxruntime,auto,whole-slice,whole-slice+ort]
 [--no-run] [--sweep] [--json out.json]``
 """
 
@@ -52,7 +54,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ALL_PATHS = ("frame-by-frame", "default", "onnxruntime", "whole-slice", "whole-slice+ort")
+ALL_PATHS = ("frame-by-frame", "default", "onnxruntime", "auto", "whole-slice", "whole-slice+ort")
 
 
 def monai_loop(frames, net, *, roi, overlap, sigma_scale, sw_batch_size, slice_axis):
@@ -83,7 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--paths", default=",".join(ALL_PATHS))
     ap.add_argument("--no-run", action="store_true", help="skip timing the medcnn run command")
     ap.add_argument("--sweep", action="store_true",
-                    help="also time torch at each memory format x window batch (1, 2, 4, 8)")
+                    help="also time torch at each memory format x window batch, windowed and whole slices")
+    ap.add_argument("--sweep-batches", default="1,2,4,8", help="window batches of --sweep")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     paths = [p for p in args.paths.split(",") if p]
@@ -119,17 +122,19 @@ def main(argv=None) -> int:
         "frame-by-frame": Segmenter.from_bundle(args.model, whole_slice=False, **common),
         "default": Segmenter.from_bundle(args.model, whole_slice=False, **common),
         "onnxruntime": Segmenter.from_bundle(args.model, whole_slice=False, backend="onnxruntime", **common),
+        "auto": Segmenter.from_bundle(args.model, whole_slice=False, backend="auto", **common),
         "whole-slice": Segmenter.from_bundle(args.model, whole_slice=True, **common),
         "whole-slice+ort": Segmenter.from_bundle(args.model, whole_slice=True, backend="onnxruntime", **common),
     }
     sweep = []
     if args.sweep:
-        for mf in ("channels_last", "contiguous"):
-            for nb in (1, 2, 4, 8):
-                name = f"torch:{mf}:b{nb}"
-                segs[name] = Segmenter.from_bundle(args.model, whole_slice=False, memory_format=mf, sw_batch_size=nb,
-                                                   **common)
-                sweep.append(name)
+        for ws in (False, True):
+            for mf in ("channels_last", "contiguous"):
+                for nb in [int(b) for b in args.sweep_batches.split(",")]:
+                    name = f"torch:{mf}:b{nb}" + (":whole" if ws else "")
+                    segs[name] = Segmenter.from_bundle(args.model, whole_slice=ws, memory_format=mf,
+                                                       sw_batch_size=nb, **common)
+                    sweep.append(name)
     ref = segs["default"]
     if ref.spatial_dims != 2:
         raise SystemExit(f"{args.model}: a 2D cine model expected")
@@ -169,14 +174,18 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["monai-loop"])
     rows = []
-    print(f"\n{'path':<24} {'median s':>9} {'vs monai-loop':>14} {'labels = default':>17}")
+    print(f"\n{'path':<24} {'median s':>9} {'vs monai-loop':>14} {'labels = default':>17}  ran as")
     for name in order:
         med = statistics.median(times[name])
         equal = 100.0 * float((labels[name] == labels["default"]).mean())
         rows.append({"path": name, "median_s": med, "speedup_vs_monai_loop": base / med,
                      "labels_equal_to_default_percent": equal, "times_s": times[name],
                      "backend": (segs[name].backend_info() if name in segs else None)})
-        print(f"{name:<24} {med:9.2f} {base / med:13.2f}x {equal:16.3f}%")
+        sg = segs.get(name)
+        ran = (f"{sg.backend}, {sg.sw_batch_size} window(s)/call, {sg.memory_format}"
+               + (", whole slices" if sg.whole_slice else "")) if sg is not None else \
+            f"MONAI, {1 if name == 'monai-loop' else 2} window(s)/call, contiguous"
+        print(f"{name:<24} {med:9.2f} {base / med:13.2f}x {equal:16.3f}%  {ran}")
     print("(monai-loop: no postprocessing, so its agreement also counts the keep-largest changes)")
     if not args.no_run:
         with tempfile.TemporaryDirectory() as out:

@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.record:
-        record_in_bundle(Path(args.model), rows, dataset=args.dataset, repeats=args.repeats)
+        record_in_bundle(Path(args.model), rows, repeats=args.repeats,
+                         dataset=args.dataset + (f" (its first {len(rows)} volumes)" if args.limit else ""))
     return 0
 
 

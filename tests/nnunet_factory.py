@@ -90,9 +90,14 @@ def train_briefly(net, dim: int, patch: Sequence[int], *, in_ch: int, n_classes:
     torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     net.train()
+    # 3D: 16^3 crops (fast), larger where the network downsamples so often that 16^3 would
+    # leave its deepest stage a single voxel (instance norm needs more than one)
+    strides = getattr(getattr(net, "encoder", None), "strides", None) or []
+    n_down = sum(1 for st in strides if max(st if isinstance(st, (list, tuple)) else [st]) > 1)
+    crop = max(16, 2 ** (n_down + 1))
     for it in range(steps):
         xs, ys = [], []
-        train_patch = [min(int(p), 16) if dim == 3 else int(p) for p in patch]
+        train_patch = [min(int(p), crop) if dim == 3 else int(p) for p in patch]
         for b in range(2):
             img, lab = blob_image(train_patch, seed=seed * 100 + it * 2 + b, n_classes=n_classes, zero_margin=0)
             img = (img - img.mean()) / img.std()

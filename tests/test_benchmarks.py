@@ -68,6 +68,12 @@ def test_bench_import_nnunet_prints_the_ratio_to_nnunet():
     pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (scripts/setup_env.sh installs it)")
     out = _run("bench_import_nnunet.py", "--quick", "--repeats", "1")
     assert "nnUNetPredictor (baseline)" in out and "the imported bundle's defaults" in out
+    assert "flags:" in out
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return
+    assert "medcnn onnxruntime (fp32, 1 window per call)" in out
 
 
 def test_bench_case_prints_the_breakdown_and_the_monai_comparison():

@@ -578,6 +578,17 @@ def test_tiny_memory_limit_streams_and_gives_identical_labels():
         _small_unet_segmenter(precision="fp32", memory_limit_gb=1e-6).predict(vol)
 
 
+def test_cpu_fp32_defaults_differ_for_2d_and_3d_networks():
+    """The measured CPU fp32 defaults: 3D channels-last at 2 windows per call
+    (bench_inference.py), 2D contiguous at 16 (bench_cine.py --sweep); bf16 one window."""
+    three = Segmenter(Threshold(0.5), roi_size=(8, 8, 8), device="cpu", precision="fp32")
+    two = Segmenter(Threshold(0.5, nd=2), roi_size=(8, 8), device="cpu", precision="fp32")
+    assert (three.memory_format, three.sw_batch_size) == ("channels_last", 2)
+    assert (two.memory_format, two.sw_batch_size) == ("contiguous", 16)
+    assert Segmenter(Threshold(0.5, nd=2), roi_size=(8, 8), device="cpu", precision="fp32",
+                     sw_batch_size=3).sw_batch_size == 3
+
+
 def test_default_window_batch_drops_to_one_before_running_out_of_memory():
     g = Geometry((64, 40, 32), (1, 1, 1))
     seg = _small_unet_segmenter(precision="fp32", stream_above_gb=0.0)  # CPU fp32 default: 2 windows per call

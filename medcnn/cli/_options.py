@@ -30,8 +30,8 @@ def add_backend_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "auto"),
                    help="network executor: torch (default); onnxruntime (CPU, fp32: the network exported to ONNX "
                         "once, verified against torch and cached in $MEDCNN_CACHE/onnx or ~/.cache/medcnn/onnx); "
-                        "auto (times both at 1, 2 and 4 windows per call and keeps the fastest). Falls back to "
-                        "torch with a notice when onnxruntime is missing (docs/inference.md)")
+                        "auto (times both at 1, 2 and 4 windows per call, 2D models also 8 and 16, and keeps the fastest). "
+                        "Falls back to torch with a notice when onnxruntime is missing (docs/inference.md)")
 
 
 def add_whole_slice_option(p: argparse.ArgumentParser) -> None:

@@ -219,15 +219,17 @@ class Segmenter:
             (measured: a hippocampus model trained without flips changed 5% of voxels).
         mirror_axes: window axes (``0..spatial_dims-1``) that training mirrored; ``None``:
             unknown (``"trained"`` then mirrors every axis, with a warning).
-        sw_batch_size: windows per network call (default: 4 on GPUs; on the CPU 2 in fp32,
-            where a batch of 2 lets PyTorch use oneDNN for every convolution — 1.4-1.6x faster
-            per window for a MONAI UNet, benchmarks/bench_inference.py — and 1 in bf16, which
-            gains nothing from batching).
+        sw_batch_size: windows per network call (default: 4 on GPUs; on the CPU in fp32 2 for
+            3D networks, where a batch of 2 lets PyTorch use oneDNN for every convolution —
+            1.4-1.6x faster per window for a MONAI UNet, benchmarks/bench_inference.py — and 16
+            for 2D networks (1.5-1.8x the windows per second of 2 on cine, benchmarks/bench_cine.py
+            --sweep); 1 in bf16, which gains nothing from batching).
         memory_limit_gb: memory budget (default: 85% of what is free at predict time).
         stream_above_gb: stream the accumulator in slabs whenever the full one would exceed
             this (identical labels, less memory; ``None``: only when memory requires it).
-        memory_format: ``"auto"`` (channels-last on the CPU in fp32, where it measured
-            faster), ``"channels_last"`` or ``"contiguous"``.
+        memory_format: ``"auto"`` (channels-last for 3D networks on the CPU in fp32, where it
+            measured faster; contiguous for 2D networks, where channels-last measured 1.2x
+            slower), ``"channels_last"`` or ``"contiguous"``.
         compile: wrap the network with ``torch.compile`` (inductor, weights frozen; the first
             call compiles, ~15 s on a 2-core CPU with a warm cache). Measured ~10% faster
             than eager bf16 for a MONAI UNet on this CPU (benchmarks/bench_inference.py).
@@ -260,11 +262,11 @@ class Segmenter:
         backend: the network executor (:mod:`medcnn.inference.executors`): ``"torch"``
             (default); ``"onnxruntime"`` (CPU, fp32: the network exported to ONNX once,
             verified against torch fp32 and cached in ``cache_dir``; its default window batch
-            is 1); ``"auto"`` (times torch and, in fp32 on the CPU, ONNX Runtime at window
-            batches 1, 2 and 4 on the first prediction and keeps the fastest pair). Decided
-            at the first prediction; when ONNX Runtime is missing or its export fails
-            verification, torch runs and one line says so on stderr. Recorded in
-            ``info["backend"]``.
+            is 1 for 3D networks, 4 for 2D ones); ``"auto"`` (times torch and, in fp32 on the
+            CPU, ONNX Runtime at window batches 1, 2 and 4, for 2D networks also 8 and 16, on the first
+            prediction and keeps the fastest pair). Decided at the first prediction; when ONNX
+            Runtime is missing or its export fails verification, torch runs and one line says
+            so on stderr. Recorded in ``info["backend"]``.
         cache_dir: folder of the ONNX exports and ``auto`` choices (default:
             :func:`medcnn.inference.executors.default_cache_dir`, ``$MEDCNN_CACHE/onnx`` or
             ``~/.cache/medcnn/onnx``).
@@ -387,7 +389,8 @@ class Segmenter:
         if sw_batch_size:
             self.sw_batch_size = int(sw_batch_size)
         elif self.device.type == "cpu":
-            self.sw_batch_size = 2 if self.precision == "fp32" else 1
+            # fp32: 2 windows for 3D networks, 16 for 2D ones (benchmarks/bench_cine.py --sweep)
+            self.sw_batch_size = (16 if self.spatial_dims == 2 else 2) if self.precision == "fp32" else 1
         else:
             self.sw_batch_size = 4
         if memory_limit_gb is not None and not float(memory_limit_gb) > 0:
@@ -397,8 +400,8 @@ class Segmenter:
         if memory_format not in MEMORY_FORMATS:
             raise ConfigError.expected(f"memory_format one of {', '.join(MEMORY_FORMATS)}", repr(memory_format))
         if memory_format == "auto":
-            memory_format = "channels_last" if (self.device.type == "cpu" and self.precision == "fp32") \
-                else "contiguous"
+            memory_format = "channels_last" if (self.device.type == "cpu" and self.precision == "fp32"
+                                                and self.spatial_dims == 3) else "contiguous"
         self.memory_format = memory_format
         self.blend_mode = blend_mode
         from medcnn.inference.sliding_window import PLACEMENTS
