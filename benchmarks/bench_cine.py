@@ -140,8 +140,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.model}: a 2D cine model expected")
     b = load_bundle(args.model)
     net = b.build_model().eval()
-    frames = [Preprocessor(ref.preprocess_spec).forward(f)[0] for f in cine.frames()]
-    ax = ref._slice_axis(Preprocessor(ref.preprocess_spec).forward(cine.frame(0))[1].model_geometry.spacing)
+    prepared = [Preprocessor(ref.preprocess_spec).forward(f) for f in cine.frames()]
+    frames = [x for x, _ in prepared]
+    ax = ref._slice_axis(prepared[0][1].model_geometry.spacing)
     loop_kw = dict(roi=ref.roi_size, overlap=ref.overlap, sigma_scale=ref.sigma_scale, slice_axis=ax)
 
     runners = {

@@ -40,12 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def padded_slice_roi(shape: tuple[int, ...], slice_axis: int, multiple: int = 16) -> tuple[int, int]:
-    """The whole in-plane extent of a stack, rounded up to a multiple of ``multiple``."""
-    plane = [s for a, s in enumerate(shape) if a != slice_axis]
-    return tuple(int(-(-s // multiple) * multiple) for s in plane)  # type: ignore[return-value]
-
-
 def agreement(a: np.ndarray, b: np.ndarray, labels: list[int]) -> dict[str, float]:
     fa, fb = a > 0, b > 0
     out = {"voxels_equal_percent": 100.0 * float((a == b).mean()),
@@ -98,9 +92,9 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 preds[name] = np.asarray(seg.predict(vol).labels.array)
                 times[name].append(time.perf_counter() - t)
-        ax = windowed._slice_axis(vol.spacing)
         row = {"case": Path(e["image"]).name.split(".")[0], "shape": list(vol.array.shape),
-               "whole_roi": list(padded_slice_roi(vol.array.shape, ax)), **agreement(preds["windowed"], preds["whole"], labels),
+               "whole_roi": list(whole._window_layout(vol.array.shape, vol.spacing)[1][1:]),  # the window it ran
+               **agreement(preds["windowed"], preds["whole"], labels),
                "windowed_s": statistics.median(times["windowed"]), "whole_s": statistics.median(times["whole"])}
         rows.append(row)
         print(f"{row['case']:>16} {str(row['shape']):>16} equal {row['voxels_equal_percent']:7.3f} %  "

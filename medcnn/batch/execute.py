@@ -331,10 +331,9 @@ def _with_body_size(cases: list[Case], height_cm: Any, weight_kg: Any, *, mode: 
 def _whole_slice(request: bool | None, info: Any) -> bool | None:
     """The batch's whole-slice decision for a bundle: the request, else the bundle's measured
     verdict; ``None`` for 3D models (nothing to decide). Asking it of a 3D model stops the batch."""
-    from medcnn.models.bundle import whole_slice_default
+    from medcnn.models.bundle import network_spatial_dims, whole_slice_default
 
-    two_d = int((info.json.get("network") or {}).get("spatial_dims") or 3) == 2
-    if not two_d:
+    if network_spatial_dims(info.json) != 2:
         if request:
             raise ConfigError.expected("--whole-slice only with a 2D model", f"{info.name} (3D network)")
         return None

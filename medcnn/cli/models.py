@@ -118,8 +118,9 @@ def _entry(info, verify: bool) -> dict[str, Any]:
          "mirror_axes": info.json.get("mirror_axes"), "postprocess": _postprocess_text(info.json.get("postprocess")),
          "tta_default": (info.json.get("inference") or {}).get("tta_axes", "none"),
          "imported_from": (info.json.get("provenance") or {}).get("imported_from")}
-    if int((info.json.get("network") or {}).get("spatial_dims") or 3) == 2:
-        from medcnn.models.bundle import whole_slice_default
+    from medcnn.models.bundle import network_spatial_dims, whole_slice_default
+
+    if network_spatial_dims(info.json) == 2:
 
         ws = info.json.get("whole_slice")
         d["whole_slice"] = {"default": whole_slice_default(info.json),

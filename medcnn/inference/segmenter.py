@@ -49,7 +49,6 @@ __all__ = ["Segmenter", "Prediction", "make_predictor", "MEMORY_FORMATS", "WHOLE
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
-
 @dataclass
 class Prediction:
     """Result of :meth:`Segmenter.predict`.
@@ -182,7 +181,7 @@ def _slice_divisor(network: Mapping[str, Any] | None) -> tuple[int, int]:
 
     try:
         div = network_patch_divisor(network)
-    except Exception:  # noqa: BLE001 - a spec the registry cannot read: the common UNet depth
+    except ConfigError:  # a spec the registry cannot read (an imported runtime's): the common UNet depth
         return (16, 16)
     return (int(div[0]), int(div[-1])) if len(div) >= 2 else (int(div[0]),) * 2
 
@@ -245,7 +244,7 @@ class Segmenter:
             counts, and is what ``executor`` is assumed to compute. Recorded in
             ``info["backend"]`` (``requested: "executor"``).
         whole_slice: a 2D network runs once per whole slice (zero-padded to a multiple of its
-            total stride) instead of overlapping ``roi_size`` windows: one window per slice,
+            divisor, the product of its strides) instead of overlapping ``roi_size`` windows: one window per slice,
             about 3x faster on 256x256 cine, but a patch-trained network's labels can differ
             from its windowed labels. Default False; :meth:`from_bundle` turns it on only for
             bundles whose recorded agreement reaches :data:`WHOLE_SLICE_MIN_AGREEMENT_PERCENT`

@@ -54,6 +54,7 @@ __all__ = [
     "CONVERT_HINT",
     "WHOLE_SLICE_MIN_AGREEMENT_PERCENT",
     "whole_slice_default",
+    "network_spatial_dims",
 ]
 
 BUNDLE_JSON = "bundle.json"
@@ -402,6 +403,11 @@ def bundle_spec_sha256(meta: Mapping[str, Any]) -> str:
 WHOLE_SLICE_MIN_AGREEMENT_PERCENT = 99.5
 
 
+def network_spatial_dims(bundle_json: Mapping[str, Any]) -> int:
+    """2 or 3: the spatial dims of a bundle.json's network (3 when it does not say)."""
+    return int((bundle_json.get("network") or {}).get("spatial_dims") or 3)
+
+
 def whole_slice_default(bundle_json: Mapping[str, Any]) -> bool:
     """Whether a bundle runs whole slices by default: a 2D network whose ``whole_slice``
     record (benchmarks/bench_whole_slice.py) shows at least
@@ -409,7 +415,7 @@ def whole_slice_default(bundle_json: Mapping[str, Any]) -> bool:
     measured volume. The record is outside the spec hash (it measures the spec, it does not
     change it); a batch hashes the decision into its ``config_hash`` instead."""
     rec = bundle_json.get("whole_slice")
-    if not isinstance(rec, Mapping) or int((bundle_json.get("network") or {}).get("spatial_dims") or 3) != 2:
+    if not isinstance(rec, Mapping) or network_spatial_dims(bundle_json) != 2:
         return False
     try:
         worst = float(rec["voxels_equal_percent_min"])
